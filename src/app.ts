@@ -1,0 +1,88 @@
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Logger } from 'pino';
+import { ERROR_STATUS, RiskError, type ErrorBody, type ErrorCode } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { RulesHolder } from './rules-io/holder.js';
+import type { Enricher } from './signals/enrich.js';
+import type { Store } from './store/store.js';
+import type { Pseudonymiser } from './store/pseudonymise.js';
+import type { StepUpService } from './didit/step-up-types.js';
+import { registerCallerAuth, type ApiToken } from './routes/auth.js';
+import { registerDecide } from './routes/decide.js';
+import { registerHealth, type ReadinessCheck } from './routes/health.js';
+
+export interface AppDeps {
+  readonly logger: Logger;
+  readonly rules: RulesHolder;
+  readonly enrich: Enricher;
+  readonly store: Store;
+  readonly ids: Pseudonymiser;
+  readonly metrics: Metrics;
+  readonly apiTokens: readonly ApiToken[];
+  readonly clock?: () => number;
+  readonly stepUp?: StepUpService;
+  /** Extra route plugins (Didit webhook, sessions, users), registered after auth. */
+  readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
+  readonly readiness?: readonly ReadinessCheck[];
+  readonly embedded?: readonly string[];
+  readonly trustProxy?: readonly string[];
+  readonly publicPaths?: readonly string[];
+}
+
+/** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
+function mapError(error: unknown): { status: number; body: ErrorBody } {
+  if (error instanceof RiskError) {
+    return { status: error.statusCode, body: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) } };
+  }
+  const e = error as { code?: string; statusCode?: number; message?: string };
+  const known: Record<string, [ErrorCode, string]> = {
+    FST_ERR_CTP_BODY_TOO_LARGE: ['RISK_ERR_BODY_TOO_LARGE', 'request body is too large'],
+    FST_ERR_CTP_INVALID_MEDIA_TYPE: ['RISK_ERR_UNSUPPORTED_MEDIA_TYPE', 'send application/json'],
+    FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['RISK_ERR_MALFORMED_BODY', 'content-length does not match the body'],
+    FST_ERR_CTP_EMPTY_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the JSON body is empty'],
+    FST_ERR_CTP_INVALID_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the body is not valid JSON'],
+    FST_ERR_RATE_LIMITED: ['RISK_ERR_RATE_LIMITED', 'rate limit exceeded'],
+  };
+  const hit = e.code ? known[e.code] : undefined;
+  if (hit) return { status: ERROR_STATUS[hit[0]], body: { code: hit[0], message: hit[1] } };
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    // JSON syntax errors and prototype-poisoning rejections arrive as plain 400s from the parser.
+    if (e.statusCode === 429) return { status: 429, body: { code: 'RISK_ERR_RATE_LIMITED', message: 'rate limit exceeded' } };
+    if (e.statusCode === 413) return { status: 413, body: { code: 'RISK_ERR_BODY_TOO_LARGE', message: 'request body is too large' } };
+    if (e.statusCode === 415) return { status: 415, body: { code: 'RISK_ERR_UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } };
+    if (e.statusCode === 404) return { status: 404, body: { code: 'RISK_ERR_NOT_FOUND', message: 'not found' } };
+    return { status: 400, body: { code: 'RISK_ERR_MALFORMED_BODY', message: 'the body could not be parsed' } };
+  }
+  return { status: 500, body: { code: 'RISK_ERR_INTERNAL', message: 'internal error' } };
+}
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const options: FastifyServerOptions = {
+    loggerInstance: deps.logger,
+    // Per-request lines would carry socket addresses; the decision line is the one record per request.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 64 * 1024,
+    requestTimeout: 10_000,
+    connectionTimeout: 10_000,
+    return503OnClosing: true,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    trustProxy: deps.trustProxy && deps.trustProxy.length > 0 ? [...deps.trustProxy] : false,
+    genReqId: () => crypto.randomUUID(),
+    routerOptions: { maxParamLength: 200 },
+  };
+  const app = Fastify(options) as unknown as FastifyInstance;
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, body } = mapError(error);
+    if (status >= 500) request.log.error({ err: { type: (error as Error)?.name, message: (error as Error)?.message } }, 'request failed');
+    return reply.status(status).send(body);
+  });
+  app.setNotFoundHandler((_request, reply) => reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }));
+
+  registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
+  registerHealth(app, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
+  registerDecide(app, { rules: deps.rules, enrich: deps.enrich, stepUp: deps.stepUp, metrics: deps.metrics, clock: deps.clock ?? Date.now });
+  for (const plugin of deps.plugins ?? []) plugin(app);
+  return app;
+}

@@ -1,0 +1,88 @@
+import { Environment } from '@marcbachmann/cel-js';
+import { fieldName, signalGroups, SIGNAL_BY_NAME, type SignalSpec, type SignalType, type Signals } from './signals.js';
+
+/** Structural limits checked at parse time, so a rule cannot be made arbitrarily expensive. */
+export const CEL_LIMITS = { maxAstNodes: 400, maxDepth: 32, maxListElements: 256, maxMapEntries: 64, maxCallArguments: 8 };
+export const MAX_EXPRESSION_LENGTH = 2000;
+
+const CEL_TYPE: Record<SignalType, string> = {
+  bool: 'bool',
+  int: 'int',
+  double: 'double',
+  string: 'string',
+  map: 'map<string, dyn>',
+};
+
+type GroupClass = new () => Record<string, unknown>;
+
+interface Group {
+  readonly name: string;
+  readonly ctor: GroupClass;
+  readonly fields: readonly SignalSpec[];
+}
+
+/**
+ * Each signal group (`device`, `ip`, ...) is a CEL type backed by a class, so a misspelt field is a
+ * load-time error and evaluation needs no per-rule object conversion (measured: about 3x faster
+ * than schema-declared variables). A signal that is absent stays an absent own property: CEL
+ * then raises "No such key", which evaluate() reports as unknown, never as false.
+ */
+function buildGroups(): Group[] {
+  const groups: Group[] = [];
+  for (const [name, fields] of signalGroups()) {
+    const ctor = { [name]: class {} }[name] as unknown as GroupClass;
+    groups.push({ name, ctor, fields });
+  }
+  return groups;
+}
+
+const GROUPS = buildGroups();
+
+function buildEnvironment(): Environment {
+  let env = new Environment({ limits: CEL_LIMITS, homogeneousAggregateLiterals: false });
+  for (const group of GROUPS) {
+    const typeName = `signals.${group.name}`;
+    const fields: Record<string, string> = {};
+    for (const spec of group.fields) fields[fieldName(spec)] = CEL_TYPE[spec.type];
+    env = env.registerType(typeName, { ctor: group.ctor, fields }).registerVariable(group.name, typeName);
+  }
+  return env;
+}
+
+export const celEnvironment = buildEnvironment();
+
+export type CelContext = Record<string, Record<string, unknown>>;
+
+/** Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. */
+export function toCelContext(signals: Signals): CelContext {
+  const context: CelContext = {};
+  const instances = new Map<string, Record<string, unknown>>();
+  for (const group of GROUPS) {
+    const instance = new group.ctor();
+    instances.set(group.name, instance);
+    context[group.name] = instance;
+  }
+  for (const key in signals) {
+    const value = signals[key as keyof Signals];
+    if (value === undefined) continue;
+    const spec = SIGNAL_BY_NAME.get(key);
+    if (!spec) continue;
+    const dot = key.indexOf('.');
+    const instance = instances.get(key.slice(0, dot));
+    if (!instance) continue;
+    instance[key.slice(dot + 1)] = spec.type === 'int' ? BigInt(Math.trunc(value as number)) : value;
+  }
+  return context;
+}
+
+const GROUP_NAMES = GROUPS.map((g) => g.name).join('|');
+const SIGNAL_REFERENCE = new RegExp(`\\b(?:${GROUP_NAMES})\\.[a-z_][a-z0-9_]*`, 'g');
+
+/** The declared signals an expression mentions (over-approximation is fine: used for reasons and explain). */
+export function signalsReadBy(expression: string): string[] {
+  const found = new Set<string>();
+  for (const match of expression.matchAll(SIGNAL_REFERENCE)) {
+    if (SIGNAL_BY_NAME.has(match[0])) found.add(match[0]);
+  }
+  return [...found].sort();
+}

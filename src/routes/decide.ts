@@ -1,0 +1,129 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { evaluate } from '../engine/evaluate.js';
+import { isStepUp } from '../engine/ladder.js';
+import { RiskError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import type { RulesHolder } from '../rules-io/holder.js';
+import type { Enricher } from '../signals/enrich.js';
+import { isValidClientIp } from '../signals/ip.js';
+import type { StepUpService, Verification } from '../didit/step-up-types.js';
+import { parseBody } from './validation.js';
+
+/** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
+export const MAX_PORTRAIT_BASE64 = 2_796_204;
+export const DECIDE_BODY_LIMIT = 2_900_000;
+
+const attributeKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'attribute names are snake_case, at most 64 characters');
+
+export const decideBodySchema = z.strictObject({
+  user_id: z.string().min(1).max(128),
+  device_id: z.string().min(1).max(256),
+  ip: z.string().max(45).refine(isValidClientIp, 'not an IPv4 or IPv6 address'),
+  user_agent: z.string().max(8192).optional(),
+  purpose: z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'purpose is a lowercase word such as login or change_password').default('login'),
+  portrait_image: z
+    .string()
+    .max(MAX_PORTRAIT_BASE64, 'portrait_image is larger than 2 MB')
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'portrait_image must be plain base64 (no data: prefix)')
+    .optional(),
+  callback: z.string().url().max(2048).optional(),
+  attributes: z
+    .record(attributeKey, z.union([z.string().max(256), z.number().finite(), z.boolean()]))
+    .refine((a) => Object.keys(a).length <= 32, 'at most 32 attributes')
+    .optional(),
+});
+
+export type DecideBody = z.infer<typeof decideBodySchema>;
+
+export interface DecideDeps {
+  readonly rules: RulesHolder;
+  readonly enrich: Enricher;
+  readonly stepUp: StepUpService | undefined;
+  readonly metrics: Metrics;
+  readonly clock: () => number;
+}
+
+export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
+  app.post('/v1/decide', { bodyLimit: DECIDE_BODY_LIMIT }, async (request, reply) => {
+    const started = process.hrtime.bigint();
+    const body = parseBody(decideBodySchema, request.body);
+    const ruleset = deps.rules.current();
+    if (!ruleset) throw new RiskError('RISK_ERR_UNAVAILABLE', 'no ruleset is loaded');
+    const now = deps.clock();
+    const decisionId = randomUUID();
+
+    const enriched = await deps.enrich(
+      {
+        userId: body.user_id,
+        deviceId: body.device_id,
+        ip: body.ip,
+        purpose: body.purpose,
+        ...(body.user_agent !== undefined ? { userAgent: body.user_agent } : {}),
+        ...(body.attributes ? { attributes: body.attributes } : {}),
+      },
+      now,
+    );
+    const evaluateStarted = process.hrtime.bigint();
+    const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now });
+    deps.metrics.stageDuration.labels('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
+
+    let verification: Verification = { status: 'not_needed' };
+    if (isStepUp(decision.action) && deps.stepUp) {
+      const diditStarted = process.hrtime.bigint();
+      verification = await deps.stepUp.open({
+        decisionId,
+        userId: body.user_id,
+        method: decision.action,
+        purpose: body.purpose,
+        ruleIds: decision.reasons.map((r) => r.rule),
+        grant: enriched.grant,
+        now,
+        ...(body.callback ? { callback: body.callback } : {}),
+        ...(body.portrait_image ? { portraitImage: body.portrait_image } : {}),
+      });
+      deps.metrics.stageDuration.labels('didit').observe(Number(process.hrtime.bigint() - diditStarted) / 1e9);
+    }
+
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    deps.metrics.decisions.labels(decision.action).inc();
+    deps.metrics.decideDuration.observe(seconds);
+    for (const input of decision.degraded) deps.metrics.degraded.labels(input).inc();
+    for (const r of decision.results) if (r.outcome === 'fired') deps.metrics.ruleFired.labels(r.rule, r.mode).inc();
+    for (const s of decision.shadow) deps.metrics.shadow.labels(s.rule, decision.action, s.action).inc();
+
+    // The decision line carries the point-in-time signals: it is what `rules replay` reads.
+    request.log.info(
+      {
+        decision_id: decisionId,
+        user: enriched.user,
+        device: enriched.device,
+        action: decision.action,
+        score: decision.score,
+        rules: decision.reasons.map((r) => r.rule),
+        shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
+        ruleset: decision.ruleset,
+        degraded: decision.degraded,
+        verification: verification.status,
+        duration_ms: Math.round(seconds * 1e6) / 1e3,
+        signals: enriched.signals,
+      },
+      'decision',
+    );
+
+    const unavailable = verification.status === 'unavailable';
+    return reply.send({
+      decision_id: decisionId,
+      action: decision.action,
+      score: decision.score,
+      reasons: decision.reasons,
+      shadow: decision.shadow,
+      degraded: decision.degraded,
+      ruleset: decision.ruleset,
+      signals: enriched.signals,
+      verification,
+      ...(unavailable ? { fallback: 'backup_factor' } : {}),
+    });
+  });
+}

@@ -1,0 +1,34 @@
+import type { FastifyInstance } from 'fastify';
+import type { RulesHolder } from '../rules-io/holder.js';
+import type { Store } from '../store/store.js';
+
+export interface ReadinessCheck {
+  readonly name: string;
+  check(): Promise<boolean> | boolean;
+}
+
+export interface HealthDeps {
+  readonly rules: RulesHolder;
+  readonly store: Store;
+  readonly checks: readonly ReadinessCheck[];
+  readonly embedded: readonly string[];
+}
+
+export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const failing: string[] = [];
+    if (!deps.rules.current()) failing.push('rules');
+    const storeUp = await Promise.race([deps.store.ping().catch(() => false), new Promise<boolean>((r) => setTimeout(r, 500, false))]);
+    if (!storeUp) failing.push('store');
+    for (const check of deps.checks) if (!(await check.check())) failing.push(check.name);
+    const body = {
+      status: failing.length === 0 ? 'ready' : 'not_ready',
+      failing,
+      ruleset: deps.rules.current()?.hash ?? null,
+      store: deps.store.kind,
+      embedded_defaults: deps.embedded,
+    };
+    return reply.status(failing.length === 0 ? 200 : 503).send(body);
+  });
+}

@@ -1,0 +1,107 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
+import { compileRuleset, type CompileResult, type LoadError, type RegexGuard, type RuleSource } from '../engine/ruleset.js';
+
+/** A rule file larger than this is refused before parsing (a 10 MB write must not stall a reload). */
+export const MAX_RULE_FILE_BYTES = 256 * 1024;
+
+export interface TextFile {
+  readonly name: string;
+  readonly text: string;
+  /** Set by the directory reader for a file it refused to read because of its size. */
+  readonly tooLarge?: boolean;
+}
+
+export function isTestFile(name: string): boolean {
+  return /\.test\.ya?ml$/.test(name);
+}
+
+export function isRuleFile(name: string): boolean {
+  return /\.ya?ml$/.test(name) && !isTestFile(name) && !name.startsWith('bypass');
+}
+
+/** YAML → plain data with the line of each rule; YAML errors come back with their line. */
+export function parseYaml(file: string, text: string): { content: unknown; lineOfRule: (i: number) => number } | LoadError {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
+  const problem = doc.errors[0];
+  if (problem) {
+    const line = problem.linePos?.[0]?.line ?? lineCounter.linePos(problem.pos[0]).line;
+    return { file, line, reason: `YAML: ${problem.message.split('\n')[0]}` };
+  }
+  let content: unknown;
+  try {
+    content = doc.toJS({ maxAliasCount: 50 });
+  } catch (error) {
+    return { file, reason: `YAML: ${(error as Error).message}` };
+  }
+  const rules = isMap(doc.contents) ? doc.contents.get('rules', true) : undefined;
+  const lineOfRule = (index: number): number => {
+    const item = isSeq(rules) ? rules.items[index] : undefined;
+    const offset = (item as { range?: [number, number, number] } | undefined)?.range?.[0];
+    return offset === undefined ? 0 : lineCounter.linePos(offset).line;
+  };
+  return { content, lineOfRule };
+}
+
+export function hashFiles(files: readonly TextFile[]): string {
+  const hash = createHash('sha256');
+  for (const file of [...files].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    hash.update(file.name).update('\0').update(file.text).update('\0');
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+/** Compile a ruleset from in-memory texts: used by the loader, `POST /v1/evaluate` and the CLI. */
+export function compileFromTexts(files: readonly TextFile[], regexGuard?: RegexGuard): CompileResult {
+  const errors: LoadError[] = [];
+  const sources: RuleSource[] = [];
+  const used = files.filter((f) => isRuleFile(f.name));
+  for (const file of used) {
+    if (file.tooLarge || Buffer.byteLength(file.text) > MAX_RULE_FILE_BYTES) {
+      errors.push({ file: file.name, reason: `file larger than ${MAX_RULE_FILE_BYTES} bytes` });
+      continue;
+    }
+    if (file.text.trim() === '') {
+      errors.push({ file: file.name, reason: 'empty file' });
+      continue;
+    }
+    const parsed = parseYaml(file.name, file.text);
+    if ('reason' in parsed) {
+      errors.push(parsed);
+      continue;
+    }
+    const kind = /^policy\.ya?ml$/.test(path.basename(file.name)) ? 'policy' : 'rules';
+    sources.push({ file: file.name, kind, content: parsed.content, lineOfRule: parsed.lineOfRule });
+  }
+  const compiled = compileRuleset(sources, { hash: hashFiles(used), ...(regexGuard ? { regexGuard } : {}) });
+  if (errors.length > 0) return { ok: false, errors: [...errors, ...(compiled.ok ? [] : compiled.errors)] };
+  return compiled;
+}
+
+/** Reads every file of a rules directory (one level); sizes are checked before reading. */
+export async function readRuleDir(dir: string): Promise<TextFile[]> {
+  const names = (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
+  const files: TextFile[] = [];
+  for (const name of names) {
+    const full = path.join(dir, name);
+    const info = await stat(full);
+    if (!info.isFile()) continue;
+    if (info.size > MAX_RULE_FILE_BYTES && isRuleFile(name)) {
+      files.push({ name, text: '', tooLarge: true });
+      continue;
+    }
+    files.push({ name, text: await readFile(full, 'utf8') });
+  }
+  return files;
+}
+
+export async function loadRuleDir(dir: string, regexGuard?: RegexGuard): Promise<CompileResult> {
+  try {
+    return compileFromTexts(await readRuleDir(dir), regexGuard);
+  } catch (error) {
+    return { ok: false, errors: [{ file: dir, reason: `cannot read rules directory: ${(error as Error).message}` }] };
+  }
+}

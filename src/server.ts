@@ -1,0 +1,60 @@
+import Fastify from 'fastify';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { createService } from './service.js';
+
+/** The only place that reads the environment, opens sockets and handles signals. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const logger = createLogger(config.LOG_LEVEL);
+  const service = await createService(config, { logger });
+
+  if (config.embedded.length > 0) {
+    logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');
+  }
+  if (config.embedded.includes('maxmind-test-databases')) {
+    logger.warn('GeoIP: MaxMind TEST databases (made-up data). Set GEOIP_CITY_DB and GEOIP_ASN_DB to real GeoLite2/GeoIP2 files, or run npm run data:update with MAXMIND_LICENSE_KEY');
+  }
+  if (config.embedded.includes('memory-store')) logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
+  if (config.embedded.includes('ephemeral-id-hash-key')) logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
+  if (config.embedded.includes('generated-api-token')) {
+    // Printed once to stdout for the quick start; never logged through pino.
+    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.apiTokens[0]!.token}\n\n`);
+  }
+
+  const metricsApp = Fastify({ logger: false });
+  metricsApp.get('/metrics', async (_request, reply) => reply.type(service.metrics.registry.contentType).send(await service.metrics.registry.metrics()));
+
+  await service.app.listen({ port: config.PORT, host: config.HOST });
+  await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
+  logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
+
+  process.on('SIGHUP', () => {
+    void service.rules.reload();
+  });
+  let closing = false;
+  const shutdown = (signal: string) => {
+    if (closing) process.exit(1);
+    closing = true;
+    logger.info({ signal }, 'shutting down: draining in-flight requests');
+    const force = setTimeout(() => process.exit(1), 5000);
+    force.unref();
+    Promise.all([service.close(), metricsApp.close()]).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+void main();

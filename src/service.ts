@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildApp } from './app.js';
+import type { Config } from './config.js';
+import { geoipPaths, openDatabase } from './geoip-files.js';
+import { createMetrics, stageTimer, type Metrics } from './metrics.js';
+import { parseApiTokens, type ApiToken } from './routes/auth.js';
+import { createRulesHolder, type RulesHolder } from './rules-io/holder.js';
+import { loadRuleDir } from './rules-io/load.js';
+import { createEnricher } from './signals/enrich.js';
+import { createGeoIp, type GeoDatabase, type LoadedDatabase } from './signals/geoip.js';
+import { createIpLists, type IpLists, type ListName } from './signals/ip-lists.js';
+import { loadListsFromManifest } from './signals/list-files.js';
+import { compileBotPatterns, createUserAgentParser } from './signals/user-agent.js';
+import { createMemoryStore } from './store/memory-store.js';
+import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import type { Store } from './store/store.js';
+import type { StepUpService } from './didit/step-up-types.js';
+
+export interface ServiceOptions {
+  readonly logger: Logger;
+  readonly clock?: () => number;
+  /** A store built by the caller (server.ts builds Redis); the memory store otherwise. */
+  readonly store?: Store;
+  readonly stepUp?: (parts: ServiceParts) => StepUpService | undefined;
+  readonly plugins?: (parts: ServiceParts) => ReadonlyArray<(app: FastifyInstance) => void>;
+}
+
+export interface ServiceParts {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly store: Store;
+  readonly metrics: Metrics;
+  readonly rules: RulesHolder;
+  readonly lists: IpLists;
+  readonly ids: ReturnType<typeof createPseudonymiser>;
+  readonly clock: () => number;
+}
+
+export interface Service extends ServiceParts {
+  readonly app: FastifyInstance;
+  readonly apiTokens: readonly ApiToken[];
+  close(): Promise<void>;
+}
+
+async function loadBotPattern(dataDir: string, logger: Logger): Promise<RegExp | undefined> {
+  try {
+    const list = JSON.parse(await readFile(path.join(dataDir, 'user-agents/bots/crawler-user-agents.json'), 'utf8')) as Array<{ pattern: string }>;
+    return compileBotPatterns(list.map((e) => e.pattern));
+  } catch (error) {
+    logger.warn({ err: (error as Error).message }, 'crawler list not loaded; ua.bot uses built-in automation markers only');
+    return undefined;
+  }
+}
+
+/** Wires every part from the validated config. The only IO here is reading local files. */
+export async function createService(config: Config, options: ServiceOptions): Promise<Service> {
+  const { logger } = options;
+  const clock = options.clock ?? Date.now;
+  const metrics = createMetrics();
+
+  const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
+  const ids = createPseudonymiser(hashKey);
+
+  const rules = createRulesHolder({
+    load: () => loadRuleDir(config.RULES_DIR),
+    log: logger,
+    onReload: (outcome, ruleset) => {
+      metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
+      metrics.rulesetInfo.reset();
+      if (ruleset) metrics.rulesetInfo.labels(ruleset.hash).set(1);
+    },
+  });
+  await rules.reload();
+
+  const databases: Partial<Record<GeoDatabase, LoadedDatabase>> = {};
+  const paths = geoipPaths(config);
+  for (const [db, file] of Object.entries(paths) as Array<[GeoDatabase, string]>) {
+    try {
+      databases[db] = await openDatabase(file);
+      metrics.dataAge.labels(`geoip_${db}`).set(Math.max(0, clock() / 1000 - databases[db]!.buildEpoch));
+    } catch (error) {
+      logger.error({ database: db, err: (error as Error).message }, 'GeoIP database not loaded; its signals are unknown (degraded)');
+    }
+  }
+  const configured = (Object.keys(paths) as GeoDatabase[]).filter((db) => db === 'city' || db === 'asn' || databases[db]);
+  const geoip = createGeoIp(databases, configured);
+
+  const { snapshots, failures } = await loadListsFromManifest(config.DATA_DIR).catch((error: Error) => ({ snapshots: [], failures: [error.message] }));
+  for (const failure of failures) logger.error({ list: failure }, 'IP list not loaded; its signals are unknown (degraded)');
+  const maxAge = (hours: number | undefined) => (hours ? hours * 3600_000 : 0);
+  const listMaxAge: Partial<Record<ListName, number>> = {
+    tor: maxAge(config.TOR_LIST_MAX_AGE_HOURS ?? config.LIST_MAX_AGE_HOURS),
+    vpn: maxAge(config.LIST_MAX_AGE_HOURS),
+    relay: maxAge(config.LIST_MAX_AGE_HOURS),
+    hosting: maxAge(config.LIST_MAX_AGE_HOURS),
+    hosting_asn: maxAge(config.LIST_MAX_AGE_HOURS),
+  };
+  const lists = createIpLists({ snapshots, maxAgeMs: listMaxAge });
+  for (const s of snapshots) metrics.dataAge.labels(`list_${s.name}`).set(Math.max(0, (clock() - s.asOf) / 1000));
+
+  const userAgents = createUserAgentParser({ botPattern: await loadBotPattern(config.DATA_DIR, logger) });
+  const store = options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } });
+  metrics.storeUp.set(1);
+  const timer = stageTimer(metrics);
+  const enrich = createEnricher({ geoip, lists, userAgents, store, ids }, timer);
+
+  const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
+  const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
+  const stepUp = options.stepUp?.(parts);
+  const app = buildApp({
+    logger,
+    rules,
+    enrich,
+    store,
+    ids,
+    metrics,
+    apiTokens,
+    clock,
+    embedded: config.embedded,
+    ...(stepUp ? { stepUp } : {}),
+    ...(options.plugins ? { plugins: options.plugins(parts) } : {}),
+    ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),
+  });
+  return {
+    ...parts,
+    app,
+    apiTokens,
+    async close() {
+      await app.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,147 @@
+import type { AttributeValue, Signals } from '../engine/signals.js';
+import type { Pseudonymiser } from '../store/pseudonymise.js';
+import type { History, Place, Store, StepUpSession } from '../store/store.js';
+import type { GeoIp } from './geoip.js';
+import { parseClientIp } from './ip.js';
+import type { IpLists } from './ip-lists.js';
+import { assessTravel, coarse } from './travel.js';
+import type { UserAgentParser } from './user-agent.js';
+
+export interface EnrichDeps {
+  readonly geoip: GeoIp;
+  readonly lists: IpLists;
+  readonly userAgents: UserAgentParser;
+  readonly store: Store;
+  readonly ids: Pseudonymiser;
+}
+
+export interface SignInRequest {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly ip: string;
+  readonly userAgent?: string;
+  readonly purpose: string;
+  readonly attributes?: Readonly<Record<string, AttributeValue>>;
+}
+
+export interface StageTimer {
+  (stage: 'enrich' | 'store', startedAt: bigint): void;
+}
+
+export interface Enriched {
+  readonly signals: Signals;
+  /** Inputs that failed: `store`, `geoip`, `lists`. */
+  readonly degraded: readonly string[];
+  /** Pseudonymised ids for logs, and what an Approved step-up would trust. */
+  readonly user: string;
+  readonly device: string;
+  readonly grant: StepUpSession['grant'];
+}
+
+const DAY = 24 * 3600_000;
+
+function days(since: number | undefined, now: number): number | undefined {
+  return since === undefined ? undefined : Math.max(0, (now - since) / DAY);
+}
+
+export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
+  return async function enrich(request: SignInRequest, now: number): Promise<Enriched> {
+    const started = process.hrtime.bigint();
+    const degraded = new Set<string>();
+    const ip = parseClientIp(request.ip);
+    const geo = deps.geoip.lookup(ip.address);
+    if (geo.failed.length > 0) degraded.add('geoip');
+    const lists = deps.lists.check(ip, geo.asn, now);
+    if (lists.unavailable.length > 0) degraded.add('lists');
+    const ua = deps.userAgents.parse(request.userAgent);
+
+    const user = deps.ids.id('user', request.userId);
+    const device = deps.ids.id('device', request.deviceId);
+    const ipId = deps.ids.id('ip', ip.address);
+    const prefix = deps.ids.id('net', ip.prefix);
+    const travelNet = deps.ids.id('net', ip.travelNet);
+    const country = geo.country || undefined;
+    const place: Place | undefined =
+      geo.latitude !== undefined && geo.longitude !== undefined && !ip.private
+        ? { lat: coarse(geo.latitude), lon: coarse(geo.longitude), accuracyKm: geo.accuracyKm ?? 1000, travelNet }
+        : undefined;
+    timer?.('enrich', started);
+
+    const storeStarted = process.hrtime.bigint();
+    let history: History | undefined;
+    try {
+      history = await deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now);
+    } catch {
+      degraded.add('store');
+    }
+    timer?.('store', storeStarted);
+
+    const s: Record<string, unknown> = {
+      'request.purpose': request.purpose,
+      'request.attributes': request.attributes ?? {},
+      'ip.version': ip.version,
+      'ip.private': ip.private,
+      'ua.browser': ua.browser,
+      'ua.os': ua.os,
+      'ua.device_type': ua.deviceType,
+      'ua.bot': ua.bot,
+    };
+    if (lists.tor !== undefined) s['ip.tor'] = lists.tor;
+    if (lists.vpn !== undefined) s['ip.vpn'] = lists.vpn;
+    if (lists.relay !== undefined) s['ip.relay'] = lists.relay;
+    if (lists.hosting !== undefined) s['ip.hosting'] = lists.hosting;
+    if (!geo.failed.includes('city')) s['geo.country'] = geo.country ?? '';
+    if (geo.accuracyKm !== undefined) s['geo.accuracy_km'] = geo.accuracyKm;
+    if (geo.asn !== undefined) {
+      s['ip.asn'] = geo.asn;
+      s['ip.asn_org'] = geo.asnOrg ?? '';
+    }
+    if (geo.connectionType !== undefined) s['ip.connection_type'] = geo.connectionType;
+    if (geo.anonymous !== undefined) s['ip.anonymous'] = geo.anonymous;
+
+    if (history) {
+      s['device.known'] = history.deviceKnown;
+      s['device.seen_count'] = history.deviceSeenCount;
+      s['device.first_seen_days'] = days(history.deviceFirstSeenAt, now) ?? 0;
+      s['ip.known'] = history.ipKnown;
+      s['ip.prefix_known'] = history.prefixKnown;
+      if (geo.asn !== undefined) s['ip.asn_known'] = history.asnKnown;
+      if (s['geo.country'] !== undefined) s['geo.country_known'] = history.countryKnown;
+      s['ua.changed'] = history.deviceUa !== undefined && request.userAgent !== undefined && (history.deviceUa.browser !== ua.browser || history.deviceUa.os !== ua.os);
+      s['user.verified_count'] = history.verifiedCount;
+      const lastVerified = days(history.lastVerifiedAt, now);
+      if (lastVerified !== undefined) s['user.last_verified_days'] = lastVerified;
+      s['velocity.decides_1h'] = history.decides1h;
+      s['velocity.distinct_ips_1h'] = history.distinctIps1h;
+      s['velocity.declines_24h'] = history.declines24h;
+      const mobile = geo.connectionType === 'Cellular' || geo.connectionType === 'Satellite';
+      const unreliable = ip.private || mobile || lists.tor !== false || lists.vpn !== false || lists.relay !== false;
+      const travel = assessTravel({ last: history.lastPlace, here: place, now, unreliable });
+      s['geo.travel_assessed'] = travel !== undefined;
+      if (travel) {
+        s['geo.distance_km'] = travel.distanceKm;
+        s['geo.elapsed_hours'] = travel.elapsedHours;
+        s['geo.speed_kmh'] = travel.speedKmh;
+      }
+    }
+
+    return {
+      signals: s as Signals,
+      degraded: [...degraded].sort(),
+      user,
+      device,
+      grant: {
+        user,
+        device,
+        ip: ipId,
+        prefix,
+        ...(geo.asn !== undefined ? { asn: geo.asn } : {}),
+        ...(country ? { country } : {}),
+        ...(place ? { place } : {}),
+        ...(ua.browser || ua.os ? { ua: { browser: ua.browser, os: ua.os } } : {}),
+      },
+    };
+  };
+}
+
+export type Enricher = ReturnType<typeof createEnricher>;

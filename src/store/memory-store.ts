@@ -1,0 +1,212 @@
+import { LRUCache } from 'lru-cache';
+import type { StepUpRung } from '../engine/ladder.js';
+import { CAPS, DEFAULT_RETENTION, type History, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
+
+interface Trust {
+  readonly by: string;
+  readonly at: number;
+  readonly expiresAt: number;
+}
+
+interface DeviceState {
+  firstSeen: number;
+  lastSeen: number;
+  seen: number;
+  trust?: Trust & { ua?: UaFamily };
+}
+
+interface UserState {
+  devices: Map<string, DeviceState>;
+  networks: Map<string, Trust>;
+  place?: Place & { at: number; by: string };
+  lastVerifiedAt?: number;
+  decides: number[];
+  networksSeen: Array<[string, number]>;
+  declines: number[];
+  sessionsOpened: number[];
+  touchedAt: number;
+}
+
+const HOUR = 3600_000;
+
+function live(trust: Trust | undefined, now: number): boolean {
+  return trust !== undefined && trust.expiresAt > now;
+}
+
+/** Keeps only timestamps inside the window, newest last, and at most `CAPS.recentEvents` of them. */
+function trimWindow(times: number[], windowMs: number, now: number): number[] {
+  const kept = times.filter((t) => t > now - windowMs);
+  return kept.length > CAPS.recentEvents ? kept.slice(-CAPS.recentEvents) : kept;
+}
+
+/** Drops the least recently used entries of a map above its cap (Map iteration order is insertion order). */
+function capMap<V>(map: Map<string, V>, cap: number, age: (v: V) => number): void {
+  if (map.size <= cap) return;
+  const oldest = [...map.entries()].sort((a, b) => age(a[1]) - age(b[1])).slice(0, map.size - cap);
+  for (const [key] of oldest) map.delete(key);
+}
+
+export interface MemoryStoreOptions {
+  readonly maxUsers?: number;
+  readonly retention?: Partial<Retention>;
+}
+
+/** The embedded default: bounded (LRU users, per-user caps, TTLs), single-process, nothing persisted. */
+export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
+  const retention = { ...DEFAULT_RETENTION, ...options.retention };
+  const users = new LRUCache<string, UserState>({ max: options.maxUsers ?? 100_000 });
+  const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
+  const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
+  const claims = new LRUCache<string, number>({ max: 500_000 });
+
+  const userState = (user: string, now: number): UserState => {
+    let state = users.get(user);
+    if (!state || now - state.touchedAt > retention.historyMs) {
+      state = { devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [], touchedAt: now };
+      users.set(user, state);
+    }
+    state.touchedAt = now;
+    return state;
+  };
+
+  const networkKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }): string[] => [
+    `ip:${g.ip}`,
+    `pfx:${g.prefix}`,
+    ...(g.asn !== undefined ? [`asn:${g.asn}`] : []),
+    ...(g.country ? [`cc:${g.country}`] : []),
+  ];
+
+  const pendingKey = (user: string, device: string, method: StepUpRung) => `${user}|${device}|${method}`;
+
+  return {
+    kind: 'memory',
+
+    async observe(s: Sighting, now: number): Promise<History> {
+      const state = userState(s.user, now);
+      const device = state.devices.get(s.device);
+      const deviceTrusted = live(device?.trust, now);
+      const verifiedCount = [...state.devices.values()].filter((d) => live(d.trust, now)).length;
+      const history: History = {
+        deviceKnown: deviceTrusted,
+        deviceSeenCount: device?.seen ?? 0,
+        deviceFirstSeenAt: device?.firstSeen,
+        deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
+        ipKnown: live(state.networks.get(`ip:${s.ip}`), now),
+        prefixKnown: live(state.networks.get(`pfx:${s.prefix}`), now),
+        asnKnown: s.asn !== undefined && live(state.networks.get(`asn:${s.asn}`), now),
+        countryKnown: !!s.country && live(state.networks.get(`cc:${s.country}`), now),
+        verifiedCount,
+        lastVerifiedAt: state.lastVerifiedAt,
+        lastPlace: state.place && now - state.place.at < retention.trustMs ? state.place : undefined,
+        decides1h: 0,
+        distinctIps1h: 0,
+        declines24h: trimWindow(state.declines, 24 * HOUR, now).length,
+      };
+      // Record the sighting after reading, as the Redis script does.
+      if (device) {
+        device.seen += 1;
+        device.lastSeen = now;
+      } else {
+        state.devices.set(s.device, { firstSeen: now, lastSeen: now, seen: 1 });
+        capMap(state.devices, CAPS.devices, (d) => d.lastSeen);
+      }
+      state.decides = trimWindow([...state.decides, now], HOUR, now);
+      state.networksSeen = state.networksSeen.filter(([, at]) => at > now - HOUR).concat([[s.prefix, now]]).slice(-CAPS.recentEvents);
+      return { ...history, decides1h: state.decides.length, distinctIps1h: new Set(state.networksSeen.map(([p]) => p)).size };
+    },
+
+    async recordPending(session, now) {
+      sessions.set(session.sessionId, session, { ttl: Math.max(1, retention.claimMs) });
+      pendingIndex.set(pendingKey(session.user, session.device, session.method), session.sessionId, { ttl: Math.max(1, session.expiresAt - now) });
+    },
+
+    async findPending(user, device, method, now) {
+      const id = pendingIndex.get(pendingKey(user, device, method));
+      const session = id ? sessions.get(id) : undefined;
+      return session && session.status === 'pending' && session.expiresAt > now ? session : undefined;
+    },
+
+    async getSession(sessionId) {
+      return sessions.get(sessionId);
+    },
+
+    async updateSession(sessionId, change, now) {
+      const session = sessions.get(sessionId);
+      if (!session) return undefined;
+      if (change.eventTs < session.lastEventTs) return session;
+      const updated: StepUpSession = { ...session, status: change.status, diditStatus: change.diditStatus, lastEventTs: change.eventTs, updatedAt: now };
+      sessions.set(sessionId, updated, { ttl: Math.max(1, retention.claimMs) });
+      if (change.status !== 'pending') pendingIndex.delete(pendingKey(session.user, session.device, session.method));
+      return updated;
+    },
+
+    async countSessionOpen(user, windowMs, now) {
+      const state = userState(user, now);
+      state.sessionsOpened = trimWindow([...state.sessionsOpened, now], windowMs, now);
+      return state.sessionsOpened.length;
+    },
+
+    async trust(grant: TrustGrant, now) {
+      const state = userState(grant.user, now);
+      const trust = { by: grant.grantedBy, at: now, expiresAt: now + grant.ttlMs };
+      const device = state.devices.get(grant.device) ?? { firstSeen: now, lastSeen: now, seen: 0 };
+      device.trust = { ...trust, ...(grant.ua ? { ua: grant.ua } : {}) };
+      state.devices.set(grant.device, device);
+      capMap(state.devices, CAPS.devices, (d) => d.lastSeen);
+      for (const key of networkKeys(grant)) {
+        state.networks.delete(key);
+        state.networks.set(key, trust);
+      }
+      capMap(state.networks, CAPS.networks, (t) => t.at);
+      if (grant.place) state.place = { ...grant.place, at: now, by: grant.grantedBy };
+      state.lastVerifiedAt = now;
+    },
+
+    async revokeGrant(user, grantedBy, now) {
+      const state = userState(user, now);
+      for (const device of state.devices.values()) if (device.trust?.by === grantedBy) delete device.trust;
+      for (const [key, trust] of state.networks) if (trust.by === grantedBy) state.networks.delete(key);
+      if (state.place?.by === grantedBy) delete state.place;
+    },
+
+    async recordDecline(user, now) {
+      const state = userState(user, now);
+      state.declines = trimWindow([...state.declines, now], 24 * HOUR, now);
+    },
+
+    async claimOnce(key, ttlMs, now) {
+      const at = claims.get(key);
+      if (at !== undefined && now - at < ttlMs) return false;
+      claims.set(key, now, { ttl: Math.max(1, ttlMs) });
+      return true;
+    },
+
+    async listDevices(user, now): Promise<TrustedDevice[]> {
+      const state = users.get(user);
+      if (!state) return [];
+      return [...state.devices.entries()]
+        .filter(([, d]) => live(d.trust, now))
+        .map(([device, d]) => ({ device, firstVerifiedAt: d.trust!.at, lastSeenAt: d.lastSeen, expiresAt: d.trust!.expiresAt }));
+    },
+
+    async revokeDevice(user, device, now) {
+      const state = users.get(user);
+      const entry = state?.devices.get(device);
+      if (!entry || !live(entry.trust, now)) return false;
+      delete entry.trust;
+      return true;
+    },
+
+    async erase(user) {
+      users.delete(user);
+      for (const [key, id] of pendingIndex.entries()) if (key.startsWith(`${user}|`)) pendingIndex.delete(key);
+      for (const [id, session] of sessions.entries()) if (session.user === user) sessions.delete(id);
+    },
+
+    async ping() {
+      return true;
+    },
+
+    async close() {},
+  };
+}

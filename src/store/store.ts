@@ -1,0 +1,130 @@
+/**
+ * The store contract. Every identifier that reaches a store is already pseudonymised (see
+ * pseudonymise.ts); a store never sees a raw user id, device id or IP. Each method is one round
+ * trip on Redis and atomic there. Time is always an argument (epoch ms).
+ */
+import type { StepUpRung } from '../engine/ladder.js';
+
+export interface UaFamily {
+  readonly browser: string;
+  readonly os: string;
+}
+
+export interface Place {
+  /** Coarse coordinates only: rounded to 0.1°. */
+  readonly lat: number;
+  readonly lon: number;
+  readonly accuracyKm: number;
+  /** Pseudonymised /24 (IPv4) or /64 (IPv6) of the address the place came from. */
+  readonly travelNet: string;
+}
+
+export interface Sighting {
+  readonly user: string;
+  readonly device: string;
+  readonly ip: string;
+  readonly prefix: string;
+  readonly asn?: number;
+  readonly country?: string;
+}
+
+export interface History {
+  readonly deviceKnown: boolean;
+  readonly deviceSeenCount: number;
+  readonly deviceFirstSeenAt: number | undefined;
+  readonly deviceUa: UaFamily | undefined;
+  readonly ipKnown: boolean;
+  readonly prefixKnown: boolean;
+  readonly asnKnown: boolean;
+  readonly countryKnown: boolean;
+  readonly verifiedCount: number;
+  readonly lastVerifiedAt: number | undefined;
+  readonly lastPlace: (Place & { readonly at: number }) | undefined;
+  readonly decides1h: number;
+  readonly distinctIps1h: number;
+  readonly declines24h: number;
+}
+
+export interface TrustGrant {
+  readonly user: string;
+  readonly device: string;
+  readonly ip: string;
+  readonly prefix: string;
+  readonly asn?: number;
+  readonly country?: string;
+  readonly place?: Place;
+  readonly ua?: UaFamily;
+  /** The Didit session whose Approved verdict earned this trust; revoking it undoes exactly this grant. */
+  readonly grantedBy: string;
+  readonly ttlMs: number;
+}
+
+export type SessionStatus = 'pending' | 'approved' | 'declined' | 'in_review' | 'retry';
+
+export interface StepUpSession {
+  readonly sessionId: string;
+  readonly user: string;
+  readonly device: string;
+  readonly method: StepUpRung;
+  readonly workflowId: string;
+  readonly url: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly status: SessionStatus;
+  /** Didit's status text of the latest applied event, and that event's signed timestamp. */
+  readonly diditStatus: string;
+  readonly updatedAt: number;
+  readonly lastEventTs: number;
+  /** What an Approved verdict will trust: the network and device seen at decide time. */
+  readonly grant: Omit<TrustGrant, 'grantedBy' | 'ttlMs'>;
+}
+
+export interface TrustedDevice {
+  readonly device: string;
+  readonly firstVerifiedAt: number;
+  readonly lastSeenAt: number;
+  readonly expiresAt: number;
+}
+
+export interface Retention {
+  readonly trustMs: number;
+  readonly historyMs: number;
+  readonly pendingMs: number;
+  readonly claimMs: number;
+}
+
+export const DEFAULT_RETENTION: Retention = {
+  trustMs: 90 * 24 * 3600_000,
+  historyMs: 30 * 24 * 3600_000,
+  pendingMs: 10 * 60_000,
+  // Sessions are kept for the status API well past the pending window; claims past Didit's retries.
+  claimMs: 24 * 3600_000,
+};
+
+export const CAPS = { devices: 50, networks: 100, recentEvents: 200 } as const;
+
+export interface Store {
+  readonly kind: 'memory' | 'redis';
+  /** Reads the user's history and counters and records this sighting, atomically. */
+  observe(sighting: Sighting, now: number): Promise<History>;
+  /** Stores a step-up session and indexes it by user + device + method for reuse. */
+  recordPending(session: StepUpSession, now: number): Promise<void>;
+  /** A still-pending session for the same user, device and method, if any. */
+  findPending(user: string, device: string, method: StepUpRung, now: number): Promise<StepUpSession | undefined>;
+  getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;
+  /** Applies a status change when `eventTs` is newer than the last applied one; returns the stored session. */
+  updateSession(sessionId: string, change: { status: SessionStatus; diditStatus: string; eventTs: number }, now: number): Promise<StepUpSession | undefined>;
+  /** Counts step-up sessions opened for a user in the trailing window, adding this one. */
+  countSessionOpen(user: string, windowMs: number, now: number): Promise<number>;
+  trust(grant: TrustGrant, now: number): Promise<void>;
+  /** Removes what one session's grant trusted. */
+  revokeGrant(user: string, grantedBy: string, now: number): Promise<void>;
+  recordDecline(user: string, now: number): Promise<void>;
+  /** True exactly once per key within `ttlMs`. */
+  claimOnce(key: string, ttlMs: number, now: number): Promise<boolean>;
+  listDevices(user: string, now: number): Promise<TrustedDevice[]>;
+  revokeDevice(user: string, device: string, now: number): Promise<boolean>;
+  erase(user: string): Promise<void>;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,53 @@
+import { Writable } from 'node:stream';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { createService, type Service, type ServiceOptions } from '../../src/service.js';
+
+export const TEST_TOKEN = 'test-caller-token-0123456789';
+export const TEST_HASH_KEY = 't1:test-hash-key-0123456789abcdefghij';
+
+/** Collects every log line the service writes, so tests can assert on them (and on their absence). */
+export function captureLogs(): { lines: string[]; stream: Writable } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(line);
+      done();
+    },
+  });
+  return { lines, stream };
+}
+
+export interface TestClock {
+  (): number;
+  advance(ms: number): void;
+  set(ms: number): void;
+}
+
+export function testClock(start = Date.parse('2026-11-25T12:00:00Z')): TestClock {
+  let now = start;
+  const clock = (() => now) as TestClock;
+  clock.advance = (ms) => {
+    now += ms;
+  };
+  clock.set = (ms) => {
+    now = ms;
+  };
+  return clock;
+}
+
+export interface TestService extends Service {
+  logs: string[];
+  auth: { authorization: string };
+}
+
+export async function startTestService(env: Record<string, string> = {}, options: Partial<ServiceOptions> = {}): Promise<TestService> {
+  const config = loadConfig({ API_TOKENS: `tests:${TEST_TOKEN}`, ID_HASH_KEY: TEST_HASH_KEY, LOG_LEVEL: 'info', ...env });
+  const { lines, stream } = captureLogs();
+  const service = await createService(config, { logger: createLogger(config.LOG_LEVEL, stream), ...options });
+  await service.app.ready();
+  return Object.assign(service, { logs: lines, auth: { authorization: `Bearer ${TEST_TOKEN}` } });
+}
+
+export const CHROME_WINDOWS = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
+export const FIREFOX_LINUX = 'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0';
