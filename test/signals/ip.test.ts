@@ -1,0 +1,35 @@
+import t from 'tap';
+import { isValidClientIp, parseClientIp } from '../../src/signals/ip.js';
+import { buildRangeTable } from '../../src/signals/ip-ranges.js';
+
+t.test('client IP syntax is strict', async (t) => {
+  for (const good of ['1.2.3.4', '::1', '2001:db8::1', '::ffff:1.2.3.4', '2001:0bf0:0666:0000:0000:0000:0000:0666']) t.ok(isValidClientIp(good), good);
+  for (const bad of ['01.02.03.04', '300.1.1.1', 'fe80::1%eth0', '1.2.3', '', 'localhost', '1.2.3.4/24', ' 1.2.3.4']) t.notOk(isValidClientIp(bad), JSON.stringify(bad));
+});
+
+t.test('IPs are normalised: IPv4-mapped to IPv4, IPv6 compressed; IPv6 trust is per /64', async (t) => {
+  t.match(parseClientIp('::ffff:89.160.20.112'), { address: '89.160.20.112', version: 4, prefix: '89.160.20.112', travelNet: '89.160.20.0/24' });
+  const v6 = parseClientIp('2001:0bf0:0666:0000:0000:0000:0000:0666');
+  t.equal(v6.address, '2001:bf0:666::666');
+  t.equal(v6.prefix, '2001:bf0:666::/64');
+  t.equal(parseClientIp('2001:bf0:666:0:ffff::1').prefix, v6.prefix, 'same /64, same network');
+});
+
+t.test('private, loopback, link-local, CGNAT and ULA addresses are flagged private', async (t) => {
+  for (const ip of ['10.1.2.3', '192.168.1.1', '172.16.0.1', '127.0.0.1', '169.254.1.1', '100.64.0.1', '::1', 'fe80::1', 'fd00::1']) t.equal(parseClientIp(ip).private, true, ip);
+  for (const ip of ['89.160.20.112', '8.8.8.8', '2001:4860::1']) t.equal(parseClientIp(ip).private, false, ip);
+});
+
+t.test('range tables merge overlaps and answer IPv4 and IPv6 by binary search', async (t) => {
+  const { table, rejected } = buildRangeTable(['10.0.0.0/8', '10.1.0.0/16', '192.0.2.7', '2001:db8::/32', '2001:0db8:0000:0000:0000:0000:0000:0001', 'garbage', '# comment', '', '1.2.3.4/24']);
+  t.equal(rejected, 1);
+  const has = (ip: string) => table.has(parseClientIp(ip).bytes);
+  t.ok(has('10.255.255.255'));
+  t.notOk(has('11.0.0.0'));
+  t.ok(has('192.0.2.7'));
+  t.notOk(has('192.0.2.8'));
+  t.ok(has('2001:db8:ffff::1'));
+  t.notOk(has('2001:db9::1'));
+  t.ok(has('1.2.3.200'), 'host bits in a CIDR are masked');
+  t.ok(has('0:0:0:0:0:ffff:0a00:0001'), 'IPv4-mapped input finds the IPv4 range');
+});
