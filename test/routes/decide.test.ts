@@ -133,7 +133,8 @@ t.test('malformed JSON, wrong content type and oversize bodies get 4xx codes, ne
 
 t.test('callers without a valid bearer token get 401 and touch nothing', async (t) => {
   const before = (await service.app.inject({ method: 'GET', url: '/readyz' })).json();
-  for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: 'Basic dGVzdA==' }, { authorization: 'Bearer ' }]) {
+  const attempts: Array<Record<string, string>> = [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: 'Basic dGVzdA==' }, { authorization: 'Bearer ' }];
+  for (const headers of attempts) {
     const response = await decide({ user_id: 'ivan', device_id: 'd', ip: '89.160.20.112' }, headers);
     t.equal(response.status, 401);
     t.equal(response.body.code, 'RISK_ERR_UNAUTHORIZED');
