@@ -1,7 +1,8 @@
 import Fastify from 'fastify';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { createService } from './service.js';
+import { createSimulator, simulatorCredentials } from './didit/simulator.js';
+import { createService, type DiditSettings } from './service.js';
 
 /** The only place that reads the environment, opens sockets and handles signals. */
 async function main(): Promise<void> {
@@ -16,7 +17,24 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config.LOG_LEVEL);
-  const service = await createService(config, { logger });
+
+  // No Didit key: run the offline simulator on loopback. With a key, the simulator is never started.
+  let simulator: ReturnType<typeof createSimulator> | undefined;
+  let didit: DiditSettings | undefined;
+  if (!config.DIDIT_API_KEY) {
+    const credentials = simulatorCredentials();
+    const simulatorBase = `http://127.0.0.1:${config.SIMULATOR_PORT}`;
+    simulator = createSimulator({
+      ...credentials,
+      publicBaseUrl: simulatorBase,
+      webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
+      retryDelaysMs: [2000, 8000],
+    });
+    await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
+    didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };
+    logger.warn({ simulator: simulatorBase }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+  }
+  const service = await createService(config, { logger, ...(didit ? { didit } : {}) });
 
   if (config.embedded.length > 0) {
     logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');
@@ -48,7 +66,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down: draining in-flight requests');
     const force = setTimeout(() => process.exit(1), 5000);
     force.unref();
-    Promise.all([service.close(), metricsApp.close()]).then(
+    Promise.all([service.close(), metricsApp.close(), simulator?.app.close()]).then(
       () => process.exit(0),
       () => process.exit(1),
     );

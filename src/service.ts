@@ -18,15 +18,41 @@ import { compileBotPatterns, createUserAgentParser } from './signals/user-agent.
 import { createMemoryStore } from './store/memory-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
-import type { StepUpService } from './didit/step-up-types.js';
+import { createBreaker } from './didit/breaker.js';
+import { createDiditClient } from './didit/client.js';
+import { createStepUpService } from './didit/step-up.js';
+import { createWebhookHandler } from './didit/webhook-handler.js';
+import type { StepUpRung } from './engine/ladder.js';
+import { registerDiditWebhook } from './routes/didit-webhook.js';
+import { registerSessions } from './routes/sessions.js';
+import { registerUsers } from './routes/users.js';
 
 export interface ServiceOptions {
   readonly logger: Logger;
   readonly clock?: () => number;
   /** A store built by the caller (server.ts builds Redis); the memory store otherwise. */
   readonly store?: Store;
-  readonly stepUp?: (parts: ServiceParts) => StepUpService | undefined;
-  readonly plugins?: (parts: ServiceParts) => ReadonlyArray<(app: FastifyInstance) => void>;
+  /** Didit endpoint and secrets: from the config, or the embedded simulator's. */
+  readonly didit?: DiditSettings;
+}
+
+export interface DiditSettings {
+  readonly baseUrl: string;
+  readonly apiKey: string;
+  readonly webhookSecrets: readonly string[];
+  readonly workflows: Readonly<Record<StepUpRung, string>>;
+  readonly fetch?: typeof fetch;
+}
+
+/** Didit settings from the environment, when a real Didit is configured. */
+export function diditFromConfig(config: Config): DiditSettings | undefined {
+  if (!config.DIDIT_API_KEY || !config.DIDIT_BASE_URL || !config.DIDIT_WEBHOOK_SECRET) return undefined;
+  return {
+    baseUrl: config.DIDIT_BASE_URL,
+    apiKey: config.DIDIT_API_KEY,
+    webhookSecrets: [config.DIDIT_WEBHOOK_SECRET, ...(config.DIDIT_WEBHOOK_SECRET_PREVIOUS ? [config.DIDIT_WEBHOOK_SECRET_PREVIOUS] : [])],
+    workflows: { PASSIVE: config.DIDIT_WORKFLOW_PASSIVE!, FLASHING: config.DIDIT_WORKFLOW_FLASHING!, ACTIVE_3D: config.DIDIT_WORKFLOW_ACTIVE_3D! },
+  };
 }
 
 export interface ServiceParts {
@@ -110,7 +136,50 @@ export async function createService(config: Config, options: ServiceOptions): Pr
 
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
   const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
-  const stepUp = options.stepUp?.(parts);
+
+  const didit = options.didit ?? diditFromConfig(config);
+  const breaker = createBreaker({ onChange: (open) => metrics.diditCircuitOpen.set(open ? 1 : 0) });
+  const client = didit
+    ? createDiditClient({
+        baseUrl: didit.baseUrl,
+        apiKey: didit.apiKey,
+        workflows: didit.workflows,
+        timeoutMs: config.DIDIT_TIMEOUT_MS,
+        clock,
+        breaker,
+        ...(didit.fetch ? { fetch: didit.fetch } : {}),
+        onRequest: (operation, outcome) => metrics.diditRequests.labels(operation, outcome).inc(),
+      })
+    : undefined;
+  const pendingTtlMs = config.PENDING_TTL_MINUTES * 60_000;
+  const stepUp = client
+    ? createStepUpService({
+        client,
+        store,
+        pendingTtlMs,
+        userMaxPer15m: config.STEPUP_USER_MAX_PER_15M,
+        globalMaxPerMin: config.STEPUP_GLOBAL_MAX_PER_MIN,
+        log: logger,
+        ...(config.DIDIT_CALLBACK_URL ? { callbackUrl: config.DIDIT_CALLBACK_URL } : {}),
+      })
+    : undefined;
+  const handleWebhook = createWebhookHandler({
+    store,
+    ids,
+    secrets: didit?.webhookSecrets ?? [],
+    toleranceS: config.WEBHOOK_TOLERANCE_S,
+    pendingTtlMs,
+    trustTtlMs: config.TRUST_TTL_DAYS * 86_400_000,
+    claimTtlMs: 24 * 3600_000,
+    requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
+    clock,
+    ...(client ? { client } : {}),
+  });
+  const plugins = [
+    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics }),
+    (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
+    (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
+  ];
   const app = buildApp({
     logger,
     rules,
@@ -122,7 +191,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     embedded: config.embedded,
     ...(stepUp ? { stepUp } : {}),
-    ...(options.plugins ? { plugins: options.plugins(parts) } : {}),
+    plugins,
     ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),
   });
   return {

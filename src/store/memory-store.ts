@@ -181,6 +181,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       return true;
     },
 
+    async releaseClaim(key) {
+      claims.delete(key);
+    },
+
     async listDevices(user, now): Promise<TrustedDevice[]> {
       const state = users.get(user);
       if (!state) return [];

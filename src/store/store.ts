@@ -122,6 +122,8 @@ export interface Store {
   recordDecline(user: string, now: number): Promise<void>;
   /** True exactly once per key within `ttlMs`. */
   claimOnce(key: string, ttlMs: number, now: number): Promise<boolean>;
+  /** Gives a claim back when applying its event failed, so the retried delivery can apply it. */
+  releaseClaim(key: string): Promise<void>;
   listDevices(user: string, now: number): Promise<TrustedDevice[]>;
   revokeDevice(user: string, device: string, now: number): Promise<boolean>;
   erase(user: string): Promise<void>;

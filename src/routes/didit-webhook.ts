@@ -1,0 +1,30 @@
+import type { FastifyInstance } from 'fastify';
+import type { WebhookHandler } from '../didit/webhook-handler.js';
+import type { Metrics } from '../metrics.js';
+
+export const WEBHOOK_BODY_LIMIT = 256 * 1024;
+
+const header = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
+
+/** POST /v1/webhooks/didit: the raw-bytes parser is scoped to this plugin, so no other route sees Buffers. */
+export function registerDiditWebhook(app: FastifyInstance, deps: { handle: WebhookHandler; metrics: Metrics }): void {
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_request, body, done) => done(null, body));
+    scope.post('/v1/webhooks/didit', { bodyLimit: WEBHOOK_BODY_LIMIT }, async (request, reply) => {
+      const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const outcome = await deps.handle(raw, {
+        'x-signature': header(request.headers['x-signature']),
+        'x-signature-v2': header(request.headers['x-signature-v2']),
+        'x-signature-simple': header(request.headers['x-signature-simple']),
+        'x-timestamp': header(request.headers['x-timestamp']),
+      });
+      deps.metrics.webhookEvents.labels(outcome.result).inc();
+      request.log.info({ webhook: outcome.result, reason: outcome.reason, session_id: outcome.sessionId, didit_status: outcome.status, http: outcome.httpStatus }, 'didit webhook');
+      if (outcome.httpStatus === 401) return reply.status(401).send({ code: 'RISK_ERR_BAD_SIGNATURE', message: 'signature or timestamp not accepted' });
+      if (outcome.httpStatus === 400) return reply.status(400).send({ code: 'RISK_ERR_MALFORMED_BODY', message: 'the body is not a JSON object' });
+      if (outcome.httpStatus === 503) return reply.status(503).header('retry-after', '30').send({ code: 'RISK_ERR_UNAVAILABLE', message: 'temporarily unavailable; retry' });
+      return reply.status(200).send({ received: true, result: outcome.result });
+    });
+  });
+}

@@ -1,0 +1,52 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { RiskError } from '../errors.js';
+import type { Pseudonymiser } from '../store/pseudonymise.js';
+import type { Store } from '../store/store.js';
+import { parseBody } from './validation.js';
+
+const userParams = z.strictObject({ user_id: z.string().min(1).max(128) });
+const deviceParams = z.strictObject({ user_id: z.string().min(1).max(128), device_id: z.string().min(1).max(256) });
+
+async function guarded<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch {
+    throw new RiskError('RISK_ERR_UNAVAILABLE', 'state store unavailable');
+  }
+}
+
+/** Users' data: erase everything, list trusted devices (opaque ids), revoke one ("this wasn't me"). */
+export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
+  app.delete('/v1/users/:user_id', async (request, reply) => {
+    const { user_id } = parseBody(userParams, request.params);
+    const user = deps.ids.id('user', user_id);
+    await guarded(() => deps.store.erase(user));
+    request.log.info({ audit: 'user_erased', user, caller: (request as { caller?: string }).caller }, 'user data erased');
+    return reply.status(204).send();
+  });
+
+  app.get('/v1/users/:user_id/devices', async (request) => {
+    const { user_id } = parseBody(userParams, request.params);
+    const devices = await guarded(() => deps.store.listDevices(deps.ids.id('user', user_id), deps.clock()));
+    return {
+      devices: devices.map((d) => ({
+        device: d.device,
+        first_verified_at: new Date(d.firstVerifiedAt).toISOString(),
+        last_seen_at: new Date(d.lastSeenAt).toISOString(),
+        expires_at: new Date(d.expiresAt).toISOString(),
+      })),
+    };
+  });
+
+  app.delete('/v1/users/:user_id/devices/:device_id', async (request, reply) => {
+    const { user_id, device_id } = parseBody(deviceParams, request.params);
+    const user = deps.ids.id('user', user_id);
+    // The caller may pass the raw device id or the opaque id from the device list.
+    const device = /^[A-Za-z0-9_-]{1,8}\.[A-Za-z0-9_-]{22}$/.test(device_id) ? device_id : deps.ids.id('device', device_id);
+    const revoked = await guarded(() => deps.store.revokeDevice(user, device, deps.clock()));
+    request.log.info({ audit: 'device_revoked', user, device, revoked }, 'trusted device revoked');
+    if (!revoked) throw new RiskError('RISK_ERR_NOT_FOUND', 'no such trusted device');
+    return reply.status(204).send();
+  });
+}
