@@ -9,6 +9,7 @@ export interface Breaker {
   failure(now: number): void;
   /** Hold every call until `until` (epoch ms), as Retry-After asks. */
   holdUntil(until: number): void;
+  /** True while calls are refused (open and cooling down, or a half-open trial is in flight). */
   isOpen(now: number): boolean;
 }
 
@@ -54,7 +55,7 @@ export function createBreaker(options: { threshold?: number; cooldownMs?: number
       setOpen(true);
     },
     isOpen(now) {
-      return now < openUntil || open;
+      return now < openUntil || (open && trialInFlight);
     },
   };
 }

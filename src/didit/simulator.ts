@@ -48,6 +48,8 @@ export interface Simulator {
   readonly app: FastifyInstance;
   readonly sessions: Map<string, SimSession>;
   faults: SimulatorFaults;
+  /** Where webhooks go; settable after start, once the receiver's port is known. */
+  webhookUrl: string | undefined;
   /** Counts of create calls that reached the handler, for the cost tests. */
   readonly stats: { createCalls: number; created: number; reused: number; decisionCalls: number; deliveries: number };
   /** Moves a session to a status and delivers the webhook, as a user clicking would. */
@@ -71,7 +73,7 @@ export function createSimulator(options: SimulatorOptions): Simulator {
   const methodOf = new Map<string, StepUpRung>(Object.entries(options.workflows).map(([m, id]) => [id, m as StepUpRung]));
   let sessionNumber = 1000;
   const stats = { createCalls: 0, created: 0, reused: 0, decisionCalls: 0, deliveries: 0 };
-  const app = Fastify({ logger: false, bodyLimit: 3 * 1024 * 1024 });
+  const app = Fastify({ logger: false, bodyLimit: 3 * 1024 * 1024, forceCloseConnections: true });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_r, body, done) => done(null, body));
 
   const decisionOf = (s: SimSession) => {
@@ -126,7 +128,8 @@ export function createSimulator(options: SimulatorOptions): Simulator {
   };
 
   const deliver = async (sessionId: string, status: string): Promise<number> => {
-    if (!options.webhookUrl) return 0;
+    const url = simulator.webhookUrl;
+    if (!url) return 0;
     const delays = options.retryDelaysMs ?? [60_000, 240_000];
     let last = 0;
     for (let attempt = 0; attempt <= delays.length; attempt++) {
@@ -135,7 +138,7 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       const { body, headers } = webhookFor(sessionId, status);
       stats.deliveries += 1;
       try {
-        const response = await fetch(options.webhookUrl, { method: 'POST', headers, body, signal: AbortSignal.timeout(5000), redirect: 'manual' });
+        const response = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(5000), redirect: 'manual' });
         last = response.status;
         await response.body?.cancel().catch(() => undefined);
         if (response.status < 500 && response.status !== 404) return last;
@@ -159,7 +162,7 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     return codes;
   };
 
-  const simulator: Simulator = { app, sessions, faults: {}, stats, complete, webhookFor };
+  const simulator: Simulator = { app, sessions, faults: {}, webhookUrl: options.webhookUrl, stats, complete, webhookFor };
 
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/v3/')) return;

@@ -63,6 +63,12 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     });
     if (created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
     const existing = await store.getSession(created.session_id, now);
+    if (existing && (existing.device !== request.grant.device || existing.user !== request.grant.user)) {
+      // Didit reuses an unfinished session per user and workflow. Handing another device the URL of a
+      // flow started elsewhere (and re-pointing its trust at this device) would let an attacker's
+      // device ride on the real user's selfie: keep the original binding and send this one to backup.
+      return unavailable(method, 'pending_on_other_device');
+    }
     await store.recordPending(
       {
         sessionId: created.session_id,

@@ -1,0 +1,159 @@
+import t from 'tap';
+import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
+import { startDiditStack } from '../helpers/didit.js';
+import { trustDirectly } from '../helpers/trust.js';
+
+const clock = testClock();
+const stack = await startDiditStack(clock);
+const { service, simulator } = stack;
+t.teardown(() => stack.close());
+
+async function decide(body: Record<string, unknown>) {
+  const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+  return response.json() as Record<string, any>;
+}
+
+t.beforeEach(() => {
+  simulator.faults = {};
+});
+
+t.test('each step-up rung opens a session with the workflow configured for its method', async (t) => {
+  await trustDirectly(service, { user: 'wf-user', device: 'home', ip: '89.160.20.112' }, clock());
+  const passive = await decide({ user_id: 'wf-user', device_id: 'new-1', ip: '89.160.20.112', user_agent: CHROME_WINDOWS });
+  const flashing = await decide({ user_id: 'wf-user', device_id: 'new-2', ip: '8.8.8.8', user_agent: CHROME_WINDOWS });
+  const active = await decide({ user_id: 'wf-user', device_id: 'new-3', ip: '185.220.101.1', user_agent: CHROME_WINDOWS });
+  t.equal(passive.action, 'PASSIVE');
+  t.equal(flashing.action, 'FLASHING', 'a hosting address with a new device');
+  t.equal(active.action, 'ACTIVE_3D');
+  for (const decision of [passive, flashing, active]) {
+    t.equal(decision.verification.status, 'created');
+    t.equal(decision.verification.method, decision.action);
+    const simulated = simulator.sessions.get(decision.verification.session_id);
+    t.equal(simulated?.method, decision.action, 'the simulator ran the workflow of that method');
+    t.equal(simulated?.vendorData, 'wf-user', 'vendor_data is our user id');
+    t.match(simulated?.metadata, { decision_id: decision.decision_id, purpose: 'login', method: decision.action });
+    t.notOk(JSON.stringify(simulated?.metadata).includes('89.160.20.112'), 'no IP in metadata');
+  }
+});
+
+t.test('100 concurrent identical decides open exactly one session per method', async (t) => {
+  const before = simulator.stats.createCalls;
+  const body = { user_id: 'burst-user', device_id: 'burst-device', ip: '89.160.20.112', user_agent: CHROME_WINDOWS };
+  const replies = await Promise.all(Array.from({ length: 100 }, () => decide(body)));
+  // The burst itself trips sign-in-burst (more than 20 decides an hour): those replies need FLASHING,
+  // a stronger workflow than the pending PASSIVE one, so exactly one more session opens for them.
+  const methods = new Set(replies.map((r) => r.action));
+  t.ok(methods.has('PASSIVE'));
+  t.equal(simulator.stats.createCalls - before, methods.size, `one POST /v3/session/ per method (${[...methods].join(', ')})`);
+  for (const method of methods) {
+    const same = replies.filter((r) => r.action === method);
+    t.equal(new Set(same.map((r) => r.verification.session_id)).size, 1, `${method}: one session id for ${same.length} replies`);
+    t.equal(same.filter((r) => r.verification.status === 'created').length, 1);
+  }
+  const later = await decide(body);
+  t.equal(later.verification.status, 'reused', 'a pending session is reused later too');
+  t.equal(simulator.stats.createCalls - before, methods.size);
+});
+
+t.test('another device never receives the URL of a flow pending for a first device', async (t) => {
+  const first = await decide({ user_id: 'fixation-user', device_id: 'victim-laptop', ip: '89.160.20.112' });
+  t.equal(first.verification.status, 'created');
+  const second = await decide({ user_id: 'fixation-user', device_id: 'attacker-box', ip: '89.160.20.112' });
+  t.match(second.verification, { status: 'unavailable', reason: 'pending_on_other_device' });
+  t.equal(second.fallback, 'backup_factor');
+  t.notOk(JSON.stringify(second).includes(first.verification.url));
+  await simulator.complete(first.verification.session_id, 'Approved');
+  const devices = (await service.app.inject({ method: 'GET', url: '/v1/users/fixation-user/devices', headers: service.auth })).json().devices;
+  t.equal(devices.length, 1);
+  t.equal(devices[0].device, service.ids.id('device', 'victim-laptop'), 'the approval trusted the device that started the flow');
+});
+
+t.test('a user opening session after session hits the per-user cap', async (t) => {
+  const statuses: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const reply = await decide({ user_id: 'cap-user', device_id: `dev-${i}`, ip: '89.160.20.112' });
+    statuses.push(reply.verification.status);
+    if (reply.verification.session_id) await simulator.complete(reply.verification.session_id, 'Abandoned');
+  }
+  t.same(statuses, ['created', 'created', 'created', 'created', 'created']);
+  const capped = await decide({ user_id: 'cap-user', device_id: 'dev-99', ip: '89.160.20.112' });
+  t.match(capped, { action: 'PASSIVE', verification: { status: 'unavailable', reason: 'user_session_cap' }, fallback: 'backup_factor' });
+});
+
+t.test('Didit slow: the deadline holds, the action stays a step-up, then the breaker stops calling', async (t) => {
+  simulator.faults = { latencyMs: 1000 };
+  const before = simulator.stats.createCalls;
+  const statuses: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const started = Date.now();
+    const reply = await decide({ user_id: `slow-${i}`, device_id: 'd', ip: '89.160.20.112' });
+    t.ok(Date.now() - started < 900, `answered before Didit did (${Date.now() - started} ms)`);
+    t.equal(reply.action, 'PASSIVE');
+    t.equal(reply.fallback, 'backup_factor');
+    statuses.push(reply.verification.reason);
+  }
+  t.same(statuses, Array(5).fill('didit_timeout'));
+  const open = await decide({ user_id: 'slow-open', device_id: 'd', ip: '89.160.20.112' });
+  t.match(open.verification, { status: 'unavailable', reason: 'didit_circuit_open' });
+  await new Promise((r) => setTimeout(r, 1100));
+  const calls = simulator.stats.createCalls - before;
+  t.ok(calls <= 5, `${calls} requests reached Didit; none while open`);
+  simulator.faults = {};
+  clock.advance(31_000);
+  const recovered = await decide({ user_id: 'slow-recovered', device_id: 'd', ip: '89.160.20.112' });
+  t.equal(recovered.verification.status, 'created', 'a half-open trial succeeds and closes the breaker');
+});
+
+t.test('Didit 5xx: unavailable, action unchanged, no Didit text in the reply', async (t) => {
+  simulator.faults = { status: 503 };
+  const reply = await decide({ user_id: 'five-xx', device_id: 'd', ip: '185.220.101.1' });
+  t.equal(reply.action, 'ACTIVE_3D');
+  t.match(reply.verification, { status: 'unavailable', reason: 'didit_server' });
+  t.notOk(JSON.stringify(reply).includes('trace id'), 'the upstream error body is not echoed');
+  clock.advance(31_000);
+});
+
+t.test('Didit 429: Retry-After is honoured, nothing is sent inside the window', async (t) => {
+  simulator.faults = {};
+  clock.advance(31_000);
+  await decide({ user_id: 'warm-429', device_id: 'd', ip: '89.160.20.112' });
+  simulator.faults = { status: 429, retryAfterS: 20 };
+  const first = await decide({ user_id: 'rl-1', device_id: 'd', ip: '89.160.20.112' });
+  t.match(first.verification, { status: 'unavailable', reason: 'didit_rate_limited' });
+  const before = simulator.stats.createCalls + 0;
+  const hits = simulator.app.server.listenerCount('request');
+  simulator.faults = {};
+  const inside = await decide({ user_id: 'rl-2', device_id: 'd', ip: '89.160.20.112' });
+  t.match(inside.verification, { status: 'unavailable', reason: 'didit_circuit_open' }, 'held for Retry-After');
+  t.equal(simulator.stats.createCalls, before, '0 calls inside the window');
+  t.ok(hits >= 1);
+  clock.advance(21_000);
+  const after = await decide({ user_id: 'rl-3', device_id: 'd', ip: '89.160.20.112' });
+  t.equal(after.verification.status, 'created');
+});
+
+t.test('a malformed 201 is unavailable, never trusted', async (t) => {
+  clock.advance(31_000);
+  simulator.faults = { malformed: true };
+  const reply = await decide({ user_id: 'malformed', device_id: 'd', ip: '89.160.20.112' });
+  t.match(reply.verification, { status: 'unavailable', reason: 'didit_bad_response' });
+  simulator.faults = {};
+  clock.advance(31_000);
+});
+
+t.test('the full loop: decide → Approved webhook → the same sign-in skips', async (t) => {
+  clock.advance(31_000);
+  const body = { user_id: 'loop-user', device_id: 'loop-phone', ip: '2001:218::1', user_agent: CHROME_WINDOWS };
+  const first = await decide(body);
+  t.equal(first.action, 'PASSIVE');
+  t.equal(first.verification.status, 'created');
+  const codes = await simulator.complete(first.verification.session_id, 'Approved');
+  t.same(codes, [200, 200], 'In Progress and Approved were delivered and accepted');
+  const status = await service.app.inject({ method: 'GET', url: `/v1/sessions/${first.verification.session_id}?user_id=loop-user`, headers: service.auth });
+  t.match(status.json(), { session_id: first.verification.session_id, user_id: 'loop-user', status: 'Approved', outcome: 'allow', method: 'PASSIVE' });
+  const second = await decide({ ...body, ip: '2001:218::abcd' });
+  t.equal(second.action, 'SKIP', 'the device and the /64 are now known');
+  t.same(second.verification, { status: 'not_needed' });
+  const devices = await service.app.inject({ method: 'GET', url: '/v1/users/loop-user/devices', headers: service.auth });
+  t.equal(devices.json().devices.length, 1);
+});
