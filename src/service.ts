@@ -15,6 +15,7 @@ import { createGeoIp, type GeoDatabase, type LoadedDatabase } from './signals/ge
 import { createIpLists, type IpLists, type ListName } from './signals/ip-lists.js';
 import { loadListsFromManifest } from './signals/list-files.js';
 import { compileBotPatterns, createUserAgentParser } from './signals/user-agent.js';
+import { instrumentStore } from './store/instrumented-store.js';
 import { createMemoryStore } from './store/memory-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -129,7 +130,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   for (const s of snapshots) metrics.dataAge.labels(`list_${s.name}`).set(Math.max(0, (clock() - s.asOf) / 1000));
 
   const userAgents = createUserAgentParser({ botPattern: await loadBotPattern(config.DATA_DIR, logger) });
-  const store = options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } });
+  const store = instrumentStore(options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
   const enrich = createEnricher({ geoip, lists, userAgents, store, ids }, timer);

@@ -1,0 +1,129 @@
+/**
+ * Lua scripts of the Redis store. Each touches only keys of one user (one hash tag, one Cluster
+ * slot) and runs atomically; ioredis registers them once and calls them by EVALSHA.
+ *
+ * Trust entries are "grantedBy|at|expiresAt[|browser|os]"; sightings "firstSeen|lastSeen|count".
+ */
+
+const LIVE = `
+local function field(v, n)
+  local i = 0
+  for part in string.gmatch(v .. '|', '([^|]*)|') do
+    i = i + 1
+    if i == n then return part end
+  end
+  return nil
+end
+local function live(v, now)
+  if not v then return 0 end
+  local exp = tonumber(field(v, 3))
+  if exp and exp > now then return 1 end
+  return 0
+end
+-- Evicts the entries with the smallest value of field n until the hash holds at most cap.
+local function cap(key, cap, n)
+  local size = redis.call('HLEN', key)
+  if size <= cap then return end
+  local all = redis.call('HGETALL', key)
+  local entries = {}
+  for i = 1, #all, 2 do entries[#entries + 1] = { all[i], tonumber(field(all[i + 1], n)) or 0 } end
+  table.sort(entries, function(a, b) return a[2] < b[2] end)
+  for i = 1, size - cap do redis.call('HDEL', key, entries[i][1]) end
+end
+`;
+
+/** KEYS: seen, dtrust, ntrust, place, meta, decides, nets, declines. One round trip for the whole SKIP path. */
+export const OBSERVE = `${LIVE}
+local now = tonumber(ARGV[1])
+local device = ARGV[2]
+local historyMs = tonumber(ARGV[8])
+local seen = redis.call('HGET', KEYS[1], device)
+local first, count = '', 0
+if seen then first = field(seen, 1); count = tonumber(field(seen, 3)) or 0 end
+local dt = redis.call('HGET', KEYS[2], device)
+local deviceKnown = live(dt, now)
+local ua = ''
+if deviceKnown == 1 then ua = (field(dt, 4) or '') .. '|' .. (field(dt, 5) or '') end
+local verified = 0
+local values = redis.call('HVALS', KEYS[2])
+for i = 1, #values do verified = verified + live(values[i], now) end
+local nets = redis.call('HMGET', KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local place = redis.call('GET', KEYS[4]) or ''
+local lastVerified = redis.call('HGET', KEYS[5], 'lv') or ''
+
+if first == '' then first = ARGV[1] end
+redis.call('HSET', KEYS[1], device, first .. '|' .. ARGV[1] .. '|' .. (count + 1))
+cap(KEYS[1], tonumber(ARGV[9]), 2)
+redis.call('PEXPIRE', KEYS[1], historyMs)
+redis.call('ZADD', KEYS[6], now, ARGV[10])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - 3600000)
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[11]) + 1))
+redis.call('PEXPIRE', KEYS[6], 3600000)
+redis.call('ZADD', KEYS[7], now, ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 3600000)
+redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(tonumber(ARGV[11]) + 1))
+redis.call('PEXPIRE', KEYS[7], 3600000)
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - 86400000)
+local declines = redis.call('ZCARD', KEYS[8])
+return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
+  verified, lastVerified, place, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]), declines }
+`;
+
+/** KEYS: dtrust, ntrust, place, meta, seen. ARGV: now, device, by, expiresAt, ua, ttl, capDevices, capNets, place, netkeys... */
+export const TRUST = `${LIVE}
+local now = ARGV[1]
+local ttl = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '|' .. now .. '|' .. ARGV[4] .. '|' .. ARGV[5])
+cap(KEYS[1], tonumber(ARGV[7]), 2)
+for i = 10, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[3] .. '|' .. now .. '|' .. ARGV[4]) end
+cap(KEYS[2], tonumber(ARGV[8]), 2)
+if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9] .. '|' .. now .. '|' .. ARGV[3], 'PX', ttl) end
+redis.call('HSET', KEYS[4], 'lv', now)
+if redis.call('HEXISTS', KEYS[5], ARGV[2]) == 0 then redis.call('HSET', KEYS[5], ARGV[2], now .. '|' .. now .. '|0') end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+if redis.call('PTTL', KEYS[5]) < 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+return 1
+`;
+
+/** KEYS: dtrust, ntrust, place. ARGV: grantedBy. */
+export const REVOKE_GRANT = `
+local by = ARGV[1] .. '|'
+for k = 1, 2 do
+  local all = redis.call('HGETALL', KEYS[k])
+  for i = 1, #all, 2 do
+    if string.sub(all[i + 1], 1, #by) == by then redis.call('HDEL', KEYS[k], all[i]) end
+  end
+end
+local place = redis.call('GET', KEYS[3])
+if place and string.sub(place, -#ARGV[1] - 1) == '|' .. ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+`;
+
+/** KEYS: dtrust, seen. Returns the flat HGETALL of both. */
+export const LIST_DEVICES = `
+return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]) }
+`;
+
+/** KEYS: dtrust. ARGV: device, now. */
+export const REVOKE_DEVICE = `${LIVE}
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if live(v, tonumber(ARGV[2])) == 0 then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`;
+
+/** KEYS: session. ARGV: status, diditStatus, eventTs, now. Newer events win; returns the stored JSON. */
+export const UPDATE_SESSION = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+local ts = tonumber(ARGV[3])
+if ts < tonumber(s.lastEventTs) then return raw end
+s.status = ARGV[1]
+s.diditStatus = ARGV[2]
+s.lastEventTs = ts
+s.updatedAt = tonumber(ARGV[4])
+local out = cjson.encode(s)
+redis.call('SET', KEYS[1], out, 'KEEPTTL')
+return out
+`;

@@ -1,0 +1,221 @@
+import { randomBytes } from 'node:crypto';
+import type { Cluster, Redis } from 'ioredis';
+import type { StepUpRung } from '../engine/ladder.js';
+import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION, type History, type Retention, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+
+type Client = Redis | Cluster;
+
+interface Scripts {
+  riskObserve(...args: Array<string | number>): Promise<unknown[]>;
+  riskTrust(...args: Array<string | number>): Promise<number>;
+  riskRevokeGrant(...args: Array<string | number>): Promise<number>;
+  riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
+  riskRevokeDevice(...args: Array<string | number>): Promise<number>;
+  riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
+}
+
+export interface RedisStoreOptions {
+  readonly redis: Client;
+  readonly keyPrefix?: string;
+  readonly retention?: Partial<Retention>;
+}
+
+const clean = (text: string) => text.replace(/\|/g, '/');
+
+/**
+ * The production store. Every key of a user carries the user's pseudonym as a hash tag, so each
+ * script stays in one Cluster slot; every key has a TTL and every per-user set a cap. Keys and values
+ * hold pseudonyms (HMACs), coarse coordinates and counters only.
+ */
+export function createRedisStore(options: RedisStoreOptions): Store {
+  const redis = options.redis;
+  const prefix = options.keyPrefix ?? 'risk:';
+  const retention = { ...DEFAULT_RETENTION, ...options.retention };
+  const scripts: Array<[keyof Scripts, string, number]> = [
+    ['riskObserve', OBSERVE, 8],
+    ['riskTrust', TRUST, 5],
+    ['riskRevokeGrant', REVOKE_GRANT, 3],
+    ['riskListDevices', LIST_DEVICES, 2],
+    ['riskRevokeDevice', REVOKE_DEVICE, 1],
+    ['riskUpdateSession', UPDATE_SESSION, 1],
+  ];
+  for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
+  const r = redis as unknown as Client & Scripts;
+
+  const k = (user: string) => {
+    const tag = `${prefix}{u:${user}}`;
+    return {
+      seen: `${tag}:seen`,
+      dtrust: `${tag}:dtrust`,
+      ntrust: `${tag}:ntrust`,
+      place: `${tag}:place`,
+      meta: `${tag}:meta`,
+      decides: `${tag}:decides`,
+      nets: `${tag}:nets`,
+      declines: `${tag}:declines`,
+      opens: `${tag}:opens`,
+      pending: `${tag}:pending`,
+      sessions: `${tag}:sessions`,
+    };
+  };
+  const sessionKey = (sessionId: string) => `${prefix}{s:${sessionId}}`;
+  const claimKey = (key: string) => `${prefix}{c:${key}}`;
+  const pendingField = (device: string, method: StepUpRung) => `${device}:${method}`;
+
+  const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [`ip:${g.ip}`, `pfx:${g.prefix}`, g.asn !== undefined ? `asn:${g.asn}` : '', g.country ? `cc:${g.country}` : ''];
+
+  const parseSession = (raw: string | null | undefined): StepUpSession | undefined => (raw ? (JSON.parse(raw) as StepUpSession) : undefined);
+
+  return {
+    kind: 'redis',
+
+    async observe(s, now): Promise<History> {
+      const keys = k(s.user);
+      const nets = netKeys(s);
+      const reply = (await r.riskObserve(
+        keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines,
+        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, `${now}:${randomBytes(6).toString('base64url')}`, CAPS.recentEvents,
+      )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number];
+      const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines] = reply;
+      const [browser, os] = ua ? ua.split('|') : [];
+      const p = place ? place.split('|') : undefined;
+      return {
+        deviceKnown: deviceKnown === 1,
+        deviceSeenCount: Number(seenCount),
+        deviceFirstSeenAt: firstSeen ? Number(firstSeen) : undefined,
+        deviceUa: ua ? { browser: browser ?? '', os: os ?? '' } : undefined,
+        ipKnown: ipKnown === 1,
+        prefixKnown: prefixKnown === 1,
+        asnKnown: asnKnown === 1,
+        countryKnown: countryKnown === 1,
+        verifiedCount: Number(verified),
+        lastVerifiedAt: lastVerified ? Number(lastVerified) : undefined,
+        lastPlace: p && p.length >= 6 ? { lat: Number(p[0]), lon: Number(p[1]), accuracyKm: Number(p[2]), travelNet: p[3]!, at: Number(p[4]) } : undefined,
+        decides1h: Number(decides),
+        distinctIps1h: Number(distinctNets),
+        declines24h: Number(declines),
+      };
+    },
+
+    async recordPending(session, now) {
+      const keys = k(session.user);
+      const json = JSON.stringify(session);
+      const pendingTtl = Math.max(1, session.expiresAt - now);
+      await Promise.all([
+        redis.set(sessionKey(session.sessionId), json, 'PX', retention.claimMs),
+        redis
+          .multi()
+          .hset(keys.pending, pendingField(session.device, session.method), json)
+          .pexpire(keys.pending, Math.max(pendingTtl, retention.pendingMs))
+          .sadd(keys.sessions, session.sessionId)
+          .pexpire(keys.sessions, retention.claimMs)
+          .exec()
+          .then((results) => {
+            const failed = results?.find(([error]) => error);
+            if (failed) throw failed[0];
+          }),
+      ]);
+    },
+
+    async findPending(user, device, method, now) {
+      const session = parseSession(await redis.hget(k(user).pending, pendingField(device, method)));
+      return session && session.status === 'pending' && session.expiresAt > now ? session : undefined;
+    },
+
+    async getSession(sessionId) {
+      return parseSession(await redis.get(sessionKey(sessionId)));
+    },
+
+    async updateSession(sessionId, change, now) {
+      const updated = parseSession(await r.riskUpdateSession(sessionKey(sessionId), change.status, change.diditStatus, change.eventTs, now));
+      if (updated && updated.status !== 'pending') await redis.hdel(k(updated.user).pending, pendingField(updated.device, updated.method));
+      return updated;
+    },
+
+    async countSessionOpen(user, windowMs, now) {
+      const key = k(user).opens;
+      const results = await redis
+        .multi()
+        .zadd(key, now, `${now}:${randomBytes(6).toString('base64url')}`)
+        .zremrangebyscore(key, '-inf', now - windowMs)
+        .zcard(key)
+        .pexpire(key, windowMs)
+        .exec();
+      const failed = results?.find(([error]) => error);
+      if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
+      return Number(results[2]![1]);
+    },
+
+    async trust(grant, now) {
+      const keys = k(grant.user);
+      const place = grant.place ? `${grant.place.lat}|${grant.place.lon}|${grant.place.accuracyKm}|${grant.place.travelNet}` : '';
+      const ua = grant.ua ? `${clean(grant.ua.browser)}|${clean(grant.ua.os)}` : '|';
+      await r.riskTrust(
+        keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.seen,
+        now, grant.device, grant.grantedBy, now + grant.ttlMs, ua, grant.ttlMs, CAPS.devices, CAPS.networks, place,
+        ...netKeys(grant).filter(Boolean),
+      );
+    },
+
+    async revokeGrant(user, grantedBy) {
+      const keys = k(user);
+      await r.riskRevokeGrant(keys.dtrust, keys.ntrust, keys.place, grantedBy);
+    },
+
+    async recordDecline(user, now) {
+      const key = k(user).declines;
+      const results = await redis
+        .multi()
+        .zadd(key, now, `${now}:${randomBytes(6).toString('base64url')}`)
+        .zremrangebyscore(key, '-inf', now - 86_400_000)
+        .zremrangebyrank(key, 0, -(CAPS.recentEvents + 1))
+        .pexpire(key, 86_400_000)
+        .exec();
+      const failed = results?.find(([error]) => error);
+      if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
+    },
+
+    async claimOnce(key, ttlMs) {
+      return (await redis.set(claimKey(key), '1', 'PX', Math.max(1, ttlMs), 'NX')) === 'OK';
+    },
+
+    async releaseClaim(key) {
+      await redis.del(claimKey(key));
+    },
+
+    async listDevices(user, now): Promise<TrustedDevice[]> {
+      const keys = k(user);
+      const [trusted, seen] = await r.riskListDevices(keys.dtrust, keys.seen);
+      const seenAt = new Map<string, number>();
+      for (let i = 0; i < seen.length; i += 2) seenAt.set(seen[i]!, Number(seen[i + 1]!.split('|')[1]));
+      const devices: TrustedDevice[] = [];
+      for (let i = 0; i < trusted.length; i += 2) {
+        const [, at, expiresAt] = trusted[i + 1]!.split('|');
+        if (Number(expiresAt) <= now) continue;
+        devices.push({ device: trusted[i]!, firstVerifiedAt: Number(at), lastSeenAt: seenAt.get(trusted[i]!) ?? Number(at), expiresAt: Number(expiresAt) });
+      }
+      return devices;
+    },
+
+    async revokeDevice(user, device, now) {
+      return (await r.riskRevokeDevice(k(user).dtrust, device, now)) === 1;
+    },
+
+    async erase(user) {
+      const keys = k(user);
+      const sessionIds = await redis.smembers(keys.sessions);
+      // Session records live in their own slots: one DEL each (a Cluster refuses multi-slot DEL).
+      await Promise.all(sessionIds.map((id) => redis.del(sessionKey(id))));
+      await redis.del(...Object.values(keys));
+    },
+
+    async ping() {
+      return (await redis.ping()) === 'PONG';
+    },
+
+    async close() {
+      await redis.quit().catch(() => undefined);
+    },
+  };
+}

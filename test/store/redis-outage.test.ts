@@ -1,0 +1,91 @@
+import { Redis } from 'ioredis';
+import t from 'tap';
+import { signWebhook } from '../../src/didit/signature.js';
+import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisStore } from '../../src/store/redis-store.js';
+import { startRedis } from '../helpers/redis.js';
+import { CHROME_WINDOWS, startTestService } from '../helpers/service.js';
+import { trustDirectly } from '../helpers/trust.js';
+
+const server = await startRedis();
+const redis = new Redis(server.url, loginPathOptions(100));
+await new Promise((r) => redis.once('ready', r));
+redis.on('error', () => undefined);
+const secret = 'outage-test-webhook-secret-0123456789';
+const service = await startTestService(
+  {},
+  { store: createRedisStore({ redis, keyPrefix: 'outage:' }), didit: { baseUrl: 'http://127.0.0.1:9', apiKey: 'k', webhookSecrets: [secret], workflows: { PASSIVE: 'aaaaaaaa-1111-4111-8111-000000000001', FLASHING: 'aaaaaaaa-1111-4111-8111-000000000002', ACTIVE_3D: 'aaaaaaaa-1111-4111-8111-000000000003' } } },
+);
+t.teardown(async () => {
+  await service.close();
+  await server.stop();
+});
+
+const known = { user_id: 'outage-user', device_id: 'outage-phone', ip: '89.160.20.112', user_agent: CHROME_WINDOWS };
+await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
+
+async function decide(body = known) {
+  const started = Date.now();
+  const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+  return { status: response.statusCode, body: response.json() as Record<string, any>, ms: Date.now() - started };
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    if (await check()) return Date.now() - started;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return -1;
+}
+
+t.test('with Redis up, the known device skips (one store round trip)', async (t) => {
+  const reply = await decide();
+  t.equal(reply.body.action, 'SKIP');
+  t.same(reply.body.degraded, []);
+});
+
+t.test('Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back to SKIP within 2 s of restart', async (t) => {
+  await server.kill();
+  const replies = [];
+  for (let i = 0; i < 20; i++) replies.push(await decide());
+  for (const r of replies) {
+    t.equal(r.status, 200);
+    t.not(r.body.action, 'SKIP');
+    t.not(r.body.action, 'DENY', 'an outage alone never denies');
+  }
+  t.ok(replies.every((r) => r.body.degraded.includes('store')), 'degraded names the store');
+  const slowest = Math.max(...replies.map((r) => r.ms));
+  t.ok(slowest < 250, `slowest decide during the outage: ${slowest} ms (command timeout 100 ms)`);
+  const ready = await service.app.inject({ method: 'GET', url: '/readyz' });
+  t.equal(ready.statusCode, 503);
+  t.same(ready.json().failing, ['store']);
+
+  const ts = Math.floor(Date.now() / 1000);
+  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: ts, session_id: '11111111-2222-4333-8444-555555555555', status: 'Approved', vendor_data: 'outage-user', workflow_id: 'aaaaaaaa-1111-4111-8111-000000000001' });
+  const webhook = await service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', headers: { 'content-type': 'application/json', ...signWebhook(body, secret) }, payload: body });
+  t.equal(webhook.statusCode, 503, 'Didit retries on 5xx; never a 4xx for an authentic event');
+  t.notOk(webhook.body.includes('Connection is closed'));
+
+  await server.restart();
+  const restartedAt = Date.now();
+  // Nothing is persisted: the trust is gone, so SKIP needs the grant again, but the store must answer.
+  const recovered = await until(async () => (await decide()).body.degraded.length === 0, 5000);
+  t.ok(recovered >= 0 && Date.now() - restartedAt <= 2000, `first non-degraded decision ${Date.now() - restartedAt} ms after restart`);
+  await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
+  t.equal((await decide()).body.action, 'SKIP');
+});
+
+t.test('Redis hung (CLIENT PAUSE): decisions stay within the command timeout and never SKIP', async (t) => {
+  server.cli('client', 'pause', '1500', 'ALL');
+  const replies = [];
+  for (let i = 0; i < 5; i++) replies.push(await decide());
+  for (const r of replies) {
+    t.equal(r.status, 200);
+    t.not(r.body.action, 'SKIP');
+    t.ok(r.ms < 300, `${r.ms} ms`);
+  }
+  await new Promise((r) => setTimeout(r, 1600));
+  const back = await until(async () => (await decide()).body.action === 'SKIP', 3000);
+  t.ok(back >= 0, `normal again ${back} ms after the pause ended`);
+});
