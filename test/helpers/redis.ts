@@ -83,3 +83,27 @@ export async function startRedis(extraArgs: string[] = []): Promise<RedisProcess
     },
   };
 }
+
+export interface RedisClusterProcess {
+  readonly nodes: Array<{ host: string; port: number }>;
+  stop(): Promise<void>;
+}
+
+/** Six redis-server processes on loopback made into a 3-master Cluster with redis-cli. */
+export async function startRedisCluster(): Promise<RedisClusterProcess> {
+  const servers: RedisProcess[] = [];
+  for (let i = 0; i < 6; i++) servers.push(await startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']));
+  const created = spawnSync('redis-cli', ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 30_000 });
+  if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stderr.toString()}`);
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (servers.every((s) => s.cli('cluster', 'info').includes('cluster_state:ok'))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    nodes: servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
+    async stop() {
+      await Promise.all(servers.map((s) => s.stop()));
+    },
+  };
+}

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import t from 'tap';
 import { createRedisStore } from '../../src/store/redis-store.js';
@@ -5,15 +6,22 @@ import { loginPathOptions } from '../../src/store/redis-client.js';
 import { startRedis } from '../helpers/redis.js';
 import { storeContract } from './contract.js';
 
-const server = await startRedis();
-t.teardown(() => server.stop());
+// REDIS_URL wins (a unique key prefix keeps runs apart); otherwise a throwaway redis-server.
+const own = process.env.REDIS_URL ? undefined : await startRedis();
+const url = process.env.REDIS_URL ?? own!.url;
+const prefix = `test-${randomBytes(4).toString('hex')}:`;
+t.teardown(async () => {
+  const cleaner = new Redis(url);
+  const keys = await cleaner.keys(`${prefix}*`);
+  if (keys.length) await cleaner.del(...keys);
+  await cleaner.quit();
+  await own?.stop();
+});
 
-const clients: Redis[] = [];
 async function makeStore() {
-  const redis = new Redis(server.url, { ...loginPathOptions(500) });
+  const redis = new Redis(url, { ...loginPathOptions(500) });
   await new Promise((r) => redis.once('ready', r));
-  clients.push(redis);
-  return createRedisStore({ redis, keyPrefix: 'test:' });
+  return createRedisStore({ redis, keyPrefix: prefix });
 }
 
 storeContract(t, 'redis', makeStore);
@@ -26,9 +34,12 @@ t.test('redis: every key has a TTL', async (t) => {
   await store.recordDecline('ttl-user', now);
   await store.countSessionOpen('ttl-user', 60_000, now);
   await store.claimOnce('ttl-claim', 60_000, now);
-  const keys = server.cli('--scan').split('\n').filter(Boolean);
+  const scanner = new Redis(url);
+  const keys = await scanner.keys(`${prefix}*`);
   t.ok(keys.length >= 8, `${keys.length} keys`);
-  const withoutTtl = keys.filter((key) => Number(server.cli('pttl', key).trim()) < 0);
+  const withoutTtl: string[] = [];
+  for (const key of keys) if ((await scanner.pttl(key)) < 0) withoutTtl.push(key);
   t.same(withoutTtl, []);
+  await scanner.quit();
   await store.close();
 });
