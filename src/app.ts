@@ -10,6 +10,7 @@ import type { StepUpService } from './didit/step-up-types.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
+import { callerLimitHook, callerRateLimit, decideRateLimit, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -27,6 +28,7 @@ export interface AppDeps {
   readonly embedded?: readonly string[];
   readonly trustProxy?: readonly string[];
   readonly publicPaths?: readonly string[];
+  readonly rateLimits?: RateLimitSettings;
 }
 
 /** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
@@ -82,7 +84,19 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
   registerHealth(app, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
-  registerDecide(app, { rules: deps.rules, enrich: deps.enrich, stepUp: deps.stepUp, metrics: deps.metrics, clock: deps.clock ?? Date.now });
-  for (const plugin of deps.plugins ?? []) plugin(app);
+  // Routes go in a child plugin registered after the limiter, so the limiter's onRoute hook sees them.
+  const limits = deps.rateLimits;
+  void app.register(async (scope) => {
+    if (limits) await registerRateLimits(scope, limits);
+    registerDecide(scope, {
+      rules: deps.rules,
+      enrich: deps.enrich,
+      stepUp: deps.stepUp,
+      metrics: deps.metrics,
+      clock: deps.clock ?? Date.now,
+      ...(limits ? { rateLimit: decideRateLimit(limits), callerLimit: callerLimitHook(scope.createRateLimit(callerRateLimit(limits))) } : {}),
+    });
+    for (const plugin of deps.plugins ?? []) plugin(scope);
+  });
   return app;
 }

@@ -37,8 +37,9 @@ async function main(): Promise<void> {
     logger.warn({ simulator: simulatorBase }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
   let store;
+  let redis;
   if (config.REDIS_URL) {
-    const redis = createRedisClient(config.REDIS_URL, config.REDIS_COMMAND_TIMEOUT_MS);
+    redis = createRedisClient(config.REDIS_URL, config.REDIS_COMMAND_TIMEOUT_MS);
     redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis error'));
     await waitForReady(redis, 5000).catch((error: Error) => logger.error({ err: error.message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is'));
     store = createRedisStore({
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
       retention: { trustMs: config.TRUST_TTL_DAYS * 86_400_000, historyMs: config.HISTORY_TTL_DAYS * 86_400_000, pendingMs: config.PENDING_TTL_MINUTES * 60_000 },
     });
   }
-  const service = await createService(config, { logger, ...(didit ? { didit } : {}), ...(store ? { store } : {}) });
+  const service = await createService(config, { logger, ...(didit ? { didit } : {}), ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
 
   if (config.embedded.length > 0) {
     logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');

@@ -24,6 +24,8 @@ import { createDiditClient } from './didit/client.js';
 import { createStepUpService } from './didit/step-up.js';
 import { createWebhookHandler } from './didit/webhook-handler.js';
 import type { StepUpRung } from './engine/ladder.js';
+import type { Cluster, Redis } from 'ioredis';
+import { webhookRateLimit, type RateLimitSettings } from './routes/rate-limit.js';
 import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
@@ -33,6 +35,8 @@ export interface ServiceOptions {
   readonly clock?: () => number;
   /** A store built by the caller (server.ts builds Redis); the memory store otherwise. */
   readonly store?: Store;
+  /** The Redis client behind the store, shared by the rate limiter. */
+  readonly redis?: Redis | Cluster;
   /** Didit endpoint and secrets: from the config, or the embedded simulator's. */
   readonly didit?: DiditSettings;
 }
@@ -176,8 +180,17 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     ...(client ? { client } : {}),
   });
+  const rateLimits: RateLimitSettings = {
+    keyPrefix: config.REDIS_KEY_PREFIX,
+    ids,
+    userPerMinute: config.RATE_LIMIT_USER_PER_MIN,
+    callerPerMinute: config.RATE_LIMIT_CALLER_PER_MIN,
+    webhookPerMinute: config.RATE_LIMIT_WEBHOOK_PER_MIN,
+    onFallback: () => metrics.degraded.labels('rate_limit_store').inc(),
+    ...(options.redis ? { redis: options.redis } : {}),
+  };
   const plugins = [
-    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics }),
+    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
   ];
@@ -193,6 +206,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     embedded: config.embedded,
     ...(stepUp ? { stepUp } : {}),
     plugins,
+    rateLimits,
     ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),
   });
   return {

@@ -43,10 +43,18 @@ export interface DecideDeps {
   readonly stepUp: StepUpService | undefined;
   readonly metrics: Metrics;
   readonly clock: () => number;
+  /** Route config for @fastify/rate-limit (per caller + user) and the per-caller limiter hook. */
+  readonly rateLimit?: object;
+  readonly callerLimit?: unknown;
 }
 
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
-  app.post('/v1/decide', { bodyLimit: DECIDE_BODY_LIMIT }, async (request, reply) => {
+  const routeOptions = {
+    bodyLimit: DECIDE_BODY_LIMIT,
+    ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}),
+    ...(deps.callerLimit ? { onRequest: [deps.callerLimit as never] } : {}),
+  };
+  app.post('/v1/decide', routeOptions, async (request, reply) => {
     const started = process.hrtime.bigint();
     const body = parseBody(decideBodySchema, request.body);
     const ruleset = deps.rules.current();

@@ -7,11 +7,11 @@ export const WEBHOOK_BODY_LIMIT = 256 * 1024;
 const header = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
 
 /** POST /v1/webhooks/didit: the raw-bytes parser is scoped to this plugin, so no other route sees Buffers. */
-export function registerDiditWebhook(app: FastifyInstance, deps: { handle: WebhookHandler; metrics: Metrics }): void {
+export function registerDiditWebhook(app: FastifyInstance, deps: { handle: WebhookHandler; metrics: Metrics; rateLimit?: object }): void {
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_request, body, done) => done(null, body));
-    scope.post('/v1/webhooks/didit', { bodyLimit: WEBHOOK_BODY_LIMIT }, async (request, reply) => {
+    scope.post('/v1/webhooks/didit', { bodyLimit: WEBHOOK_BODY_LIMIT, ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}) }, async (request, reply) => {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const outcome = await deps.handle(raw, {
         'x-signature': header(request.headers['x-signature']),

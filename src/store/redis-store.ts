@@ -215,7 +215,9 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async close() {
-      await redis.quit().catch(() => undefined);
+      // QUIT when connected; a client that is down or reconnecting must still stop for good.
+      await Promise.race([redis.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 500).unref())]);
+      redis.disconnect();
     },
   };
 }

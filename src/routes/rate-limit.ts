@@ -1,0 +1,134 @@
+import rateLimit, { normalizeIP } from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Cluster, Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import { RiskError } from '../errors.js';
+import type { Pseudonymiser } from '../store/pseudonymise.js';
+
+type Client = Redis | Cluster;
+type Callback = (error: Error | null, result: { current: number; ttl: number } | null) => void;
+
+const INCR = `
+local current = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if current == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { current, ttl }
+`;
+
+/** Fixed-window counters in process memory: the fallback, and the store when there is no Redis. */
+class LocalWindows {
+  private readonly windows = new LRUCache<string, { count: number; resetAt: number }>({ max: 50_000 });
+  incr(key: string, windowMs: number): { current: number; ttl: number } {
+    const now = Date.now();
+    let entry = this.windows.get(key);
+    if (!entry || entry.resetAt <= now) {
+      entry = { count: 0, resetAt: now + windowMs };
+      this.windows.set(key, entry);
+    }
+    entry.count += 1;
+    return { current: entry.count, ttl: entry.resetAt - now };
+  }
+}
+
+/**
+ * A @fastify/rate-limit store that counts in Redis (shared by every replica) and falls back to a
+ * per-process window while Redis fails: never a 500, never "Connection is closed." to a caller, and
+ * never unlimited either (the plugin's skipOnError would fail open).
+ */
+export function fallbackStore(redis: Client | undefined, prefix: string, onFallback?: () => void) {
+  const local = new LocalWindows();
+  if (redis && !(redis as unknown as { riskRateLimit?: unknown }).riskRateLimit) redis.defineCommand('riskRateLimit', { numberOfKeys: 1, lua: INCR });
+  const counter = redis as unknown as { riskRateLimit(key: string, windowMs: number): Promise<[number, number]> } | undefined;
+
+  return class FallbackStore {
+    private readonly scope: string;
+    constructor(options: { routeInfo?: { method?: string; url?: string } } = {}, scope?: string) {
+      this.scope = scope ?? `${options.routeInfo?.method ?? ''}${options.routeInfo?.url ?? ''}`;
+    }
+    incr(key: string, callback: Callback, timeWindow: number): void {
+      const fullKey = `${prefix}{rl:${this.scope}:${key}}`;
+      if (!counter) {
+        callback(null, local.incr(fullKey, timeWindow));
+        return;
+      }
+      counter.riskRateLimit(fullKey, timeWindow).then(
+        ([current, ttl]) => callback(null, { current: Number(current), ttl: Number(ttl) }),
+        () => {
+          onFallback?.();
+          callback(null, local.incr(fullKey, timeWindow));
+        },
+      );
+    }
+    child(options: { routeInfo?: { method?: string; url?: string } }) {
+      return new FallbackStore(options);
+    }
+  };
+}
+
+export interface RateLimitSettings {
+  readonly redis?: Client;
+  readonly keyPrefix: string;
+  readonly ids: Pseudonymiser;
+  readonly userPerMinute: number;
+  readonly callerPerMinute: number;
+  readonly webhookPerMinute: number;
+  readonly onFallback?: () => void;
+}
+
+const rateLimitError = (_request: FastifyRequest, context: { after: string }) => new RiskError('RISK_ERR_RATE_LIMITED', `rate limit exceeded, retry in ${context.after}`);
+
+export async function registerRateLimits(app: FastifyInstance, settings: RateLimitSettings): Promise<void> {
+  await app.register(rateLimit, {
+    global: false,
+    store: fallbackStore(settings.redis, settings.keyPrefix, settings.onFallback) as never,
+    errorResponseBuilder: rateLimitError as never,
+  });
+}
+
+/** Route options for decide: per caller and per (pseudonymised) user, after the body is parsed. */
+export function decideRateLimit(settings: RateLimitSettings) {
+  return {
+    max: settings.userPerMinute,
+    timeWindow: 60_000,
+    hook: 'preHandler' as const,
+    keyGenerator: (request: FastifyRequest) => {
+      const body = request.body as { user_id?: unknown } | undefined;
+      const user = typeof body?.user_id === 'string' ? settings.ids.id('user', body.user_id.slice(0, 128)) : 'invalid';
+      return `${(request as { caller?: string }).caller ?? 'anonymous'}:${user}`;
+    },
+  };
+}
+
+/** Didit delivers from one address: the limit is per source /64, pseudonymised (no raw IP in Redis). */
+export function webhookRateLimit(settings: RateLimitSettings) {
+  return {
+    max: settings.webhookPerMinute,
+    timeWindow: 60_000,
+    keyGenerator: (request: FastifyRequest) => settings.ids.id('net', normalizeIP(request.ip, 64)),
+  };
+}
+
+export function callerRateLimit(settings: RateLimitSettings) {
+  return {
+    max: settings.callerPerMinute,
+    timeWindow: 60_000,
+    keyGenerator: (request: FastifyRequest) => `caller:${(request as { caller?: string }).caller ?? 'anonymous'}`,
+  };
+}
+
+/**
+ * The plugin runs one limiter per request, so the per-caller budget is checked by this hook with the
+ * plugin's own `createRateLimit` (same store, same fallback) before the per-user limiter.
+ */
+export function callerLimitHook(check: (request: FastifyRequest) => Promise<unknown>) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const result = (await check(request)) as { isExceeded?: boolean; ttlInSeconds?: number };
+    if (result.isExceeded) {
+      reply.header('retry-after', String(result.ttlInSeconds ?? 60));
+      throw new RiskError('RISK_ERR_RATE_LIMITED', 'caller rate limit exceeded');
+    }
+  };
+}
