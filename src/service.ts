@@ -161,6 +161,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ? createStepUpService({
         client,
         store,
+        sealer: ids,
         pendingTtlMs,
         userMaxPer15m: config.STEPUP_USER_MAX_PER_15M,
         globalMaxPerMin: config.STEPUP_GLOBAL_MAX_PER_MIN,

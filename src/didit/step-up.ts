@@ -6,6 +6,8 @@ import type { OpenStepUp, StepUpService, Verification } from './step-up-types.js
 export interface StepUpOptions {
   readonly client: DiditClient;
   readonly store: Store;
+  /** Session URLs carry Didit's session token (a bearer secret): stored sealed, never in clear. */
+  readonly sealer: { seal(plain: string): string; unseal(sealed: string): string | undefined };
   readonly pendingTtlMs: number;
   readonly callbackUrl?: string;
   readonly userMaxPer15m: number;
@@ -46,7 +48,8 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     const { store, client } = options;
     const { method, now } = request;
     const reusable = await store.findPending(request.grant.user, request.grant.device, method, now);
-    if (reusable) return { status: 'reused', session_id: reusable.sessionId, url: reusable.url, method, workflow_id: reusable.workflowId };
+    const reusableUrl = reusable ? options.sealer.unseal(reusable.url) : undefined;
+    if (reusable && reusableUrl) return { status: 'reused', session_id: reusable.sessionId, url: reusableUrl, method, workflow_id: reusable.workflowId };
     if (client.circuitOpen()) return unavailable(method, 'didit_circuit_open');
     if ((await store.countSessionOpen(request.grant.user, FIFTEEN_MINUTES, now)) > options.userMaxPer15m) return unavailable(method, 'user_session_cap');
     if (!globalBudget(now)) return unavailable(method, 'global_session_cap');
@@ -76,7 +79,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
         device: request.grant.device,
         method,
         workflowId,
-        url: created.url,
+        url: options.sealer.seal(created.url),
         createdAt: existing?.createdAt ?? now,
         expiresAt: now + options.pendingTtlMs,
         status: 'pending',

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 
 export interface HashKey {
   /** Short key id stored in front of every pseudonym, so keys can rotate. */
@@ -12,6 +12,10 @@ export interface Pseudonymiser {
   readonly kid: string;
   /** HMAC-SHA256 under the current key: `<kid>.<128-bit base64url>`. Raw ids never reach a store or a log. */
   id(kind: IdKind, value: string): string;
+  /** AES-256-GCM under a key derived from the same secret: for values a store must give back (session URLs). */
+  seal(plain: string): string;
+  /** Undoes seal(); undefined when the value was sealed under another key or tampered with. */
+  unseal(sealed: string): string | undefined;
 }
 
 /** `ID_HASH_KEY` is `kid:secret`; the secret must carry at least 128 bits. */
@@ -26,8 +30,27 @@ export function parseHashKey(text: string): HashKey {
 }
 
 export function createPseudonymiser(key: HashKey): Pseudonymiser {
+  const sealKey = createHmac('sha256', key.secret).update('seal\0v1').digest();
   return {
     kid: key.kid,
+    seal(plain) {
+      const iv = randomBytes(12);
+      const cipher = createCipheriv('aes-256-gcm', sealKey, iv);
+      const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
+      return `${key.kid}.${Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url')}`;
+    },
+    unseal(sealed) {
+      const prefix = `${key.kid}.`;
+      if (!sealed.startsWith(prefix)) return undefined;
+      try {
+        const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
+        const decipher = createDecipheriv('aes-256-gcm', sealKey, raw.subarray(0, 12));
+        decipher.setAuthTag(raw.subarray(12, 28));
+        return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');
+      } catch {
+        return undefined;
+      }
+    },
     id(kind, value) {
       const mac = createHmac('sha256', key.secret).update(kind).update('\0').update(value).digest('base64url');
       return `${key.kid}.${mac.slice(0, 22)}`;

@@ -67,6 +67,7 @@ export interface StepUpSession {
   readonly device: string;
   readonly method: StepUpRung;
   readonly workflowId: string;
+  /** The hosted URL, sealed (it embeds Didit's session token). */
   readonly url: string;
   readonly createdAt: number;
   readonly expiresAt: number;
