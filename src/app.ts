@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
+import swagger from '@fastify/swagger';
 import { ERROR_STATUS, RiskError, type ErrorBody, type ErrorCode } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RulesHolder } from './rules-io/holder.js';
@@ -82,12 +83,25 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   app.setNotFoundHandler((_request, reply) => reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }));
 
+  // Route schemas document the API (OpenAPI at /docs/json); zod does the validating, so fastify's
+  // own validation and serialisation are pass-through.
+  app.setValidatorCompiler(() => (value: unknown) => ({ value }));
+  app.setSerializerCompiler(() => (data: unknown) => JSON.stringify(data));
+  void app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Step-up risk engine', version: '0.1.0', description: 'Decides SKIP / PASSIVE / FLASHING / ACTIVE_3D / DENY for a sign-in and drives Didit step-ups.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
   registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
-  registerHealth(app, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
   // Routes go in a child plugin registered after the limiter, so the limiter's onRoute hook sees them.
   const limits = deps.rateLimits;
   void app.register(async (scope) => {
     if (limits) await registerRateLimits(scope, limits);
+    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
     registerDecide(scope, {
       rules: deps.rules,
       enrich: deps.enrich,

@@ -10,6 +10,7 @@ import type { Enricher } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
+import { decideReply, doc, errorResponses } from '../api-schemas.js';
 
 /** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
 export const MAX_PORTRAIT_BASE64 = 2_796_204;
@@ -51,6 +52,11 @@ export interface DecideDeps {
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
   const routeOptions = {
     bodyLimit: DECIDE_BODY_LIMIT,
+    schema: {
+      summary: 'Decide the step-up for one sign-in',
+      body: doc(decideBodySchema),
+      response: { 200: doc(decideReply), ...errorResponses(400, 401, 413, 415, 429, 503) },
+    },
     ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}),
     ...(deps.callerLimit ? { onRequest: [deps.callerLimit as never] } : {}),
   };

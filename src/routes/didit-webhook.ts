@@ -1,6 +1,7 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifySchema } from 'fastify';
 import type { WebhookHandler } from '../didit/webhook-handler.js';
 import type { Metrics } from '../metrics.js';
+import { doc, errorResponses, webhookReply } from '../api-schemas.js';
 
 export const WEBHOOK_BODY_LIMIT = 256 * 1024;
 
@@ -11,7 +12,8 @@ export function registerDiditWebhook(app: FastifyInstance, deps: { handle: Webho
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_request, body, done) => done(null, body));
-    scope.post('/v1/webhooks/didit', { bodyLimit: WEBHOOK_BODY_LIMIT, ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}) }, async (request, reply) => {
+    const schema: FastifySchema = { summary: 'Didit webhook (HMAC-signed; no bearer token)', response: { 200: doc(webhookReply), ...errorResponses(400, 401, 413, 429, 503) } };
+    scope.post('/v1/webhooks/didit', { schema, bodyLimit: WEBHOOK_BODY_LIMIT, ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}) }, async (request, reply) => {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const outcome = await deps.handle(raw, {
         'x-signature': header(request.headers['x-signature']),

@@ -4,6 +4,7 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, Store } from '../store/store.js';
 import { parseBody } from './validation.js';
+import { doc, errorResponses, sessionReply } from '../api-schemas.js';
 
 export type Outcome = 'allow' | 'deny' | 'hold' | 'retry' | 'pending';
 
@@ -18,7 +19,8 @@ const query = z.strictObject({ user_id: z.string().min(1).max(128).optional() })
  * cross-user probing of session ids).
  */
 export function registerSessions(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
-  app.get('/v1/sessions/:session_id', async (request) => {
+  const schema = { summary: 'What the login service does next', params: doc(params), querystring: doc(query), response: { 200: doc(sessionReply), ...errorResponses(400, 401, 404, 503) } };
+  app.get('/v1/sessions/:session_id', { schema }, async (request) => {
     const { session_id } = parseBody(params, request.params);
     const { user_id } = parseBody(query, request.query);
     const now = deps.clock();

@@ -4,6 +4,7 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { Store } from '../store/store.js';
 import { parseBody } from './validation.js';
+import { devicesReply, doc, errorResponses } from '../api-schemas.js';
 
 const userParams = z.strictObject({ user_id: z.string().min(1).max(128) });
 const deviceParams = z.strictObject({ user_id: z.string().min(1).max(128), device_id: z.string().min(1).max(256) });
@@ -18,7 +19,8 @@ async function guarded<T>(work: () => Promise<T>): Promise<T> {
 
 /** Users' data: erase everything, list trusted devices (opaque ids), revoke one ("this wasn't me"). */
 export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
-  app.delete('/v1/users/:user_id', async (request, reply) => {
+  const noContent = { 204: { type: 'null', description: 'done' } };
+  app.delete('/v1/users/:user_id', { schema: { summary: 'Erase every key family of a user', params: doc(userParams), response: { ...noContent, ...errorResponses(400, 401, 503) } } }, async (request, reply) => {
     const { user_id } = parseBody(userParams, request.params);
     const user = deps.ids.id('user', user_id);
     await guarded(() => deps.store.erase(user));
@@ -26,7 +28,7 @@ export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: P
     return reply.status(204).send();
   });
 
-  app.get('/v1/users/:user_id/devices', async (request) => {
+  app.get('/v1/users/:user_id/devices', { schema: { summary: "The user's trusted devices", params: doc(userParams), response: { 200: doc(devicesReply), ...errorResponses(400, 401, 503) } } }, async (request) => {
     const { user_id } = parseBody(userParams, request.params);
     const devices = await guarded(() => deps.store.listDevices(deps.ids.id('user', user_id), deps.clock()));
     return {
@@ -39,7 +41,7 @@ export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: P
     };
   });
 
-  app.delete('/v1/users/:user_id/devices/:device_id', async (request, reply) => {
+  app.delete('/v1/users/:user_id/devices/:device_id', { schema: { summary: 'Revoke one trusted device', params: doc(deviceParams), response: { ...noContent, ...errorResponses(400, 401, 404, 503) } } }, async (request, reply) => {
     const { user_id, device_id } = parseBody(deviceParams, request.params);
     const user = deps.ids.id('user', user_id);
     // The caller may pass the raw device id or the opaque id from the device list.
