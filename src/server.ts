@@ -1,6 +1,6 @@
-import Fastify from 'fastify';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
+import { createMetricsApp } from './metrics-app.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
 import { createService, type DiditSettings } from './service.js';
 import { createRedisClient, waitForReady } from './store/redis-client.js';
@@ -63,8 +63,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.apiTokens[0]!.token}\n\n`);
   }
 
-  const metricsApp = Fastify({ logger: false });
-  metricsApp.get('/metrics', async (_request, reply) => reply.type(service.metrics.registry.contentType).send(await service.metrics.registry.metrics()));
+  const metricsApp = createMetricsApp(service.metrics.registry);
 
   await service.app.listen({ port: config.PORT, host: config.HOST });
   await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
