@@ -1,6 +1,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
+import underPressure from '@fastify/under-pressure';
 import { ERROR_STATUS, RiskError, type ErrorBody, type ErrorCode } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RulesHolder } from './rules-io/holder.js';
@@ -30,6 +31,8 @@ export interface AppDeps {
   readonly trustProxy?: readonly string[];
   readonly publicPaths?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
+  /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
+  readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
 }
 
 /** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
@@ -96,6 +99,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     },
   });
   app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
+  if (deps.pressure && deps.pressure.maxEventLoopDelayMs > 0) {
+    // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
+    void app.register(underPressure, {
+      maxEventLoopDelay: deps.pressure.maxEventLoopDelayMs,
+      sampleInterval: deps.pressure.sampleIntervalMs,
+      retryAfter: 5,
+      pressureHandler: (_request, reply) => {
+        void reply.status(503).header('retry-after', '5').send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
+      },
+    });
+  }
   registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
   // Routes go in a child plugin registered after the limiter, so the limiter's onRoute hook sees them.
   const limits = deps.rateLimits;

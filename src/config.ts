@@ -41,6 +41,8 @@ const envSchema = z.object({
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),
   WEBHOOK_TOLERANCE_S: z.coerce.number().int().min(1).max(3600).default(300),
   DIDIT_REQUIRE_METHOD_MATCH: bool.default(true),
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
+  PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
   RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(3000),

@@ -1,3 +1,4 @@
+import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './metrics-app.js';
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
       retention: { trustMs: config.TRUST_TTL_DAYS * 86_400_000, historyMs: config.HISTORY_TTL_DAYS * 86_400_000, pendingMs: config.PENDING_TTL_MINUTES * 60_000 },
     });
   }
-  const service = await createService(config, { logger, ...(didit ? { didit } : {}), ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
+  const service = await createService(config, { logger, watch: true, ...(didit ? { didit } : {}), ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
 
   if (config.embedded.length > 0) {
     logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');
@@ -70,22 +71,16 @@ async function main(): Promise<void> {
   logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
 
   process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading rules');
     void service.rules.reload();
   });
-  let closing = false;
-  const shutdown = (signal: string) => {
-    if (closing) process.exit(1);
-    closing = true;
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
-    const force = setTimeout(() => process.exit(1), 5000);
-    force.unref();
-    Promise.all([service.close(), metricsApp.close(), simulator?.app.close()]).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  // SIGTERM/SIGINT drain in-flight requests (new ones get 503 + Connection: close) and exit within
+  // 5 s; a second signal exits at once. SIGHUP is skipped here: it reloads rules, it never stops us.
+  closeWithGrace({ delay: 5000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+    if (err) logger.error({ err: { type: err.name, message: err.message } }, 'fatal error: shutting down');
+    else logger.info({ signal }, 'shutting down: draining in-flight requests');
+    await Promise.allSettled([service.close(), metricsApp.close(), simulator?.app.close()]);
+  });
 }
 
 void main();

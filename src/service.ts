@@ -12,6 +12,8 @@ import { createRulesHolder, type RulesHolder } from './rules-io/holder.js';
 import { loadRuleDir } from './rules-io/load.js';
 import { createEnricher } from './signals/enrich.js';
 import { createGeoIp, type GeoDatabase, type LoadedDatabase } from './signals/geoip.js';
+import { watchGeoDatabases } from './signals/geoip-watch.js';
+import { watchDirectory } from './rules-io/watch.js';
 import { createIpLists, type IpLists, type ListName } from './signals/ip-lists.js';
 import { loadListsFromManifest } from './signals/list-files.js';
 import { compileBotPatterns, createUserAgentParser } from './signals/user-agent.js';
@@ -35,6 +37,8 @@ export interface ServiceOptions {
   readonly clock?: () => number;
   /** A store built by the caller (server.ts builds Redis); the memory store otherwise. */
   readonly store?: Store;
+  /** Watch the rules directory and GeoIP files and hot-swap them (server.ts and the reload tests). */
+  readonly watch?: boolean;
   /** The Redis client behind the store, shared by the rate limiter. */
   readonly redis?: Redis | Cluster;
   /** Didit endpoint and secrets: from the config, or the embedded simulator's. */
@@ -119,6 +123,22 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   }
   const configured = (Object.keys(paths) as GeoDatabase[]).filter((db) => db === 'city' || db === 'asn' || databases[db]);
   const geoip = createGeoIp(databases, configured);
+  const stops: Array<() => void> = [];
+  if (options.watch) {
+    stops.push(watchDirectory(config.RULES_DIR, () => void rules.reload()));
+    stops.push(
+      watchGeoDatabases(geoip, paths, openDatabase, {
+        swapped: (db, loaded) => {
+          metrics.dataAge.labels(`geoip_${db}`).set(Math.max(0, clock() / 1000 - loaded.buildEpoch));
+          logger.info({ database: db, type: loaded.type }, 'GeoIP database swapped in');
+        },
+        rejected: (db, reason) => {
+          metrics.dataReloadFailures.labels(`geoip_${db}`).inc();
+          logger.error({ database: db, reason }, 'GeoIP update rejected; the previous reader keeps serving');
+        },
+      }),
+    );
+  }
 
   const { snapshots, failures } = await loadListsFromManifest(config.DATA_DIR).catch((error: Error) => ({ snapshots: [], failures: [error.message] }));
   for (const failure of failures) logger.error({ list: failure }, 'IP list not loaded; its signals are unknown (degraded)');
@@ -208,6 +228,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(stepUp ? { stepUp } : {}),
     plugins,
     rateLimits,
+    pressure: { maxEventLoopDelayMs: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: config.PRESSURE_SAMPLE_INTERVAL_MS },
     ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),
   });
   return {
@@ -215,6 +236,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     app,
     apiTokens,
     async close() {
+      for (const stop of stops) stop();
       await app.close();
       await store.close();
     },
