@@ -18,6 +18,7 @@ export function createMetrics() {
     rulesetInfo: new client.Gauge({ name: 'risk_ruleset_info', help: 'The live ruleset hash (value 1)', labelNames: ['hash'] as const, registers: [registry] }),
     rulesReloadSuccess: new client.Gauge({ name: 'risk_rules_last_reload_success', help: '1 when the last rules reload succeeded', registers: [registry] }),
     dataAge: new client.Gauge({ name: 'risk_data_age_seconds', help: 'Age of each GeoIP database and list', labelNames: ['dataset'] as const, registers: [registry] }),
+    bypassUsed: new client.Counter({ name: 'risk_bypass_used_total', help: 'Decisions lowered by a bypass', labelNames: ['bypass'] as const, registers: [registry] }),
     dataReloadFailures: new client.Counter({ name: 'risk_data_reload_failures_total', help: 'Rejected GeoIP or list updates (the previous data keeps serving)', labelNames: ['dataset'] as const, registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };

@@ -1,23 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { geoipPaths, openDatabase } from './geoip-files.js';
+import { openDatabase } from './geoip-files.js';
 import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/holder.js';
 import { loadRuleDir } from './rules-io/load.js';
 import { createEnricher } from './signals/enrich.js';
-import { createGeoIp, type GeoDatabase, type LoadedDatabase } from './signals/geoip.js';
 import { watchGeoDatabases } from './signals/geoip-watch.js';
 import { watchDirectory } from './rules-io/watch.js';
-import { createIpLists, type IpLists, type ListName } from './signals/ip-lists.js';
-import { loadListsFromManifest } from './signals/list-files.js';
-import { compileBotPatterns, createUserAgentParser } from './signals/user-agent.js';
+import type { IpLists } from './signals/ip-lists.js';
 import { instrumentStore } from './store/instrumented-store.js';
+import { loadSignalSources } from './signal-sources.js';
 import { createMemoryStore } from './store/memory-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -31,6 +27,7 @@ import { webhookRateLimit, type RateLimitSettings } from './routes/rate-limit.js
 import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
+import { registerEvaluate } from './routes/evaluate.js';
 
 export interface ServiceOptions {
   readonly logger: Logger;
@@ -81,16 +78,6 @@ export interface Service extends ServiceParts {
   close(): Promise<void>;
 }
 
-async function loadBotPattern(dataDir: string, logger: Logger): Promise<RegExp | undefined> {
-  try {
-    const list = JSON.parse(await readFile(path.join(dataDir, 'user-agents/bots/crawler-user-agents.json'), 'utf8')) as Array<{ pattern: string }>;
-    return compileBotPatterns(list.map((e) => e.pattern));
-  } catch (error) {
-    logger.warn({ err: (error as Error).message }, 'crawler list not loaded; ua.bot uses built-in automation markers only');
-    return undefined;
-  }
-}
-
 /** Wires every part from the validated config. The only IO here is reading local files. */
 export async function createService(config: Config, options: ServiceOptions): Promise<Service> {
   const { logger } = options;
@@ -101,7 +88,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const ids = createPseudonymiser(hashKey);
 
   const rules = createRulesHolder({
-    load: () => loadRuleDir(config.RULES_DIR),
+    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock() }),
     log: logger,
     onReload: (outcome, ruleset) => {
       metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
@@ -111,18 +98,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   });
   await rules.reload();
 
-  const databases: Partial<Record<GeoDatabase, LoadedDatabase>> = {};
-  const paths = geoipPaths(config);
-  for (const [db, file] of Object.entries(paths) as Array<[GeoDatabase, string]>) {
-    try {
-      databases[db] = await openDatabase(file);
-      metrics.dataAge.labels(`geoip_${db}`).set(Math.max(0, clock() / 1000 - databases[db]!.buildEpoch));
-    } catch (error) {
-      logger.error({ database: db, err: (error as Error).message }, 'GeoIP database not loaded; its signals are unknown (degraded)');
-    }
-  }
-  const configured = (Object.keys(paths) as GeoDatabase[]).filter((db) => db === 'city' || db === 'asn' || databases[db]);
-  const geoip = createGeoIp(databases, configured);
+  const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
   const stops: Array<() => void> = [];
   if (options.watch) {
     stops.push(watchDirectory(config.RULES_DIR, () => void rules.reload()));
@@ -140,20 +116,6 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     );
   }
 
-  const { snapshots, failures } = await loadListsFromManifest(config.DATA_DIR).catch((error: Error) => ({ snapshots: [], failures: [error.message] }));
-  for (const failure of failures) logger.error({ list: failure }, 'IP list not loaded; its signals are unknown (degraded)');
-  const maxAge = (hours: number | undefined) => (hours ? hours * 3600_000 : 0);
-  const listMaxAge: Partial<Record<ListName, number>> = {
-    tor: maxAge(config.TOR_LIST_MAX_AGE_HOURS ?? config.LIST_MAX_AGE_HOURS),
-    vpn: maxAge(config.LIST_MAX_AGE_HOURS),
-    relay: maxAge(config.LIST_MAX_AGE_HOURS),
-    hosting: maxAge(config.LIST_MAX_AGE_HOURS),
-    hosting_asn: maxAge(config.LIST_MAX_AGE_HOURS),
-  };
-  const lists = createIpLists({ snapshots, maxAgeMs: listMaxAge });
-  for (const s of snapshots) metrics.dataAge.labels(`list_${s.name}`).set(Math.max(0, (clock() - s.asOf) / 1000));
-
-  const userAgents = createUserAgentParser({ botPattern: await loadBotPattern(config.DATA_DIR, logger) });
   const store = instrumentStore(options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
@@ -214,6 +176,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
+    (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),
   ];
   const app = buildApp({
     logger,

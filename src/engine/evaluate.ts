@@ -1,6 +1,6 @@
 import { toCelContext } from './cel-env.js';
 import { higher, rank, rungForScore, type Rung } from './ladder.js';
-import type { CompiledRule, CompiledRuleset } from './ruleset.js';
+import type { BypassContext, CompiledRule, CompiledRuleset } from './ruleset.js';
 import { SIGNALS, type Signals, type SignalValue } from './signals.js';
 
 export interface EvaluationInput {
@@ -9,6 +9,8 @@ export interface EvaluationInput {
   readonly degraded?: readonly string[];
   /** Epoch ms; only used to skip expired rules, so the engine stays a pure function of its input. */
   readonly now: number;
+  /** Who and where, for bypass matching (absent: no bypass can apply). */
+  readonly bypass?: BypassContext;
 }
 
 export type RuleOutcome = 'fired' | 'not_fired' | 'unknown' | 'expired';
@@ -41,6 +43,8 @@ export interface Decision {
   readonly ruleset: string;
   /** Every rule's outcome, for explain and replay. */
   readonly results: readonly RuleResult[];
+  /** The bypass that shaped this decision, if any. */
+  readonly bypass?: string;
 }
 
 const REQUIRED_FOR_SKIP: readonly string[] = SIGNALS.filter((s) => 'requiredForSkip' in s && s.requiredForSkip).map((s) => s.name);
@@ -115,6 +119,20 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
     reasons.push({ rule: 'floor:cold-start', because: 'user.verified_count=0 (no verified history)' });
   }
 
+  // A bypass may lower friction down to its `lowest` rung, but never a DENY that a rule demands,
+  // and never below the floors: an exception is no licence to skip on unknown inputs or no history.
+  let bypassUsed: string | undefined;
+  const bypass = input.bypass ? ruleset.bypasses?.find((b) => b.expiresAt > now && b.matches(input.bypass!)) : undefined;
+  if (bypass && minimum !== 'DENY' && rank(action) > rank(bypass.lowest)) {
+    let floor = missingForSkip || enforceUnknown ? higher(bypass.lowest, policy.degradedFloor) : bypass.lowest;
+    if (signals['user.verified_count'] === 0) floor = higher(floor, policy.coldStartFloor);
+    if (rank(floor) < rank(action)) {
+      reasons.push({ rule: `bypass:${bypass.id}`, because: `${bypass.reason} (lowered ${action} to ${floor})` });
+      action = floor;
+      bypassUsed = bypass.id;
+    }
+  }
+
   const shadow: ShadowResult[] = firedShadow.map((rule) => {
     const withRule = higher(rungForScore(policy.scoreBands, score + rule.score), rule.minAction ?? 'SKIP');
     return { rule: rule.id, action: higher(action, withRule), because: because(rule, signals) };
@@ -131,6 +149,7 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
     unknown: [...unknown].sort(),
     ruleset: ruleset.hash,
     results,
+    ...(bypassUsed ? { bypass: bypassUsed } : {}),
   };
 }
 

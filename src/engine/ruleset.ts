@@ -64,10 +64,30 @@ export interface Policy {
   readonly degradedFloor: Rung;
 }
 
+/** What a bypass is matched against: pseudonymised ids and network facts, never raw values. */
+export interface BypassContext {
+  readonly user: string;
+  readonly device: string;
+  readonly ip: readonly number[];
+  readonly asn?: number;
+  readonly country?: string;
+}
+
+/** A scoped, expiring exception. Its matcher is built by rules-io (CIDRs, pseudonyms). */
+export interface CompiledBypass {
+  readonly id: string;
+  readonly reason: string;
+  /** The lowest rung the bypass lets a decision fall to; a rule demanding DENY is never lowered. */
+  readonly lowest: Rung;
+  readonly expiresAt: number;
+  readonly matches: (context: BypassContext) => boolean;
+}
+
 export interface CompiledRuleset {
   readonly hash: string;
   readonly rules: readonly CompiledRule[];
   readonly policy: Policy;
+  readonly bypasses?: readonly CompiledBypass[];
 }
 
 /** A parsed source document as rules-io hands it over: content plus where things are. */

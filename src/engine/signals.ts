@@ -90,3 +90,24 @@ export function signalTableMarkdown(): string {
   const rows = SIGNALS.map((s: SignalSpec) => `| \`${s.name}\` | ${s.type} | ${s.source} | ${s.requiredForSkip ? 'yes' : ''} | ${s.doc} |`);
   return ['| signal | type | source | needed for SKIP | meaning |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
 }
+
+/** Problems with a hand-written signals object (rule tests, /v1/evaluate): unknown names, wrong types. */
+export function signalTypeProblems(signals: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(signals)) {
+    const spec = SIGNAL_BY_NAME.get(name);
+    if (!spec) {
+      problems.push(`unknown signal ${name}`);
+      continue;
+    }
+    if (value === null || value === undefined) continue;
+    const ok =
+      spec.type === 'bool' ? typeof value === 'boolean'
+      : spec.type === 'int' ? Number.isInteger(value)
+      : spec.type === 'double' ? typeof value === 'number' && Number.isFinite(value)
+      : spec.type === 'string' ? typeof value === 'string'
+      : typeof value === 'object' && !Array.isArray(value);
+    if (!ok) problems.push(`${name} must be ${spec.type}`);
+  }
+  return problems;
+}

@@ -80,7 +80,8 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
       now,
     );
     const evaluateStarted = process.hrtime.bigint();
-    const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now });
+    const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
+    if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
     deps.metrics.stageDuration.labels('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
 
     let verification: Verification = { status: 'not_needed' };
@@ -119,6 +120,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
         shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
         ruleset: decision.ruleset,
         degraded: decision.degraded,
+        ...(decision.bypass ? { bypass: decision.bypass } : {}),
         verification: verification.status,
         duration_ms: Math.round(seconds * 1e6) / 1e3,
         signals: enriched.signals,

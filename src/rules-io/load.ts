@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
+import { checkSync } from 'recheck';
 import { compileRuleset, type CompileResult, type LoadError, type RegexGuard, type RuleSource } from '../engine/ruleset.js';
+import { compileBypasses, type BypassIds } from './bypasses.js';
 
 /** A rule file larger than this is refused before parsing (a 10 MB write must not stall a reload). */
 export const MAX_RULE_FILE_BYTES = 256 * 1024;
@@ -18,8 +20,32 @@ export function isTestFile(name: string): boolean {
   return /\.test\.ya?ml$/.test(name);
 }
 
+export function isBypassFile(name: string): boolean {
+  return /^bypasses\.ya?ml$/.test(path.basename(name));
+}
+
 export function isRuleFile(name: string): boolean {
-  return /\.ya?ml$/.test(name) && !isTestFile(name) && !name.startsWith('bypass');
+  return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name);
+}
+
+/** recheck (automaton + fuzz) at load: any pattern with super-linear backtracking is refused. */
+export const recheckGuard: RegexGuard = (pattern) => {
+  try {
+    new RegExp(pattern);
+  } catch (error) {
+    return `invalid regex: ${(error as Error).message}`;
+  }
+  const result = checkSync(pattern, '');
+  if (result.status === 'vulnerable') return `catastrophic backtracking (${(result as { complexity?: { summary?: string } }).complexity?.summary ?? 'vulnerable'})`;
+  if (result.status !== 'safe') return 'could not be proven safe';
+  return undefined;
+};
+
+export interface LoadOptions {
+  readonly regexGuard?: RegexGuard;
+  /** Pseudonymises user and device ids named in bypasses.yaml. */
+  readonly ids?: BypassIds;
+  readonly now?: number;
 }
 
 /** YAML → plain data with the line of each rule; YAML errors come back with their line. */
@@ -55,10 +81,12 @@ export function hashFiles(files: readonly TextFile[]): string {
 }
 
 /** Compile a ruleset from in-memory texts: used by the loader, `POST /v1/evaluate` and the CLI. */
-export function compileFromTexts(files: readonly TextFile[], regexGuard?: RegexGuard): CompileResult {
+export function compileFromTexts(files: readonly TextFile[], options: LoadOptions = {}): CompileResult {
+  const regexGuard = options.regexGuard ?? recheckGuard;
   const errors: LoadError[] = [];
   const sources: RuleSource[] = [];
-  const used = files.filter((f) => isRuleFile(f.name));
+  const used = files.filter((f) => isRuleFile(f.name) || isBypassFile(f.name));
+  let bypasses: ReturnType<typeof compileBypasses>['bypasses'] = [];
   for (const file of used) {
     if (file.tooLarge || Buffer.byteLength(file.text) > MAX_RULE_FILE_BYTES) {
       errors.push({ file: file.name, reason: `file larger than ${MAX_RULE_FILE_BYTES} bytes` });
@@ -73,12 +101,18 @@ export function compileFromTexts(files: readonly TextFile[], regexGuard?: RegexG
       errors.push(parsed);
       continue;
     }
+    if (isBypassFile(file.name)) {
+      const compiled = compileBypasses(file.name, parsed.content, options.ids, options.now ?? Date.now());
+      errors.push(...compiled.errors);
+      bypasses = compiled.bypasses;
+      continue;
+    }
     const kind = /^policy\.ya?ml$/.test(path.basename(file.name)) ? 'policy' : 'rules';
     sources.push({ file: file.name, kind, content: parsed.content, lineOfRule: parsed.lineOfRule });
   }
-  const compiled = compileRuleset(sources, { hash: hashFiles(used), ...(regexGuard ? { regexGuard } : {}) });
+  const compiled = compileRuleset(sources, { hash: hashFiles(used), regexGuard });
   if (errors.length > 0) return { ok: false, errors: [...errors, ...(compiled.ok ? [] : compiled.errors)] };
-  return compiled;
+  return compiled.ok ? { ok: true, ruleset: { ...compiled.ruleset, bypasses } } : compiled;
 }
 
 /** Reads every file of a rules directory (one level); sizes are checked before reading. */
@@ -98,9 +132,9 @@ export async function readRuleDir(dir: string): Promise<TextFile[]> {
   return files;
 }
 
-export async function loadRuleDir(dir: string, regexGuard?: RegexGuard): Promise<CompileResult> {
+export async function loadRuleDir(dir: string, options: LoadOptions = {}): Promise<CompileResult> {
   try {
-    return compileFromTexts(await readRuleDir(dir), regexGuard);
+    return compileFromTexts(await readRuleDir(dir), options);
   } catch (error) {
     return { ok: false, errors: [{ file: dir, reason: `cannot read rules directory: ${(error as Error).message}` }] };
   }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { evaluate } from '../engine/evaluate.js';
 import { RUNGS } from '../engine/ladder.js';
 import type { CompiledRuleset } from '../engine/ruleset.js';
-import { SIGNAL_BY_NAME, type Signals } from '../engine/signals.js';
+import { signalTypeProblems, type Signals } from '../engine/signals.js';
 import { isRuleFile, isTestFile, parseYaml, type TextFile } from './load.js';
 
 const signalValue = z.union([z.boolean(), z.number(), z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])), z.null()]);
@@ -41,26 +41,6 @@ export interface RuleTestReport {
   /** File-level problems: unreadable test files, rules without a firing and a non-firing case. */
   readonly problems: readonly string[];
   readonly passed: boolean;
-}
-
-function checkSignalTypes(signals: Record<string, unknown>): string[] {
-  const problems: string[] = [];
-  for (const [name, value] of Object.entries(signals)) {
-    const spec = SIGNAL_BY_NAME.get(name);
-    if (!spec) {
-      problems.push(`unknown signal ${name}`);
-      continue;
-    }
-    if (value === null) continue;
-    const ok =
-      spec.type === 'bool' ? typeof value === 'boolean'
-      : spec.type === 'int' ? Number.isInteger(value)
-      : spec.type === 'double' ? typeof value === 'number'
-      : spec.type === 'string' ? typeof value === 'string'
-      : typeof value === 'object';
-    if (!ok) problems.push(`${name} must be ${spec.type}, got ${JSON.stringify(value)}`);
-  }
-  return problems;
 }
 
 /** base + case, where null removes a signal (makes it unknown). */
@@ -101,7 +81,7 @@ export function runRuleTests(files: readonly TextFile[], ruleset: CompiledRulese
     const firedSomewhere = new Set<string>();
     const quietSomewhere = new Set<string>();
     for (const testCase of parsed.data.cases) {
-      const caseProblems = checkSignalTypes({ ...base, ...testCase.signals });
+      const caseProblems = signalTypeProblems({ ...base, ...testCase.signals });
       const signals = mergeSignals(base, testCase.signals);
       const decision = evaluate(ruleset, {
         signals,

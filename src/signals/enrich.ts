@@ -1,3 +1,4 @@
+import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { History, Place, Store, StepUpSession } from '../store/store.js';
@@ -36,6 +37,8 @@ export interface Enriched {
   readonly user: string;
   readonly device: string;
   readonly grant: StepUpSession['grant'];
+  /** What bypasses match against. */
+  readonly bypass: BypassContext;
 }
 
 const DAY = 24 * 3600_000;
@@ -130,6 +133,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       degraded: [...degraded].sort(),
       user,
       device,
+      bypass: { user, device, ip: ip.bytes, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) },
       grant: {
         user,
         device,

@@ -81,6 +81,30 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   return {
     kind: 'memory',
 
+    async peek(s: Sighting, now: number): Promise<History> {
+      const state = users.peek(s.user);
+      const empty: History = { deviceKnown: false, deviceSeenCount: 0, deviceFirstSeenAt: undefined, deviceUa: undefined, ipKnown: false, prefixKnown: false, asnKnown: false, countryKnown: false, verifiedCount: 0, lastVerifiedAt: undefined, lastPlace: undefined, decides1h: 0, distinctIps1h: 0, declines24h: 0 };
+      if (!state || now - state.touchedAt > retention.historyMs) return empty;
+      const device = state.devices.get(s.device);
+      const deviceTrusted = live(device?.trust, now);
+      return {
+        deviceKnown: deviceTrusted,
+        deviceSeenCount: device?.seen ?? 0,
+        deviceFirstSeenAt: device?.firstSeen,
+        deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
+        ipKnown: live(state.networks.get(`ip:${s.ip}`), now),
+        prefixKnown: live(state.networks.get(`pfx:${s.prefix}`), now),
+        asnKnown: s.asn !== undefined && live(state.networks.get(`asn:${s.asn}`), now),
+        countryKnown: !!s.country && live(state.networks.get(`cc:${s.country}`), now),
+        verifiedCount: [...state.devices.values()].filter((d) => live(d.trust, now)).length,
+        lastVerifiedAt: state.lastVerifiedAt,
+        lastPlace: state.place && now - state.place.at < retention.trustMs ? state.place : undefined,
+        decides1h: state.decides.filter((t) => t > now - HOUR).length,
+        distinctIps1h: new Set(state.networksSeen.filter(([, at]) => at > now - HOUR).map(([p]) => p)).size,
+        declines24h: state.declines.filter((t) => t > now - 24 * HOUR).length,
+      };
+    },
+
     async observe(s: Sighting, now: number): Promise<History> {
       const state = userState(s.user, now);
       const device = state.devices.get(s.device);
@@ -203,7 +227,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async erase(user) {
       users.delete(user);
-      for (const [key, id] of pendingIndex.entries()) if (key.startsWith(`${user}|`)) pendingIndex.delete(key);
+      for (const key of pendingIndex.keys()) if (key.startsWith(`${user}|`)) pendingIndex.delete(key);
       for (const [id, session] of sessions.entries()) if (session.user === user) sessions.delete(id);
     },
 

@@ -51,6 +51,12 @@ local nets = redis.call('HMGET', KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 local place = redis.call('GET', KEYS[4]) or ''
 local lastVerified = redis.call('HGET', KEYS[5], 'lv') or ''
 
+if ARGV[12] == '0' then
+  -- Read only (rules explain): count the windows without touching anything.
+  return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
+    verified, lastVerified, place, redis.call('ZCOUNT', KEYS[6], now - 3600000, '+inf'), redis.call('ZCOUNT', KEYS[7], now - 3600000, '+inf'),
+    redis.call('ZCOUNT', KEYS[8], now - 86400000, '+inf') }
+end
 if first == '' then first = ARGV[1] end
 redis.call('HSET', KEYS[1], device, first .. '|' .. ARGV[1] .. '|' .. (count + 1))
 cap(KEYS[1], tonumber(ARGV[9]), 2)

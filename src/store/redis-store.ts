@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { StepUpRung } from '../engine/ladder.js';
 import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, type History, type Retention, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+import { CAPS, DEFAULT_RETENTION, type History, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
 
@@ -67,15 +67,12 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
   const parseSession = (raw: string | null | undefined): StepUpSession | undefined => (raw ? (JSON.parse(raw) as StepUpSession) : undefined);
 
-  return {
-    kind: 'redis',
-
-    async observe(s, now): Promise<History> {
+  async function history(s: Sighting, now: number, record: boolean): Promise<History> {
       const keys = k(s.user);
       const nets = netKeys(s);
       const reply = (await r.riskObserve(
         keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines,
-        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, `${now}:${randomBytes(6).toString('base64url')}`, CAPS.recentEvents,
+        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, `${now}:${randomBytes(6).toString('base64url')}`, CAPS.recentEvents, record ? '1' : '0',
       )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number];
       const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines] = reply;
       const [browser, os] = ua ? ua.split('|') : [];
@@ -96,6 +93,17 @@ export function createRedisStore(options: RedisStoreOptions): Store {
         distinctIps1h: Number(distinctNets),
         declines24h: Number(declines),
       };
+    }
+
+  return {
+    kind: 'redis',
+
+    observe(s, now) {
+      return history(s, now, true);
+    },
+
+    peek(s, now) {
+      return history(s, now, false);
     },
 
     async recordPending(session, now) {

@@ -81,8 +81,14 @@ t.test('expression size and nesting limits hold at load', async (t) => {
   t.equal(errors[0]?.rule, 'deep');
 });
 
-t.test('matches() needs a literal pattern and a regex guard', async (t) => {
-  const [error] = errorsOf('rules:\n  - { id: rx, description: d, when: "ua.browser.matches(\\"^(a|a)*$\\")", then: { score: 1 } }\n');
-  t.equal(error?.rule, 'rx');
-  t.match(error?.reason, /matches/);
+t.test('matches() patterns are checked with recheck at load: catastrophic backtracking is refused', async (t) => {
+  for (const pattern of ['^(a|a)*$', '(a+)+$', '^(\\\\w+\\\\s?)*$']) {
+    const [error] = errorsOf(`rules:\n  - { id: rx, description: d, when: 'ua.browser.matches("${pattern}")', then: { score: 1 } }\n`);
+    t.equal(error?.rule, 'rx', pattern);
+    t.match(error?.reason, /catastrophic|rejected/, pattern);
+  }
+  const [nonLiteral] = errorsOf('rules:\n  - { id: rx, description: d, when: "ua.browser.matches(ua.os)", then: { score: 1 } }\n');
+  t.match(nonLiteral?.reason, /literal/);
+  const safe = compileFromTexts([{ name: 'policy.yaml', text: POLICY }, { name: 'ok.yaml', text: `rules:\n  - { id: rx, description: d, when: 'ua.browser.matches("^(Chrome|Firefox)$")', then: { score: 1 } }\n` }]);
+  t.equal(safe.ok, true, 'a linear pattern is accepted');
 });

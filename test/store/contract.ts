@@ -72,6 +72,19 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.match(b, { deviceKnown: true, ipKnown: true, prefixKnown: true, asnKnown: true, countryKnown: true });
   });
 
+  withStore('peek reads the same history and records nothing', async (t, store) => {
+    const user = unique('u');
+    await store.trust(grant(user), T0);
+    await store.observe(sighting(user), T0 + 1000);
+    await store.recordDecline(user, T0 + 2000);
+    const peeked = await store.peek(sighting(user), T0 + 3000);
+    t.match(peeked, { deviceKnown: true, ipKnown: true, deviceSeenCount: 1, decides1h: 1, distinctIps1h: 1, declines24h: 1, verifiedCount: 1 });
+    const again = await store.peek(sighting(user), T0 + 4000);
+    t.equal(again.deviceSeenCount, 1, 'peeking twice counted nothing');
+    t.equal(again.decides1h, 1);
+    t.match(await store.peek(sighting(unique('nobody')), T0), { deviceKnown: false, deviceSeenCount: 0, verifiedCount: 0 });
+  });
+
   withStore('declines count for 24 hours', async (t, store) => {
     const user = unique('u');
     await store.recordDecline(user, T0);

@@ -1,0 +1,29 @@
+import t from 'tap';
+import { startTestService } from '../helpers/service.js';
+
+t.test('an overloaded event loop sheds with 503 + Retry-After instead of queueing', async (t) => {
+  const service = await startTestService({ PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '100', PRESSURE_SAMPLE_INTERVAL_MS: '20' });
+  t.teardown(() => service.close());
+  const decide = () => service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: 'p', device_id: 'd', ip: '89.160.20.112' }) });
+  let calm = 0;
+  for (let i = 0; i < 100 && calm !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    calm = (await decide()).statusCode;
+  }
+  t.equal(calm, 200, 'a calm loop serves (after the start-up load has left the sample)');
+  const until = Date.now() + 500;
+  while (Date.now() < until) {
+    // Block the event loop, as a CPU-bound overload would.
+  }
+  await new Promise((r) => setTimeout(r, 30));
+  const shed = await decide();
+  t.equal(shed.statusCode, 503);
+  t.equal(shed.json().code, 'RISK_ERR_UNAVAILABLE');
+  t.ok(Number(shed.headers['retry-after']) > 0);
+  let recovered = 0;
+  for (let i = 0; i < 100 && recovered !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    recovered = (await decide()).statusCode;
+  }
+  t.equal(recovered, 200, 'serves again once the loop is calm');
+});
