@@ -25,9 +25,9 @@ export async function startServerProcess(env: Record<string, string>, entry: str
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 45_000;
   for (;;) {
-    if (Date.now() > deadline) throw new Error(`server not ready after 20 s:\n${output}`);
+    if (Date.now() > deadline) throw new Error(`server not ready after 45 s:\n${output}`);
     if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`);
     try {
       if ((await fetch(`${base}/readyz`)).status === 200) break;
