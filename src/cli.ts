@@ -1,14 +1,28 @@
 #!/usr/bin/env node
 /** `rules check | test | explain | replay`: the security team's tools, over files in git. */
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { loadConfig } from './config.js';
+import { explain } from './engine/explain.js';
 import { formatLoadError } from './engine/ruleset.js';
+import { SIGNAL_BY_NAME, type Signals } from './engine/signals.js';
+import { createLogger } from './logger.js';
 import { loadRuleDir, readRuleDir } from './rules-io/load.js';
+import { formatMatrix, replay } from './rules-io/replay.js';
 import { runRuleTests } from './rules-io/rule-tests.js';
+import { loadSignalSources } from './signal-sources.js';
+import { createEnricher } from './signals/enrich.js';
+import { isValidClientIp } from './signals/ip.js';
+import { createMemoryStore } from './store/memory-store.js';
+import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import { createRedisClient, waitForReady } from './store/redis-client.js';
+import { createRedisStore } from './store/redis-store.js';
+import type { Store } from './store/store.js';
 
-function out(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
+type Out = (line?: string) => void;
 
-async function check(dir: string): Promise<number> {
+async function check(dir: string, out: Out): Promise<number> {
   const result = await loadRuleDir(dir);
   if (!result.ok) {
     for (const error of result.errors) out(formatLoadError(error));
@@ -19,40 +33,166 @@ async function check(dir: string): Promise<number> {
   const expired = result.ruleset.rules.filter((r) => r.expiresAt !== undefined && r.expiresAt < now);
   for (const rule of expired) out(`${rule.file}:${rule.line} [${rule.id}]: expired; it no longer runs`);
   const shadow = result.ruleset.rules.filter((r) => r.mode === 'shadow').length;
-  out(`ok: ${result.ruleset.rules.length} rules (${shadow} shadow, ${expired.length} expired), ruleset ${result.ruleset.hash}`);
+  out(`ok: ${result.ruleset.rules.length} rules (${shadow} shadow, ${expired.length} expired), ${result.ruleset.bypasses?.length ?? 0} bypasses, ruleset ${result.ruleset.hash}`);
   return 0;
 }
 
-async function test(dir: string): Promise<number> {
+async function test(dir: string, out: Out): Promise<number> {
   const result = await loadRuleDir(dir);
-  if (!result.ok) return check(dir);
+  if (!result.ok) return check(dir, out);
   const report = runRuleTests(await readRuleDir(dir), result.ruleset);
   const width = Math.max(...report.cases.map((c) => c.file.length), 4);
   for (const c of report.cases) out(`${c.passed ? 'pass' : 'FAIL'}  ${c.file.padEnd(width)}  ${c.name}${c.passed ? '' : `\n        ${c.problems.join('\n        ')}`}`);
   for (const problem of report.problems) out(`FAIL  ${problem}`);
-  const failed = report.cases.filter((c) => !c.passed).length + report.problems.length;
-  out(`\n${report.cases.length - report.cases.filter((c) => !c.passed).length} passed, ${failed} failed`);
+  const failedCases = report.cases.filter((c) => !c.passed).length;
+  out(`\nrule cases: ${report.cases.length - failedCases} pass, ${failedCases + report.problems.length} fail`);
   return report.passed ? 0 : 1;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  const dir = rest.find((a) => !a.startsWith('--')) ?? 'rules';
+/** `--signal name=value`: JSON values (true, 3, "x"), bare words as strings, `unknown` removes. */
+function parseOverride(text: string): [string, unknown] {
+  const at = text.indexOf('=');
+  const name = text.slice(0, at);
+  const raw = text.slice(at + 1);
+  if (!SIGNAL_BY_NAME.has(name)) throw new Error(`unknown signal ${name}`);
+  if (raw === 'unknown') return [name, undefined];
+  try {
+    return [name, JSON.parse(raw)];
+  } catch {
+    return [name, raw];
+  }
+}
+
+/** One decision, computed like the service computes it (same config, same data), reading history without recording. */
+async function explainCommand(values: Record<string, unknown>, out: Out): Promise<number> {
+  const user = values.user as string | undefined;
+  const device = values.device as string | undefined;
+  const ip = values.ip as string | undefined;
+  if (!user || !device || !ip || !isValidClientIp(ip)) {
+    out('usage: rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]');
+    return 2;
+  }
+  const config = loadConfig(process.env);
+  const logger = createLogger('silent');
+  const ids = createPseudonymiser(config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' });
+  let store: Store = createMemoryStore();
+  if (config.REDIS_URL) {
+    const redis = createRedisClient(config.REDIS_URL, 1000);
+    await waitForReady(redis, 3000);
+    store = createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX });
+  }
+  try {
+    const loaded = await loadRuleDir((values.rules as string | undefined) ?? config.RULES_DIR, { ids });
+    if (!loaded.ok) {
+      for (const error of loaded.errors) out(formatLoadError(error));
+      return 1;
+    }
+    const sources = await loadSignalSources(config, logger);
+    const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now) };
+    const enrich = createEnricher({ ...sources, store: readOnly, ids });
+    const now = Date.now();
+    const enriched = await enrich({ userId: user, deviceId: device, ip, purpose: (values.purpose as string | undefined) ?? 'login', ...(values.ua ? { userAgent: values.ua as string } : {}) }, now);
+    const signals: Record<string, unknown> = { ...enriched.signals };
+    for (const override of (values.signal as string[] | undefined) ?? []) {
+      const [name, value] = parseOverride(override);
+      if (value === undefined) delete signals[name];
+      else signals[name] = value;
+    }
+    const result = explain(loaded.ruleset, { signals: signals as Signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
+    if (values.json) {
+      out(JSON.stringify({ signals, ...result }, null, 2));
+      return 0;
+    }
+    const d = result.decision;
+    out(`action: ${d.action}   score: ${d.score}   ruleset: ${d.ruleset}${d.degraded.length ? `   degraded: ${d.degraded.join(', ')}` : ''}${config.ID_HASH_KEY ? '' : '\n(note: ID_HASH_KEY is not set, so the user\'s history cannot be read: every history signal is a cold start)'}`);
+    out('\nsignals:');
+    for (const [name, value] of Object.entries(signals).sort()) out(`  ${name.padEnd(26)} ${JSON.stringify(value)}`);
+    out('\nrules:');
+    for (const r of d.results) out(`  ${r.outcome.padEnd(10)} ${r.mode === 'shadow' ? '(shadow) ' : ''}${r.rule.padEnd(28)} ${r.because}`);
+    for (const reason of d.reasons.filter((x) => x.rule.includes(':'))) out(`  ${'applied'.padEnd(10)} ${reason.rule.padEnd(28)} ${reason.because}`);
+    if (d.shadow.length) out(`\nshadow: ${d.shadow.map((s) => `${s.rule} would set ${s.action}`).join('; ')}`);
+    out('\nsmallest single-signal changes:');
+    for (const c of result.lower.slice(0, 5)) out(`  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`);
+    for (const c of result.higher.slice(0, 5)) out(`  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`);
+    if (!result.lower.length && !result.higher.length) out('  none: no single signal moves this decision one rung');
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function replayCommand(values: Record<string, unknown>, out: Out): Promise<number> {
+  const log = values.log as string | undefined;
+  const dir = values.rules as string | undefined;
+  if (!log || !dir) {
+    out('usage: rules replay --log decisions.jsonl --rules candidate/ [--json] [--examples N]');
+    return 2;
+  }
+  const loaded = await loadRuleDir(dir);
+  if (!loaded.ok) {
+    for (const error of loaded.errors) out(formatLoadError(error));
+    return 1;
+  }
+  const lines: string[] = [];
+  for await (const line of createInterface({ input: createReadStream(log), crlfDelay: Infinity })) lines.push(line);
+  const report = replay(lines, loaded.ruleset, Number(values.examples ?? 3));
+  if (values.json) {
+    out(JSON.stringify({ candidate: loaded.ruleset.hash, ...report }, null, 2));
+    return 0;
+  }
+  out(`replayed ${report.decisions} decisions against ruleset ${loaded.ruleset.hash} (${report.skipped} lines were not decisions)`);
+  out(`${report.changed} changed (${report.decisions ? ((100 * report.changed) / report.decisions).toFixed(2) : '0.00'}%)\n`);
+  out(formatMatrix(report));
+  if (report.responsible.length) {
+    out('\nrules behind the changes:');
+    for (const r of report.responsible.slice(0, 15)) out(`  ${String(r.count).padStart(7)}  ${r.rule}`);
+  }
+  if (Object.keys(report.examples).length) {
+    out('\nexamples:');
+    for (const [cell, ids] of Object.entries(report.examples)) out(`  ${cell.padEnd(22)} ${ids.join(', ')}`);
+  }
+  return 0;
+}
+
+export async function main(argv: string[], out: Out = (line = '') => process.stdout.write(`${line}\n`)): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      user: { type: 'string' },
+      device: { type: 'string' },
+      ip: { type: 'string' },
+      ua: { type: 'string' },
+      purpose: { type: 'string' },
+      signal: { type: 'string', multiple: true },
+      rules: { type: 'string' },
+      log: { type: 'string' },
+      json: { type: 'boolean' },
+      examples: { type: 'string' },
+    },
+  });
+  const [command, dir = 'rules'] = positionals;
   switch (command) {
     case 'check':
-      return check(dir);
+      return check(dir, out);
     case 'test':
-      return test(dir);
+      return test(dir, out);
+    case 'explain':
+      return explainCommand(values, out);
+    case 'replay':
+      return replayCommand(values, out);
     default:
-      out('usage: rules check [dir] | rules test [dir]');
+      out('usage: rules check [dir] | rules test [dir] | rules explain --user … --device … --ip … | rules replay --log … --rules …');
       return 2;
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: Error) => {
-    process.stderr.write(`${error.message}\n`);
-    process.exit(1);
-  },
-);
+if (process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1])) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: Error) => {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    },
+  );
+}
