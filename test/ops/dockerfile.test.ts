@@ -28,7 +28,7 @@ t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
 const context = path.join(root, 'context');
 mkdirSync(context);
-for (const file of execSync('git ls-files', { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+for (const file of execSync('git ls-files --cached --others --exclude-standard', { encoding: 'utf8' }).split('\n').filter(Boolean)) {
   if (ignored.some((pattern) => file === pattern || file.startsWith(`${pattern}/`))) continue;
   if (!existsSync(file)) continue;
   mkdirSync(path.join(context, path.dirname(file)), { recursive: true });
