@@ -11,6 +11,8 @@ export interface EvaluationInput {
   readonly now: number;
   /** Who and where, for bypass matching (absent: no bypass can apply). */
   readonly bypass?: BypassContext;
+  /** Write the `because` text of rules that did not fire too (explain, the playground); off on the hot path. */
+  readonly explainAll?: boolean;
 }
 
 export type RuleOutcome = 'fired' | 'not_fired' | 'unknown' | 'expired';
@@ -89,7 +91,7 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
       continue;
     }
     const outcome = runRule(rule, context);
-    const text = because(rule, signals);
+    const text = outcome !== 'not_fired' || input.explainAll ? because(rule, signals) : '';
     results.push({ rule: rule.id, mode: rule.mode, outcome, because: text });
     if (outcome === 'unknown') {
       for (const name of rule.reads) if (signals[name as keyof Signals] === undefined) unknown.add(name);

@@ -37,7 +37,7 @@ const distance = (a: SignalValue | undefined, b: SignalValue): number => (typeof
 
 /** One decision with every rule's outcome and the smallest single-signal changes that move it. */
 export function explain(ruleset: CompiledRuleset, input: EvaluationInput): Explanation {
-  const decision = evaluate(ruleset, input);
+  const decision = evaluate(ruleset, { ...input, explainAll: true });
   const lower: Counterfactual[] = [];
   const higher: Counterfactual[] = [];
   for (const spec of SIGNALS as readonly SignalSpec[]) {

@@ -48,7 +48,7 @@ export function registerEvaluate(app: FastifyInstance, deps: { rules: RulesHolde
       ruleset = compiled.ruleset;
     }
     if (!ruleset) throw new RiskError('RISK_ERR_UNAVAILABLE', 'no ruleset is loaded');
-    const decision = evaluate(ruleset, { signals: body.signals as Signals, degraded: body.degraded ?? [], now: body.now ? Date.parse(body.now) : deps.clock() });
+    const decision = evaluate(ruleset, { signals: body.signals as Signals, degraded: body.degraded ?? [], now: body.now ? Date.parse(body.now) : deps.clock(), explainAll: true });
     const { bypass: _bypass, ...reply } = decision;
     return reply;
   });

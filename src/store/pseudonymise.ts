@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 
 export interface HashKey {
   /** Short key id stored in front of every pseudonym, so keys can rotate. */
@@ -31,6 +32,8 @@ export function parseHashKey(text: string): HashKey {
 
 export function createPseudonymiser(key: HashKey): Pseudonymiser {
   const sealKey = createHmac('sha256', key.secret).update('seal\0v1').digest();
+  // Returning users repeat the same ids: a bounded cache saves five HMACs (~25 µs) per decide.
+  const cache = new LRUCache<string, string>({ max: 50_000 });
   return {
     kid: key.kid,
     seal(plain) {
@@ -52,8 +55,13 @@ export function createPseudonymiser(key: HashKey): Pseudonymiser {
       }
     },
     id(kind, value) {
+      const cacheKey = `${kind}\0${value}`;
+      const hit = cache.get(cacheKey);
+      if (hit) return hit;
       const mac = createHmac('sha256', key.secret).update(kind).update('\0').update(value).digest('base64url');
-      return `${key.kid}.${mac.slice(0, 22)}`;
+      const pseudonym = `${key.kid}.${mac.slice(0, 22)}`;
+      cache.set(cacheKey, pseudonym);
+      return pseudonym;
     },
   };
 }

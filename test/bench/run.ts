@@ -1,0 +1,188 @@
+/**
+ * `npm run bench`: bare fastify (the ceiling) vs decide on the memory store vs decide on Redis vs
+ * bare fastify + one Lua round trip (the floor Redis sets), same load settings, rounds alternating,
+ * servers pinned to core 0 and the load generator to core 1. Writes test/bench/results/latest.json
+ * and the README's performance table. BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS tune it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import autocannon from 'autocannon';
+import { startRedis } from '../helpers/redis.js';
+import { trafficMix } from './traffic.js';
+import { microBenchmarks } from './micro.js';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const TOKEN = 'bench-token-0123456789abcdef';
+const pin = spawnSync('taskset', ['-c', '1', 'true']).status === 0 && os.cpus().length >= 2;
+if (pin) spawnSync('taskset', ['-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
+
+interface Server {
+  child: ChildProcess;
+  port: number;
+  metricsPort?: number;
+}
+
+async function startServer(mode: string, env: Record<string, string>): Promise<Server> {
+  const args = ['--import', 'tsx', 'test/bench/servers.ts'];
+  const child = pin ? spawn('taskset', ['-c', '0', process.execPath, ...args], { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /ready (\d+)(?: (\d+))?/.exec(out);
+      if (match) resolve({ child, port: Number(match[1]), ...(match[2] ? { metricsPort: Number(match[2]) } : {}) });
+    });
+    child.once('exit', (code) => reject(new Error(`${mode} server exited with ${code}`)));
+  });
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+
+/** utime + stime of a process, from /proc (fields 14 and 15). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+function rssMb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) / 1024 : 0;
+}
+
+async function load(port: number, bodies: string[], pid: number) {
+  const cpuBefore = cpuSeconds(pid);
+  let rssPeak = 0;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssMb(pid))), 200);
+  const result = await autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    duration: SECONDS,
+    requests: bodies.map((body) => ({ method: 'POST', path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body })),
+  });
+  clearInterval(sampler);
+  const cpu = cpuSeconds(pid) - cpuBefore;
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    requests: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    cpuUsPerRequest: (cpu * 1e6) / Math.max(1, result.requests.total),
+    rssLoadMb: rssPeak,
+  };
+}
+
+async function stageBreakdown(metricsPort: number | undefined): Promise<Record<string, number>> {
+  if (!metricsPort) return {};
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const stages: Record<string, number> = {};
+  for (const stage of ['enrich', 'store', 'evaluate', 'didit']) {
+    const sum = Number(new RegExp(`risk_stage_duration_seconds_sum\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN);
+    const count = Number(new RegExp(`risk_stage_duration_seconds_count\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN);
+    if (count > 0) stages[stage] = Math.round((sum / count) * 1e7) / 10;
+  }
+  const sum = Number(/risk_decide_duration_seconds_sum (\S+)/.exec(text)?.[1] ?? NaN);
+  const count = Number(/risk_decide_duration_seconds_count (\S+)/.exec(text)?.[1] ?? NaN);
+  if (count > 0) stages.handler_total = Math.round((sum / count) * 1e7) / 10;
+  return stages;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+async function main() {
+  const redis = await startRedis();
+  // Redis shares core 1 with the load generator, so core 0 belongs to the server under test alone.
+  if (pin && redis.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
+  const bodies = trafficMix();
+  const common = { API_TOKENS: `bench:${TOKEN}`, ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh', LOG_LEVEL: 'info' };
+  // A reply the size of a real decide reply, for the bare route.
+  const memoryProbe = await startServer('decide', common);
+  const sample = await (await fetch(`http://127.0.0.1:${memoryProbe.port}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: bodies[0] })).text();
+  memoryProbe.child.kill('SIGKILL');
+  const configs: Array<[string, string, Record<string, string>]> = [
+    ['bare', 'bare', { BENCH_CANNED_REPLY: sample }],
+    ['memory', 'decide', common],
+    ['redis', 'decide', { ...common, REDIS_URL: redis.url }],
+    ['bare+lua', 'bare-lua', { BENCH_CANNED_REPLY: sample, REDIS_URL: redis.url }],
+  ];
+  const servers = new Map<string, Server & { rssIdleMb: number; startupMs: number }>();
+  for (const [name, mode, env] of configs) {
+    const started = Date.now();
+    const server = await startServer(mode, env);
+    servers.set(name, { ...server, startupMs: Date.now() - started, rssIdleMb: rssMb(server.child.pid!) });
+  }
+  // Warm up every server (JIT, UA cache, Redis scripts) before measuring.
+  for (const [, server] of servers) await autocannon({ url: `http://127.0.0.1:${server.port}`, connections: 8, amount: 4000, requests: bodies.map((body) => ({ method: 'POST', path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body })) });
+
+  const rounds: Array<Record<string, Awaited<ReturnType<typeof load>>>> = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const results: Record<string, Awaited<ReturnType<typeof load>>> = {};
+    const order = round % 2 === 0 ? configs : [...configs].reverse();
+    for (const [name] of order) {
+      const server = servers.get(name)!;
+      results[name] = await load(server.port, bodies, server.child.pid!);
+      process.stderr.write(`round ${round + 1}/${ROUNDS} ${name}: ${Math.round(results[name]!.rps)} req/s, p99 ${results[name]!.p99} ms\n`);
+    }
+    rounds.push(results);
+  }
+  const summary: Record<string, unknown> = {};
+  for (const [name] of configs) {
+    const per = rounds.map((r) => r[name]!);
+    const ratios = rounds.map((r) => r[name]!.rps / r.bare!.rps);
+    summary[name] = {
+      rps_median: Math.round(median(per.map((p) => p.rps))),
+      rps_min: Math.round(Math.min(...per.map((p) => p.rps))),
+      rps_max: Math.round(Math.max(...per.map((p) => p.rps))),
+      ratio_to_bare_median: Math.round(median(ratios) * 1000) / 1000,
+      p50_ms: median(per.map((p) => p.p50)),
+      p99_ms: median(per.map((p) => p.p99)),
+      cpu_us_per_request: Math.round(median(per.map((p) => p.cpuUsPerRequest))),
+      rss_idle_mb: Math.round(servers.get(name)!.rssIdleMb),
+      rss_load_mb: Math.round(Math.max(...per.map((p) => p.rssLoadMb))),
+      startup_to_ready_ms: servers.get(name)!.startupMs,
+      non2xx: per.reduce((n, p) => n + p.non2xx, 0),
+      errors: per.reduce((n, p) => n + p.errors, 0),
+      stages_us: await stageBreakdown(servers.get(name)!.metricsPort),
+    };
+  }
+  const redisVsLua = rounds.map((r) => r.redis!.rps / r['bare+lua']!.rps);
+  const results = {
+    date: new Date().toISOString(),
+    machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`,
+    command: 'npm run bench',
+    settings: { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, pinned: pin, traffic: '85% known device + IP, 10% new device, 5% Tor exit; real browser user agents', geoip: 'MaxMind test databases (no GeoLite2-sized databases on this machine)', didit: 'not configured (step-ups answer without a Didit call)' },
+    summary,
+    redis_vs_bare_plus_lua_median: Math.round(median(redisVsLua) * 1000) / 1000,
+    micro: await microBenchmarks(),
+  };
+  mkdirSync('test/bench/results', { recursive: true });
+  writeFileSync('test/bench/results/latest.json', `${JSON.stringify(results, null, 2)}\n`);
+  updateReadme(results);
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  for (const [, server] of servers) server.child.kill('SIGKILL');
+  await redis.stop();
+}
+
+function updateReadme(results: { date: string; machine: string; command: string; summary: Record<string, unknown>; redis_vs_bare_plus_lua_median: number; micro: Record<string, number> }) {
+  type Row = { rps_median: number; rps_min: number; rps_max: number; ratio_to_bare_median: number; p50_ms: number; p99_ms: number; cpu_us_per_request: number; rss_idle_mb: number; rss_load_mb: number };
+  const rows = Object.entries(results.summary as Record<string, Row>).map(
+    ([name, r]) => `| ${name} | ${r.rps_median} (${r.rps_min}–${r.rps_max}) | ${r.ratio_to_bare_median} | ${r.p50_ms} / ${r.p99_ms} | ${r.cpu_us_per_request} | ${r.rss_idle_mb} / ${r.rss_load_mb} |`,
+  );
+  const table = [
+    `Measured ${results.date.slice(0, 10)} with \`${results.command}\` on ${results.machine}.`,
+    '',
+    '| configuration | requests/s median (range) | ratio to bare | p50 / p99 ms | server CPU µs/request | RSS idle / load MB |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+    `decide on Redis vs bare fastify + one Lua round trip: ${results.redis_vs_bare_plus_lua_median}. Micro-benchmarks: ${Object.entries(results.micro).map(([k, v]) => `${k} ${v} µs`).join(', ')}.`,
+  ].join('\n');
+  const readme = readFileSync('README.md', 'utf8');
+  writeFileSync('README.md', readme.replace(/(<!-- bench:start -->)[\s\S]*?(<!-- bench:end -->)/, (_m, a: string, b: string) => `${a}\n${table}\n${b}`));
+}
+
+await main();

@@ -1,0 +1,67 @@
+/**
+ * The servers the benchmark compares, each run as its own process so its CPU time and RSS can be
+ * read from /proc: BENCH_MODE=bare | bare-lua | decide (decide uses the real service; REDIS_URL
+ * selects the Redis store). Prints "ready <port>" when listening.
+ */
+import Fastify from 'fastify';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { createService } from '../../src/service.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
+import { createRedisStore } from '../../src/store/redis-store.js';
+import { OBSERVE } from '../../src/store/redis-scripts.js';
+import { parseClientIp } from '../../src/signals/ip.js';
+import { createMetricsApp } from '../../src/metrics-app.js';
+import { SEED_USERS, seedIdentity } from './traffic.js';
+
+const mode = process.env.BENCH_MODE ?? 'decide';
+const port = Number(process.env.PORT ?? 0);
+
+/** A reply of the same size as a typical decide reply, so (a) serialises as much JSON as (b). */
+const CANNED = JSON.parse(process.env.BENCH_CANNED_REPLY ?? '{}') as object;
+
+if (mode === 'bare' || mode === 'bare-lua') {
+  const app = Fastify({ logger: false });
+  let redis: Redis | undefined;
+  if (mode === 'bare-lua') {
+    redis = new Redis(process.env.REDIS_URL!, { enableOfflineQueue: true });
+    redis.defineCommand('observe', { numberOfKeys: 8, lua: OBSERVE });
+  }
+  let n = 0;
+  app.post('/v1/decide', async (request) => {
+    const body = request.body as { user_id: string; device_id: string };
+    if (redis) {
+      const tag = `bench:{u:${body.user_id}}`;
+      n += 1;
+      await (redis as unknown as { observe(...a: unknown[]): Promise<unknown> }).observe(
+        `${tag}:seen`, `${tag}:dtrust`, `${tag}:ntrust`, `${tag}:place`, `${tag}:meta`, `${tag}:decides`, `${tag}:nets`, `${tag}:declines`,
+        Date.now(), body.device_id, 'ip:x', 'pfx:x', 'asn:1', 'cc:SE', 'pfx:x', 3600000, 50, `${n}`, 200, '1',
+      );
+    }
+    return CANNED;
+  });
+  await app.listen({ port, host: '127.0.0.1' });
+  process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`);
+} else {
+  const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', RATE_LIMIT_USER_PER_MIN: '100000000', RATE_LIMIT_CALLER_PER_MIN: '100000000' });
+  const redis = config.REDIS_URL ? createRedisClient(config.REDIS_URL, 500) : undefined;
+  const store = redis ? createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX }) : undefined;
+  // Logs go to /dev/null through pino's own destination: the cost of writing the decision line stays in.
+  const pino = (await import('pino')).default;
+  const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: '/dev/null', sync: false }));
+  const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
+  const now = Date.now();
+  for (let i = 0; i < SEED_USERS; i++) {
+    const seed = seedIdentity(i);
+    const ip = parseClientIp(seed.ip);
+    await service.store.trust(
+      { user: service.ids.id('user', seed.user), device: service.ids.id('device', seed.device), ip: service.ids.id('ip', ip.address), prefix: service.ids.id('net', ip.prefix), country: 'SE', asn: 29518, grantedBy: `seed-${i}`, ttlMs: 86_400_000, ua: { browser: 'Chrome', os: 'Windows' } },
+      now,
+    );
+  }
+  await service.app.listen({ port, host: '127.0.0.1' });
+  const metrics = createMetricsApp(service.metrics.registry);
+  await metrics.listen({ port: 0, host: '127.0.0.1' });
+  process.stdout.write(`ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`);
+}
