@@ -147,6 +147,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
         pendingTtlMs,
         userMaxPer15m: config.STEPUP_USER_MAX_PER_15M,
         globalMaxPerMin: config.STEPUP_GLOBAL_MAX_PER_MIN,
+        deadlineMs: config.DIDIT_TIMEOUT_MS + 300,
         log: logger,
         ...(config.DIDIT_CALLBACK_URL ? { callbackUrl: config.DIDIT_CALLBACK_URL } : {}),
       })

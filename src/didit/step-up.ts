@@ -12,6 +12,8 @@ export interface StepUpOptions {
   readonly callbackUrl?: string;
   readonly userMaxPer15m: number;
   readonly globalMaxPerMin: number;
+  /** The whole step-up (store calls and the Didit call) gets this long before it is `unavailable`. */
+  readonly deadlineMs?: number;
   readonly log?: { warn(obj: object, msg: string): void };
 }
 
@@ -102,8 +104,12 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
         const shared = await running;
         return shared.status === 'created' ? { ...shared, status: 'reused' } : shared;
       }
-      const attempt = openFresh(request).catch((error: unknown) => {
-        const reason = error instanceof DiditError ? `didit_${error.code}` : 'store_unavailable';
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('step-up deadline')), options.deadlineMs ?? 2000);
+      });
+      const attempt = Promise.race([openFresh(request), deadline]).finally(() => clearTimeout(timer)).catch((error: unknown) => {
+        const reason = error instanceof DiditError ? `didit_${error.code}` : (error as Error)?.message === 'step-up deadline' ? 'deadline' : 'store_unavailable';
         options.log?.warn({ reason }, 'step-up session not opened; the login service should use its backup factor');
         return unavailable(request.method, reason);
       });

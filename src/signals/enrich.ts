@@ -9,6 +9,8 @@ import { assessTravel, coarse } from './travel.js';
 import type { UserAgentParser } from './user-agent.js';
 
 export interface EnrichDeps {
+  /** The store gets this long (the Redis client has its own shorter command timeout). */
+  readonly storeDeadlineMs?: number;
   readonly geoip: GeoIp;
   readonly lists: IpLists;
   readonly userAgents: UserAgentParser;
@@ -43,6 +45,29 @@ export interface Enriched {
 
 const DAY = 24 * 3600_000;
 
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('store deadline')), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+function isHistory(value: unknown): value is History {
+  const h = value as Partial<History> | null;
+  return (
+    !!h &&
+    typeof h.deviceKnown === 'boolean' &&
+    typeof h.ipKnown === 'boolean' &&
+    typeof h.prefixKnown === 'boolean' &&
+    Number.isFinite(h.deviceSeenCount) &&
+    Number.isFinite(h.verifiedCount) &&
+    Number.isFinite(h.decides1h) &&
+    Number.isFinite(h.distinctIps1h) &&
+    Number.isFinite(h.declines24h)
+  );
+}
+
 function days(since: number | undefined, now: number): number | undefined {
   return since === undefined ? undefined : Math.max(0, (now - since) / DAY);
 }
@@ -73,7 +98,10 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     const storeStarted = process.hrtime.bigint();
     let history: History | undefined;
     try {
-      history = await deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now);
+      const reply = await withDeadline(deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now), deps.storeDeadlineMs ?? 250);
+      // A store that answers nonsense is as unknown as one that does not answer.
+      if (isHistory(reply)) history = reply;
+      else degraded.add('store');
     } catch {
       degraded.add('store');
     }

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createSimulator, simulatorCredentials, type Simulator } from '../../src/didit/simulator.js';
+import type { Store } from '../../src/store/store.js';
 import { startTestService, type TestClock, type TestService } from './service.js';
 
 export interface DiditStack {
@@ -11,14 +12,14 @@ export interface DiditStack {
 }
 
 /** The service listening on loopback, wired to a simulator that speaks the Didit contract. */
-export async function startDiditStack(clock: TestClock, env: Record<string, string> = {}, webhookSecret?: string): Promise<DiditStack> {
+export async function startDiditStack(clock: TestClock, env: Record<string, string> = {}, webhookSecret?: string, store?: Store): Promise<DiditStack> {
   const credentials = { ...simulatorCredentials(), ...(webhookSecret ? { webhookSecret } : {}) };
   const simulator = createSimulator({ ...credentials, publicBaseUrl: 'http://127.0.0.1:1', clock, retryDelaysMs: [10, 20] });
   await simulator.app.listen({ port: 0, host: '127.0.0.1' });
   const baseUrl = `http://127.0.0.1:${(simulator.app.server.address() as AddressInfo).port}`;
   const service = await startTestService(
     { DIDIT_TIMEOUT_MS: '300', ...env },
-    { clock, didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } },
+    { clock, ...(store ? { store } : {}), didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } },
   );
   await service.app.listen({ port: 0, host: '127.0.0.1' });
   simulator.webhookUrl = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}/v1/webhooks/didit`;
