@@ -65,3 +65,4 @@ if (mode === 'bare' || mode === 'bare-lua') {
   await metrics.listen({ port: 0, host: '127.0.0.1' });
   process.stdout.write(`ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`);
 }
+process.on('SIGINT', () => process.exit(0));
