@@ -42,6 +42,9 @@ export function fallbackStore(redis: Client | undefined, prefix: string, onFallb
   const local = new LocalWindows();
   if (redis && !(redis as unknown as { riskRateLimit?: unknown }).riskRateLimit) redis.defineCommand('riskRateLimit', { numberOfKeys: 1, lua: INCR });
   const counter = redis as unknown as { riskRateLimit(key: string, windowMs: number): Promise<[number, number]> } | undefined;
+  // After a Redis failure the limiter counts locally for a second instead of waiting on every request
+  // for a hung server (each wait is a full command timeout on the login path).
+  let redisDownUntil = 0;
 
   return class FallbackStore {
     private readonly scope: string;
@@ -50,13 +53,15 @@ export function fallbackStore(redis: Client | undefined, prefix: string, onFallb
     }
     incr(key: string, callback: Callback, timeWindow: number): void {
       const fullKey = `${prefix}{rl:${this.scope}:${key}}`;
-      if (!counter) {
+      if (!counter || Date.now() < redisDownUntil) {
+        if (counter) onFallback?.();
         callback(null, local.incr(fullKey, timeWindow));
         return;
       }
       counter.riskRateLimit(fullKey, timeWindow).then(
         ([current, ttl]) => callback(null, { current: Number(current), ttl: Number(ttl) }),
         () => {
+          redisDownUntil = Date.now() + 1000;
           onFallback?.();
           callback(null, local.incr(fullKey, timeWindow));
         },
