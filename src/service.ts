@@ -14,6 +14,7 @@ import { watchDirectory } from './rules-io/watch.js';
 import type { IpLists } from './signals/ip-lists.js';
 import { instrumentStore } from './store/instrumented-store.js';
 import { loadSignalSources } from './signal-sources.js';
+import { listDirectories, loadListsFromManifest } from './signals/list-files.js';
 import { createMemoryStore } from './store/memory-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -101,6 +102,20 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
   const stops: Array<() => void> = [];
   if (options.watch) {
+    // Lists are replaced by `npm run data:update` with atomic renames: reload the ones that parse.
+    const reloadLists = () =>
+      void loadListsFromManifest(config.DATA_DIR).then(
+        ({ snapshots, failures }) => {
+          for (const snapshot of snapshots) if (snapshot.entries > 0) lists.replace(snapshot);
+          for (const failure of failures) {
+            metrics.dataReloadFailures.labels('lists').inc();
+            logger.error({ list: failure }, 'list update rejected; the previous list keeps serving');
+          }
+          for (const snap of snapshots) metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
+        },
+        () => metrics.dataReloadFailures.labels('lists').inc(),
+      );
+    for (const dir of await listDirectories(config.DATA_DIR)) stops.push(watchDirectory(dir, reloadLists, 500));
     stops.push(watchDirectory(config.RULES_DIR, () => void rules.reload()));
     stops.push(
       watchGeoDatabases(geoip, paths, openDatabase, {

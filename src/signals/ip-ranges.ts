@@ -44,6 +44,8 @@ function search<T extends number | bigint>(starts: ArrayLike<T>, ends: ArrayLike
 
 export interface ParsedRanges {
   readonly table: RangeTable;
+  /** Entries that parsed (before adjacent ranges were merged). */
+  readonly accepted: number;
   /** Lines that were neither blank, a comment, an IP nor a CIDR. */
   readonly rejected: number;
 }
@@ -90,5 +92,5 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
       return bytes.length === 4 ? search(starts4, ends4, toUint32(bytes)) : search(starts6, ends6, toBigInt(bytes));
     },
   };
-  return { table, rejected };
+  return { table, accepted: v4.length + v6.length, rejected };
 }

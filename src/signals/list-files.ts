@@ -36,8 +36,8 @@ export function snapshotFromText(name: ListName, format: 'ips' | 'cidrs' | 'asns
     for (const text of texts) for (const asn of parseAsnLines(text)) asns.add(asn);
     return { name, asns, asOf, entries: asns.size, source };
   }
-  const { table } = buildRangeTable(texts.flatMap((t) => t.split('\n')));
-  return { name, table, asOf, entries: table.size, source };
+  const { table, accepted } = buildRangeTable(texts.flatMap((t) => t.split('\n')));
+  return { name, table, asOf, entries: accepted, source };
 }
 
 /** Loads every list named in `<dataDir>/lists.json`; a list whose files cannot be read is left out (unknown). */
@@ -54,4 +54,16 @@ export async function loadListsFromManifest(dataDir: string): Promise<{ snapshot
     }
   }
   return { snapshots, failures };
+}
+
+/** The data directory and every directory holding a list file: what a watcher must watch. */
+export async function listDirectories(dataDir: string): Promise<string[]> {
+  try {
+    const manifest = manifestSchema.parse(JSON.parse(await readFile(path.join(dataDir, 'lists.json'), 'utf8')));
+    const dirs = new Set<string>([dataDir]);
+    for (const entry of Object.values(manifest)) for (const file of entry?.files ?? []) dirs.add(path.dirname(path.join(dataDir, file)));
+    return [...dirs];
+  } catch {
+    return [dataDir];
+  }
 }
