@@ -108,7 +108,7 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
     out('\nsignals:');
     for (const [name, value] of Object.entries(signals).sort()) out(`  ${name.padEnd(26)} ${JSON.stringify(value)}`);
     out('\nrules:');
-    for (const r of d.results) out(`  ${r.outcome.padEnd(10)} ${r.mode === 'shadow' ? '(shadow) ' : ''}${r.rule.padEnd(28)} ${r.because}`);
+    for (const r of d.results) out(`  ${r.outcome.padEnd(10)} ${r.rule.padEnd(28)} ${r.mode === 'shadow' ? '[shadow] ' : ''}${r.because}`);
     for (const reason of d.reasons.filter((x) => x.rule.includes(':'))) out(`  ${'applied'.padEnd(10)} ${reason.rule.padEnd(28)} ${reason.because}`);
     if (d.shadow.length) out(`\nshadow: ${d.shadow.map((s) => `${s.rule} would set ${s.action}`).join('; ')}`);
     out('\nsmallest single-signal changes:');

@@ -65,7 +65,9 @@ export function replay(lines: Iterable<string>, candidate: CompiledRuleset, exam
     if (blamed.length === 0) {
       // The same rules fired, so one of them now weighs differently: blame the fired candidate
       // rules that set the new action (its min_action) or fed the score band that did.
-      blamed = candidate.rules.filter((r) => after.has(r.id) && (r.minAction === fresh.action || r.score > 0)).map((r) => r.id);
+      const fired = candidate.rules.filter((r) => after.has(r.id));
+      const setIt = fired.filter((r) => r.minAction === fresh.action);
+      blamed = (setIt.length ? setIt : fired.filter((r) => r.score > 0)).map((r) => r.id);
     }
     for (const rule of blamed) responsible.set(rule, (responsible.get(rule) ?? 0) + 1);
     const cell = `${logged.action}->${fresh.action}`;
