@@ -18,7 +18,7 @@ const envSchema = z.object({
   GEOIP_CONNECTION_DB: z.string().optional(),
   LIST_MAX_AGE_HOURS: z.coerce.number().min(0).default(0),
   TOR_LIST_MAX_AGE_HOURS: z.coerce.number().min(0).optional(),
-  REDIS_URL: z.string().url().optional(),
+  REDIS_URL: z.string().regex(/^(rediss?|redis\+cluster|redis\+sentinel):\/\/\S+$/, 'expected redis://, rediss://, redis+cluster:// or redis+sentinel:// URL').optional(),
   REDIS_KEY_PREFIX: z.string().max(32).default('risk:'),
   REDIS_COMMAND_TIMEOUT_MS: ms.default(100),
   ID_HASH_KEY: z.string().optional(),

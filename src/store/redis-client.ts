@@ -17,9 +17,24 @@ export function loginPathOptions(commandTimeoutMs = 100): RedisOptions {
   };
 }
 
-/** Builds a client from REDIS_URL: `redis://`, `rediss://`, or `redis+cluster://host:port,host:port`. */
+function hostPorts(list: string): Array<{ host: string; port: number }> {
+  return list.split(',').map((hostPort) => {
+    const [host, port] = hostPort.split(':');
+    return { host: host!, port: Number(port ?? 26379) };
+  });
+}
+
+/**
+ * Builds a client from REDIS_URL: `redis://`, `rediss://`, `redis+cluster://host:port,host:port`, or
+ * `redis+sentinel://host:port,host:port/master-name` (ioredis follows failovers to the new master).
+ */
 export function createRedisClient(url: string, commandTimeoutMs = 100): Redis | Cluster {
   const options = loginPathOptions(commandTimeoutMs);
+  if (url.startsWith('redis+sentinel://')) {
+    const [list, name] = url.slice('redis+sentinel://'.length).split('/');
+    if (!list || !name) throw new Error('redis+sentinel:// needs host:port[,host:port]/master-name');
+    return new Redis({ ...options, sentinels: hostPorts(list), name });
+  }
   if (url.startsWith('redis+cluster://')) {
     const nodes = url
       .slice('redis+cluster://'.length)
