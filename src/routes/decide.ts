@@ -21,7 +21,11 @@ const attributeKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'attribute names
 export const decideBodySchema = z.strictObject({
   user_id: z.string().min(1).max(128),
   device_id: z.string().min(1).max(256),
-  ip: z.string().max(45).refine(isValidClientIp, 'not an IPv4 or IPv6 address'),
+  ip: z
+    .string()
+    .max(45)
+    .refine(isValidClientIp, 'not an IPv4 or IPv6 address')
+    .meta({ anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }], description: 'The client IP (IPv4-mapped IPv6 is treated as IPv4; no zone ids)' }),
   user_agent: z.string().max(8192).optional(),
   purpose: z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'purpose is a lowercase word such as login or change_password').default('login'),
   portrait_image: z

@@ -1,0 +1,104 @@
+import Ajv2020 from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import fc from 'fast-check';
+import t from 'tap';
+import { startTestService } from '../helpers/service.js';
+
+/**
+ * T19: requests generated from the OpenAPI document itself (1,000 positive examples and 1,000
+ * negative mutations per operation with a JSON body); every reply must use a documented status
+ * and match the documented schema for it.
+ */
+type Schema = { type?: string | string[]; properties?: Record<string, Schema>; required?: string[]; additionalProperties?: Schema | boolean; items?: Schema; enum?: unknown[]; anyOf?: Schema[]; oneOf?: Schema[]; maxLength?: number; minLength?: number; pattern?: string; format?: string; minimum?: number; maximum?: number; maxItems?: number; default?: unknown; propertyNames?: Schema };
+
+const RUNS = Number(process.env.CONTRACT_RUNS ?? 1000);
+const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' });
+t.teardown(() => service.close());
+const document = (await service.app.inject({ method: 'GET', url: '/docs/json' })).json() as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema }> }; responses: Record<string, { content?: Record<string, { schema: object }> }> }>> };
+const ajv = new (Ajv2020 as unknown as typeof Ajv2020.default)({ strict: false });
+(addFormats as unknown as typeof addFormats.default)(ajv);
+
+function arbitrary(schema: Schema, depth = 0): fc.Arbitrary<unknown> {
+  if (schema.enum) return fc.constantFrom(...schema.enum);
+  if (schema.anyOf || schema.oneOf) {
+    // Alternatives inherit the parent's type and limits ({type: string, anyOf: [{format: ipv4}, ...]}).
+    const { anyOf, oneOf, ...parent } = schema;
+    return fc.oneof(...(anyOf ?? oneOf)!.map((s) => arbitrary({ ...parent, ...s }, depth + 1)));
+  }
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  switch (type) {
+    case 'string':
+      if (schema.format === 'uri') return fc.webUrl();
+      if (schema.format === 'ipv4') return fc.ipV4();
+      if (schema.format === 'ipv6') return fc.ipV6();
+      if (schema.format === 'date-time') return fc.date({ min: new Date('2020-01-01'), max: new Date('2030-01-01'), noInvalidDate: true }).map((d) => d.toISOString());
+      if (schema.pattern) return fc.stringMatching(new RegExp(schema.pattern)).filter((s) => s.length <= (schema.maxLength ?? 1e6) && s.length >= (schema.minLength ?? 0));
+      return fc.string({ minLength: schema.minLength ?? 0, maxLength: Math.min(schema.maxLength ?? 64, 64) });
+    case 'integer':
+      return fc.integer({ min: schema.minimum ?? -1e6, max: schema.maximum ?? 1e6 });
+    case 'number':
+      return fc.double({ min: schema.minimum ?? -1e6, max: schema.maximum ?? 1e6, noNaN: true });
+    case 'boolean':
+      return fc.boolean();
+    case 'array':
+      return fc.array(schema.items ? arbitrary(schema.items, depth + 1) : fc.anything(), { maxLength: Math.min(schema.maxItems ?? 3, 3) });
+    case 'object': {
+      if (schema.properties) {
+        const shape = Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, arbitrary(v, depth + 1)]));
+        return fc.record(shape, { requiredKeys: (schema.required ?? []).filter((k) => k in shape) });
+      }
+      const values = typeof schema.additionalProperties === 'object' ? arbitrary(schema.additionalProperties, depth + 1) : fc.string();
+      const keys = schema.propertyNames?.pattern ? fc.stringMatching(new RegExp(schema.propertyNames.pattern)) : fc.string({ maxLength: 16 });
+      return fc.dictionary(keys, values, { maxKeys: 4 });
+    }
+    default:
+      return fc.jsonValue({ maxDepth: 2 });
+  }
+}
+
+/** Negative mutations: drop a required field, add an unknown one, or break a field's type. */
+function mutate(schema: Schema): fc.Arbitrary<unknown> {
+  const required = schema.required ?? [];
+  return fc.tuple(arbitrary(schema), fc.nat(), fc.constantFrom('drop', 'extra', 'type', 'not-object')).map(([value, n, how]) => {
+    const copy = { ...(value as Record<string, unknown>) };
+    if (how === 'drop' && required.length) delete copy[required[n % required.length]!];
+    else if (how === 'extra') copy[`unexpected_${n % 10}`] = n;
+    else if (how === 'type') copy[required[n % Math.max(1, required.length)] ?? 'x'] = n % 2 ? [n] : { nested: n };
+    else return [value];
+    return copy;
+  });
+}
+
+const validators = new Map<string, (body: unknown) => boolean>();
+function conforms(path: string, method: string, status: number, body: string): string | undefined {
+  const documented = document.paths[path]?.[method]?.responses[String(status)];
+  if (!documented) return `undocumented status ${status}`;
+  const schema = documented.content?.['application/json']?.schema;
+  if (!schema) return undefined;
+  const key = `${path} ${method} ${status}`;
+  if (!validators.has(key)) validators.set(key, ajv.compile(schema));
+  return validators.get(key)!(JSON.parse(body)) ? undefined : `reply does not match the ${status} schema`;
+}
+
+for (const [path, methods] of Object.entries(document.paths)) {
+  for (const [method, operation] of Object.entries(methods)) {
+    const schema = operation.requestBody?.content['application/json']?.schema;
+    if (!schema || path.includes('{')) continue;
+    t.test(`${method.toUpperCase()} ${path}: ${RUNS} generated and ${RUNS} mutated bodies, every reply as documented`, async (t) => {
+      const counts: Record<string, number> = {};
+      for (const [kind, arb] of [['positive', arbitrary(schema)], ['negative', mutate(schema)]] as const) {
+        await fc.assert(
+          fc.asyncProperty(arb, async (body) => {
+            const response = await service.app.inject({ method: method.toUpperCase() as 'POST', url: path, headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+            counts[`${kind} ${response.statusCode}`] = (counts[`${kind} ${response.statusCode}`] ?? 0) + 1;
+            const problem = conforms(path, method, response.statusCode, response.body);
+            if (problem) throw new Error(`${problem}: ${response.body.slice(0, 200)}`);
+          }),
+          { numRuns: RUNS, seed: 19 },
+        );
+      }
+      t.pass(`replies by kind and status: ${JSON.stringify(counts)}`);
+      t.notOk(Object.keys(counts).some((k) => k.endsWith(' 500')), 'no 5xx');
+    });
+  }
+}
