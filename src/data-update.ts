@@ -113,6 +113,7 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
 }
 
 if (process.argv[1] && /data-update\.(ts|js)$/.test(process.argv[1])) {
+  // Run as a command (npm run data:update), not when server.ts imports updateData for its refresh timer.
   const env = process.env;
   const dataDir = env.DATA_DIR ?? 'data';
   const report = await updateData({

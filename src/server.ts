@@ -2,6 +2,7 @@ import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './metrics-app.js';
+import { updateData } from './data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
 import { createService, type DiditSettings } from './service.js';
 import { createRedisClient, waitForReady } from './store/redis-client.js';
@@ -65,6 +66,21 @@ async function main(): Promise<void> {
   }
 
   const metricsApp = createMetricsApp(service.metrics.registry);
+  const listUrls = {
+    ...(config.TOR_LIST_URL ? { tor: config.TOR_LIST_URL } : {}),
+    ...(config.VPN_LIST_URL ? { vpn: config.VPN_LIST_URL } : {}),
+    ...(config.HOSTING_LIST_URL ? { hosting: config.HOSTING_LIST_URL } : {}),
+    ...(config.RELAY_LIST_URL ? { relay: config.RELAY_LIST_URL } : {}),
+  };
+  if (config.LIST_REFRESH_MINUTES > 0 && Object.keys(listUrls).length > 0) {
+    // Conditional GET, validate, atomic rename; the data watcher swaps the new lists in.
+    const refresh = () =>
+      updateData({ dataDir: config.DATA_DIR, maxmindBaseUrl: '', editions: {}, listUrls }).then(
+        (report) => logger.info({ lists: report }, 'list refresh'),
+        (error: Error) => logger.error({ err: error.message }, 'list refresh failed; the last good lists keep serving'),
+      );
+    setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
+  }
 
   await service.app.listen({ port: config.PORT, host: config.HOST });
   await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });

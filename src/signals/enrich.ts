@@ -97,8 +97,13 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
 
     const storeStarted = process.hrtime.bigint();
     let history: History | undefined;
+    let ipDecides: number | undefined;
     try {
-      const reply = await withDeadline(deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now), deps.storeDeadlineMs ?? 250);
+      const [reply, ipCount] = await withDeadline(
+        Promise.all([deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now), deps.store.countIp(ipId, now)]),
+        deps.storeDeadlineMs ?? 250,
+      );
+      ipDecides = Number.isFinite(ipCount) ? ipCount : undefined;
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) history = reply;
       else degraded.add('store');
@@ -145,6 +150,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       s['velocity.decides_1h'] = history.decides1h;
       s['velocity.distinct_ips_1h'] = history.distinctIps1h;
       s['velocity.declines_24h'] = history.declines24h;
+      if (ipDecides !== undefined) s['velocity.ip_decides_1m'] = ipDecides;
       const mobile = geo.connectionType === 'Cellular' || geo.connectionType === 'Satellite';
       const unreliable = ip.private || mobile || lists.tor !== false || lists.vpn !== false || lists.relay !== false;
       const travel = assessTravel({ last: history.lastPlace, here: place, now, unreliable });

@@ -58,6 +58,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
   const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
   const claims = new LRUCache<string, number>({ max: 500_000 });
+  const perIp = new LRUCache<string, number[]>({ max: 100_000 });
 
   const userState = (user: string, now: number): UserState => {
     let state = users.get(user);
@@ -137,6 +138,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       state.decides = trimWindow([...state.decides, now], HOUR, now);
       state.networksSeen = state.networksSeen.filter(([, at]) => at > now - HOUR).concat([[s.prefix, now]]).slice(-CAPS.recentEvents);
       return { ...history, decides1h: state.decides.length, distinctIps1h: new Set(state.networksSeen.map(([p]) => p)).size };
+    },
+
+    async countIp(ip, now) {
+      const times = trimWindow([...(perIp.get(ip) ?? []), now], 60_000, now);
+      perIp.set(ip, times);
+      return times.length;
     },
 
     async recordPending(session, now) {

@@ -108,6 +108,8 @@ export interface Store {
   readonly kind: 'memory' | 'redis';
   /** Reads the user's history and counters and records this sighting, atomically. */
   observe(sighting: Sighting, now: number): Promise<History>;
+  /** Counts this decide against the IP (any user) and returns decides from it in the last minute. */
+  countIp(ip: string, now: number): Promise<number>;
   /** The same read without recording anything (rules explain). */
   peek(sighting: Sighting, now: number): Promise<History>;
   /** Stores a step-up session and indexes it by user + device + method for reuse. */

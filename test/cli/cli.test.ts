@@ -20,7 +20,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 t.test('check: the shipped rules pass; a broken file is reported with file, line and rule id', async (t) => {
   const ok = await run('check', 'rules');
   t.equal(ok.code, 0);
-  t.match(ok.text, /^ok: 14 rules \(1 shadow, 0 expired\)/m);
+  t.match(ok.text, /^ok: 15 rules \(1 shadow, 0 expired\)/m);
   const broken = path.join(work, 'broken');
   cpSync('rules', broken, { recursive: true });
   writeFileSync(path.join(broken, 'network.yaml'), readFileSync('rules/network.yaml', 'utf8').replace('"!ip.known && !ip.prefix_known"', '"!ip.known && !ip.prefix_knwn"'));
@@ -87,6 +87,7 @@ t.test('replay: 10,000 logged decisions against a candidate ruleset give a trans
     'velocity.decides_1h': fc.nat(25),
     'velocity.distinct_ips_1h': fc.nat(6),
     'velocity.declines_24h': fc.nat(6),
+    'velocity.ip_decides_1m': fc.nat(200),
   });
   const samples = fc.sample(signalArb, { numRuns: 10_000, seed: 20261125 }) as Signals[];
   const time = '2026-11-25T12:00:00.000Z';

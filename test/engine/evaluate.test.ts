@@ -41,6 +41,7 @@ const returning: Signals = {
   'velocity.decides_1h': 1,
   'velocity.distinct_ips_1h': 1,
   'velocity.declines_24h': 0,
+  'velocity.ip_decides_1m': 1,
 };
 
 t.test('the shipped policy puts each brief case on its rung', async (t) => {

@@ -27,7 +27,10 @@ export async function startServerProcess(env: Record<string, string>, entry: str
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 45_000;
   for (;;) {
-    if (Date.now() > deadline) throw new Error(`server not ready after 45 s:\n${output}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL'); // never leave an orphan listening behind a failed test
+      throw new Error(`server not ready after 45 s:\n${output}`);
+    }
     if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`);
     try {
       if ((await fetch(`${base}/readyz`)).status === 200) break;
