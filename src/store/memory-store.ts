@@ -79,54 +79,42 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
   const pendingKey = (user: string, device: string, method: StepUpRung) => `${user}|${device}|${method}`;
 
+  /** What a user's state says about this sighting, read without changing anything. */
+  const readHistory = (state: UserState | undefined, s: Sighting, now: number): History => {
+    const device = state?.devices.get(s.device);
+    const deviceTrusted = live(device?.trust, now);
+    const net = (key: string) => live(state?.networks.get(key), now);
+    return {
+      deviceKnown: deviceTrusted,
+      deviceSeenCount: device?.seen ?? 0,
+      deviceFirstSeenAt: device?.firstSeen,
+      deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
+      ipKnown: net(`ip:${s.ip}`),
+      prefixKnown: net(`pfx:${s.prefix}`),
+      asnKnown: s.asn !== undefined && net(`asn:${s.asn}`),
+      countryKnown: !!s.country && net(`cc:${s.country}`),
+      verifiedCount: state ? [...state.devices.values()].filter((d) => live(d.trust, now)).length : 0,
+      lastVerifiedAt: state?.lastVerifiedAt,
+      lastPlace: state?.place && now - state.place.at < retention.trustMs ? state.place : undefined,
+      decides1h: state ? state.decides.filter((t) => t > now - HOUR).length : 0,
+      distinctIps1h: state ? new Set(state.networksSeen.filter(([, at]) => at > now - HOUR).map(([p]) => p)).size : 0,
+      declines24h: state ? state.declines.filter((t) => t > now - 24 * HOUR).length : 0,
+    };
+  };
+
   return {
     kind: 'memory',
 
     async peek(s: Sighting, now: number): Promise<History> {
       const state = users.peek(s.user);
-      const empty: History = { deviceKnown: false, deviceSeenCount: 0, deviceFirstSeenAt: undefined, deviceUa: undefined, ipKnown: false, prefixKnown: false, asnKnown: false, countryKnown: false, verifiedCount: 0, lastVerifiedAt: undefined, lastPlace: undefined, decides1h: 0, distinctIps1h: 0, declines24h: 0 };
-      if (!state || now - state.touchedAt > retention.historyMs) return empty;
-      const device = state.devices.get(s.device);
-      const deviceTrusted = live(device?.trust, now);
-      return {
-        deviceKnown: deviceTrusted,
-        deviceSeenCount: device?.seen ?? 0,
-        deviceFirstSeenAt: device?.firstSeen,
-        deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
-        ipKnown: live(state.networks.get(`ip:${s.ip}`), now),
-        prefixKnown: live(state.networks.get(`pfx:${s.prefix}`), now),
-        asnKnown: s.asn !== undefined && live(state.networks.get(`asn:${s.asn}`), now),
-        countryKnown: !!s.country && live(state.networks.get(`cc:${s.country}`), now),
-        verifiedCount: [...state.devices.values()].filter((d) => live(d.trust, now)).length,
-        lastVerifiedAt: state.lastVerifiedAt,
-        lastPlace: state.place && now - state.place.at < retention.trustMs ? state.place : undefined,
-        decides1h: state.decides.filter((t) => t > now - HOUR).length,
-        distinctIps1h: new Set(state.networksSeen.filter(([, at]) => at > now - HOUR).map(([p]) => p)).size,
-        declines24h: state.declines.filter((t) => t > now - 24 * HOUR).length,
-      };
+      if (!state || now - state.touchedAt > retention.historyMs) return readHistory(undefined, s, now);
+      return readHistory(state, s, now);
     },
 
     async observe(s: Sighting, now: number): Promise<History> {
       const state = userState(s.user, now);
       const device = state.devices.get(s.device);
-      const deviceTrusted = live(device?.trust, now);
-      const verifiedCount = [...state.devices.values()].filter((d) => live(d.trust, now)).length;
-      const history: History = {
-        deviceKnown: deviceTrusted,
-        deviceSeenCount: device?.seen ?? 0,
-        deviceFirstSeenAt: device?.firstSeen,
-        deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
-        ipKnown: live(state.networks.get(`ip:${s.ip}`), now),
-        prefixKnown: live(state.networks.get(`pfx:${s.prefix}`), now),
-        asnKnown: s.asn !== undefined && live(state.networks.get(`asn:${s.asn}`), now),
-        countryKnown: !!s.country && live(state.networks.get(`cc:${s.country}`), now),
-        verifiedCount,
-        lastVerifiedAt: state.lastVerifiedAt,
-        lastPlace: state.place && now - state.place.at < retention.trustMs ? state.place : undefined,
-        decides1h: 0,
-        distinctIps1h: 0,
-        declines24h: trimWindow(state.declines, 24 * HOUR, now).length,
-      };
+      const history = readHistory(state, s, now);
       // Record the sighting after reading, as the Redis script does.
       if (device) {
         device.seen += 1;
