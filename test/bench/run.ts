@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import autocannon from 'autocannon';
 import { startRedis } from '../helpers/redis.js';
-import { trafficMix } from './traffic.js';
+import { USERS_PER_ROUND, trafficMix } from './traffic.js';
 import { microBenchmarks } from './micro.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -25,8 +25,14 @@ interface Server {
   metricsPort?: number;
 }
 
+/**
+ * The servers run the compiled JavaScript, as production does (`npm start` runs dist/), not
+ * through tsx: test/bench/tsconfig.json compiles src/ and test/bench/ into dist/bench/.
+ */
+const SERVER_SCRIPT = 'dist/bench/test/bench/servers.js';
+
 async function startServer(mode: string, env: Record<string, string>): Promise<Server> {
-  const args = ['--import', 'tsx', 'test/bench/servers.ts'];
+  const args = [SERVER_SCRIPT];
   const child = pin ? spawn('taskset', ['-c', '0', process.execPath, ...args], { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
@@ -52,6 +58,17 @@ function rssMb(pid: number): number {
   return match ? Number(match[1]) / 1024 : 0;
 }
 
+/**
+ * One request whose body is the next of the pool, shared by all connections: autocannon gives every
+ * connection its own iterator over a `requests` array, starting at 0, so 32 connections would send
+ * the same user 32 times in lockstep (and pass the sign-in-burst rule) while most of the pool idles.
+ */
+function asRequests(bodies: string[]) {
+  let cursor = 0;
+  const template = { method: 'POST' as const, path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` } };
+  return [{ ...template, body: bodies[0]!, setupRequest: (request: object) => ({ ...request, body: bodies[cursor++ % bodies.length] }) }];
+}
+
 async function load(port: number, bodies: string[], pid: number) {
   const cpuBefore = cpuSeconds(pid);
   let rssPeak = 0;
@@ -60,7 +77,7 @@ async function load(port: number, bodies: string[], pid: number) {
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: SECONDS,
-    requests: bodies.map((body) => ({ method: 'POST', path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body })),
+    requests: asRequests(bodies),
   });
   clearInterval(sampler);
   const cpu = cpuSeconds(pid) - cpuBefore;
@@ -85,6 +102,7 @@ async function stageBreakdown(metricsPort: number | undefined): Promise<Record<s
     const count = Number(new RegExp(`risk_stage_duration_seconds_count\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN);
     if (count > 0) stages[stage] = Math.round((sum / count) * 1e7) / 10;
   }
+  for (const match of text.matchAll(/risk_decisions_total\{action="(\w+)"\} (\S+)/g)) stages[`decisions_${match[1]}`] = Number(match[2]);
   const sum = Number(/risk_decide_duration_seconds_sum (\S+)/.exec(text)?.[1] ?? NaN);
   const count = Number(/risk_decide_duration_seconds_count (\S+)/.exec(text)?.[1] ?? NaN);
   if (count > 0) stages.handler_total = Math.round((sum / count) * 1e7) / 10;
@@ -97,8 +115,12 @@ async function main() {
   const redis = await startRedis();
   // Redis shares core 1 with the load generator, so core 0 belongs to the server under test alone.
   if (pin && redis.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
-  const bodies = trafficMix();
-  const common = { API_TOKENS: `bench:${TOKEN}`, ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh', LOG_LEVEL: 'info' };
+  const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/bench/tsconfig.json'], { stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('compiling the benchmark servers failed');
+  // Round 0 warms up; rounds 1..ROUNDS measure, each with users of its own (see traffic.ts).
+  const pools = Array.from({ length: ROUNDS + 1 }, (_, round) => trafficMix(round));
+  const bodies = pools[0]!;
+  const common = { API_TOKENS: `bench:${TOKEN}`, ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh', LOG_LEVEL: 'info', BENCH_SEED_USERS: String((ROUNDS + 1) * USERS_PER_ROUND) };
   // A reply the size of a real decide reply, for the bare route.
   const memoryProbe = await startServer('decide', common);
   const sample = await (await fetch(`http://127.0.0.1:${memoryProbe.port}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: bodies[0] })).text();
@@ -116,7 +138,7 @@ async function main() {
     servers.set(name, { ...server, startupMs: Date.now() - started, rssIdleMb: rssMb(server.child.pid!) });
   }
   // Warm up every server (JIT, UA cache, Redis scripts) before measuring.
-  for (const [, server] of servers) await autocannon({ url: `http://127.0.0.1:${server.port}`, connections: 8, amount: 4000, requests: bodies.map((body) => ({ method: 'POST', path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body })) });
+  for (const [, server] of servers) await autocannon({ url: `http://127.0.0.1:${server.port}`, connections: 8, amount: 4000, requests: asRequests(bodies) });
 
   const rounds: Array<Record<string, Awaited<ReturnType<typeof load>>>> = [];
   for (let round = 0; round < ROUNDS; round++) {
@@ -124,7 +146,7 @@ async function main() {
     const order = round % 2 === 0 ? configs : [...configs].reverse();
     for (const [name] of order) {
       const server = servers.get(name)!;
-      results[name] = await load(server.port, bodies, server.child.pid!);
+      results[name] = await load(server.port, pools[round + 1]!, server.child.pid!);
       process.stderr.write(`round ${round + 1}/${ROUNDS} ${name}: ${Math.round(results[name]!.rps)} req/s, p99 ${results[name]!.p99} ms\n`);
     }
     rounds.push(results);
@@ -154,7 +176,7 @@ async function main() {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`,
     command: 'npm run bench',
-    settings: { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, pinned: pin, traffic: '85% known device + IP, 10% new device, 5% Tor exit; real browser user agents', geoip: 'MaxMind test databases (no GeoLite2-sized databases on this machine)', didit: 'not configured (step-ups answer without a Didit call)' },
+    settings: { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, pinned: pin, traffic: `85% known device + IP, 10% new device, 5% Tor exit; ${USERS_PER_ROUND} users a round, each on its own address (70% IPv4, 30% IPv6) inside located networks; real browser user agents`, geoip: 'MaxMind test databases (no GeoLite2-sized databases on this machine)', didit: 'not configured (step-ups answer without a Didit call)' },
     summary,
     redis_vs_bare_plus_lua_median: Math.round(median(redisVsLua) * 1000) / 1000,
     micro: await microBenchmarks(),

@@ -13,7 +13,9 @@ import { createRedisStore } from '../../src/store/redis-store.js';
 import { OBSERVE } from '../../src/store/redis-scripts.js';
 import { parseClientIp } from '../../src/signals/ip.js';
 import { createMetricsApp } from '../../src/metrics-app.js';
-import { SEED_USERS, seedIdentity } from './traffic.js';
+import { geoipPaths } from '../../src/geoip-files.js';
+import maxmind, { type AsnResponse, type CityResponse } from 'maxmind';
+import { USERS_PER_ROUND, seedIdentity } from './traffic.js';
 
 const mode = process.env.BENCH_MODE ?? 'decide';
 const port = Number(process.env.PORT ?? 0);
@@ -51,14 +53,38 @@ if (mode === 'bare' || mode === 'bare-lua') {
   const pino = (await import('pino')).default;
   const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: '/dev/null', sync: false }));
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
+  // Every user of every round has a verified device and network, granted from where its address
+  // really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP.
+  const files = geoipPaths(config);
+  const city = await maxmind.open<CityResponse>(files.city!);
+  const asn = await maxmind.open<AsnResponse>(files.asn!);
   const now = Date.now();
-  for (let i = 0; i < SEED_USERS; i++) {
-    const seed = seedIdentity(i);
-    const ip = parseClientIp(seed.ip);
-    await service.store.trust(
-      { user: service.ids.id('user', seed.user), device: service.ids.id('device', seed.device), ip: service.ids.id('ip', ip.address), prefix: service.ids.id('net', ip.prefix), country: 'SE', asn: 29518, grantedBy: `seed-${i}`, ttlMs: 86_400_000, ua: { browser: 'Chrome', os: 'Windows' } },
-      now,
-    );
+  const users = Number(process.env.BENCH_SEED_USERS ?? USERS_PER_ROUND);
+  for (let start = 0; start < users; start += 500) {
+    const batch: Array<Promise<void>> = [];
+    for (let i = start; i < Math.min(users, start + 500); i++) {
+      const seed = seedIdentity(i);
+      const ip = parseClientIp(seed.ip);
+      const country = city.get(ip.address)?.country?.iso_code;
+      const asNumber = asn.get(ip.address)?.autonomous_system_number;
+      batch.push(
+        service.store.trust(
+          {
+            user: service.ids.id('user', seed.user),
+            device: service.ids.id('device', seed.device),
+            ip: service.ids.id('ip', ip.address),
+            prefix: service.ids.id('net', ip.prefix),
+            ...(country ? { country } : {}),
+            ...(asNumber !== undefined ? { asn: asNumber } : {}),
+            grantedBy: `seed-${i}`,
+            ttlMs: 86_400_000,
+            ua: { browser: 'Chrome', os: 'Windows' },
+          },
+          now,
+        ),
+      );
+    }
+    await Promise.all(batch);
   }
   await service.app.listen({ port, host: '127.0.0.1' });
   const metrics = createMetricsApp(service.metrics.registry);
