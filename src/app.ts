@@ -12,7 +12,7 @@ import type { StepUpService } from './didit/step-up-types.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
-import { callerLimitHook, callerRateLimit, decideRateLimit, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
+import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -122,7 +122,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       stepUp: deps.stepUp,
       metrics: deps.metrics,
       clock: deps.clock ?? Date.now,
-      ...(limits ? { rateLimit: decideRateLimit(limits), callerLimit: callerLimitHook(scope.createRateLimit(callerRateLimit(limits))) } : {}),
+      ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
     for (const plugin of deps.plugins ?? []) plugin(scope);
   });

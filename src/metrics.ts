@@ -20,8 +20,12 @@ export function createMetrics() {
     dataAge: new client.Gauge({ name: 'risk_data_age_seconds', help: 'Age of each GeoIP database and list', labelNames: ['dataset'] as const, registers: [registry] }),
     bypassUsed: new client.Counter({ name: 'risk_bypass_used_total', help: 'Decisions lowered by a bypass', labelNames: ['bypass'] as const, registers: [registry] }),
     dataReloadFailures: new client.Counter({ name: 'risk_data_reload_failures_total', help: 'Rejected GeoIP or list updates (the previous data keeps serving)', labelNames: ['dataset'] as const, registers: [registry] }),
+    rateLimited: new client.Counter({ name: 'risk_rate_limited_total', help: 'Decides refused by a rate limit (user: shared per user; caller: per process)', labelNames: ['limit'] as const, registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };
+  // Bounded label values exist from the start, so rate() sees the first refusal and the series
+  // count does not move with traffic.
+  for (const limit of ['user', 'caller'] as const) m.rateLimited.labels(limit).inc(0);
   return m;
 }
 

@@ -134,7 +134,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const store = instrumentStore(options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
-  const enrich = createEnricher({ geoip, lists, userAgents, store, ids }, timer);
+  const enrich = createEnricher({ geoip, lists, userAgents, store, ids, userLimit: { perMinute: config.RATE_LIMIT_USER_PER_MIN } }, timer);
 
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
   const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
@@ -182,7 +182,6 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const rateLimits: RateLimitSettings = {
     keyPrefix: config.REDIS_KEY_PREFIX,
     ids,
-    userPerMinute: config.RATE_LIMIT_USER_PER_MIN,
     callerPerMinute: config.RATE_LIMIT_CALLER_PER_MIN,
     webhookPerMinute: config.RATE_LIMIT_WEBHOOK_PER_MIN,
     onFallback: () => metrics.degraded.labels('rate_limit_store').inc(),

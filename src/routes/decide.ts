@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { evaluate } from '../engine/evaluate.js';
 import { isStepUp } from '../engine/ladder.js';
 import { RiskError } from '../errors.js';
+import { UserRateLimited } from '../store/store.js';
 import type { Metrics } from '../metrics.js';
 import type { RulesHolder } from '../rules-io/holder.js';
 import type { Enricher } from '../signals/enrich.js';
@@ -48,8 +49,7 @@ export interface DecideDeps {
   readonly stepUp: StepUpService | undefined;
   readonly metrics: Metrics;
   readonly clock: () => number;
-  /** Route config for @fastify/rate-limit (per caller + user) and the per-caller limiter hook. */
-  readonly rateLimit?: object;
+  /** The per-caller limiter (onRequest); the per-user limit is counted by the store in enrich. */
   readonly callerLimit?: unknown;
 }
 
@@ -61,7 +61,6 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
       body: doc(decideBodySchema),
       response: { 200: doc(decideReply), ...errorResponses(400, 401, 413, 415, 429, 503) },
     },
-    ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}),
     ...(deps.callerLimit ? { onRequest: [deps.callerLimit as never] } : {}),
   };
   app.post('/v1/decide', routeOptions, async (request, reply) => {
@@ -82,7 +81,12 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
         ...(body.attributes ? { attributes: body.attributes } : {}),
       },
       now,
-    );
+    ).catch((error: unknown) => {
+      if (!(error instanceof UserRateLimited)) throw error;
+      deps.metrics.rateLimited.labels('user').inc();
+      void reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))));
+      throw new RiskError('RISK_ERR_RATE_LIMITED', 'rate limit exceeded for this user');
+    });
     const evaluateStarted = process.hrtime.bigint();
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();

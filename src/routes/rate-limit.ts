@@ -1,7 +1,7 @@
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Cluster, Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
+import { LocalWindows } from '../local-windows.js';
 import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 
@@ -17,21 +17,6 @@ if current == 1 or ttl < 0 then
 end
 return { current, ttl }
 `;
-
-/** Fixed-window counters in process memory: the fallback, and the store when there is no Redis. */
-class LocalWindows {
-  private readonly windows = new LRUCache<string, { count: number; resetAt: number }>({ max: 50_000 });
-  incr(key: string, windowMs: number): { current: number; ttl: number } {
-    const now = Date.now();
-    let entry = this.windows.get(key);
-    if (!entry || entry.resetAt <= now) {
-      entry = { count: 0, resetAt: now + windowMs };
-      this.windows.set(key, entry);
-    }
-    entry.count += 1;
-    return { current: entry.count, ttl: entry.resetAt - now };
-  }
-}
 
 /**
  * A @fastify/rate-limit store that counts in Redis (shared by every replica) and falls back to a
@@ -55,7 +40,7 @@ export function fallbackStore(redis: Client | undefined, prefix: string, onFallb
       const fullKey = `${prefix}{rl:${this.scope}:${key}}`;
       if (!counter || Date.now() < redisDownUntil) {
         if (counter) onFallback?.();
-        callback(null, local.incr(fullKey, timeWindow));
+        callback(null, local.incr(fullKey, timeWindow, Date.now()));
         return;
       }
       counter.riskRateLimit(fullKey, timeWindow).then(
@@ -63,7 +48,7 @@ export function fallbackStore(redis: Client | undefined, prefix: string, onFallb
         () => {
           redisDownUntil = Date.now() + 1000;
           onFallback?.();
-          callback(null, local.incr(fullKey, timeWindow));
+          callback(null, local.incr(fullKey, timeWindow, Date.now()));
         },
       );
     }
@@ -77,7 +62,6 @@ export interface RateLimitSettings {
   readonly redis?: Client;
   readonly keyPrefix: string;
   readonly ids: Pseudonymiser;
-  readonly userPerMinute: number;
   readonly callerPerMinute: number;
   readonly webhookPerMinute: number;
   readonly onFallback?: () => void;
@@ -93,20 +77,6 @@ export async function registerRateLimits(app: FastifyInstance, settings: RateLim
   });
 }
 
-/** Route options for decide: per caller and per (pseudonymised) user, after the body is parsed. */
-export function decideRateLimit(settings: RateLimitSettings) {
-  return {
-    max: settings.userPerMinute,
-    timeWindow: 60_000,
-    hook: 'preHandler' as const,
-    keyGenerator: (request: FastifyRequest) => {
-      const body = request.body as { user_id?: unknown } | undefined;
-      const user = typeof body?.user_id === 'string' ? settings.ids.id('user', body.user_id.slice(0, 128)) : 'invalid';
-      return `${(request as { caller?: string }).caller ?? 'anonymous'}:${user}`;
-    },
-  };
-}
-
 /** Didit delivers from one address: the limit is per source /64, pseudonymised (no raw IP in Redis). */
 export function webhookRateLimit(settings: RateLimitSettings) {
   return {
@@ -116,23 +86,18 @@ export function webhookRateLimit(settings: RateLimitSettings) {
   };
 }
 
-export function callerRateLimit(settings: RateLimitSettings) {
-  return {
-    max: settings.callerPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (request: FastifyRequest) => `caller:${(request as { caller?: string }).caller ?? 'anonymous'}`,
-  };
-}
-
 /**
- * The plugin runs one limiter per request, so the per-caller budget is checked by this hook with the
- * plugin's own `createRateLimit` (same store, same fallback) before the per-user limiter.
+ * The per-caller budget on decide, counted in this process: a safety valve against one runaway
+ * login service, which needs no shared counter (and so no Redis round trip on every sign-in).
+ * With N replicas behind a balancer a caller gets about N times this budget in all.
  */
-export function callerLimitHook(check: (request: FastifyRequest) => Promise<unknown>) {
+export function callerLimitHook(perMinute: number, onLimited?: () => void) {
+  const windows = new LocalWindows(1000);
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const result = (await check(request)) as { isExceeded?: boolean; ttlInSeconds?: number };
-    if (result.isExceeded) {
-      reply.header('retry-after', String(result.ttlInSeconds ?? 60));
+    const window = windows.incr((request as { caller?: string }).caller ?? '', 60_000, Date.now());
+    if (window.current > perMinute) {
+      onLimited?.();
+      reply.header('retry-after', String(Math.max(1, Math.ceil(window.ttl / 1000))));
       throw new RiskError('RISK_ERR_RATE_LIMITED', 'caller rate limit exceeded');
     }
   };

@@ -1,7 +1,8 @@
 import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
-import type { History, Place, Store, StepUpSession } from '../store/store.js';
+import { UserRateLimited, type History, type ObserveLimit, type Place, type Store, type StepUpSession } from '../store/store.js';
+import { LocalWindows } from '../local-windows.js';
 import type { GeoIp } from './geoip.js';
 import { parseClientIp } from './ip.js';
 import type { IpLists } from './ip-lists.js';
@@ -16,6 +17,11 @@ export interface EnrichDeps {
   readonly userAgents: UserAgentParser;
   readonly store: Store;
   readonly ids: Pseudonymiser;
+  /**
+   * Decides per user per minute, counted by the store inside the same call that reads the history
+   * (no round trip of its own); while the store fails, counted in this process instead.
+   */
+  readonly userLimit?: ObserveLimit;
 }
 
 export interface SignInRequest {
@@ -73,6 +79,7 @@ function days(since: number | undefined, now: number): number | undefined {
 }
 
 export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
+  const fallbackWindows = new LocalWindows();
   return async function enrich(request: SignInRequest, now: number): Promise<Enriched> {
     const started = process.hrtime.bigint();
     const degraded = new Set<string>();
@@ -100,15 +107,20 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     let ipDecides: number | undefined;
     try {
       const [reply, ipCount] = await withDeadline(
-        Promise.all([deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now), deps.store.countIp(ipId, now)]),
+        Promise.all([deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now, deps.userLimit), deps.store.countIp(ipId, now)]),
         deps.storeDeadlineMs ?? 250,
       );
       ipDecides = Number.isFinite(ipCount) ? ipCount : undefined;
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) history = reply;
       else degraded.add('store');
-    } catch {
+    } catch (error) {
+      if (error instanceof UserRateLimited) throw error;
       degraded.add('store');
+      if (deps.userLimit) {
+        const window = fallbackWindows.incr(`user:${user}`, 60_000, now);
+        if (window.current > deps.userLimit.perMinute) throw new UserRateLimited(window.ttl);
+      }
     }
     timer?.('store', storeStarted);
 

@@ -1,4 +1,4 @@
-import type { Store } from './store.js';
+import { UserRateLimited, type Store } from './store.js';
 
 /** Reports whether the store answered its last call (risk_store_up) without changing any result. */
 export function instrumentStore(store: Store, onResult: (up: boolean) => void): Store {
@@ -12,7 +12,8 @@ export function instrumentStore(store: Store, onResult: (up: boolean) => void): 
         onResult(true);
         return result;
       } catch (error) {
-        onResult(false);
+        // A spent rate limit is an answer from a healthy store.
+        onResult(error instanceof UserRateLimited);
         throw error;
       }
     };

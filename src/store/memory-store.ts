@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { StepUpRung } from '../engine/ladder.js';
-import { CAPS, DEFAULT_RETENTION, type History, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -25,6 +25,8 @@ interface UserState {
   declines: number[];
   sessionsOpened: number[];
   touchedAt: number;
+  /** The per-user rate limit's fixed window. */
+  limitWindow?: { resetAt: number; spent: number };
 }
 
 const HOUR = 3600_000;
@@ -37,6 +39,25 @@ function live(trust: Trust | undefined, now: number): boolean {
 function trimWindow(times: number[], windowMs: number, now: number): number[] {
   const kept = times.filter((t) => t > now - windowMs);
   return kept.length > CAPS.recentEvents ? kept.slice(-CAPS.recentEvents) : kept;
+}
+
+/** Appends `now` in place and drops what left the window from the front (times arrive in order). */
+function pushWindow(times: number[], windowMs: number, now: number): number[] {
+  times.push(now);
+  // A clock that stepped back (tests, NTP) must not break the ascending order the counts rely on.
+  if (times.length > 1 && times[times.length - 2]! > now) times.sort((a, b) => a - b);
+  let drop = 0;
+  while (drop < times.length && times[drop]! <= now - windowMs) drop++;
+  if (times.length - drop > CAPS.recentEvents) drop = times.length - CAPS.recentEvents;
+  if (drop > 0) times.splice(0, drop);
+  return times;
+}
+
+/** Counts timestamps newer than `since` in an ascending array. */
+function countSince(times: readonly number[], since: number): number {
+  let n = 0;
+  for (let i = times.length - 1; i >= 0 && times[i]! > since; i--) n++;
+  return n;
 }
 
 /** Drops the least recently used entries of a map above its cap (Map iteration order is insertion order). */
@@ -77,6 +98,25 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     ...(g.country ? [`cc:${g.country}`] : []),
   ];
 
+  const verifiedDevices = (state: UserState, now: number): number => {
+    let n = 0;
+    for (const device of state.devices.values()) if (live(device.trust, now)) n++;
+    return n;
+  };
+
+  const distinctSince = (seen: ReadonlyArray<[string, number]>, since: number): number => {
+    const distinct = new Set<string>();
+    for (let i = seen.length - 1; i >= 0 && seen[i]![1] > since; i--) distinct.add(seen[i]![0]);
+    return distinct.size;
+  };
+
+  const spendLimit = (state: UserState, limit: ObserveLimit | undefined, now: number): void => {
+    if (!limit || limit.perMinute <= 0) return;
+    if (!state.limitWindow || state.limitWindow.resetAt <= now) state.limitWindow = { resetAt: now + 60_000, spent: 0 };
+    state.limitWindow.spent += 1;
+    if (state.limitWindow.spent > limit.perMinute) throw new UserRateLimited(state.limitWindow.resetAt - now);
+  };
+
   const pendingKey = (user: string, device: string, method: StepUpRung) => `${user}|${device}|${method}`;
 
   /** What a user's state says about this sighting, read without changing anything. */
@@ -93,12 +133,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       prefixKnown: net(`pfx:${s.prefix}`),
       asnKnown: s.asn !== undefined && net(`asn:${s.asn}`),
       countryKnown: !!s.country && net(`cc:${s.country}`),
-      verifiedCount: state ? [...state.devices.values()].filter((d) => live(d.trust, now)).length : 0,
+      verifiedCount: state ? verifiedDevices(state, now) : 0,
       lastVerifiedAt: state?.lastVerifiedAt,
       lastPlace: state?.place && now - state.place.at < retention.trustMs ? state.place : undefined,
-      decides1h: state ? state.decides.filter((t) => t > now - HOUR).length : 0,
-      distinctIps1h: state ? new Set(state.networksSeen.filter(([, at]) => at > now - HOUR).map(([p]) => p)).size : 0,
-      declines24h: state ? state.declines.filter((t) => t > now - 24 * HOUR).length : 0,
+      decides1h: state ? countSince(state.decides, now - HOUR) : 0,
+      distinctIps1h: state ? distinctSince(state.networksSeen, now - HOUR) : 0,
+      declines24h: state ? countSince(state.declines, now - 24 * HOUR) : 0,
     };
   };
 
@@ -111,8 +151,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       return readHistory(state, s, now);
     },
 
-    async observe(s: Sighting, now: number): Promise<History> {
+    async observe(s: Sighting, now: number, limit?: ObserveLimit): Promise<History> {
       const state = userState(s.user, now);
+      spendLimit(state, limit, now);
       const device = state.devices.get(s.device);
       const history = readHistory(state, s, now);
       // Record the sighting after reading, as the Redis script does.
@@ -123,15 +164,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         state.devices.set(s.device, { firstSeen: now, lastSeen: now, seen: 1 });
         capMap(state.devices, CAPS.devices, (d) => d.lastSeen);
       }
-      state.decides = trimWindow([...state.decides, now], HOUR, now);
-      state.networksSeen = state.networksSeen.filter(([, at]) => at > now - HOUR).concat([[s.prefix, now]]).slice(-CAPS.recentEvents);
-      return { ...history, decides1h: state.decides.length, distinctIps1h: new Set(state.networksSeen.map(([p]) => p)).size };
+      pushWindow(state.decides, HOUR, now);
+      state.networksSeen.push([s.prefix, now]);
+      if (state.networksSeen.length > 1 && state.networksSeen[state.networksSeen.length - 2]![1] > now) state.networksSeen.sort((a, b) => a[1] - b[1]);
+      let stale = 0;
+      while (stale < state.networksSeen.length && state.networksSeen[stale]![1] <= now - HOUR) stale++;
+      if (state.networksSeen.length - stale > CAPS.recentEvents) stale = state.networksSeen.length - CAPS.recentEvents;
+      if (stale > 0) state.networksSeen.splice(0, stale);
+      return { ...history, decides1h: state.decides.length, distinctIps1h: distinctSince(state.networksSeen, now - HOUR) };
     },
 
     async countIp(ip, now) {
-      const times = trimWindow([...(perIp.get(ip) ?? []), now], 60_000, now);
-      perIp.set(ip, times);
-      return times.length;
+      let times = perIp.get(ip);
+      if (!times) perIp.set(ip, (times = []));
+      return pushWindow(times, 60_000, now).length;
     },
 
     async recordPending(session, now) {

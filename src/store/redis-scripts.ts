@@ -32,9 +32,24 @@ local function cap(key, cap, n)
 end
 `;
 
-/** KEYS: seen, dtrust, ntrust, place, meta, decides, nets, declines. One round trip for the whole SKIP path. */
+/**
+ * KEYS: seen, dtrust, ntrust, place, meta, decides, nets, declines, limit. One round trip for the
+ * whole SKIP path, the per-user rate limit included: over the limit it returns { -1, pttl } and
+ * records nothing.
+ */
 export const OBSERVE = `${LIVE}
 local now = tonumber(ARGV[1])
+local perMinute = tonumber(ARGV[13])
+if ARGV[12] == '1' and perMinute and perMinute > 0 then
+  -- The window runs on the caller's clock (ARGV[1]), as every other window here; the TTL only cleans up.
+  local window = redis.call('HMGET', KEYS[9], 'r', 'n')
+  local resetAt, spent = tonumber(window[1]) or 0, tonumber(window[2]) or 0
+  if resetAt <= now then resetAt, spent = now + 60000, 0 end
+  spent = spent + 1
+  redis.call('HSET', KEYS[9], 'r', resetAt, 'n', spent)
+  redis.call('PEXPIRE', KEYS[9], 120000)
+  if spent > perMinute then return { -1, resetAt - now } end
+end
 local device = ARGV[2]
 local historyMs = tonumber(ARGV[8])
 local seen = redis.call('HGET', KEYS[1], device)
@@ -76,6 +91,16 @@ return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(
 `;
 
 /** KEYS: dtrust, ntrust, place, meta, seen. ARGV: now, device, by, expiresAt, ua, ttl, capDevices, capNets, place, netkeys... */
+/** KEYS: the address's window. ARGV: now, member, cap. Decides from one address in the last minute. */
+export const COUNT_IP = `
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return redis.call('ZCARD', KEYS[1])
+`;
+
 export const TRUST = `${LIVE}
 local now = ARGV[1]
 local ttl = tonumber(ARGV[6])

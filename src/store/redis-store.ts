@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { StepUpRung } from '../engine/ladder.js';
-import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, type History, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+import { COUNT_IP, LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
 
 interface Scripts {
   riskObserve(...args: Array<string | number>): Promise<unknown[]>;
+  riskCountIp(...args: Array<string | number>): Promise<number>;
   riskTrust(...args: Array<string | number>): Promise<number>;
   riskRevokeGrant(...args: Array<string | number>): Promise<number>;
   riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
@@ -33,7 +34,8 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   const prefix = options.keyPrefix ?? 'risk:';
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
   const scripts: Array<[keyof Scripts, string, number]> = [
-    ['riskObserve', OBSERVE, 8],
+    ['riskObserve', OBSERVE, 9],
+    ['riskCountIp', COUNT_IP, 1],
     ['riskTrust', TRUST, 5],
     ['riskRevokeGrant', REVOKE_GRANT, 3],
     ['riskListDevices', LIST_DEVICES, 2],
@@ -54,6 +56,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       decides: `${tag}:decides`,
       nets: `${tag}:nets`,
       declines: `${tag}:declines`,
+      limit: `${tag}:limit`,
       opens: `${tag}:opens`,
       pending: `${tag}:pending`,
       sessions: `${tag}:sessions`,
@@ -67,13 +70,20 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
   const parseSession = (raw: string | null | undefined): StepUpSession | undefined => (raw ? (JSON.parse(raw) as StepUpSession) : undefined);
 
-  async function history(s: Sighting, now: number, record: boolean): Promise<History> {
+  // Members of the sliding windows must be unique per event: a per-process random tag and a counter
+  // (cheaper than random bytes per decide, and unique across replicas).
+  const processTag = randomBytes(6).toString('base64url');
+  let sequence = 0;
+  const eventMember = (now: number) => `${now}:${processTag}:${(sequence = (sequence + 1) % 1e9)}`;
+
+  async function history(s: Sighting, now: number, record: boolean, limit?: ObserveLimit): Promise<History> {
       const keys = k(s.user);
       const nets = netKeys(s);
       const reply = (await r.riskObserve(
-        keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines,
-        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, `${now}:${randomBytes(6).toString('base64url')}`, CAPS.recentEvents, record ? '1' : '0',
+        keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines, keys.limit,
+        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, eventMember(now), CAPS.recentEvents, record ? '1' : '0', limit?.perMinute ?? 0,
       )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number];
+      if (reply[0] === -1) throw new UserRateLimited(Number(reply[1]));
       const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines] = reply;
       const [browser, os] = ua ? ua.split('|') : [];
       const p = place ? place.split('|') : undefined;
@@ -98,8 +108,8 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   return {
     kind: 'redis',
 
-    observe(s, now) {
-      return history(s, now, true);
+    observe(s, now, limit) {
+      return history(s, now, true, limit);
     },
 
     peek(s, now) {
@@ -107,12 +117,9 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async countIp(ip, now) {
-      // Its own slot ({ip:…}): sent alongside observe, not after it, so it adds no latency.
-      const key = `${prefix}{ip:${ip}}`;
-      const results = await redis.multi().zadd(key, now, `${now}:${randomBytes(6).toString('base64url')}`).zremrangebyscore(key, '-inf', now - 60_000).zremrangebyrank(key, 0, -(CAPS.recentEvents + 1)).zcard(key).pexpire(key, 60_000).exec();
-      const failed = results?.find(([error]) => error);
-      if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
-      return Number(results[3]![1]);
+      // Its own slot ({ip:…}): sent alongside observe, not after it, so it adds no latency; one
+      // script, because each command of a MULTI costs the client as much as a whole script call.
+      return Number(await r.riskCountIp(`${prefix}{ip:${ip}}`, now, eventMember(now), CAPS.recentEvents));
     },
 
     async recordPending(session, now) {
@@ -154,7 +161,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const key = k(user).opens;
       const results = await redis
         .multi()
-        .zadd(key, now, `${now}:${randomBytes(6).toString('base64url')}`)
+        .zadd(key, now, eventMember(now))
         .zremrangebyscore(key, '-inf', now - windowMs)
         .zcard(key)
         .pexpire(key, windowMs)
@@ -184,7 +191,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const key = k(user).declines;
       const results = await redis
         .multi()
-        .zadd(key, now, `${now}:${randomBytes(6).toString('base64url')}`)
+        .zadd(key, now, eventMember(now))
         .zremrangebyscore(key, '-inf', now - 86_400_000)
         .zremrangebyrank(key, 0, -(CAPS.recentEvents + 1))
         .pexpire(key, 86_400_000)

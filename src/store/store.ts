@@ -104,10 +104,28 @@ export const DEFAULT_RETENTION: Retention = {
 
 export const CAPS = { devices: 50, networks: 100, recentEvents: 200 } as const;
 
+/**
+ * The user spent the decides of this minute: nothing was read or recorded. Thrown by `observe`, so
+ * the limit costs no round trip of its own on the login path.
+ */
+export class UserRateLimited extends Error {
+  constructor(readonly retryAfterMs: number) {
+    super('user rate limit exceeded');
+  }
+}
+
+export interface ObserveLimit {
+  /** Decides one user may make per fixed minute window, shared by every replica on the same store. */
+  readonly perMinute: number;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'redis';
-  /** Reads the user's history and counters and records this sighting, atomically. */
-  observe(sighting: Sighting, now: number): Promise<History>;
+  /**
+   * Reads the user's history and counters and records this sighting, atomically. With a limit, the
+   * decide is counted first and, over the limit, rejected with UserRateLimited before anything else.
+   */
+  observe(sighting: Sighting, now: number, limit?: ObserveLimit): Promise<History>;
   /** Counts this decide against the IP (any user) and returns decides from it in the last minute. */
   countIp(ip: string, now: number): Promise<number>;
   /** The same read without recording anything (rules explain). */

@@ -48,3 +48,47 @@ t.test('with Redis down the limiter falls back per process: no 500, no leak, sti
   for (const r of replies.filter((r) => r.statusCode === 200)) t.not(r.json().action, 'SKIP');
   await server.restart();
 });
+
+t.test('the per-caller budget is counted in this process: 429 with Retry-After past it, other callers unaffected', async (t) => {
+  const service = await startTestService({ API_TOKENS: 'busy:busy-token-0123456789abcdef,quiet:quiet-token-0123456789abcdef', RATE_LIMIT_CALLER_PER_MIN: '3' });
+  t.teardown(() => service.close());
+  const call = (token: string, i: number) =>
+    service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, payload: { user_id: `caller-user-${i}`, device_id: 'd', ip: '89.160.20.112' } });
+  const statuses: number[] = [];
+  for (let i = 0; i < 5; i++) statuses.push((await call('busy-token-0123456789abcdef', i)).statusCode);
+  t.same(statuses, [200, 200, 200, 429, 429]);
+  const refused = await call('busy-token-0123456789abcdef', 9);
+  t.equal(refused.json().code, 'RISK_ERR_RATE_LIMITED');
+  t.ok(Number(refused.headers['retry-after']) >= 1 && Number(refused.headers['retry-after']) <= 60, 'Retry-After within the minute');
+  t.equal((await call('quiet-token-0123456789abcdef', 10)).statusCode, 200, 'another caller has its own budget');
+  const metric = await service.metrics.registry.getSingleMetricAsString('risk_rate_limited_total');
+  t.match(metric, /risk_rate_limited_total\{limit="caller"\} 3/);
+  t.match(metric, /risk_rate_limited_total\{limit="user"\} 0/);
+});
+
+t.test('the per-user limit rides on the store call: a refused decide records nothing and costs no extra command', async (t) => {
+  const redis = new Redis(server.url, loginPathOptions(100));
+  redis.on('error', () => undefined);
+  await new Promise((r) => redis.once('ready', r));
+  const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '2' }, { store: createRedisStore({ redis, keyPrefix: 'rl2:' }), redis });
+  t.teardown(() => service.close());
+  const monitor = new Redis(server.url);
+  t.teardown(() => monitor.disconnect());
+  const commands: string[] = [];
+  const feed = await monitor.monitor();
+  // Commands a script runs are logged too, with source "lua": only what the service sends counts.
+  feed.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua') commands.push(args[0]!.toLowerCase());
+  });
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i++) statuses.push((await decide(service as typeof a, 'one-call-user')).statusCode);
+  await new Promise((r) => setTimeout(r, 100));
+  feed.disconnect();
+  t.same(statuses, [200, 200, 429]);
+  const scripts = commands.filter((c) => c === 'evalsha' || c === 'eval');
+  t.equal(scripts.length, 6, 'two scripts per decide (history with the limit, and the per-address window), limited or not');
+  t.notOk(commands.some((c) => c === 'multi' || c === 'incr'), 'no MULTI and no separate counter');
+  const seen = await monitor.keys('rl2:*:decides');
+  t.equal(seen.length, 1);
+  t.equal(await monitor.zcard(seen[0]!), 2, 'the refused decide was not recorded in the history');
+});

@@ -1,5 +1,5 @@
 import type { Test } from 'tap';
-import { CAPS, type Sighting, type StepUpSession, type Store, type TrustGrant } from '../../src/store/store.js';
+import { CAPS, UserRateLimited, type Sighting, type StepUpSession, type Store, type TrustGrant } from '../../src/store/store.js';
 
 const T0 = Date.parse('2026-11-25T12:00:00Z');
 const HOUR = 3600_000;
@@ -91,6 +91,21 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.equal(await store.countIp(ip, T0 + 1000), 2);
     t.equal(await store.countIp(unique('ip'), T0 + 1000), 1, 'per address');
     t.equal(await store.countIp(ip, T0 + 61_000), 1, 'the minute slides');
+  });
+
+  withStore('the per-user limit is spent inside observe: over it, UserRateLimited and nothing recorded', async (t, store) => {
+    const user = unique('u');
+    const limit = { perMinute: 3 };
+    for (let i = 0; i < 3; i++) await store.observe(sighting(user), T0 + i * 1000, limit);
+    const refused = await store.observe(sighting(user), T0 + 10_000, limit).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    t.ok(refused instanceof UserRateLimited, 'the fourth decide in the minute is refused');
+    t.ok((refused as UserRateLimited).retryAfterMs > 0 && (refused as UserRateLimited).retryAfterMs <= 60_000, 'with the time left in the window');
+    t.equal((await store.peek(sighting(user), T0 + 11_000)).decides1h, 3, 'the refused decide left no trace in the history');
+    t.equal((await store.observe(sighting(user), T0 + 61_000, limit)).decides1h, 4, 'a new window allows again');
+    t.equal((await store.observe(sighting(unique('u')), T0 + 10_000, limit)).decides1h, 1, 'per user');
   });
 
   withStore('declines count for 24 hours', async (t, store) => {
