@@ -31,8 +31,22 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * Label children looked up once per label value: `labels()` hashes its arguments on every call,
+ * which on the decide path costs more than the observation itself. Only for bounded label values.
+ */
+export function children<C>(labels: (value: string) => C): (value: string) => C {
+  const cache = new Map<string, C>();
+  return (value) => {
+    let child = cache.get(value);
+    if (child === undefined) cache.set(value, (child = labels(value)));
+    return child;
+  };
+}
+
 export function stageTimer(metrics: Metrics) {
-  return (stage: string, startedAt: bigint): void => {
-    metrics.stageDuration.labels(stage).observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
+  const stage = children((name) => metrics.stageDuration.labels(name));
+  return (name: string, startedAt: bigint): void => {
+    stage(name).observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
   };
 }

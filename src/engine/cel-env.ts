@@ -53,24 +53,27 @@ export const celEnvironment = buildEnvironment();
 
 export type CelContext = Record<string, Record<string, unknown>>;
 
-/** Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. */
+/** Where each declared signal goes in the activation, worked out once: no string slicing per call. */
+const PLACEMENT = GROUPS.flatMap((group, index) => group.fields.map((spec) => ({ name: spec.name, group: index, field: fieldName(spec), int: spec.type === 'int' })));
+
+/**
+ * Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. Fields
+ * are assigned in the schema's order, so instances of one group share a few hidden classes and the
+ * evaluator's property reads stay fast.
+ */
 export function toCelContext(signals: Signals): CelContext {
+  const instances: Array<Record<string, unknown>> = [];
   const context: CelContext = {};
-  const instances = new Map<string, Record<string, unknown>>();
   for (const group of GROUPS) {
     const instance = new group.ctor();
-    instances.set(group.name, instance);
+    instances.push(instance);
     context[group.name] = instance;
   }
-  for (const key in signals) {
-    const value = signals[key as keyof Signals];
+  const flat = signals as unknown as Record<string, unknown>;
+  for (const place of PLACEMENT) {
+    const value = flat[place.name];
     if (value === undefined) continue;
-    const spec = SIGNAL_BY_NAME.get(key);
-    if (!spec) continue;
-    const dot = key.indexOf('.');
-    const instance = instances.get(key.slice(0, dot));
-    if (!instance) continue;
-    instance[key.slice(dot + 1)] = spec.type === 'int' ? BigInt(Math.trunc(value as number)) : value;
+    instances[place.group]![place.field] = place.int ? BigInt(Math.trunc(value as number)) : value;
   }
   return context;
 }

@@ -1,4 +1,4 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RiskError } from '../errors.js';
 
@@ -15,7 +15,8 @@ export function parseApiTokens(text: string): ApiToken[] {
   });
 }
 
-const digest = (value: string): Buffer => createHash('sha256').update(value).digest();
+// One-shot hashing: a fraction of the cost of a Hash object per request.
+const digest = (value: string): Buffer => hash('sha256', value, 'buffer') as unknown as Buffer;
 
 /**
  * Bearer tokens for every /v1 route except the Didit webhook (which is HMAC-signed). Both sides

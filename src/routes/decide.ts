@@ -5,7 +5,7 @@ import { evaluate } from '../engine/evaluate.js';
 import { isStepUp } from '../engine/ladder.js';
 import { RiskError } from '../errors.js';
 import { UserRateLimited } from '../store/store.js';
-import type { Metrics } from '../metrics.js';
+import { children, type Metrics } from '../metrics.js';
 import type { RulesHolder } from '../rules-io/holder.js';
 import type { Enricher } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
@@ -54,6 +54,8 @@ export interface DecideDeps {
 }
 
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
+  const stage = children((name) => deps.metrics.stageDuration.labels(name));
+  const decisions = children((action) => deps.metrics.decisions.labels(action));
   const routeOptions = {
     bodyLimit: DECIDE_BODY_LIMIT,
     schema: {
@@ -90,7 +92,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const evaluateStarted = process.hrtime.bigint();
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
-    deps.metrics.stageDuration.labels('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
+    stage('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
 
     let verification: Verification = { status: 'not_needed' };
     if (isStepUp(decision.action) && deps.stepUp) {
@@ -106,11 +108,11 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
         ...(body.callback ? { callback: body.callback } : {}),
         ...(body.portrait_image ? { portraitImage: body.portrait_image } : {}),
       });
-      deps.metrics.stageDuration.labels('didit').observe(Number(process.hrtime.bigint() - diditStarted) / 1e9);
+      stage('didit').observe(Number(process.hrtime.bigint() - diditStarted) / 1e9);
     }
 
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    deps.metrics.decisions.labels(decision.action).inc();
+    decisions(decision.action).inc();
     deps.metrics.decideDuration.observe(seconds);
     for (const input of decision.degraded) deps.metrics.degraded.labels(input).inc();
     for (const r of decision.results) if (r.outcome === 'fired') deps.metrics.ruleFired.labels(r.rule, r.mode).inc();

@@ -59,7 +59,7 @@ export function createIpLists(options: IpListsOptions): IpLists {
           unavailable.push(name);
           return undefined;
         }
-        return snapshot.table?.has(ip.bytes) ?? false;
+        return snapshot.table?.hasKey(ip.key) ?? false;
       };
       const tor = lookup('tor');
       const relay = lookup('relay');

@@ -7,6 +7,8 @@ import ipaddr from 'ipaddr.js';
 export interface RangeTable {
   readonly size: number;
   has(bytes: readonly number[]): boolean;
+  /** The same lookup for an address already converted (ClientIp.key): no conversion per list. */
+  hasKey(key: number | bigint): boolean;
 }
 
 function toBigInt(bytes: readonly number[]): bigint {
@@ -90,6 +92,9 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
     size: m4.length + m6.length,
     has(bytes) {
       return bytes.length === 4 ? search(starts4, ends4, toUint32(bytes)) : search(starts6, ends6, toBigInt(bytes));
+    },
+    hasKey(key) {
+      return typeof key === 'number' ? search(starts4, ends4, key) : search(starts6, ends6, key);
     },
   };
   return { table, accepted: v4.length + v6.length, rejected };

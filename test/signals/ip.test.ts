@@ -1,4 +1,5 @@
 import t from 'tap';
+import ipaddr from 'ipaddr.js';
 import { isValidClientIp, parseClientIp } from '../../src/signals/ip.js';
 import { buildRangeTable } from '../../src/signals/ip-ranges.js';
 
@@ -32,4 +33,31 @@ t.test('range tables merge overlaps and answer IPv4 and IPv6 by binary search', 
   t.notOk(has('2001:db9::1'));
   t.ok(has('1.2.3.200'), 'host bits in a CIDR are masked');
   t.ok(has('0:0:0:0:0:ffff:0a00:0001'), 'IPv4-mapped input finds the IPv4 range');
+});
+
+t.test('the IPv4 fast path answers exactly what ipaddr.js answers', async (t) => {
+  const reference = (text: string) => {
+    const parsed = ipaddr.process(text);
+    const bytes = parsed.toByteArray();
+    return { address: parsed.toString(), private: parsed.range() !== 'unicast', bytes, travelNet: `${bytes.slice(0, 3).join('.')}.0/24` };
+  };
+  // Every special range's edges, plus random addresses (seeded, so a failure can be replayed).
+  const edges: string[] = [];
+  for (const [a, b, c, d] of [[0, 0, 0, 0], [0, 255, 255, 255], [1, 0, 0, 0], [9, 255, 255, 255], [10, 0, 0, 0], [10, 255, 255, 255], [11, 0, 0, 0], [100, 63, 255, 255], [100, 64, 0, 0], [100, 127, 255, 255], [100, 128, 0, 0], [126, 255, 255, 255], [127, 0, 0, 1], [169, 253, 255, 255], [169, 254, 0, 1], [172, 15, 255, 255], [172, 16, 0, 0], [172, 31, 255, 255], [172, 32, 0, 0], [192, 0, 0, 1], [192, 0, 2, 1], [192, 88, 99, 1], [192, 168, 1, 1], [198, 17, 255, 255], [198, 18, 0, 0], [198, 19, 255, 255], [198, 20, 0, 0], [203, 0, 113, 9], [223, 255, 255, 255], [224, 0, 0, 0], [239, 255, 255, 255], [240, 0, 0, 0], [255, 255, 255, 254], [255, 255, 255, 255]]) edges.push(`${a}.${b}.${c}.${d}`);
+  let seed = 12345;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  const random = Array.from({ length: 20_000 }, () => `${next() % 256}.${next() % 256}.${next() % 256}.${next() % 256}`);
+  let mismatches = 0;
+  for (const text of [...edges, ...random]) {
+    const ours = parseClientIp(text);
+    const expected = reference(text);
+    if (ours.address !== expected.address || ours.private !== expected.private || ours.travelNet !== expected.travelNet || ours.bytes.join('.') !== expected.bytes.join('.') || ours.key !== ((expected.bytes[0]! << 24) | (expected.bytes[1]! << 16) | (expected.bytes[2]! << 8) | expected.bytes[3]!) >>> 0) {
+      mismatches += 1;
+      if (mismatches < 5) t.fail(`${text}: ${JSON.stringify(ours)} vs ${JSON.stringify(expected)}`);
+    }
+  }
+  t.equal(mismatches, 0, `${edges.length + random.length} addresses agree`);
+  t.equal(parseClientIp('::ffff:10.1.2.3').address, '10.1.2.3', 'IPv4-mapped IPv6 takes the general path to the same answer');
+  t.equal(parseClientIp('::ffff:10.1.2.3').private, true);
+  t.equal(parseClientIp('2001:218::1').key, 0x20010218000000000000000000000001n, 'IPv6 keys are bigints');
 });
