@@ -51,7 +51,7 @@ if (mode === 'bare' || mode === 'bare-lua') {
   const store = redis ? createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX }) : undefined;
   // Logs go to /dev/null through pino's own destination: the cost of writing the decision line stays in.
   const pino = (await import('pino')).default;
-  const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: '/dev/null', sync: false }));
+  const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: '/dev/null', sync: process.env.BENCH_LOG_SYNC === '1', minLength: Number(process.env.BENCH_LOG_MIN ?? 0) }));
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
   // Every user of every round has a verified device and network, granted from where its address
   // really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP.
