@@ -142,17 +142,9 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
 
   const degraded = new Set(input.degraded ?? []);
   if (unknown.size > 0 && degraded.size === 0) degraded.add('signals');
-  return {
-    action,
-    score,
-    reasons,
-    shadow,
-    degraded: [...degraded].sort(),
-    unknown: [...unknown].sort(),
-    ruleset: ruleset.hash,
-    results,
-    ...(bypassUsed ? { bypass: bypassUsed } : {}),
-  };
+  const decision: { -readonly [K in keyof Decision]: Decision[K] } = { action, score, reasons, shadow, degraded: [...degraded].sort(), unknown: [...unknown].sort(), ruleset: ruleset.hash, results };
+  if (bypassUsed) decision.bypass = bypassUsed;
+  return decision;
 }
 
 /** A pure function of (ruleset, input). It never throws: a failure inside is a degraded decision. */

@@ -7,7 +7,7 @@ import { RiskError } from '../errors.js';
 import { UserRateLimited } from '../store/store.js';
 import { children, type Metrics } from '../metrics.js';
 import type { RulesHolder } from '../rules-io/holder.js';
-import type { Enricher } from '../signals/enrich.js';
+import type { Enriched, Enricher, SignInRequest } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
@@ -73,22 +73,18 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const now = deps.clock();
     const decisionId = randomUUID();
 
-    const enriched = await deps.enrich(
-      {
-        userId: body.user_id,
-        deviceId: body.device_id,
-        ip: body.ip,
-        purpose: body.purpose,
-        ...(body.user_agent !== undefined ? { userAgent: body.user_agent } : {}),
-        ...(body.attributes ? { attributes: body.attributes } : {}),
-      },
-      now,
-    ).catch((error: unknown) => {
+    const signIn: { -readonly [K in keyof SignInRequest]: SignInRequest[K] } = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
+    if (body.user_agent !== undefined) signIn.userAgent = body.user_agent;
+    if (body.attributes) signIn.attributes = body.attributes;
+    let enriched: Enriched;
+    try {
+      enriched = await deps.enrich(signIn, now);
+    } catch (error) {
       if (!(error instanceof UserRateLimited)) throw error;
       deps.metrics.rateLimited.labels('user').inc();
       void reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))));
       throw new RiskError('RISK_ERR_RATE_LIMITED', 'rate limit exceeded for this user');
-    });
+    }
     const evaluateStarted = process.hrtime.bigint();
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
@@ -119,27 +115,24 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     for (const s of decision.shadow) deps.metrics.shadow.labels(s.rule, decision.action, s.action).inc();
 
     // The decision line carries the point-in-time signals: it is what `rules replay` reads.
-    request.log.info(
-      {
-        decision_id: decisionId,
-        user: enriched.user,
-        device: enriched.device,
-        action: decision.action,
-        score: decision.score,
-        rules: decision.reasons.map((r) => r.rule),
-        shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
-        ruleset: decision.ruleset,
-        degraded: decision.degraded,
-        ...(decision.bypass ? { bypass: decision.bypass } : {}),
-        verification: verification.status,
-        duration_ms: Math.round(seconds * 1e6) / 1e3,
-        signals: enriched.signals,
-      },
-      'decision',
-    );
+    const line: Record<string, unknown> = {
+      decision_id: decisionId,
+      user: enriched.user,
+      device: enriched.device,
+      action: decision.action,
+      score: decision.score,
+      rules: decision.reasons.map((r) => r.rule),
+      shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
+      ruleset: decision.ruleset,
+      degraded: decision.degraded,
+      verification: verification.status,
+      duration_ms: Math.round(seconds * 1e6) / 1e3,
+      signals: enriched.signals,
+    };
+    if (decision.bypass) line.bypass = decision.bypass;
+    request.log.info(line, 'decision');
 
-    const unavailable = verification.status === 'unavailable';
-    return reply.send({
+    const answer: Record<string, unknown> = {
       decision_id: decisionId,
       action: decision.action,
       score: decision.score,
@@ -149,7 +142,8 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
       ruleset: decision.ruleset,
       signals: enriched.signals,
       verification,
-      ...(unavailable ? { fallback: 'backup_factor' } : {}),
-    });
+    };
+    if (verification.status === 'unavailable') answer.fallback = 'backup_factor';
+    return reply.send(answer);
   });
 }

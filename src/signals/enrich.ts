@@ -1,7 +1,7 @@
 import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
-import { UserRateLimited, type History, type ObserveLimit, type Place, type Store, type StepUpSession } from '../store/store.js';
+import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
 import { LocalWindows } from '../local-windows.js';
 import type { GeoIp } from './geoip.js';
 import { parseClientIp } from './ip.js';
@@ -102,12 +102,15 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
         : undefined;
     timer?.('enrich', started);
 
+    const sighting: { -readonly [K in keyof Sighting]: Sighting[K] } = { user, device, ip: ipId, prefix };
+    if (geo.asn !== undefined) sighting.asn = geo.asn;
+    if (country) sighting.country = country;
     const storeStarted = process.hrtime.bigint();
     let history: History | undefined;
     let ipDecides: number | undefined;
     try {
       const [reply, ipCount] = await withDeadline(
-        Promise.all([deps.store.observe({ user, device, ip: ipId, prefix, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) }, now, deps.userLimit), deps.store.countIp(ipId, now)]),
+        Promise.all([deps.store.observe(sighting, now, deps.userLimit), deps.store.countIp(ipId, now)]),
         deps.storeDeadlineMs ?? 250,
       );
       ipDecides = Number.isFinite(ipCount) ? ipCount : undefined;
@@ -174,23 +177,14 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       }
     }
 
-    return {
-      signals: s as Signals,
-      degraded: [...degraded].sort(),
-      user,
-      device,
-      bypass: { user, device, ip: ip.bytes, ...(geo.asn !== undefined ? { asn: geo.asn } : {}), ...(country ? { country } : {}) },
-      grant: {
-        user,
-        device,
-        ip: ipId,
-        prefix,
-        ...(geo.asn !== undefined ? { asn: geo.asn } : {}),
-        ...(country ? { country } : {}),
-        ...(place ? { place } : {}),
-        ...(ua.browser || ua.os ? { ua: { browser: ua.browser, os: ua.os } } : {}),
-      },
-    };
+    // Built by assignment rather than spreads: this runs on every sign-in.
+    const bypass: { -readonly [K in keyof BypassContext]: BypassContext[K] } = { user, device, ip: ip.bytes };
+    const grant: { -readonly [K in keyof Enriched['grant']]: Enriched['grant'][K] } = { user, device, ip: ipId, prefix };
+    if (geo.asn !== undefined) bypass.asn = grant.asn = geo.asn;
+    if (country) bypass.country = grant.country = country;
+    if (place) grant.place = place;
+    if (ua.browser || ua.os) grant.ua = { browser: ua.browser, os: ua.os };
+    return { signals: s as Signals, degraded: degraded.size === 0 ? [] : [...degraded].sort(), user, device, bypass, grant };
   };
 }
 

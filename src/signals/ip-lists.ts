@@ -52,32 +52,28 @@ export function createIpLists(options: IpListsOptions): IpLists {
 
   return {
     check(ip, asn, now) {
+      // Runs on every decide: no closures, no spread objects.
       const unavailable: ListName[] = [];
-      const lookup = (name: ListName): boolean | undefined => {
-        const snapshot = usable(name, now);
-        if (!snapshot) {
-          unavailable.push(name);
-          return undefined;
-        }
-        return snapshot.table?.hasKey(ip.key) ?? false;
-      };
-      const tor = lookup('tor');
-      const relay = lookup('relay');
-      const vpnRange = lookup('vpn');
-      const hostingRange = lookup('hosting');
+      const torList = usable('tor', now);
+      const relayList = usable('relay', now);
+      const vpnList = usable('vpn', now);
+      const hostingList = usable('hosting', now);
       const asnList = usable('hosting_asn', now);
+      if (!torList) unavailable.push('tor');
+      if (!relayList) unavailable.push('relay');
+      if (!vpnList) unavailable.push('vpn');
+      if (!hostingList) unavailable.push('hosting');
       if (!asnList) unavailable.push('hosting_asn');
-      const hostingAsn = asn !== undefined && asnList?.asns?.has(asn) === true;
-      const vpn = vpnRange === undefined || relay === undefined ? undefined : vpnRange && !relay;
+      const verdict: { -readonly [K in keyof ListVerdict]: ListVerdict[K] } = { unavailable };
+      const relay = relayList ? relayList.table?.hasKey(ip.key) === true : undefined;
+      if (torList) verdict.tor = torList.table?.hasKey(ip.key) === true;
+      if (relay !== undefined) verdict.relay = relay;
+      if (vpnList && relay !== undefined) verdict.vpn = vpnList.table?.hasKey(ip.key) === true && !relay;
       // A hosting ASN is positive evidence even when the range list is unavailable; absence is not.
-      const hosting = hostingRange === true || hostingAsn ? true : hostingRange === undefined ? undefined : false;
-      return {
-        ...(tor === undefined ? {} : { tor }),
-        ...(vpn === undefined ? {} : { vpn }),
-        ...(relay === undefined ? {} : { relay }),
-        ...(hosting === undefined ? {} : { hosting }),
-        unavailable,
-      };
+      const hostingAsn = asn !== undefined && asnList?.asns?.has(asn) === true;
+      if (hostingAsn || hostingList?.table?.hasKey(ip.key) === true) verdict.hosting = true;
+      else if (hostingList) verdict.hosting = false;
+      return verdict;
     },
     replace(snapshot) {
       current.set(snapshot.name, snapshot);
