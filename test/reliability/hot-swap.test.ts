@@ -2,6 +2,7 @@ import { copyFileSync, cpSync, mkdtempSync, renameSync, rmSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { until } from '../helpers/poll.js';
 import { startTestService } from '../helpers/service.js';
 
 /** T32: GeoIP databases and lists replaced in place and by rename, good and broken, while serving. */
@@ -18,14 +19,6 @@ const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', D
 t.teardown(() => service.close());
 const country = async (ip: string) =>
   ((await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: 'swap', device_id: 'd', ip }) })).json() as { signals: Record<string, unknown>; degraded: string[] });
-const waitFor = async (check: () => Promise<boolean>, ms = 5000) => {
-  const started = Date.now();
-  while (Date.now() - started < ms) {
-    if (await check()) return Date.now() - started;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return -1;
-};
 
 t.test('a truncated, empty or garbage database written in place keeps the previous reader serving', async (t) => {
   t.equal((await country('81.2.69.142')).signals['geo.country'], 'GB');
@@ -46,7 +39,7 @@ t.test('a good database arriving by atomic rename is swapped in', async (t) => {
   copyFileSync(path.join(geoDir, 'GeoLite2-City-Test.mmdb'), next);
   renameSync(next, city);
   t.equal((await country('149.101.100.0')).signals['geo.country'], 'US');
-  const swappedIn = await waitFor(async () => (await country('149.101.100.0')).signals['geo.country'] === '');
+  const swappedIn = await until(async () => (await country('149.101.100.0')).signals['geo.country'] === '');
   t.ok(swappedIn >= 0, `swapped in after ${swappedIn} ms`);
 });
 
@@ -55,7 +48,7 @@ t.test('a list replaced by rename is reloaded; a garbage list keeps the previous
   t.equal((await country('192.0.2.55')).signals['ip.tor'], false);
   writeFileSync(`${tor}.tmp`, '192.0.2.55\n192.0.2.56\n');
   renameSync(`${tor}.tmp`, tor);
-  const reloaded = await waitFor(async () => (await country('192.0.2.55')).signals['ip.tor'] === true);
+  const reloaded = await until(async () => (await country('192.0.2.55')).signals['ip.tor'] === true);
   t.ok(reloaded >= 0, `reloaded after ${reloaded} ms`);
   writeFileSync(tor, '\u0000garbage\n');
   await new Promise((r) => setTimeout(r, 1000));

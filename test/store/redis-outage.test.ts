@@ -5,6 +5,7 @@ import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, startTestService } from '../helpers/service.js';
+import { until } from '../helpers/poll.js';
 import { trustDirectly } from '../helpers/trust.js';
 
 const server = await startRedis();
@@ -28,15 +29,6 @@ async function decide(body = known) {
   const started = Date.now();
   const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
   return { status: response.statusCode, body: response.json() as Record<string, any>, ms: Date.now() - started };
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  while (Date.now() - started < timeoutMs) {
-    if (await check()) return Date.now() - started;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return -1;
 }
 
 t.test('with Redis up, the known device skips (one store round trip)', async (t) => {
