@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { ReadCache } from '../read-cache.js';
 import { Reader, type Response } from 'maxmind';
 
 export const GEO_DATABASES = ['city', 'asn', 'anon', 'connection'] as const;
@@ -36,7 +36,7 @@ export interface GeoIp {
 export function readerFromBuffer(buffer: Buffer, path: string): LoadedDatabase {
   // Decoded records are cached by data offset (what maxmind.open does): a City record decodes in
   // about 10 µs, a cache hit in well under one. The cache belongs to this reader and dies with it.
-  const reader = new Reader<Response>(buffer, { cache: new LRUCache<number, Response>({ max: 10_000 }) as never });
+  const reader = new Reader<Response>(buffer, { cache: new ReadCache<number, Response>(10_000) as never });
   reader.get('1.1.1.1');
   reader.get('2001:4860::1');
   const metadata = reader.metadata;

@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { ReadCache } from '../read-cache.js';
 import { UAParser } from 'ua-parser-js';
 
 /** ua-parser-js 1.x has a ReDoS history; nothing past this length is ever parsed. */
@@ -36,7 +36,7 @@ export function compileBotPatterns(patterns: readonly string[]): RegExp | undefi
 }
 
 export function createUserAgentParser(options: { botPattern?: RegExp; cacheSize?: number } = {}): UserAgentParser {
-  const cache = new LRUCache<string, UserAgentInfo>({ max: options.cacheSize ?? 10_000 });
+  const cache = new ReadCache<string, UserAgentInfo>(options.cacheSize ?? 10_000);
   const empty: UserAgentInfo = { browser: '', os: '', deviceType: 'unknown', bot: false };
   return {
     parse(userAgent) {

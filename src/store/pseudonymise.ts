@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { ReadCache } from '../read-cache.js';
 
 export interface HashKey {
   /** Short key id stored in front of every pseudonym, so keys can rotate. */
@@ -33,7 +33,7 @@ export function parseHashKey(text: string): HashKey {
 export function createPseudonymiser(key: HashKey): Pseudonymiser {
   const sealKey = createHmac('sha256', key.secret).update('seal\0v1').digest();
   // Returning users repeat the same ids: a bounded cache saves five HMACs (~25 µs) per decide.
-  const cache = new LRUCache<string, string>({ max: 50_000 });
+  const cache = new ReadCache<string, string>(50_000);
   return {
     kid: key.kid,
     seal(plain) {
