@@ -1,4 +1,5 @@
 import ipaddr from 'ipaddr.js';
+import { dottedQuad } from './ip.js';
 
 /**
  * A sorted, merged table of address ranges with binary search: O(log n) per lookup, for IPv4
@@ -19,6 +20,13 @@ function toBigInt(bytes: readonly number[]): bigint {
 
 function toUint32(bytes: readonly number[]): number {
   return ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
+}
+
+function ipv4Range(start: number, prefix: number): [number, number] {
+  const hostBits = 32 - prefix;
+  const mask = hostBits === 32 ? 0 : (0xffffffff << hostBits) >>> 0;
+  const first = (start & mask) >>> 0;
+  return [first, (first + (hostBits === 32 ? 0xffffffff : 2 ** hostBits - 1)) >>> 0];
 }
 
 function merge<T extends number | bigint>(ranges: Array<[T, T]>, one: T): Array<[T, T]> {
@@ -60,6 +68,14 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
   for (const raw of entries) {
     const entry = raw.split('#', 1)[0]!.trim();
     if (entry === '') continue;
+    // Lists are mostly plain IPv4 CIDRs: those skip ipaddr's objects (startup spent 40% there).
+    const slash = entry.indexOf('/');
+    const quad = dottedQuad(slash === -1 ? entry : entry.slice(0, slash));
+    const bits4 = slash === -1 ? 32 : /^\d{1,2}$/.test(entry.slice(slash + 1)) ? Number(entry.slice(slash + 1)) : -1;
+    if (quad && bits4 >= 0 && bits4 <= 32) {
+      v4.push(ipv4Range(toUint32(quad), bits4));
+      continue;
+    }
     try {
       const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), -1];
       const normal = address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() ? (address as ipaddr.IPv6).toIPv4Address() : address;
@@ -68,11 +84,7 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
       if (prefix < 0 || prefix > width) throw new Error('bad prefix');
       const bytes = normal.toByteArray();
       if (width === 32) {
-        const start = toUint32(bytes);
-        const hostBits = 32 - prefix;
-        const mask = hostBits === 32 ? 0 : (0xffffffff << hostBits) >>> 0;
-        const first = (start & mask) >>> 0;
-        v4.push([first, (first + (hostBits === 32 ? 0xffffffff : 2 ** hostBits - 1)) >>> 0]);
+        v4.push(ipv4Range(toUint32(bytes), prefix));
       } else {
         const hostBits = BigInt(128 - prefix);
         const first = (toBigInt(bytes) >> hostBits) << hostBits;

@@ -53,7 +53,7 @@ function bigintOf(bytes: readonly number[]): bigint {
 }
 
 /** `a.b.c.d` with no leading zeros and every part ≤ 255, else undefined (the general path decides). */
-function dottedQuad(text: string): number[] | undefined {
+export function dottedQuad(text: string): number[] | undefined {
   const parts = text.split('.');
   if (parts.length !== 4) return undefined;
   const octets: number[] = [];

@@ -61,3 +61,32 @@ t.test('the IPv4 fast path answers exactly what ipaddr.js answers', async (t) =>
   t.equal(parseClientIp('::ffff:10.1.2.3').private, true);
   t.equal(parseClientIp('2001:218::1').key, 0x20010218000000000000000000000001n, 'IPv6 keys are bigints');
 });
+
+t.test('range tables built on the IPv4 fast path answer as ipaddr.js parsing would (shipped hosting and relay lists)', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  for (const file of ['data/vpn-datacenter/x4bnet-datacenter-ipv4.txt', 'data/vpn-datacenter/vpn-provider-inputs/apple.txt']) {
+    const entries = readFileSync(file, 'utf8').split('\n');
+    const { table } = buildRangeTable(entries);
+    // The reference: every IPv4 entry through ipaddr.js, as the general path parses it.
+    const reference: Array<[number, number]> = [];
+    for (const raw of entries) {
+      const entry = raw.split('#', 1)[0]!.trim();
+      if (!entry || entry.includes(':')) continue;
+      const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), 32];
+      const first = ((address as ipaddr.IPv4).toByteArray().reduce((n, b) => n * 256 + b, 0) >>> 0) & (bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0);
+      reference.push([first >>> 0, (first >>> 0) + 2 ** (32 - bits) - 1]);
+    }
+    const inReference = (value: number) => reference.some(([a, b]) => value >= a && value <= b);
+    let seed = 99;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const probes: number[] = [];
+    for (const [a, b] of reference.slice(0, 2000)) probes.push(a, b, (a - 1) >>> 0, (b + 1) >>> 0);
+    for (let i = 0; i < 2000; i++) probes.push(((next() << 1) ^ next()) >>> 0);
+    let mismatches = 0;
+    for (const value of probes) {
+      const bytes = [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255];
+      if (table.has(bytes) !== inReference(value)) mismatches += 1;
+    }
+    t.equal(mismatches, 0, `${file}: ${probes.length} probes agree (${reference.length} IPv4 entries)`);
+  }
+});
