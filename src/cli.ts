@@ -12,6 +12,7 @@ import { loadRuleDir, readRuleDir } from './rules-io/load.js';
 import { formatMatrix, replay } from './rules-io/replay.js';
 import { runRuleTests } from './rules-io/rule-tests.js';
 import { loadSignalSources } from './signal-sources.js';
+import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp } from './signals/ip.js';
 import { createMemoryStore } from './store/memory-store.js';
@@ -89,7 +90,8 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
     }
     const sources = await loadSignalSources(config, logger);
     const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now) };
-    const enrich = createEnricher({ ...sources, store: readOnly, ids });
+    // Read-only here too: a velocity of this process alone, which records nothing shared.
+    const enrich = createEnricher({ ...sources, store: readOnly, ids, ipVelocity: localIpVelocity() });
     const now = Date.now();
     const enriched = await enrich({ userId: user, deviceId: device, ip, purpose: (values.purpose as string | undefined) ?? 'login', ...(values.ua ? { userAgent: values.ua as string } : {}) }, now);
     const signals: Record<string, unknown> = { ...enriched.signals };

@@ -9,6 +9,7 @@ import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/holder.js';
 import { loadRuleDir } from './rules-io/load.js';
 import { createEnricher } from './signals/enrich.js';
+import { localIpVelocity, sharedIpVelocity } from './signals/ip-velocity.js';
 import { watchGeoDatabases } from './signals/geoip-watch.js';
 import { watchDirectory } from './rules-io/watch.js';
 import type { IpLists } from './signals/ip-lists.js';
@@ -134,7 +135,11 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const store = instrumentStore(options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
-  const enrich = createEnricher({ geoip, lists, userAgents, store, ids, userLimit: { perMinute: config.RATE_LIMIT_USER_PER_MIN } }, timer);
+  // Shared through Redis when there is one (synced each second), else exact in this process.
+  const ipVelocity = options.redis
+    ? sharedIpVelocity({ redis: options.redis, keyPrefix: config.REDIS_KEY_PREFIX, onSyncError: () => metrics.degraded.labels('ip_velocity_sync').inc() })
+    : localIpVelocity();
+  const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.RATE_LIMIT_USER_PER_MIN } }, timer);
 
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
   const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
@@ -214,6 +219,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     app,
     apiTokens,
     async close() {
+      ipVelocity.close();
       for (const stop of stops) stop();
       await app.close();
       await store.close();

@@ -8,6 +8,7 @@ import { parseClientIp } from './ip.js';
 import type { IpLists } from './ip-lists.js';
 import { assessTravel, coarse } from './travel.js';
 import type { UserAgentParser } from './user-agent.js';
+import type { IpVelocity } from './ip-velocity.js';
 
 export interface EnrichDeps {
   /** The store gets this long (the Redis client has its own shorter command timeout). */
@@ -17,6 +18,8 @@ export interface EnrichDeps {
   readonly userAgents: UserAgentParser;
   readonly store: Store;
   readonly ids: Pseudonymiser;
+  /** Decides per address in the last minute, answered without a store round trip. */
+  readonly ipVelocity: IpVelocity;
   /**
    * Decides per user per minute, counted by the store inside the same call that reads the history
    * (no round trip of its own); while the store fails, counted in this process instead.
@@ -116,13 +119,9 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     if (country) sighting.country = country;
     const storeStarted = process.hrtime.bigint();
     let history: History | undefined;
-    let ipDecides: number | undefined;
+    const ipDecides = deps.ipVelocity.hit(ipId, now);
     try {
-      const [reply, ipCount] = await withDeadline(
-        Promise.all([deps.store.observe(sighting, now, deps.userLimit), deps.store.countIp(ipId, now)]),
-        deps.storeDeadlineMs ?? 250,
-      );
-      ipDecides = Number.isFinite(ipCount) ? ipCount : undefined;
+      const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250);
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) history = reply;
       else degraded.add('store');
@@ -174,7 +173,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       s['velocity.decides_1h'] = history.decides1h;
       s['velocity.distinct_ips_1h'] = history.distinctIps1h;
       s['velocity.declines_24h'] = history.declines24h;
-      if (ipDecides !== undefined) s['velocity.ip_decides_1m'] = ipDecides;
+      s['velocity.ip_decides_1m'] = ipDecides;
       const mobile = geo.connectionType === 'Cellular' || geo.connectionType === 'Satellite';
       const unreliable = ip.private || mobile || lists.tor !== false || lists.vpn !== false || lists.relay !== false;
       const travel = assessTravel({ last: history.lastPlace, here: place, now, unreliable });

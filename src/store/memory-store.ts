@@ -79,7 +79,6 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
   const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
   const claims = new LRUCache<string, number>({ max: 500_000 });
-  const perIp = new LRUCache<string, number[]>({ max: 100_000 });
 
   const userState = (user: string, now: number): UserState => {
     let state = users.get(user);
@@ -172,12 +171,6 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       if (state.networksSeen.length - stale > CAPS.recentEvents) stale = state.networksSeen.length - CAPS.recentEvents;
       if (stale > 0) state.networksSeen.splice(0, stale);
       return { ...history, decides1h: state.decides.length, distinctIps1h: distinctSince(state.networksSeen, now - HOUR) };
-    },
-
-    async countIp(ip, now) {
-      let times = perIp.get(ip);
-      if (!times) perIp.set(ip, (times = []));
-      return pushWindow(times, 60_000, now).length;
     },
 
     async recordPending(session, now) {

@@ -91,16 +91,6 @@ return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(
 `;
 
 /** KEYS: dtrust, ntrust, place, meta, seen. ARGV: now, device, by, expiresAt, ua, ttl, capDevices, capNets, place, netkeys... */
-/** KEYS: the address's window. ARGV: now, member, cap. Decides from one address in the last minute. */
-export const COUNT_IP = `
-local now = tonumber(ARGV[1])
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
-redis.call('PEXPIRE', KEYS[1], 60000)
-return redis.call('ZCARD', KEYS[1])
-`;
-
 export const TRUST = `${LIVE}
 local now = ARGV[1]
 local ttl = tonumber(ARGV[6])

@@ -1,14 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { StepUpRung } from '../engine/ladder.js';
-import { COUNT_IP, LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
 import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
 
 interface Scripts {
   riskObserve(...args: Array<string | number>): Promise<unknown[]>;
-  riskCountIp(...args: Array<string | number>): Promise<number>;
   riskTrust(...args: Array<string | number>): Promise<number>;
   riskRevokeGrant(...args: Array<string | number>): Promise<number>;
   riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
@@ -35,7 +34,6 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
   const scripts: Array<[keyof Scripts, string, number]> = [
     ['riskObserve', OBSERVE, 9],
-    ['riskCountIp', COUNT_IP, 1],
     ['riskTrust', TRUST, 5],
     ['riskRevokeGrant', REVOKE_GRANT, 3],
     ['riskListDevices', LIST_DEVICES, 2],
@@ -114,12 +112,6 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     peek(s, now) {
       return history(s, now, false);
-    },
-
-    async countIp(ip, now) {
-      // Its own slot ({ip:…}): sent alongside observe, not after it, so it adds no latency; one
-      // script, because each command of a MULTI costs the client as much as a whole script call.
-      return Number(await r.riskCountIp(`${prefix}{ip:${ip}}`, now, eventMember(now), CAPS.recentEvents));
     },
 
     async recordPending(session, now) {

@@ -126,8 +126,6 @@ export interface Store {
    * decide is counted first and, over the limit, rejected with UserRateLimited before anything else.
    */
   observe(sighting: Sighting, now: number, limit?: ObserveLimit): Promise<History>;
-  /** Counts this decide against the IP (any user) and returns decides from it in the last minute. */
-  countIp(ip: string, now: number): Promise<number>;
   /** The same read without recording anything (rules explain). */
   peek(sighting: Sighting, now: number): Promise<History>;
   /** Stores a step-up session and indexes it by user + device + method for reuse. */

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { loadSignalSources } from '../../src/signal-sources.js';
+import { localIpVelocity } from '../../src/signals/ip-velocity.js';
 import { createEnricher } from '../../src/signals/enrich.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import { createPseudonymiser } from '../../src/store/pseudonymise.js';
@@ -44,7 +45,7 @@ async function enrichment(iterations = 50_000): Promise<number> {
   const sources = await loadSignalSources(config, createLogger('silent'));
   const store = createMemoryStore();
   const history = await store.peek({ user: 'u', device: 'd', ip: 'i', prefix: 'p' }, 0);
-  const enrich = createEnricher({ ...sources, store: { ...store, observe: async () => history }, ids: createPseudonymiser({ kid: 'm', secret: 'micro-benchmark-secret-0123456789' }) });
+  const enrich = createEnricher({ ...sources, store: { ...store, observe: async () => history }, ids: createPseudonymiser({ kid: 'm', secret: 'micro-benchmark-secret-0123456789' }), ipVelocity: localIpVelocity() });
   const request = { userId: 'bench-user', deviceId: 'bench-device', ip: '89.160.20.112', purpose: 'login', userAgent: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36' };
   for (let i = 0; i < 5000; i++) await enrich(request, 0);
   const started = process.hrtime.bigint();

@@ -24,11 +24,15 @@ interface Phase {
 }
 
 /** A bounded load on loopback that records every reply's action, degraded flag and ruleset hash. */
+/** Addresses in 89.160.20.128/25: located (SE) and in AS29518 by the test databases. */
+const knownIp = (i: number) => `89.160.20.${129 + i}`;
+
 async function phase(name: string, url: string, auth: string, seconds: number, seen: string[] = []): Promise<Phase> {
   const actions: Record<string, number> = {};
   let degraded = 0;
-  // Fifty returning users, so no single user trips the sign-in-burst rule.
-  const bodies = Array.from({ length: 50 }, (_, i) => JSON.stringify({ user_id: `load-known-${i}`, device_id: 'phone', ip: '89.160.20.112', user_agent: CHROME_WINDOWS }));
+  // Fifty returning users, each on its own address, so no user or address trips a velocity rule
+  // within a phase.
+  const bodies = Array.from({ length: 50 }, (_, i) => JSON.stringify({ user_id: `load-known-${i}`, device_id: 'phone', ip: knownIp(i), user_agent: CHROME_WINDOWS }));
   const result = await autocannon({
     url,
     connections: 8,
@@ -64,7 +68,7 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   });
   const url = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}`;
   const seed = async () => {
-    for (let i = 0; i < 50; i++) await trustDirectly(service, { user: `load-known-${i}`, device: 'phone', ip: '89.160.20.112', country: 'SE', asn: 29518 }, Date.now());
+    for (let i = 0; i < 50; i++) await trustDirectly(service, { user: `load-known-${i}`, device: 'phone', ip: knownIp(i), country: 'SE', asn: 29518 }, Date.now());
   };
   await seed();
   const before = await phase('before', url, service.auth.authorization, 3);

@@ -85,14 +85,6 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.match(await store.peek(sighting(unique('nobody')), T0), { deviceKnown: false, deviceSeenCount: 0, verifiedCount: 0 });
   });
 
-  withStore('decides per IP are counted across users for one minute', async (t, store) => {
-    const ip = unique('ip');
-    t.equal(await store.countIp(ip, T0), 1);
-    t.equal(await store.countIp(ip, T0 + 1000), 2);
-    t.equal(await store.countIp(unique('ip'), T0 + 1000), 1, 'per address');
-    t.equal(await store.countIp(ip, T0 + 61_000), 1, 'the minute slides');
-  });
-
   withStore('the per-user limit is spent inside observe: over it, UserRateLimited and nothing recorded', async (t, store) => {
     const user = unique('u');
     const limit = { perMinute: 3 };

@@ -1,0 +1,194 @@
+import type { Cluster, Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+
+/**
+ * `velocity.ip_decides_1m`: decides from one address (any user) in about the last minute, this one
+ * included. Answered synchronously on the decide path, with no store round trip of its own: the
+ * address is not the user, so in a Redis Cluster its counter lives in another slot than the user's
+ * history and could only be one more round trip.
+ */
+export interface IpVelocity {
+  hit(ip: string, now: number): number;
+  close(): void;
+}
+
+/** Exact, in this process: for the single-process memory-store deployment. */
+export function localIpVelocity(maxAddresses = 100_000, cap = 10_000): IpVelocity {
+  const windows = new LRUCache<string, number[]>({ max: maxAddresses });
+  return {
+    hit(ip, now) {
+      let times = windows.get(ip);
+      if (!times) windows.set(ip, (times = []));
+      times.push(now);
+      let drop = 0;
+      while (drop < times.length && times[drop]! <= now - 60_000) drop++;
+      if (times.length - drop > cap) drop = times.length - cap;
+      if (drop > 0) times.splice(0, drop);
+      return times.length;
+    },
+    close() {},
+  };
+}
+
+type Client = Redis | Cluster;
+
+const BUCKET_MS = 5_000;
+/** The current bucket and the 11 before it: the window is 55-60 s. */
+const WINDOW_BUCKETS = 12;
+
+/**
+ * KEYS: the 12 bucket hashes of one shard, oldest first (one hash tag). ARGV: n, then n triples
+ * (bucket offset 1-12, address, count) to add, then the addresses to read back. Returns, per
+ * address read, its total over the 12 buckets.
+ */
+const SYNC = `
+local n = tonumber(ARGV[1])
+local touched = {}
+for i = 0, n - 1 do
+  local k = tonumber(ARGV[2 + i * 3])
+  redis.call('HINCRBY', KEYS[k], ARGV[3 + i * 3], tonumber(ARGV[4 + i * 3]))
+  touched[k] = true
+end
+for k in pairs(touched) do redis.call('PEXPIRE', KEYS[k], 70000) end
+local out = {}
+for a = 2 + n * 3, #ARGV do
+  local total = 0
+  for k = 1, #KEYS do total = total + (tonumber(redis.call('HGET', KEYS[k], ARGV[a])) or 0) end
+  out[#out + 1] = total
+end
+return out
+`;
+
+export interface SharedIpVelocityOptions {
+  readonly redis: Client;
+  readonly keyPrefix: string;
+  /** How often this process adds its counts to the shared ones and reads them back. */
+  readonly syncMs?: number;
+  /** Hash tags the addresses spread over, so a Cluster shares the load across slots. */
+  readonly shards?: number;
+  readonly clock?: () => number;
+  readonly onSyncError?: () => void;
+  readonly maxAddresses?: number;
+}
+
+/**
+ * Shared across replicas through Redis without a round trip per decide: each process counts locally
+ * and, every `syncMs`, adds its counts to per-5-second buckets in Redis and reads back the totals of
+ * the addresses it saw since the last sync. A decide's answer is the shared total as of the last
+ * sync that included the address plus what this process counted since: an address busy on every
+ * replica is current to within one sync interval. While Redis fails the local counts keep
+ * answering (and are added once it is back, up to a bound).
+ */
+export function sharedIpVelocity(options: SharedIpVelocityOptions): IpVelocity & { sync(): Promise<void> } {
+  const { redis, keyPrefix } = options;
+  const shards = options.shards ?? 16;
+  const clock = options.clock ?? Date.now;
+  if (!(redis as unknown as { riskIpVelocitySync?: unknown }).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { numberOfKeys: WINDOW_BUCKETS, lua: SYNC });
+  const client = redis as unknown as { riskIpVelocitySync(...args: Array<string | number>): Promise<Array<string | number>> };
+
+  /**
+   * The shared total per address from the last sync that read it, and that sync's bucket. Trusted
+   * for one bucket after (5-10 s): older, it may hold decides that have left the window, so the
+   * answer falls back to this process's own count until the next sync reads the address again.
+   */
+  const shared = new LRUCache<string, { total: number; bucket: number }>({ max: options.maxAddresses ?? 100_000 });
+  /** Counted here since the last sync: address → bucket number → count. */
+  let pending = new Map<string, Map<number, number>>();
+  /** Sent in the sync under way: still counted until the reply has them in `shared`. */
+  let inFlight = new Map<string, Map<number, number>>();
+  const MAX_PENDING = 100_000;
+
+
+  const shardOf = (ip: string): number => {
+    let h = 0;
+    for (let i = 0; i < ip.length; i++) h = (h * 31 + ip.charCodeAt(i)) | 0;
+    return (h >>> 0) % shards;
+  };
+
+  const sumWindow = (counts: Map<number, number> | undefined, bucket: number): number => {
+    if (!counts) return 0;
+    let total = 0;
+    for (const [b, n] of counts) if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += n;
+    return total;
+  };
+
+  const merge = (into: Map<string, Map<number, number>>, from: Map<string, Map<number, number>>) => {
+    for (const [ip, buckets] of from) {
+      let target = into.get(ip);
+      if (!target) into.set(ip, (target = new Map()));
+      for (const [b, n] of buckets) target.set(b, (target.get(b) ?? 0) + n);
+    }
+  };
+
+  let syncing: Promise<void> | undefined;
+  async function syncNow(): Promise<void> {
+    const now = clock();
+    if (pending.size === 0) return;
+    const batch = pending;
+    pending = new Map();
+    inFlight = batch;
+    const bucket = Math.floor(now / BUCKET_MS);
+    const first = bucket - WINDOW_BUCKETS + 1;
+    const byShard = new Map<number, string[]>();
+    for (const ip of batch.keys()) {
+      const shard = shardOf(ip);
+      let list = byShard.get(shard);
+      if (!list) byShard.set(shard, (list = []));
+      list.push(ip);
+    }
+    let failed = false;
+    await Promise.all(
+      [...byShard].map(async ([shard, ips]) => {
+        const keys = Array.from({ length: WINDOW_BUCKETS }, (_, i) => `${keyPrefix}{ipv:${shard}}:${first + i}`);
+        const adds: Array<string | number> = [];
+        let n = 0;
+        for (const ip of ips) {
+          for (const [b, count] of batch.get(ip)!) {
+            // Counts older than the window are of no use to anyone any more.
+            if (b < first || b > bucket) continue;
+            adds.push(b - first + 1, ip, count);
+            n += 1;
+          }
+        }
+        try {
+          const reply = await client.riskIpVelocitySync(...keys, n, ...adds, ...ips);
+          ips.forEach((ip, i) => shared.set(ip, { total: Number(reply[i]), bucket }));
+        } catch {
+          failed = true;
+          // Keep what this shard could not add for the next attempt, within bounds.
+          if (pending.size + ips.length <= MAX_PENDING) merge(pending, new Map(ips.map((ip) => [ip, batch.get(ip)!])));
+        }
+      }),
+    );
+    inFlight = new Map();
+    if (failed) options.onSyncError?.();
+  }
+
+  const timer = setInterval(() => {
+    if (!syncing) syncing = syncNow().finally(() => (syncing = undefined));
+  }, options.syncMs ?? 1000);
+  timer.unref();
+
+  return {
+    hit(ip, now) {
+      const bucket = Math.floor(now / BUCKET_MS);
+      let mine = pending.get(ip);
+      if (!mine) {
+        if (pending.size >= MAX_PENDING) pending.clear();
+        pending.set(ip, (mine = new Map()));
+      }
+      mine.set(bucket, (mine.get(bucket) ?? 0) + 1);
+      const known = shared.get(ip);
+      const sharedTotal = known && known.bucket >= bucket - 1 ? known.total : 0;
+      return sharedTotal + sumWindow(inFlight.get(ip), bucket) + sumWindow(mine, bucket);
+    },
+    close() {
+      clearInterval(timer);
+    },
+    async sync() {
+      while (syncing) await syncing;
+      syncing = syncNow().finally(() => (syncing = undefined));
+      await syncing;
+    },
+  };
+}

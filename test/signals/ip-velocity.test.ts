@@ -1,0 +1,109 @@
+import { Cluster, Redis } from 'ioredis';
+import t from 'tap';
+import { localIpVelocity, sharedIpVelocity } from '../../src/signals/ip-velocity.js';
+import { loginPathOptions } from '../../src/store/redis-client.js';
+import { startRedis, startRedisCluster } from '../helpers/redis.js';
+
+const T0 = Date.parse('2026-11-25T12:00:00Z');
+
+/** A client may be ready before anyone listens for it. */
+const ready = (client: Redis | Cluster) => (client.status === 'ready' ? Promise.resolve() : new Promise((r) => client.once('ready', r)));
+
+t.test('local: per address, this decide included, the minute slides', async (t) => {
+  const velocity = localIpVelocity();
+  t.equal(velocity.hit('ip-a', T0), 1);
+  t.equal(velocity.hit('ip-a', T0 + 1000), 2);
+  t.equal(velocity.hit('ip-b', T0 + 1000), 1, 'per address');
+  t.equal(velocity.hit('ip-a', T0 + 61_000), 1, 'the minute slides');
+});
+
+t.test('shared: replicas see each other within one sync, with no Redis call per decide', async (t) => {
+  const server = await startRedis();
+  t.teardown(() => server.stop());
+  let now = T0;
+  const clients = [new Redis(server.url, loginPathOptions(500)), new Redis(server.url, loginPathOptions(500))];
+  await Promise.all(clients.map(ready));
+  t.teardown(() => clients.forEach((c) => c.disconnect()));
+  const [a, b] = clients.map((redis) => sharedIpVelocity({ redis, keyPrefix: 'v:', clock: () => now, syncMs: 60_000 }));
+  t.teardown(() => [a, b].forEach((v) => v!.close()));
+
+  const monitor = new Redis(server.url);
+  t.teardown(() => monitor.disconnect());
+  const commands: string[] = [];
+  const feed = await monitor.monitor();
+  feed.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua') commands.push(args[0]!.toLowerCase());
+  });
+
+  for (let i = 0; i < 3; i++) a!.hit('ip-x', now);
+  for (let i = 0; i < 2; i++) b!.hit('ip-x', now);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(commands.length, 0, 'decides alone send nothing to Redis');
+  t.equal(a!.hit('ip-x', now), 4, 'before a sync each replica knows its own decides');
+  await a!.sync();
+  await b!.sync();
+  now += 2000;
+  t.equal(b!.hit('ip-x', now), 7, 'b read back a’s four and its own two, plus this one');
+  await b!.sync();
+  t.equal(a!.hit('ip-x', now), 5, 'a knows only what it read at its last sync until it syncs again');
+  await a!.sync();
+  t.equal(a!.hit('ip-x', now), 9, 'then it has b’s three: 5 + 3, plus this one');
+  t.equal(a!.hit('ip-y', now), 1, 'per address');
+  now += 61_000;
+  await a!.sync();
+  t.equal(a!.hit('ip-x', now), 1, 'counts leave the window after a minute');
+  feed.disconnect();
+  t.ok(commands.filter((c) => c === 'evalsha' || c === 'eval').length >= 3, `syncs are scripts (${commands.join(' ')})`);
+  const keys = await monitor.keys('v:*');
+  for (const key of keys) t.ok((await monitor.pttl(key)) > 0, `${key} expires`);
+});
+
+t.test('shared: while Redis is down, local counts answer and are added once it is back', async (t) => {
+  const server = await startRedis();
+  t.teardown(() => server.stop());
+  const redis = new Redis(server.url, loginPathOptions(200));
+  redis.on('error', () => undefined);
+  await ready(redis);
+  t.teardown(() => redis.disconnect());
+  let errors = 0;
+  const now = Date.now();
+  const velocity = sharedIpVelocity({ redis, keyPrefix: 'down:', syncMs: 60_000, onSyncError: () => (errors += 1) });
+  t.teardown(() => velocity.close());
+  velocity.hit('ip-z', now);
+  await velocity.sync();
+  await server.kill();
+  t.equal(velocity.hit('ip-z', now), 2, 'answers from what it has');
+  await velocity.sync();
+  t.ok(errors >= 1, 'a failed sync is reported');
+  t.equal(velocity.hit('ip-z', now), 3);
+  await server.restart();
+  await new Promise((r) => setTimeout(r, 1500));
+  await velocity.sync();
+  const check = new Redis(server.url);
+  t.teardown(() => check.disconnect());
+  const keys = await check.keys('down:*');
+  let total = 0;
+  for (const key of keys) total += Number((await check.hget(key, 'ip-z')) ?? 0);
+  t.equal(total, 2, 'what could not be added while Redis was down is added after (the restart lost the first)');
+});
+
+t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
+  const cluster = await startRedisCluster();
+  t.teardown(() => cluster.stop());
+  const client = new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true });
+  let crossSlot = 0;
+  client.on('error', (error: Error) => {
+    if (/CROSSSLOT/.test(error.message)) crossSlot += 1;
+  });
+  await ready(client);
+  t.teardown(() => client.disconnect());
+  let errors = 0;
+  const now = Date.now();
+  const velocity = sharedIpVelocity({ redis: client, keyPrefix: 'cv:', syncMs: 60_000, onSyncError: () => (errors += 1) });
+  t.teardown(() => velocity.close());
+  for (let i = 0; i < 200; i++) velocity.hit(`ip-${i % 50}`, now);
+  await velocity.sync();
+  t.equal(errors, 0);
+  t.equal(crossSlot, 0);
+  t.equal(velocity.hit('ip-7', now), 5, 'four synced across the shards, plus this one');
+});
