@@ -37,27 +37,32 @@ const BUCKET_MS = 5_000;
 const WINDOW_BUCKETS = 12;
 
 /**
- * KEYS: the 12 bucket hashes of one shard, oldest first (one hash tag). ARGV: n, then n triples
- * (bucket offset 1-12, address, count) to add, then the addresses to read back. Returns, per
- * address read, its total over the 12 buckets.
+ * KEYS: one hash per address (field: bucket number, value: decides), all of one shard's hash tag.
+ * ARGV: the current bucket, then per key the count to add in that bucket (0: read only). Returns
+ * per address its total over the window, and drops the buckets that left it.
  */
 const SYNC = `
-local n = tonumber(ARGV[1])
-local touched = {}
-for i = 0, n - 1 do
-  local k = tonumber(ARGV[2 + i * 3])
-  redis.call('HINCRBY', KEYS[k], ARGV[3 + i * 3], tonumber(ARGV[4 + i * 3]))
-  touched[k] = true
-end
-for k in pairs(touched) do redis.call('PEXPIRE', KEYS[k], 70000) end
+local bucket = tonumber(ARGV[1])
 local out = {}
-for a = 2 + n * 3, #ARGV do
+for i = 1, #KEYS do
+  local add = tonumber(ARGV[i + 1])
+  if add > 0 then
+    redis.call('HINCRBY', KEYS[i], bucket, add)
+    redis.call('PEXPIRE', KEYS[i], 70000)
+  end
+  local all = redis.call('HGETALL', KEYS[i])
   local total = 0
-  for k = 1, #KEYS do total = total + (tonumber(redis.call('HGET', KEYS[k], ARGV[a])) or 0) end
-  out[#out + 1] = total
+  for j = 1, #all, 2 do
+    local b = tonumber(all[j])
+    if b > bucket - ${WINDOW_BUCKETS} then total = total + tonumber(all[j + 1]) else redis.call('HDEL', KEYS[i], all[j]) end
+  end
+  out[i] = total
 end
 return out
 `;
+
+/** Addresses per script call: each call stays well under a millisecond of Redis time, so the decide path's scripts interleave with a sync instead of queueing behind it. */
+const SYNC_CHUNK = 64;
 
 export interface SharedIpVelocityOptions {
   readonly redis: Client;
@@ -73,7 +78,7 @@ export interface SharedIpVelocityOptions {
 
 /**
  * Shared across replicas through Redis without a round trip per decide: each process counts locally
- * and, every `syncMs`, adds its counts to per-5-second buckets in Redis and reads back the totals of
+ * and, every `syncMs`, adds its counts to per-address 5-second buckets in Redis and reads back the totals of
  * the addresses it saw since the last sync. A decide's answer is the shared total as of the last
  * sync that included the address plus what this process counted since: an address busy on every
  * replica is current to within one sync interval. While Redis fails the local counts keep
@@ -83,7 +88,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): IpVelocity &
   const { redis, keyPrefix } = options;
   const shards = options.shards ?? 16;
   const clock = options.clock ?? Date.now;
-  if (!(redis as unknown as { riskIpVelocitySync?: unknown }).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { numberOfKeys: WINDOW_BUCKETS, lua: SYNC });
+  if (!(redis as unknown as { riskIpVelocitySync?: unknown }).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
   const client = redis as unknown as { riskIpVelocitySync(...args: Array<string | number>): Promise<Array<string | number>> };
 
   /**
@@ -129,36 +134,35 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): IpVelocity &
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
     const first = bucket - WINDOW_BUCKETS + 1;
-    const byShard = new Map<number, string[]>();
+    const chunks = new Map<number, string[][]>();
     for (const ip of batch.keys()) {
       const shard = shardOf(ip);
-      let list = byShard.get(shard);
-      if (!list) byShard.set(shard, (list = []));
-      list.push(ip);
+      let list = chunks.get(shard);
+      if (!list) chunks.set(shard, (list = [[]]));
+      if (list[list.length - 1]!.length >= SYNC_CHUNK) list.push([]);
+      list[list.length - 1]!.push(ip);
     }
     let failed = false;
     await Promise.all(
-      [...byShard].map(async ([shard, ips]) => {
-        const keys = Array.from({ length: WINDOW_BUCKETS }, (_, i) => `${keyPrefix}{ipv:${shard}}:${first + i}`);
-        const adds: Array<string | number> = [];
-        let n = 0;
-        for (const ip of ips) {
-          for (const [b, count] of batch.get(ip)!) {
-            // Counts older than the window are of no use to anyone any more.
-            if (b < first || b > bucket) continue;
-            adds.push(b - first + 1, ip, count);
-            n += 1;
+      [...chunks].flatMap(([shard, lists]) =>
+        lists.map(async (ips) => {
+          const keys = ips.map((ip) => `${keyPrefix}{ipv:${shard}}:${ip}`);
+          // Counts older than the window are of no use to anyone any more; newer ones go in the current bucket.
+          const adds = ips.map((ip) => {
+            let n = 0;
+            for (const [b, count] of batch.get(ip)!) if (b >= first) n += count;
+            return n;
+          });
+          try {
+            const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...adds);
+            ips.forEach((ip, i) => shared.set(ip, { total: Number(reply[i]), bucket }));
+          } catch {
+            failed = true;
+            // Keep what this chunk could not add for the next attempt, within bounds.
+            if (pending.size + ips.length <= MAX_PENDING) merge(pending, new Map(ips.map((ip) => [ip, batch.get(ip)!])));
           }
-        }
-        try {
-          const reply = await client.riskIpVelocitySync(...keys, n, ...adds, ...ips);
-          ips.forEach((ip, i) => shared.set(ip, { total: Number(reply[i]), bucket }));
-        } catch {
-          failed = true;
-          // Keep what this shard could not add for the next attempt, within bounds.
-          if (pending.size + ips.length <= MAX_PENDING) merge(pending, new Map(ips.map((ip) => [ip, batch.get(ip)!])));
-        }
-      }),
+        }),
+      ),
     );
     inFlight = new Map();
     if (failed) options.onSyncError?.();
