@@ -17,6 +17,8 @@ import { trustDirectly } from '../helpers/trust.js';
 
 const { values } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, rate: { type: 'string', default: '200' }, 'restart-every': { type: 'string', default: '3' } } });
 const minutes = Number(values.minutes);
+/** Known users spread over 100 located addresses (89.160.20.128/25), so no address passes the ip-burst rule at the default rate. */
+const knownIp = (i: number) => `89.160.20.${129 + (i % 100)}`;
 const rate = Number(values.rate);
 const server = await startRedis();
 const redis = new Redis(server.url, loginPathOptions(100));
@@ -33,7 +35,7 @@ await service.app.listen({ port: 0, host: '127.0.0.1' });
 const base = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}`;
 simulator.webhookUrl = `${base}/v1/webhooks/didit`;
 const seedAll = async () => {
-  for (let i = 0; i < 500; i++) await trustDirectly(service, { user: `soak-${i}`, device: 'phone', ip: '89.160.20.112', country: 'SE', asn: 29518 }, Date.now());
+  for (let i = 0; i < 500; i++) await trustDirectly(service, { user: `soak-${i}`, device: 'phone', ip: knownIp(i), country: 'SE', asn: 29518 }, Date.now());
 };
 await seedAll();
 
@@ -49,7 +51,7 @@ async function one(i: number) {
   const started = performance.now();
   try {
     if (roll < 7) {
-      const r = await fetch(`${base}/v1/decide`, { method: 'POST', headers, body: JSON.stringify({ user_id: `soak-${i % 500}`, device_id: 'phone', ip: '89.160.20.112', user_agent: CHROME_WINDOWS }) });
+      const r = await fetch(`${base}/v1/decide`, { method: 'POST', headers, body: JSON.stringify({ user_id: `soak-${i % 500}`, device_id: 'phone', ip: knownIp(i % 500), user_agent: CHROME_WINDOWS }) });
       if (r.status >= 500) errors5xx += 1;
       await r.arrayBuffer();
     } else if (roll < 9) {
