@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { dottedQuad } from './ip.js';
+import { bigintOf, dottedQuad, uint32 } from './ip.js';
 
 /**
  * A sorted, merged table of address ranges with binary search: O(log n) per lookup, for IPv4
@@ -10,16 +10,6 @@ export interface RangeTable {
   has(bytes: readonly number[]): boolean;
   /** The same lookup for an address already converted (ClientIp.key): no conversion per list. */
   hasKey(key: number | bigint): boolean;
-}
-
-function toBigInt(bytes: readonly number[]): bigint {
-  let value = 0n;
-  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
-  return value;
-}
-
-function toUint32(bytes: readonly number[]): number {
-  return ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
 }
 
 function ipv4Range(start: number, prefix: number): [number, number] {
@@ -73,7 +63,7 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
     const quad = dottedQuad(slash === -1 ? entry : entry.slice(0, slash));
     const bits4 = slash === -1 ? 32 : /^\d{1,2}$/.test(entry.slice(slash + 1)) ? Number(entry.slice(slash + 1)) : -1;
     if (quad && bits4 >= 0 && bits4 <= 32) {
-      v4.push(ipv4Range(toUint32(quad), bits4));
+      v4.push(ipv4Range(uint32(quad), bits4));
       continue;
     }
     try {
@@ -84,10 +74,10 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
       if (prefix < 0 || prefix > width) throw new Error('bad prefix');
       const bytes = normal.toByteArray();
       if (width === 32) {
-        v4.push(ipv4Range(toUint32(bytes), prefix));
+        v4.push(ipv4Range(uint32(bytes), prefix));
       } else {
         const hostBits = BigInt(128 - prefix);
-        const first = (toBigInt(bytes) >> hostBits) << hostBits;
+        const first = (bigintOf(bytes) >> hostBits) << hostBits;
         v6.push([first, first + (1n << hostBits) - 1n]);
       }
     } catch {
@@ -103,7 +93,7 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
   const table: RangeTable = {
     size: m4.length + m6.length,
     has(bytes) {
-      return bytes.length === 4 ? search(starts4, ends4, toUint32(bytes)) : search(starts6, ends6, toBigInt(bytes));
+      return bytes.length === 4 ? search(starts4, ends4, uint32(bytes)) : search(starts6, ends6, bigintOf(bytes));
     },
     hasKey(key) {
       return typeof key === 'number' ? search(starts4, ends4, key) : search(starts6, ends6, key);

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
+import { pushWindow, timestamp } from '../sliding-window.js';
 
 /**
  * `velocity.ip_decides_1m`: decides from one address (any user) in about the last minute, this one
@@ -19,12 +20,7 @@ export function localIpVelocity(maxAddresses = 100_000, cap = 10_000): IpVelocit
     hit(ip, now) {
       let times = windows.get(ip);
       if (!times) windows.set(ip, (times = []));
-      times.push(now);
-      let drop = 0;
-      while (drop < times.length && times[drop]! <= now - 60_000) drop++;
-      if (times.length - drop > cap) drop = times.length - cap;
-      if (drop > 0) times.splice(0, drop);
-      return times.length;
+      return pushWindow(times, now, timestamp, 60_000, now, cap).length;
     },
     close() {},
   };

@@ -42,11 +42,13 @@ const IPV4_NOT_UNICAST: ReadonlyArray<readonly [number, number]> = (() => {
   return ranges.sort((a, b) => a[0] - b[0]);
 })();
 
-function uint32(octets: readonly number[]): number {
+/** Four octets as one unsigned 32-bit number. */
+export function uint32(octets: readonly number[]): number {
   return ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
 }
 
-function bigintOf(bytes: readonly number[]): bigint {
+/** Sixteen bytes as one bigint. */
+export function bigintOf(bytes: readonly number[]): bigint {
   let value = 0n;
   for (const byte of bytes) value = (value << 8n) | BigInt(byte);
   return value;

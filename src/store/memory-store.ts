@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { StepUpRung } from '../engine/ladder.js';
+import { pushWindow, timestamp } from '../sliding-window.js';
 import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
 
 interface Trust {
@@ -35,23 +36,7 @@ function live(trust: Trust | undefined, now: number): boolean {
   return trust !== undefined && trust.expiresAt > now;
 }
 
-/** Keeps only timestamps inside the window, newest last, and at most `CAPS.recentEvents` of them. */
-function trimWindow(times: number[], windowMs: number, now: number): number[] {
-  const kept = times.filter((t) => t > now - windowMs);
-  return kept.length > CAPS.recentEvents ? kept.slice(-CAPS.recentEvents) : kept;
-}
-
-/** Appends `now` in place and drops what left the window from the front (times arrive in order). */
-function pushWindow(times: number[], windowMs: number, now: number): number[] {
-  times.push(now);
-  // A clock that stepped back (tests, NTP) must not break the ascending order the counts rely on.
-  if (times.length > 1 && times[times.length - 2]! > now) times.sort((a, b) => a - b);
-  let drop = 0;
-  while (drop < times.length && times[drop]! <= now - windowMs) drop++;
-  if (times.length - drop > CAPS.recentEvents) drop = times.length - CAPS.recentEvents;
-  if (drop > 0) times.splice(0, drop);
-  return times;
-}
+const seenAt = (seen: [string, number]): number => seen[1];
 
 /** Counts timestamps newer than `since` in an ascending array. */
 function countSince(times: readonly number[], since: number): number {
@@ -163,13 +148,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
         state.devices.set(s.device, { firstSeen: now, lastSeen: now, seen: 1 });
         capMap(state.devices, CAPS.devices, (d) => d.lastSeen);
       }
-      pushWindow(state.decides, HOUR, now);
-      state.networksSeen.push([s.prefix, now]);
-      if (state.networksSeen.length > 1 && state.networksSeen[state.networksSeen.length - 2]![1] > now) state.networksSeen.sort((a, b) => a[1] - b[1]);
-      let stale = 0;
-      while (stale < state.networksSeen.length && state.networksSeen[stale]![1] <= now - HOUR) stale++;
-      if (state.networksSeen.length - stale > CAPS.recentEvents) stale = state.networksSeen.length - CAPS.recentEvents;
-      if (stale > 0) state.networksSeen.splice(0, stale);
+      pushWindow(state.decides, now, timestamp, HOUR, now, CAPS.recentEvents);
+      pushWindow(state.networksSeen, [s.prefix, now], seenAt, HOUR, now, CAPS.recentEvents);
       return { ...history, decides1h: state.decides.length, distinctIps1h: distinctSince(state.networksSeen, now - HOUR) };
     },
 
@@ -200,7 +180,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async countSessionOpen(user, windowMs, now) {
       const state = userState(user, now);
-      state.sessionsOpened = trimWindow([...state.sessionsOpened, now], windowMs, now);
+      pushWindow(state.sessionsOpened, now, timestamp, windowMs, now, CAPS.recentEvents);
       return state.sessionsOpened.length;
     },
 
@@ -229,7 +209,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async recordDecline(user, now) {
       const state = userState(user, now);
-      state.declines = trimWindow([...state.declines, now], 24 * HOUR, now);
+      pushWindow(state.declines, now, timestamp, 24 * HOUR, now, CAPS.recentEvents);
     },
 
     async claimOnce(key, ttlMs, now) {
