@@ -4,7 +4,7 @@ import swagger from '@fastify/swagger';
 import underPressure from '@fastify/under-pressure';
 import { ERROR_STATUS, RiskError, type ErrorBody, type ErrorCode } from './errors.js';
 import type { Metrics } from './metrics.js';
-import type { RulesHolder } from './rules-io/holder.js';
+import type { RulesHolder } from './rules-io/rules-holder.js';
 import type { Enricher } from './signals/enrich.js';
 import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';

@@ -10,15 +10,13 @@ import { SIGNAL_BY_NAME, type Signals } from './engine/signals.js';
 import { createLogger } from './logger.js';
 import { loadRuleDir, readRuleDir } from './rules-io/load.js';
 import { formatMatrix, replay } from './rules-io/replay.js';
-import { runRuleTests } from './rules-io/rule-tests.js';
-import { loadSignalSources } from './signal-sources.js';
+import { runRuleTests } from './rules-io/test-runner.js';
+import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp } from './signals/ip.js';
-import { createMemoryStore } from './store/memory-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
-import { createRedisClient, waitForReady } from './store/redis-client.js';
-import { createRedisStore } from './store/redis-store.js';
+import { openStore } from './open-store.js';
 import type { Store } from './store/store.js';
 
 type Out = (line?: string) => void;
@@ -76,12 +74,7 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
   const config = loadConfig(process.env);
   const logger = createLogger('silent');
   const ids = createPseudonymiser(config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' });
-  let store: Store = createMemoryStore();
-  if (config.REDIS_URL) {
-    const redis = createRedisClient(config.REDIS_URL, 1000);
-    await waitForReady(redis, 3000);
-    store = createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX });
-  }
+  const { store } = await openStore(config, { logger, waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
     const loaded = await loadRuleDir((values.rules as string | undefined) ?? config.RULES_DIR, { ids });
     if (!loaded.ok) {

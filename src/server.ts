@@ -1,12 +1,11 @@
 import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { createMetricsApp } from './metrics-app.js';
-import { updateData } from './data-update.js';
+import { createMetricsApp } from './routes/metrics-listener.js';
+import { updateData } from './data-io/data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
-import { createService, type DiditSettings } from './service.js';
-import { createRedisClient, waitForReady } from './store/redis-client.js';
-import { createRedisStore } from './store/redis-store.js';
+import { createService, type DiditSettings } from './compose.js';
+import { openStore } from './open-store.js';
 
 /** The only place that reads the environment, opens sockets and handles signals. */
 async function main(): Promise<void> {
@@ -38,19 +37,8 @@ async function main(): Promise<void> {
     didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };
     logger.warn({ simulator: simulatorBase }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
-  let store;
-  let redis;
-  if (config.REDIS_URL) {
-    redis = createRedisClient(config.REDIS_URL, config.REDIS_COMMAND_TIMEOUT_MS);
-    redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis error'));
-    await waitForReady(redis, 5000).catch((error: Error) => logger.error({ err: error.message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is'));
-    store = createRedisStore({
-      redis,
-      keyPrefix: config.REDIS_KEY_PREFIX,
-      retention: { trustMs: config.TRUST_TTL_DAYS * 86_400_000, historyMs: config.HISTORY_TTL_DAYS * 86_400_000, pendingMs: config.PENDING_TTL_MINUTES * 60_000 },
-    });
-  }
-  const service = await createService(config, { logger, watch: true, ...(didit ? { didit } : {}), ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
+  const { store, redis } = await openStore(config, { logger });
+  const service = await createService(config, { logger, watch: true, store, ...(didit ? { didit } : {}), ...(redis ? { redis } : {}) });
 
   if (config.embedded.length > 0) {
     logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');

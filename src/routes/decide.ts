@@ -6,12 +6,12 @@ import { isStepUp } from '../engine/ladder.js';
 import { RiskError } from '../errors.js';
 import { UserRateLimited } from '../store/store.js';
 import { children, type Metrics } from '../metrics.js';
-import type { RulesHolder } from '../rules-io/holder.js';
+import type { RulesHolder } from '../rules-io/rules-holder.js';
 import type { Enriched, Enricher, SignInRequest } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
-import { decideReply, doc, errorResponses } from '../api-schemas.js';
+import { decideReply, doc, errorResponses } from './schemas.js';
 
 /** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
 export const MAX_PORTRAIT_BASE64 = 2_796_204;

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifySchema } from 'fastify';
 import type { WebhookHandler } from '../didit/webhook-handler.js';
 import type { Metrics } from '../metrics.js';
-import { doc, errorResponses, webhookReply } from '../api-schemas.js';
+import { doc, errorResponses, webhookReply } from './schemas.js';
 
 export const WEBHOOK_BODY_LIMIT = 256 * 1024;
 

@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { doc, errorResponses } from '../api-schemas.js';
+import { doc, errorResponses } from './schemas.js';
 import { evaluate } from '../engine/evaluate.js';
 import { RUNGS } from '../engine/ladder.js';
 import { formatLoadError } from '../engine/ruleset.js';
 import { signalTypeProblems, type Signals } from '../engine/signals.js';
 import { RiskError } from '../errors.js';
-import type { RulesHolder } from '../rules-io/holder.js';
+import type { RulesHolder } from '../rules-io/rules-holder.js';
 import { compileFromTexts, MAX_RULE_FILE_BYTES } from '../rules-io/load.js';
 import { parseBody } from './validation.js';
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import type { RulesHolder } from '../rules-io/holder.js';
+import type { RulesHolder } from '../rules-io/rules-holder.js';
 import type { Store } from '../store/store.js';
-import { doc, healthReply, readyReply } from '../api-schemas.js';
+import { doc, healthReply, readyReply } from './schemas.js';
 
 export interface ReadinessCheck {
   readonly name: string;

@@ -4,7 +4,7 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, Store } from '../store/store.js';
 import { parseBody } from './validation.js';
-import { doc, errorResponses, sessionReply } from '../api-schemas.js';
+import { doc, errorResponses, sessionReply } from './schemas.js';
 
 export type Outcome = 'allow' | 'deny' | 'hold' | 'retry' | 'pending';
 

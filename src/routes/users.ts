@@ -4,7 +4,7 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { Store } from '../store/store.js';
 import { parseBody } from './validation.js';
-import { devicesReply, doc, errorResponses } from '../api-schemas.js';
+import { devicesReply, doc, errorResponses } from './schemas.js';
 
 const userParams = z.strictObject({ user_id: z.string().min(1).max(128) });
 const deviceParams = z.strictObject({ user_id: z.string().min(1).max(128), device_id: z.string().min(1).max(256) });

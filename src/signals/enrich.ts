@@ -2,7 +2,7 @@ import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
-import { LocalWindows } from '../local-windows.js';
+import { LocalWindows } from '../lib/fixed-windows.js';
 import type { GeoIp } from './geoip.js';
 import { parseClientIp } from './ip.js';
 import type { IpLists } from './ip-lists.js';

@@ -1,4 +1,4 @@
-import { ReadCache } from '../read-cache.js';
+import { ReadCache } from '../lib/read-cache.js';
 import { Reader, type Response } from 'maxmind';
 
 export const GEO_DATABASES = ['city', 'asn', 'anon', 'connection'] as const;

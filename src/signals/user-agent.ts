@@ -1,4 +1,4 @@
-import { ReadCache } from '../read-cache.js';
+import { ReadCache } from '../lib/read-cache.js';
 import { UAParser } from 'ua-parser-js';
 
 /** ua-parser-js 1.x has a ReDoS history; nothing past this length is ever parsed. */

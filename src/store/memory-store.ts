@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { StepUpRung } from '../engine/ladder.js';
-import { pushWindow, timestamp } from '../sliding-window.js';
+import { pushWindow, timestamp } from '../lib/sliding-window.js';
 import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
 
 interface Trust {

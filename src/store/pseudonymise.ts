@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { ReadCache } from '../read-cache.js';
+import { ReadCache } from '../lib/read-cache.js';
 
 export interface HashKey {
   /** Short key id stored in front of every pseudonym, so keys can rotate. */

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { loadSignalSources } from '../../src/signal-sources.js';
+import { loadSignalSources } from '../../src/data-io/load-sources.js';
 import { localIpVelocity } from '../../src/signals/ip-velocity.js';
 import { createEnricher } from '../../src/signals/enrich.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';

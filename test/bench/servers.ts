@@ -7,13 +7,13 @@ import Fastify from 'fastify';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { createService } from '../../src/service.js';
+import { createService } from '../../src/compose.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { OBSERVE } from '../../src/store/redis-scripts.js';
 import { parseClientIp } from '../../src/signals/ip.js';
-import { createMetricsApp } from '../../src/metrics-app.js';
-import { geoipPaths } from '../../src/geoip-files.js';
+import { createMetricsApp } from '../../src/routes/metrics-listener.js';
+import { geoipPaths } from '../../src/data-io/geoip-files.js';
 import maxmind, { type AsnResponse, type CityResponse } from 'maxmind';
 import { USERS_PER_ROUND, seedIdentity } from './traffic.js';
 

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { createService, type Service, type ServiceOptions } from '../../src/service.js';
+import { createService, type Service, type ServiceOptions } from '../../src/compose.js';
 
 export const TEST_TOKEN = 'test-caller-token-0123456789';
 export const TEST_HASH_KEY = 't1:test-hash-key-0123456789abcdefghij';

@@ -1,6 +1,6 @@
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import t from 'tap';
-import { createMetricsApp } from '../../src/metrics-app.js';
+import { createMetricsApp } from '../../src/routes/metrics-listener.js';
 import { startTestService } from '../helpers/service.js';
 
 const service = await startTestService();

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { compileFromTexts, loadRuleDir, readRuleDir } from '../../src/rules-io/load.js';
-import { runRuleTests } from '../../src/rules-io/rule-tests.js';
+import { runRuleTests } from '../../src/rules-io/test-runner.js';
 
 t.test('the shipped rules compile and every case in rules/*.test.yaml passes', async (t) => {
   const loaded = await loadRuleDir('rules');

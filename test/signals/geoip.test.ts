@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
-import { openDatabase } from '../../src/geoip-files.js';
+import { openDatabase } from '../../src/data-io/geoip-files.js';
 import { createGeoIp } from '../../src/signals/geoip.js';
 
 const dir = 'data/maxmind-test';

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parseClientIp } from '../../src/signals/ip.js';
 import { createIpLists } from '../../src/signals/ip-lists.js';
-import { loadListsFromManifest, parseAsnLines, snapshotFromText } from '../../src/signals/list-files.js';
+import { loadListsFromManifest, parseAsnLines, snapshotFromText } from '../../src/data-io/list-files.js';
 
 const { snapshots, failures } = await loadListsFromManifest('data');
 const NOW = Date.parse('2026-11-25T12:00:00Z');

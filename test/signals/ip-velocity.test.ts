@@ -1,6 +1,7 @@
 import { Cluster, Redis } from 'ioredis';
 import t from 'tap';
-import { localIpVelocity, sharedIpVelocity } from '../../src/signals/ip-velocity.js';
+import { localIpVelocity } from '../../src/signals/ip-velocity.js';
+import { sharedIpVelocity } from '../../src/store/ip-velocity-sync.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { startRedis, startRedisCluster } from '../helpers/redis.js';
 

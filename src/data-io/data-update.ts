@@ -9,9 +9,9 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { readerFromBuffer } from './signals/geoip.js';
-import { snapshotFromText } from './signals/list-files.js';
-import type { ListName } from './signals/ip-lists.js';
+import { readerFromBuffer } from '../signals/geoip.js';
+import { snapshotFromText } from './list-files.js';
+import type { ListName } from '../signals/ip-lists.js';
 
 export interface UpdateSettings {
   readonly dataDir: string;

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { readerFromBuffer, type GeoDatabase, type LoadedDatabase } from './signals/geoip.js';
+import { readerFromBuffer, type GeoDatabase, type LoadedDatabase } from '../signals/geoip.js';
 
 export const EMBEDDED_GEOIP: Record<GeoDatabase, string> = {
   city: 'maxmind-test/GeoIP2-City-Test.mmdb',

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { RUNGS, STEP_UP_RUNGS } from './engine/ladder.js';
-import { ERROR_STATUS } from './errors.js';
+import { RUNGS, STEP_UP_RUNGS } from '../engine/ladder.js';
+import { ERROR_STATUS } from '../errors.js';
 
 /** Reply shapes, in zod: the OpenAPI document is generated from them and tests validate real replies. */
 export const errorReply = z.object({

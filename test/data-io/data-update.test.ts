@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { updateData } from '../../src/data-update.js';
-import { openDatabase } from '../../src/geoip-files.js';
+import { updateData } from '../../src/data-io/data-update.js';
+import { openDatabase } from '../../src/data-io/geoip-files.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'risk-update-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));

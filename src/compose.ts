@@ -3,20 +3,22 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { openDatabase } from './geoip-files.js';
+import { openDatabase } from './data-io/geoip-files.js';
 import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
-import { createRulesHolder, type RulesHolder } from './rules-io/holder.js';
+import { createRulesHolder, type RulesHolder } from './rules-io/rules-holder.js';
 import { loadRuleDir } from './rules-io/load.js';
 import { createEnricher } from './signals/enrich.js';
-import { localIpVelocity, sharedIpVelocity } from './signals/ip-velocity.js';
-import { watchGeoDatabases } from './signals/geoip-watch.js';
-import { watchDirectory } from './rules-io/watch.js';
+import { localIpVelocity } from './signals/ip-velocity.js';
+import { sharedIpVelocity } from './store/ip-velocity-sync.js';
+import { watchGeoDatabases } from './data-io/geoip-watch.js';
+import { watchDirectory } from './lib/watch-directory.js';
 import type { IpLists } from './signals/ip-lists.js';
 import { instrumentStore } from './store/instrumented-store.js';
-import { loadSignalSources } from './signal-sources.js';
-import { listDirectories, loadListsFromManifest } from './signals/list-files.js';
+import { loadSignalSources } from './data-io/load-sources.js';
+import { listDirectories, loadListsFromManifest } from './data-io/list-files.js';
 import { createMemoryStore } from './store/memory-store.js';
+import { retentionFromConfig } from './open-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
 import { createBreaker } from './didit/breaker.js';
@@ -132,7 +134,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     );
   }
 
-  const store = instrumentStore(options.store ?? createMemoryStore({ retention: { historyMs: config.HISTORY_TTL_DAYS * 86_400_000 } }), (up) => metrics.storeUp.set(up ? 1 : 0));
+  const store = instrumentStore(options.store ?? createMemoryStore({ retention: retentionFromConfig(config) }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
   // Shared through Redis when there is one (synced each second), else exact in this process.
@@ -178,8 +180,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     secrets: didit?.webhookSecrets ?? [],
     toleranceS: config.WEBHOOK_TOLERANCE_S,
     pendingTtlMs,
-    trustTtlMs: config.TRUST_TTL_DAYS * 86_400_000,
-    claimTtlMs: 24 * 3600_000,
+    trustTtlMs: retentionFromConfig(config).trustMs,
+    claimTtlMs: retentionFromConfig(config).claimMs,
     requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
     clock,
     ...(client ? { client } : {}),

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ReadCache } from '../src/read-cache.js';
+import { ReadCache } from '../../src/lib/read-cache.js';
 
 t.test('hits, misses and the bound', async (t) => {
   const cache = new ReadCache<string, number>(100);

@@ -1,12 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import type { Config } from '../config.js';
 import { geoipPaths, openDatabase } from './geoip-files.js';
-import { createGeoIp, type GeoDatabase, type GeoIp, type LoadedDatabase } from './signals/geoip.js';
-import { createIpLists, type IpLists, type ListName } from './signals/ip-lists.js';
-import { loadListsFromManifest } from './signals/list-files.js';
-import { compileBotPatterns, createUserAgentParser, type UserAgentParser } from './signals/user-agent.js';
+import { createGeoIp, type GeoDatabase, type GeoIp, type LoadedDatabase } from '../signals/geoip.js';
+import { createIpLists, type IpLists, type ListName } from '../signals/ip-lists.js';
+import { loadListsFromManifest } from './list-files.js';
+import { compileBotPatterns, createUserAgentParser, type UserAgentParser } from '../signals/user-agent.js';
 
 export interface SignalSources {
   readonly geoip: GeoIp;

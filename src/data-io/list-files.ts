@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { buildRangeTable } from './ip-ranges.js';
-import { LIST_NAMES, type ListName, type ListSnapshot } from './ip-lists.js';
+import { buildRangeTable } from '../signals/ip-ranges.js';
+import { LIST_NAMES, type ListName, type ListSnapshot } from '../signals/ip-lists.js';
 
 const manifestSchema = z.record(
   z.enum(LIST_NAMES),

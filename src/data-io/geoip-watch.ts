@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { watchDirectory } from '../rules-io/watch.js';
-import type { GeoDatabase, GeoIp, LoadedDatabase } from './geoip.js';
+import { watchDirectory } from '../lib/watch-directory.js';
+import type { GeoDatabase, GeoIp, LoadedDatabase } from '../signals/geoip.js';
 
 export interface GeoSwapEvents {
   swapped(db: GeoDatabase, loaded: LoadedDatabase): void;

@@ -1,0 +1,54 @@
+import type { Cluster, Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createMemoryStore } from './store/memory-store.js';
+import { createRedisClient, waitForReady } from './store/redis-client.js';
+import { createRedisStore } from './store/redis-store.js';
+import type { Retention, Store } from './store/store.js';
+
+export interface OpenedStore {
+  readonly store: Store;
+  /** The client behind a Redis store, shared by the rate limiter and the per-address sync. */
+  readonly redis?: Redis | Cluster;
+}
+
+/** Every key family's lifetime, from the config: the one place retention is read. */
+export function retentionFromConfig(config: Config): Retention {
+  return {
+    trustMs: config.TRUST_TTL_DAYS * 86_400_000,
+    historyMs: config.HISTORY_TTL_DAYS * 86_400_000,
+    pendingMs: config.PENDING_TTL_MINUTES * 60_000,
+    claimMs: 24 * 3600_000,
+  };
+}
+
+export interface OpenStoreOptions {
+  readonly logger: Logger;
+  /** How long to wait for Redis at start; past it decisions are degraded (never SKIP) until it is up. */
+  readonly waitMs?: number;
+  /** A command deadline other than REDIS_COMMAND_TIMEOUT_MS (the CLI is not on the login path). */
+  readonly commandTimeoutMs?: number;
+  /** Fail instead of starting degraded when Redis is not ready in time (the CLI). */
+  readonly requireReady?: boolean;
+}
+
+/**
+ * The store the config names: memory, Redis, Cluster or Sentinel. The server, the CLI and the tests
+ * all open it here, so retention and client options cannot differ between them.
+ */
+export async function openStore(config: Config, options: OpenStoreOptions): Promise<OpenedStore> {
+  const retention = retentionFromConfig(config);
+  if (!config.REDIS_URL) return { store: createMemoryStore({ retention }) };
+  const redis = createRedisClient(config.REDIS_URL, options.commandTimeoutMs ?? config.REDIS_COMMAND_TIMEOUT_MS);
+  redis.on('error', (error: Error) => options.logger.warn({ err: error.message }, 'redis error'));
+  try {
+    await waitForReady(redis, options.waitMs ?? 5000);
+  } catch (error) {
+    if (options.requireReady) {
+      redis.disconnect();
+      throw error;
+    }
+    options.logger.error({ err: (error as Error).message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is');
+  }
+  return { store: createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX, retention }), redis };
+}

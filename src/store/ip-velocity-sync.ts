@@ -1,0 +1,180 @@
+/**
+ * `velocity.ip_decides_1m` shared across replicas: counted in process on the decide path and synced
+ * through Redis once a second (see sharedIpVelocity).
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+
+type Client = Redis | Cluster;
+
+const BUCKET_MS = 5_000;
+/** The current bucket and the 11 before it: the window is 55-60 s. */
+const WINDOW_BUCKETS = 12;
+
+/**
+ * KEYS: one hash per address (field: bucket number, value: decides), all of one shard's hash tag.
+ * ARGV: the current bucket, then per key the count to add in that bucket (0: read only). Returns
+ * per address its total over the window, and drops the buckets that left it.
+ */
+const SYNC = `
+local bucket = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local add = tonumber(ARGV[i + 1])
+  if add > 0 then
+    redis.call('HINCRBY', KEYS[i], bucket, add)
+    redis.call('PEXPIRE', KEYS[i], 70000)
+  end
+  local all = redis.call('HGETALL', KEYS[i])
+  local total = 0
+  for j = 1, #all, 2 do
+    local b = tonumber(all[j])
+    if b > bucket - ${WINDOW_BUCKETS} then total = total + tonumber(all[j + 1]) else redis.call('HDEL', KEYS[i], all[j]) end
+  end
+  out[i] = total
+end
+return out
+`;
+
+/** Addresses per script call: each call stays well under a millisecond of Redis time, so the decide path's scripts interleave with a sync instead of queueing behind it. */
+const SYNC_CHUNK = 64;
+
+/** Structurally an `IpVelocity` (signals/ip-velocity.ts), plus the sync the tests drive. */
+export interface SharedIpVelocity {
+  hit(ip: string, now: number): number;
+  close(): void;
+  sync(): Promise<void>;
+}
+
+export interface SharedIpVelocityOptions {
+  readonly redis: Client;
+  readonly keyPrefix: string;
+  /** How often this process adds its counts to the shared ones and reads them back. */
+  readonly syncMs?: number;
+  /** Hash tags the addresses spread over, so a Cluster shares the load across slots. */
+  readonly shards?: number;
+  readonly clock?: () => number;
+  readonly onSyncError?: () => void;
+  readonly maxAddresses?: number;
+}
+
+/**
+ * Shared across replicas through Redis without a round trip per decide: each process counts locally
+ * and, every `syncMs`, adds its counts to per-address 5-second buckets in Redis and reads back the totals of
+ * the addresses it saw since the last sync. A decide's answer is the shared total as of the last
+ * sync that included the address plus what this process counted since: an address busy on every
+ * replica is current to within one sync interval. While Redis fails the local counts keep
+ * answering (and are added once it is back, up to a bound).
+ */
+export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelocity {
+  const { redis, keyPrefix } = options;
+  const shards = options.shards ?? 16;
+  const clock = options.clock ?? Date.now;
+  if (!(redis as unknown as { riskIpVelocitySync?: unknown }).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
+  const client = redis as unknown as { riskIpVelocitySync(...args: Array<string | number>): Promise<Array<string | number>> };
+
+  /**
+   * The shared total per address from the last sync that read it, and that sync's bucket. Trusted
+   * for one bucket after (5-10 s): older, it may hold decides that have left the window, so the
+   * answer falls back to this process's own count until the next sync reads the address again.
+   */
+  const shared = new LRUCache<string, { total: number; bucket: number }>({ max: options.maxAddresses ?? 100_000 });
+  /** Counted here since the last sync: address → bucket number → count. */
+  let pending = new Map<string, Map<number, number>>();
+  /** Sent in the sync under way: still counted until the reply has them in `shared`. */
+  let inFlight = new Map<string, Map<number, number>>();
+  const MAX_PENDING = 100_000;
+
+
+  const shardOf = (ip: string): number => {
+    let h = 0;
+    for (let i = 0; i < ip.length; i++) h = (h * 31 + ip.charCodeAt(i)) | 0;
+    return (h >>> 0) % shards;
+  };
+
+  const sumWindow = (counts: Map<number, number> | undefined, bucket: number): number => {
+    if (!counts) return 0;
+    let total = 0;
+    for (const [b, n] of counts) if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += n;
+    return total;
+  };
+
+  const merge = (into: Map<string, Map<number, number>>, from: Map<string, Map<number, number>>) => {
+    for (const [ip, buckets] of from) {
+      let target = into.get(ip);
+      if (!target) into.set(ip, (target = new Map()));
+      for (const [b, n] of buckets) target.set(b, (target.get(b) ?? 0) + n);
+    }
+  };
+
+  let syncing: Promise<void> | undefined;
+  async function syncNow(): Promise<void> {
+    const now = clock();
+    if (pending.size === 0) return;
+    const batch = pending;
+    pending = new Map();
+    inFlight = batch;
+    const bucket = Math.floor(now / BUCKET_MS);
+    const first = bucket - WINDOW_BUCKETS + 1;
+    const chunks = new Map<number, string[][]>();
+    for (const ip of batch.keys()) {
+      const shard = shardOf(ip);
+      let list = chunks.get(shard);
+      if (!list) chunks.set(shard, (list = [[]]));
+      if (list[list.length - 1]!.length >= SYNC_CHUNK) list.push([]);
+      list[list.length - 1]!.push(ip);
+    }
+    let failed = false;
+    await Promise.all(
+      [...chunks].flatMap(([shard, lists]) =>
+        lists.map(async (ips) => {
+          const keys = ips.map((ip) => `${keyPrefix}{ipv:${shard}}:${ip}`);
+          // Counts older than the window are of no use to anyone any more; newer ones go in the current bucket.
+          const adds = ips.map((ip) => {
+            let n = 0;
+            for (const [b, count] of batch.get(ip)!) if (b >= first) n += count;
+            return n;
+          });
+          try {
+            const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...adds);
+            ips.forEach((ip, i) => shared.set(ip, { total: Number(reply[i]), bucket }));
+          } catch {
+            failed = true;
+            // Keep what this chunk could not add for the next attempt, within bounds.
+            if (pending.size + ips.length <= MAX_PENDING) merge(pending, new Map(ips.map((ip) => [ip, batch.get(ip)!])));
+          }
+        }),
+      ),
+    );
+    inFlight = new Map();
+    if (failed) options.onSyncError?.();
+  }
+
+  const timer = setInterval(() => {
+    if (!syncing) syncing = syncNow().finally(() => (syncing = undefined));
+  }, options.syncMs ?? 1000);
+  timer.unref();
+
+  return {
+    hit(ip, now) {
+      const bucket = Math.floor(now / BUCKET_MS);
+      let mine = pending.get(ip);
+      if (!mine) {
+        if (pending.size >= MAX_PENDING) pending.clear();
+        pending.set(ip, (mine = new Map()));
+      }
+      mine.set(bucket, (mine.get(bucket) ?? 0) + 1);
+      const known = shared.get(ip);
+      const sharedTotal = known && known.bucket >= bucket - 1 ? known.total : 0;
+      return sharedTotal + sumWindow(inFlight.get(ip), bucket) + sumWindow(mine, bucket);
+    },
+    close() {
+      clearInterval(timer);
+    },
+    async sync() {
+      while (syncing) await syncing;
+      syncing = syncNow().finally(() => (syncing = undefined));
+      await syncing;
+    },
+  };
+}
