@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-/** `rules check | test | explain | replay`: the security team's tools, over files in git. */
+/** `rules <command>`: the security team's tools, over files in git. `rules help` lists them. */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig } from './config.js';
 import { explain } from './engine/explain.js';
 import { formatLoadError } from './engine/ruleset.js';
@@ -149,37 +149,126 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
   return 0;
 }
 
-export async function main(argv: string[], out: Out = (line = '') => process.stdout.write(`${line}\n`)): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      user: { type: 'string' },
-      device: { type: 'string' },
-      ip: { type: 'string' },
-      ua: { type: 'string' },
-      purpose: { type: 'string' },
-      signal: { type: 'string', multiple: true },
-      rules: { type: 'string' },
-      log: { type: 'string' },
-      json: { type: 'boolean' },
-      examples: { type: 'string' },
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly example: string;
+  readonly options: ParseArgsConfig['options'];
+  /** What each option means, for `help <command>`. */
+  readonly describe: Readonly<Record<string, string>>;
+  readonly positionals?: boolean;
+  run(values: Record<string, unknown>, positionals: string[], out: Out): Promise<number>;
+}
+
+const rulesDir = { rules: { type: 'string' } } as const;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  check: {
+    summary: 'load a rules directory as the service would and report every problem',
+    usage: 'rules check [dir]',
+    example: 'npm run rules -- check rules',
+    options: {},
+    describe: { dir: 'the rules directory (default: rules)' },
+    positionals: true,
+    run: (_values, positionals, out) => check(positionals[0] ?? 'rules', out),
+  },
+  test: {
+    summary: "run every rule file's test cases (<file>.test.yaml)",
+    usage: 'rules test [dir]',
+    example: 'npm run rules -- test rules',
+    options: {},
+    describe: { dir: 'the rules directory (default: rules)' },
+    positionals: true,
+    run: (_values, positionals, out) => test(positionals[0] ?? 'rules', out),
+  },
+  explain: {
+    summary: "one decision with every signal and rule, read-only against the configured store",
+    usage: 'rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]',
+    example: 'npm run rules -- explain --user alice --device laptop --ip 89.160.20.112 --signal device.known=true',
+    options: { user: { type: 'string' }, device: { type: 'string' }, ip: { type: 'string' }, ua: { type: 'string' }, purpose: { type: 'string' }, signal: { type: 'string', multiple: true }, ...rulesDir, json: { type: 'boolean' } },
+    describe: {
+      '--user': 'the user id, as the login service sends it',
+      '--device': 'the device id',
+      '--ip': 'the client IP (IPv4 or IPv6)',
+      '--ua': 'the user agent',
+      '--purpose': 'the sign-in purpose (default: login)',
+      '--signal': 'override a signal: name=value (JSON, a bare word, or unknown); repeatable',
+      '--rules': 'the rules directory (default: RULES_DIR)',
+      '--json': 'print JSON',
     },
-  });
-  const [command, dir = 'rules'] = positionals;
-  switch (command) {
-    case 'check':
-      return check(dir, out);
-    case 'test':
-      return test(dir, out);
-    case 'explain':
-      return explainCommand(values, out);
-    case 'replay':
-      return replayCommand(values, out);
-    default:
-      out('usage: rules check [dir] | rules test [dir] | rules explain --user … --device … --ip … | rules replay --log … --rules …');
-      return 2;
+    run: (values, _positionals, out) => explainCommand(values, out),
+  },
+  replay: {
+    summary: 'replay logged decisions against a candidate ruleset: what would change, and which rules cause it',
+    usage: 'rules replay --log decisions.jsonl --rules candidate/ [--examples N] [--json]',
+    example: 'npm run rules -- replay --log decisions.jsonl --rules candidate/',
+    options: { log: { type: 'string' }, ...rulesDir, json: { type: 'boolean' }, examples: { type: 'string' } },
+    describe: {
+      '--log': 'a file of decision lines (the service log; other lines are skipped)',
+      '--rules': 'the candidate rules directory',
+      '--examples': 'decision ids shown per changed cell (default 3)',
+      '--json': 'print JSON',
+    },
+    run: (values, _positionals, out) => replayCommand(values, out),
+  },
+};
+
+function overview(out: Out): void {
+  out('usage: rules <command> [options]    (npm run rules -- <command> …)\n');
+  out('commands:');
+  for (const [name, command] of Object.entries(COMMANDS)) out(`  ${name.padEnd(9)} ${command.summary}`);
+  out('  help      this text, or `help <command>` for its options and an example');
+}
+
+function help(name: string, out: Out): void {
+  const command = COMMANDS[name]!;
+  out(`usage: ${command.usage}\n\n${command.summary}\n`);
+  if (Object.keys(command.describe).length > 0) {
+    out('options:');
+    for (const [option, meaning] of Object.entries(command.describe)) out(`  ${option.padEnd(12)} ${meaning}`);
   }
+  out(`\nexample:\n  ${command.example}`);
+}
+
+/** The command names, for the help tests. */
+export const COMMAND_NAMES = (): string[] => Object.keys(COMMANDS);
+
+const isCommand = (name: string | undefined): name is string => name !== undefined && Object.hasOwn(COMMANDS, name);
+
+export async function main(argv: string[], out: Out = (line = '') => process.stdout.write(`${line}\n`)): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || (name === 'help' && rest.length === 0)) {
+    overview(out);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === 'help') {
+    if (isCommand(rest[0])) {
+      help(rest[0], out);
+      return 0;
+    }
+    out(`unknown command ${JSON.stringify(rest[0])}\n`);
+    overview(out);
+    return 2;
+  }
+  if (!isCommand(name)) {
+    out(`unknown command ${JSON.stringify(name)}\n`);
+    overview(out);
+    return 2;
+  }
+  const command = COMMANDS[name]!;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, allowPositionals: command.positionals ?? false, strict: true, options: { ...command.options, help: { type: 'boolean', short: 'h' } } });
+  } catch (error) {
+    out(`${(error as Error).message}\n`);
+    help(name, out);
+    return 2;
+  }
+  if (parsed.values.help) {
+    help(name, out);
+    return 0;
+  }
+  return command.run(parsed.values, parsed.positionals, out);
 }
 
 if (process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1])) {

@@ -112,8 +112,34 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
   return report;
 }
 
+export const DATA_UPDATE_HELP = `usage: npm run data:update    (takes no arguments; settings come from the environment)
+
+Downloads GeoLite2 City and ASN (with MAXMIND_LICENSE_KEY) and the Tor / VPN / hosting / relay lists (from their
+*_LIST_URL) into DATA_DIR with conditional GETs; each file is validated, then renamed into place, so a running
+service swaps it in or keeps the last good one.
+
+environment:
+  DATA_DIR                 where the data lives (default: data)
+  MAXMIND_ACCOUNT_ID       MaxMind account id
+  MAXMIND_LICENSE_KEY      MaxMind licence key; without it the GeoLite2 databases are skipped
+  MAXMIND_BASE_URL         MaxMind download base (default: https://download.maxmind.com)
+  GEOIP_CITY_DB            where to write GeoLite2-City (default: DATA_DIR/geolite2/GeoLite2-City.mmdb)
+  GEOIP_ASN_DB             where to write GeoLite2-ASN (default: DATA_DIR/geolite2/GeoLite2-ASN.mmdb)
+  TOR_LIST_URL, VPN_LIST_URL, HOSTING_LIST_URL, RELAY_LIST_URL   list sources (each optional)
+
+example:
+  MAXMIND_ACCOUNT_ID=123456 MAXMIND_LICENSE_KEY=… TOR_LIST_URL=https://… npm run data:update
+`;
+
 if (process.argv[1] && /data-update\.(ts|js)$/.test(process.argv[1])) {
   // Run as a command (npm run data:update), not when server.ts imports updateData for its refresh timer.
+  const args = process.argv.slice(2);
+  if (args.length > 0) {
+    const asked = args.some((a) => a === '--help' || a === '-h' || a === 'help');
+    if (!asked) process.stderr.write(`unknown argument ${JSON.stringify(args[0])}\n\n`);
+    process.stdout.write(DATA_UPDATE_HELP);
+    process.exit(asked ? 0 : 2);
+  }
   const env = process.env;
   const dataDir = env.DATA_DIR ?? 'data';
   const report = await updateData({

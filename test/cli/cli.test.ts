@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { main } from '../../src/cli.js';
+import { COMMAND_NAMES, main } from '../../src/cli.js';
 import { evaluate } from '../../src/engine/evaluate.js';
 import type { Signals } from '../../src/engine/signals.js';
 import { loadRuleDir } from '../../src/rules-io/load.js';
@@ -123,4 +123,50 @@ t.test('replay: 10,000 logged decisions against a candidate ruleset give a trans
   t.match(table.text, /old \\ new +SKIP +PASSIVE +FLASHING +ACTIVE_3D +DENY/);
   const unchanged = JSON.parse((await run('replay', '--log', log, '--rules', 'rules', '--json')).text) as { changed: number };
   t.equal(unchanged.changed, 0, 'the same ruleset replays to the same actions');
+});
+
+t.test('help: every command answers --help, -h and `help <command>` with its usage, options and an example', async (t) => {
+  const names = COMMAND_NAMES();
+  t.ok(names.length >= 4, `${names.length} commands`);
+  const overview = await run('--help');
+  t.equal(overview.code, 0);
+  for (const name of names) {
+    t.match(overview.text, new RegExp(`^  ${name} +\\S`, 'm'), `the overview lists ${name}`);
+    const viaFlag = await run(name, '--help');
+    const viaShort = await run(name, '-h');
+    const viaHelp = await run('help', name);
+    for (const answer of [viaFlag, viaShort, viaHelp]) {
+      t.equal(answer.code, 0, `${name}: exit 0`);
+      t.match(answer.text, new RegExp(`^usage: rules ${name}`, 'm'), `${name}: usage`);
+      t.match(answer.text, /^example:\n {2}npm run rules -- /m, `${name}: an example`);
+    }
+    t.equal(viaFlag.text, viaHelp.text, `${name}: --help and help ${name} say the same`);
+  }
+});
+
+t.test('an unknown command or option exits 2 and shows the help instead of a stack trace', async (t) => {
+  for (const name of COMMAND_NAMES()) {
+    const answer = await run(name, '--no-such-option');
+    t.equal(answer.code, 2, `${name} --no-such-option`);
+    t.match(answer.text, /Unknown option '--no-such-option'[\s\S]*^usage: rules /m);
+  }
+  const unknown = await run('frobnicate');
+  t.equal(unknown.code, 2);
+  t.match(unknown.text, /unknown command "frobnicate"[\s\S]*commands:/);
+  const helpUnknown = await run('help', 'frobnicate');
+  t.equal(helpUnknown.code, 2);
+  const none = await run();
+  t.equal(none.code, 2);
+  t.match(none.text, /^usage: rules <command>/m);
+});
+
+t.test('data:update answers --help and refuses arguments it does not take', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const help = spawnSync(process.execPath, ['--import', 'tsx', 'src/data-io/data-update.ts', '--help'], { encoding: 'utf8' });
+  t.equal(help.status, 0);
+  t.match(help.stdout, /^usage: npm run data:update/);
+  t.match(help.stdout, /example:/);
+  const bad = spawnSync(process.execPath, ['--import', 'tsx', 'src/data-io/data-update.ts', '--licence', 'x'], { encoding: 'utf8' });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /unknown argument "--licence"/);
 });
