@@ -12,6 +12,7 @@ import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
+import type { Mutable } from '../lib/mutable.js';
 
 /** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
 export const MAX_PORTRAIT_BASE64 = 2_796_204;
@@ -73,7 +74,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const now = deps.clock();
     const decisionId = randomUUID();
 
-    const signIn: { -readonly [K in keyof SignInRequest]: SignInRequest[K] } = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
+    const signIn: Mutable<SignInRequest> = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
     if (body.user_agent !== undefined) signIn.userAgent = body.user_agent;
     if (body.attributes) signIn.attributes = body.attributes;
     let enriched: Enriched;

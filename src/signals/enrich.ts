@@ -9,6 +9,7 @@ import type { IpLists } from './ip-lists.js';
 import { assessTravel, coarse } from './travel.js';
 import type { UserAgentParser } from './user-agent.js';
 import type { IpVelocity } from './ip-velocity.js';
+import type { Mutable } from '../lib/mutable.js';
 
 export interface EnrichDeps {
   /** The store gets this long (the Redis client has its own shorter command timeout). */
@@ -114,7 +115,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
         : undefined;
     timer?.('enrich', started);
 
-    const sighting: { -readonly [K in keyof Sighting]: Sighting[K] } = { user, device, ip: ipId, prefix };
+    const sighting: Mutable<Sighting> = { user, device, ip: ipId, prefix };
     if (geo.asn !== undefined) sighting.asn = geo.asn;
     if (country) sighting.country = country;
     const storeStarted = process.hrtime.bigint();
@@ -186,8 +187,8 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     }
 
     // Built by assignment rather than spreads: this runs on every sign-in.
-    const bypass: { -readonly [K in keyof BypassContext]: BypassContext[K] } = { user, device, ip: ip.bytes };
-    const grant: { -readonly [K in keyof Enriched['grant']]: Enriched['grant'][K] } = { user, device, ip: ipId, prefix };
+    const bypass: Mutable<BypassContext> = { user, device, ip: ip.bytes };
+    const grant: Mutable<Enriched['grant']> = { user, device, ip: ipId, prefix };
     if (geo.asn !== undefined) bypass.asn = grant.asn = geo.asn;
     if (country) bypass.country = grant.country = country;
     if (place) grant.place = place;

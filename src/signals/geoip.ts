@@ -1,5 +1,6 @@
 import { ReadCache } from '../lib/read-cache.js';
 import { Reader, type Response } from 'maxmind';
+import type { Mutable } from '../lib/mutable.js';
 
 export const GEO_DATABASES = ['city', 'asn', 'anon', 'connection'] as const;
 export type GeoDatabase = (typeof GEO_DATABASES)[number];
@@ -84,7 +85,7 @@ export function createGeoIp(initial: Partial<Record<GeoDatabase, LoadedDatabase>
       const asn = read<AsnRecord>('asn', ip, failed);
       const anon = read<AnonRecord>('anon', ip, failed);
       const connection = read<ConnectionRecord>('connection', ip, failed);
-      const result: { -readonly [K in keyof GeoResult]: GeoResult[K] } = { failed };
+      const result: Mutable<GeoResult> = { failed };
       if (city !== undefined) {
         result.country = city?.country?.iso_code ?? city?.registered_country?.iso_code ?? '';
         const location = city?.location;

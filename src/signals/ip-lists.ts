@@ -1,5 +1,6 @@
 import type { ClientIp } from './ip.js';
 import type { RangeTable } from './ip-ranges.js';
+import type { Mutable } from '../lib/mutable.js';
 
 export const LIST_NAMES = ['tor', 'vpn', 'relay', 'hosting', 'hosting_asn'] as const;
 export type ListName = (typeof LIST_NAMES)[number];
@@ -64,7 +65,7 @@ export function createIpLists(options: IpListsOptions): IpLists {
       if (!vpnList) unavailable.push('vpn');
       if (!hostingList) unavailable.push('hosting');
       if (!asnList) unavailable.push('hosting_asn');
-      const verdict: { -readonly [K in keyof ListVerdict]: ListVerdict[K] } = { unavailable };
+      const verdict: Mutable<ListVerdict> = { unavailable };
       const relay = relayList ? relayList.table?.hasKey(ip.key) === true : undefined;
       if (torList) verdict.tor = torList.table?.hasKey(ip.key) === true;
       if (relay !== undefined) verdict.relay = relay;
