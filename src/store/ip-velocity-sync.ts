@@ -39,6 +39,44 @@ return out
 /** Addresses per script call: each call stays well under a millisecond of Redis time, so the decide path's scripts interleave with a sync instead of queueing behind it. */
 const SYNC_CHUNK = 64;
 
+type BucketCounts = Map<number, number>;
+
+/** A stable shard per address pseudonym, so one address always lands on the same hash tag. */
+function shardOf(address: string, shards: number): number {
+  let h = 0;
+  for (let i = 0; i < address.length; i++) h = (h * 31 + address.charCodeAt(i)) | 0;
+  return (h >>> 0) % shards;
+}
+
+/** Decides in the window that ends at `bucket`. */
+function sumWindow(counts: BucketCounts | undefined, bucket: number): number {
+  if (!counts) return 0;
+  let total = 0;
+  for (const [b, n] of counts) if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += n;
+  return total;
+}
+
+function mergeCounts(into: Map<string, BucketCounts>, from: Iterable<[string, BucketCounts]>): void {
+  for (const [address, buckets] of from) {
+    let target = into.get(address);
+    if (!target) into.set(address, (target = new Map()));
+    for (const [b, n] of buckets) target.set(b, (target.get(b) ?? 0) + n);
+  }
+}
+
+/** Addresses grouped by shard (a Cluster slot each), in script-sized chunks. */
+function chunkByShard(addresses: Iterable<string>, shards: number): Array<{ shard: number; addresses: string[] }> {
+  const byShard = new Map<number, string[][]>();
+  for (const address of addresses) {
+    const shard = shardOf(address, shards);
+    let lists = byShard.get(shard);
+    if (!lists) byShard.set(shard, (lists = [[]]));
+    if (lists[lists.length - 1]!.length >= SYNC_CHUNK) lists.push([]);
+    lists[lists.length - 1]!.push(address);
+  }
+  return [...byShard].flatMap(([shard, lists]) => lists.map((chunk) => ({ shard, addresses: chunk })));
+}
+
 /** Structurally an `IpVelocity` (signals/ip-velocity.ts), plus the sync the tests drive. */
 export interface SharedIpVelocity {
   hit(ip: string, now: number): number;
@@ -80,32 +118,10 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
    */
   const shared = new LRUCache<string, { total: number; bucket: number }>({ max: options.maxAddresses ?? 100_000 });
   /** Counted here since the last sync: address → bucket number → count. */
-  let pending = new Map<string, Map<number, number>>();
+  let pending = new Map<string, BucketCounts>();
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */
-  let inFlight = new Map<string, Map<number, number>>();
+  let inFlight = new Map<string, BucketCounts>();
   const MAX_PENDING = 100_000;
-
-
-  const shardOf = (ip: string): number => {
-    let h = 0;
-    for (let i = 0; i < ip.length; i++) h = (h * 31 + ip.charCodeAt(i)) | 0;
-    return (h >>> 0) % shards;
-  };
-
-  const sumWindow = (counts: Map<number, number> | undefined, bucket: number): number => {
-    if (!counts) return 0;
-    let total = 0;
-    for (const [b, n] of counts) if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += n;
-    return total;
-  };
-
-  const merge = (into: Map<string, Map<number, number>>, from: Map<string, Map<number, number>>) => {
-    for (const [ip, buckets] of from) {
-      let target = into.get(ip);
-      if (!target) into.set(ip, (target = new Map()));
-      for (const [b, n] of buckets) target.set(b, (target.get(b) ?? 0) + n);
-    }
-  };
 
   let syncing: Promise<void> | undefined;
   async function syncNow(): Promise<void> {
@@ -116,35 +132,25 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
     const first = bucket - WINDOW_BUCKETS + 1;
-    const chunks = new Map<number, string[][]>();
-    for (const ip of batch.keys()) {
-      const shard = shardOf(ip);
-      let list = chunks.get(shard);
-      if (!list) chunks.set(shard, (list = [[]]));
-      if (list[list.length - 1]!.length >= SYNC_CHUNK) list.push([]);
-      list[list.length - 1]!.push(ip);
-    }
     let failed = false;
     await Promise.all(
-      [...chunks].flatMap(([shard, lists]) =>
-        lists.map(async (ips) => {
-          const keys = ips.map((ip) => `${keyPrefix}{ipv:${shard}}:${ip}`);
-          // Counts older than the window are of no use to anyone any more; newer ones go in the current bucket.
-          const adds = ips.map((ip) => {
-            let n = 0;
-            for (const [b, count] of batch.get(ip)!) if (b >= first) n += count;
-            return n;
-          });
-          try {
-            const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...adds);
-            ips.forEach((ip, i) => shared.set(ip, { total: Number(reply[i]), bucket }));
-          } catch {
-            failed = true;
-            // Keep what this chunk could not add for the next attempt, within bounds.
-            if (pending.size + ips.length <= MAX_PENDING) merge(pending, new Map(ips.map((ip) => [ip, batch.get(ip)!])));
-          }
-        }),
-      ),
+      chunkByShard(batch.keys(), shards).map(async ({ shard, addresses }) => {
+        const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
+        // Counts older than the window are of no use to anyone any more; newer ones go in the current bucket.
+        const adds = addresses.map((address) => {
+          let n = 0;
+          for (const [b, count] of batch.get(address)!) if (b >= first) n += count;
+          return n;
+        });
+        try {
+          const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...adds);
+          addresses.forEach((address, i) => shared.set(address, { total: Number(reply[i]), bucket }));
+        } catch {
+          failed = true;
+          // Keep what this chunk could not add for the next attempt, within bounds.
+          if (pending.size + addresses.length <= MAX_PENDING) mergeCounts(pending, addresses.map((address) => [address, batch.get(address)!]));
+        }
+      }),
     );
     inFlight = new Map();
     if (failed) options.onSyncError?.();
