@@ -30,6 +30,13 @@ local function cap(key, cap, n)
   table.sort(entries, function(a, b) return a[2] < b[2] end)
   for i = 1, size - cap do redis.call('HDEL', key, entries[i][1]) end
 end
+-- Members of a window newer than since: all of them, and those of one device ("device|..." members).
+local function ofDevice(key, device, since)
+  local all = redis.call('ZRANGEBYSCORE', key, '(' .. since, '+inf')
+  local p, mine = device .. '|', 0
+  for i = 1, #all do if string.sub(all[i], 1, #p) == p then mine = mine + 1 end end
+  return #all, mine
+end
 `;
 
 /**
@@ -54,6 +61,8 @@ local device = ARGV[2]
 local historyMs = tonumber(ARGV[8])
 local seen = redis.call('HGET', KEYS[1], device)
 local first, count = '', 0
+-- A sighting lapses HISTORY_TTL after it was last seen, on the caller's clock (the hash TTL only cleans up).
+if seen and now - (tonumber(field(seen, 2)) or 0) > historyMs then seen = nil end
 if seen then first = field(seen, 1); count = tonumber(field(seen, 3)) or 0 end
 local dt = redis.call('HGET', KEYS[2], device)
 local deviceKnown = live(dt, now)
@@ -70,7 +79,7 @@ if ARGV[12] == '0' then
   -- Read only (rules explain): count the windows without touching anything.
   return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
     verified, lastVerified, place, redis.call('ZCOUNT', KEYS[6], now - 3600000, '+inf'), redis.call('ZCOUNT', KEYS[7], now - 3600000, '+inf'),
-    redis.call('ZCOUNT', KEYS[8], now - 86400000, '+inf') }
+    ofDevice(KEYS[8], device, now - 86400000) }
 end
 if first == '' then first = ARGV[1] end
 redis.call('HSET', KEYS[1], device, first .. '|' .. ARGV[1] .. '|' .. (count + 1))
@@ -85,9 +94,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 3600000)
 redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(tonumber(ARGV[11]) + 1))
 redis.call('PEXPIRE', KEYS[7], 3600000)
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - 86400000)
-local declines = redis.call('ZCARD', KEYS[8])
+local declines, deviceDeclines = ofDevice(KEYS[8], device, now - 86400000)
 return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
-  verified, lastVerified, place, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]), declines }
+  verified, lastVerified, place, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]), declines, deviceDeclines }
 `;
 
 /** KEYS: dtrust, ntrust, place, meta, seen. ARGV: now, device, by, expiresAt, ua, ttl, capDevices, capNets, place, netkeys... */
