@@ -71,6 +71,7 @@ export interface StepUpSession {
   readonly workflowId: string;
   /** The hosted URL, sealed (it embeds Didit's session token). */
   readonly url: string;
+  /** When the service last handed this session out (Didit may have created it days before): the pending window starts here. */
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly status: SessionStatus;
