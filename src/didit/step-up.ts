@@ -104,8 +104,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     const context = contextOf(request);
     const reusable = await store.findPending(context, now);
     const reusableUrl = reusable ? options.sealer.unseal(reusable.url) : undefined;
-    if (reusable && reusableUrl) {
-      await handOut(request, context, { sessionId: reusable.sessionId, workflowId: reusable.workflowId, sealedUrl: reusable.url, diditStatus: reusable.diditStatus, lastEventTs: reusable.lastEventTs });
+    if (reusable && reusableUrl && (await handOut(request, context, { sessionId: reusable.sessionId, workflowId: reusable.workflowId, sealedUrl: reusable.url, diditStatus: reusable.diditStatus, lastEventTs: reusable.lastEventTs }))) {
       return { status: 'reused', session_id: reusable.sessionId, url: reusableUrl, method, workflow_id: reusable.workflowId };
     }
     if (client.circuitOpen()) return unavailable(method, 'didit_circuit_open');
@@ -127,12 +126,11 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     if (created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
     // Didit itself may hand back an unfinished session for this user and workflow (its reuse rule).
     const existing = await store.getSession(created.session_id, now);
-    if (!bindable(existing, context, created.status, now)) {
-      // Handing this sign-in a flow bound to (or started by) another one would let that other device
-      // or network ride on this user's selfie, or this one on theirs: keep the binding, use backup.
-      return unavailable(method, !existing || existing.device !== context.device ? 'pending_on_other_device' : 'pending_in_other_context');
-    }
-    await handOut(request, context, { sessionId: created.session_id, workflowId, sealedUrl: options.sealer.seal(created.url), diditStatus: created.status, lastEventTs: existing?.lastEventTs ?? 0 });
+    // Handing this sign-in a flow bound to (or started by) another one would let that other device or
+    // network ride on this user's selfie, or this one on theirs: keep the binding, use backup. The
+    // store re-checks the binding atomically, for two sign-ins racing with the same Didit session.
+    const bound = bindable(existing, context, created.status, now) && (await handOut(request, context, { sessionId: created.session_id, workflowId, sealedUrl: options.sealer.seal(created.url), diditStatus: created.status, lastEventTs: existing?.lastEventTs ?? 0 }));
+    if (!bound) return unavailable(method, !existing || existing.device !== context.device ? 'pending_on_other_device' : 'pending_in_other_context');
     return { status: existing ? 'reused' : 'created', session_id: created.session_id, url: created.url, method, workflow_id: workflowId };
   }
 

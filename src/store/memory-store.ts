@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -168,8 +168,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
 
     async recordPending(session, now) {
+      const existing = sessions.get(session.sessionId);
+      if (heldElsewhere(existing && sessionRecordLive(existing, retention, now) ? existing : undefined, session, now)) return false;
       sessions.set(session.sessionId, session, { ttl: Math.max(1, retention.claimMs) });
       pendingIndex.set(pendingKey(session.user, pendingContextOf(session)), session.sessionId, { ttl: Math.max(1, session.expiresAt - now) });
+      return true;
     },
 
     async findPending(context, now) {

@@ -142,6 +142,24 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 `;
 
+/**
+ * KEYS: session. ARGV: session JSON, now, ttl, then the new binding's user, device, prefix, method,
+ * purpose class. Writes unless another context holds a live pending binding (then 0): two hand-outs
+ * of one Didit session racing from two sign-ins cannot both win.
+ */
+export const BIND_SESSION = `
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local s = cjson.decode(raw)
+  local prefix = (type(s.grant) == 'table' and s.grant.prefix) or ''
+  local class = s.purposeClass or 'normal'
+  local same = s.user == ARGV[4] and s.device == ARGV[5] and prefix == ARGV[6] and s.method == ARGV[7] and class == ARGV[8]
+  if not same and s.status == 'pending' and tonumber(s.expiresAt) > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`;
+
 /** KEYS: session. ARGV: status, diditStatus, eventTs, now. Newer events win; returns the stored JSON. */
 export const UPDATE_SESSION = `
 local raw = redis.call('GET', KEYS[1])

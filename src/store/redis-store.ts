@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { BIND_SESSION, LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
 import { CAPS, DEFAULT_RETENTION, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
@@ -12,6 +12,7 @@ interface Scripts {
   riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
   riskRevokeDevice(...args: Array<string | number>): Promise<number>;
   riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
+  riskBindSession(...args: Array<string | number>): Promise<number>;
 }
 
 export interface RedisStoreOptions {
@@ -38,6 +39,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     ['riskListDevices', LIST_DEVICES, 2],
     ['riskRevokeDevice', REVOKE_DEVICE, 1],
     ['riskUpdateSession', UPDATE_SESSION, 1],
+    ['riskBindSession', BIND_SESSION, 1],
   ];
   for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
   const r = redis as unknown as Client & Scripts;
@@ -120,20 +122,20 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const keys = k(session.user);
       const json = JSON.stringify(session);
       const pendingTtl = Math.max(1, session.expiresAt - now);
-      await Promise.all([
-        redis.set(sessionKey(session.sessionId), json, 'PX', retention.claimMs),
-        redis
-          .multi()
-          .hset(keys.pending, pendingField(pendingContextOf(session)), session.sessionId)
-          .pexpire(keys.pending, Math.max(pendingTtl, retention.pendingMs))
-          .sadd(keys.sessions, session.sessionId)
-          .pexpire(keys.sessions, retention.claimMs)
-          .exec()
-          .then((results) => {
-            const failed = results?.find(([error]) => error);
-            if (failed) throw failed[0];
-          }),
-      ]);
+      const c = pendingContextOf(session);
+      const bound = await r.riskBindSession(sessionKey(session.sessionId), json, now, retention.claimMs, c.user, c.device, c.prefix, c.method, c.purposeClass);
+      if (bound !== 1) return false;
+      // The index lives in the user's slot, the record in its own: a second round trip (step-up path only).
+      const results = await redis
+        .multi()
+        .hset(keys.pending, pendingField(c), session.sessionId)
+        .pexpire(keys.pending, Math.max(pendingTtl, retention.pendingMs))
+        .sadd(keys.sessions, session.sessionId)
+        .pexpire(keys.sessions, retention.claimMs)
+        .exec();
+      const failed = results?.find(([error]) => error);
+      if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
+      return true;
     },
 
     async findPending(context, now) {

@@ -102,6 +102,11 @@ export function pendingContextOf(session: StepUpSession): PendingContext {
   return { user: session.user, device: session.device, prefix: session.grant.prefix, method: session.method, purposeClass: session.purposeClass ?? 'normal' };
 }
 
+/** Whether `existing` is a live pending binding of another context, which a new hand-out must not take over. */
+export function heldElsewhere(existing: StepUpSession | undefined, next: StepUpSession, now: number): boolean {
+  return !!existing && !sameContext(pendingContextOf(existing), pendingContextOf(next)) && existing.status === 'pending' && existing.expiresAt > now;
+}
+
 export function sameContext(a: PendingContext, b: PendingContext): boolean {
   return a.user === b.user && a.device === b.device && a.prefix === b.prefix && a.method === b.method && a.purposeClass === b.purposeClass;
 }
@@ -164,8 +169,11 @@ export interface Store {
   observe(sighting: Sighting, now: number, limit?: ObserveLimit): Promise<History>;
   /** The same read without recording anything (rules explain). */
   peek(sighting: Sighting, now: number): Promise<History>;
-  /** Stores a step-up session and indexes it by user + device + method for reuse. */
-  recordPending(session: StepUpSession, now: number): Promise<void>;
+  /**
+   * Binds a step-up session to this hand-out and indexes it for reuse in its context, atomically on
+   * the session record: false (nothing written) while another context holds a live pending binding.
+   */
+  recordPending(session: StepUpSession, now: number): Promise<boolean>;
   /** A still-pending session handed out in exactly this context (device, prefix, method, purpose class), if any. */
   findPending(context: PendingContext, now: number): Promise<StepUpSession | undefined>;
   getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;

@@ -74,6 +74,17 @@ t.test('two devices: a live hand-out stays with its device; a lapsed, unopened o
   t.not((await decide({ user_id: user, device_id: 'laptop', ip: HOME })).action, 'SKIP');
 });
 
+t.test('two devices asking at the same moment: Didit gives both the same session, exactly one is bound to it', async (t) => {
+  const user = 'race-user';
+  const replies = await Promise.all(['laptop', 'tablet', 'phone'].map((device) => decide({ user_id: user, device_id: device, ip: HOME })));
+  const handed = replies.filter((r) => r.verification.status !== 'unavailable');
+  t.equal(handed.length, 1, 'one hand-out');
+  t.same(replies.filter((r) => r.verification.status === 'unavailable').map((r) => r.verification.reason), ['pending_on_other_device', 'pending_on_other_device']);
+  const winner = ['laptop', 'tablet', 'phone'][replies.indexOf(handed[0]!)]!;
+  await simulator.complete(handed[0]!.verification.session_id, 'Approved');
+  t.same(await devicesOf(user), [service.ids.id('device', winner)], 'the approval trusted the device that holds the URL');
+});
+
 t.test('two devices: a flow started on one device never goes to another, until Didit expires it (7 days)', async (t) => {
   const user = 'started-flow-user';
   const first = await decide({ user_id: user, device_id: 'laptop', ip: HOME });

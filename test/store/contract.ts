@@ -175,9 +175,15 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
       sessionId: unique('s'), user, device: 'dev-a', method: 'PASSIVE', workflowId: 'wf', url: 'sealed', createdAt: T0, expiresAt: T0 + 10 * 60_000,
       status: 'pending', diditStatus: 'Not Started', updatedAt: T0, lastEventTs: 0, grant: { user, device: 'dev-a', ip: 'ip-1', prefix: 'pfx-1' }, purposeClass: 'normal',
     };
-    await store.recordPending(base, T0);
+    t.equal(await store.recordPending(base, T0), true);
+    const rival = { ...base, device: 'dev-b', grant: { ...base.grant, device: 'dev-b' } };
+    t.equal(await store.recordPending({ ...rival, createdAt: T0 + 1000, updatedAt: T0 + 1000 }, T0 + 1000), false, 'a live binding of another context is not taken over');
+    t.equal(await store.recordPending({ ...base, grant: { ...base.grant, prefix: 'pfx-2' } }, T0 + 1000), false, 'nor by another network of the same device');
+    t.equal(await store.recordPending({ ...base, purposeClass: 'sensitive' }, T0 + 1000), false, 'nor by another purpose class');
+    t.equal((await store.getSession(base.sessionId, T0 + 2000))?.device, 'dev-a');
+    t.equal(await store.recordPending({ ...base, createdAt: T0 + 2000, expiresAt: T0 + 2000 + 10 * 60_000 }, T0 + 2000), true, 'the same context hands it out again');
     const later = T0 + 30 * 60_000;
-    await store.recordPending({ ...base, device: 'dev-b', grant: { ...base.grant, device: 'dev-b' }, createdAt: later, expiresAt: later + 10 * 60_000, updatedAt: later }, later);
+    t.equal(await store.recordPending({ ...rival, createdAt: later, expiresAt: later + 10 * 60_000, updatedAt: later }, later), true, 'a lapsed binding can be re-bound');
     const ctx = { user, prefix: 'pfx-1', method: 'PASSIVE' as const, purposeClass: 'normal' };
     t.equal((await store.findPending({ ...ctx, device: 'dev-b' }, later + 1000))?.device, 'dev-b');
     t.equal(await store.findPending({ ...ctx, device: 'dev-a' }, later + 1000), undefined, 'the old context no longer finds it, even if its index entry is still there');
