@@ -6,7 +6,8 @@ import { trustDirectly } from '../helpers/trust.js';
 // Someone with the password opens step-ups from his own devices and presses Decline (Didit's signed
 // verdicts, through the simulator). The real user's trusted device must not pay for it.
 const clock = testClock();
-const stack = await startDiditStack(clock);
+// A generous Didit deadline: these tests are about binding, not timeouts (the machine is shared).
+const stack = await startDiditStack(clock, { DIDIT_TIMEOUT_MS: '3000' });
 const { service, simulator } = stack;
 t.teardown(() => stack.close());
 

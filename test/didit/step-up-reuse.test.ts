@@ -6,7 +6,8 @@ import { trustDirectly } from '../helpers/trust.js';
 // Didit reuses an unfinished session per (workflow, vendor_data) for the workflow's whole session
 // lifetime (7 days by default); the simulator does the same on this test clock.
 const clock = testClock();
-const stack = await startDiditStack(clock);
+// A generous Didit deadline: these tests are about binding, not timeouts (the machine is shared).
+const stack = await startDiditStack(clock, { DIDIT_TIMEOUT_MS: '3000' });
 const { service, simulator } = stack;
 t.teardown(() => stack.close());
 
