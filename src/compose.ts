@@ -168,6 +168,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
         sealer: ids,
         pendingTtlMs,
         userMaxPer15m: config.STEPUP_USER_MAX_PER_15M,
+        deviceMaxPer15m: config.STEPUP_DEVICE_MAX_PER_15M,
         globalMaxPerMin: config.STEPUP_GLOBAL_MAX_PER_MIN,
         deadlineMs: config.DIDIT_TIMEOUT_MS + 300,
         log: logger,

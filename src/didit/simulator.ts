@@ -21,6 +21,8 @@ export interface SimulatorOptions {
   readonly escapeNonAscii?: boolean;
   /** Delays between webhook delivery attempts (Didit: about 1 and 4 minutes). */
   readonly retryDelaysMs?: readonly number[];
+  /** A workflow's session expiry (Didit's default: 7 days); an unfinished session is reused until then. */
+  readonly sessionLifetimeMs?: number;
 }
 
 export interface SimulatorFaults {
@@ -52,6 +54,8 @@ export interface Simulator {
   webhookUrl: string | undefined;
   /** Counts of create calls that reached the handler, for the cost tests. */
   readonly stats: { createCalls: number; created: number; reused: number; decisionCalls: number; deliveries: number };
+  /** Opens the hosted link: Not Started → In Progress, with its webhook (what Didit does). */
+  start(sessionId: string): Promise<number[]>;
   /** Moves a session to a status and delivers the webhook, as a user clicking would. */
   complete(sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired'): Promise<number[]>;
   /** The exact bytes and headers a webhook for this session and status would carry. */
@@ -59,6 +63,8 @@ export interface Simulator {
 }
 
 const UNFINISHED = new Set(['Not Started', 'In Progress', 'Resubmitted', 'Awaiting User']);
+const SEVEN_DAYS = 7 * 24 * 3600_000;
+const UPDATABLE = new Set(['Approved', 'Declined', 'In Review', 'Kyc Expired', 'Abandoned', 'Resubmitted']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_PORTRAIT_BYTES = 2 * 1024 * 1024;
 
@@ -149,20 +155,38 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     return last;
   };
 
+  /**
+   * Didit's session expiry, on the simulator's clock: past the workflow's lifetime an unopened
+   * session is Expired and one left In Progress is Abandoned (both finished, so never reused again).
+   */
+  const expireStale = () => {
+    const lifetime = options.sessionLifetimeMs ?? SEVEN_DAYS;
+    for (const s of sessions.values()) {
+      if (!UNFINISHED.has(s.status) || clock() - s.createdAt < lifetime) continue;
+      s.status = s.status === 'Not Started' ? 'Expired' : 'Abandoned';
+      void deliver(s.sessionId, s.status);
+    }
+  };
+
+  /** The user opens the hosted link: Didit moves the session to In Progress and says so. */
+  const start = async (sessionId: string): Promise<number[]> => {
+    const s = sessions.get(sessionId);
+    if (!s) throw new Error(`no simulated session ${sessionId}`);
+    if (s.status !== 'Not Started') return [];
+    s.status = 'In Progress';
+    return [await deliver(sessionId, 'In Progress')];
+  };
+
   const complete = async (sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired') => {
     const s = sessions.get(sessionId);
     if (!s) throw new Error(`no simulated session ${sessionId}`);
-    const codes: number[] = [];
-    if (s.status === 'Not Started') {
-      s.status = 'In Progress';
-      codes.push(await deliver(sessionId, 'In Progress'));
-    }
+    const codes = await start(sessionId);
     s.status = status;
     codes.push(await deliver(sessionId, status));
     return codes;
   };
 
-  const simulator: Simulator = { app, sessions, faults: {}, webhookUrl: options.webhookUrl, stats, complete, webhookFor };
+  const simulator: Simulator = { app, sessions, faults: {}, webhookUrl: options.webhookUrl, stats, complete, start, webhookFor };
 
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/v3/')) return;
@@ -191,7 +215,9 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     }
     const vendorData = typeof body.vendor_data === 'string' ? body.vendor_data : null;
     const callback = typeof body.callback === 'string' ? body.callback : null;
-    // Didit's reuse rule: same workflow + vendor_data with an unfinished session → that session, 201.
+    // Didit's reuse rule: same workflow + vendor_data with an unfinished session → that session, 201,
+    // for as long as the session lives (the workflow's expiry, 7 days by default).
+    expireStale();
     const reusable = vendorData === null ? undefined : [...sessions.values()].find((s) => s.workflowId === workflowId && s.vendorData === vendorData && UNFINISHED.has(s.status));
     let session: SimSession;
     if (reusable) {
@@ -235,15 +261,37 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     stats.decisionCalls += 1;
     const { id } = request.params as { id: string };
     if (!UUID.test(id)) return reply.status(404).type('text/html').send('<h1>Not Found</h1>');
+    expireStale();
     const session = sessions.get(id);
     if (!session) return reply.status(404).send({ detail: 'Not found.' });
     return decisionOf(session);
+  });
+
+  // Didit's update-status: only a finished (or resubmitted) session can be moved, so it cannot cancel
+  // a step-up nobody finished; setting the status a session already has changes nothing.
+  app.patch('/v3/session/:id/update-status/', async (request, reply) => {
+    const { id } = request.params as { id: string };
+    if (!UUID.test(id)) return reply.status(404).type('text/html').send('<h1>Not Found</h1>');
+    const session = sessions.get(id);
+    if (!session) return reply.status(404).send({ detail: 'Not found.' });
+    const next = ((request.body ?? {}) as { new_status?: unknown }).new_status;
+    if (next !== 'Approved' && next !== 'Declined' && next !== 'Resubmitted') return reply.status(400).send({ new_status: ['Invalid status.'] });
+    if (!UPDATABLE.has(session.status)) return reply.status(400).send({ detail: `Cannot change the status of a session in status ${session.status}.` });
+    if (next === session.status) {
+      if (next === 'Resubmitted') return reply.status(400).send({ detail: 'The new status is the same as the current status.' });
+      return { session_id: session.sessionId };
+    }
+    session.status = next;
+    await deliver(session.sessionId, next);
+    return { session_id: session.sessionId };
   });
 
   app.get('/session/:token', async (request, reply) => {
     const id = byToken.get((request.params as { token: string }).token);
     const session = id ? sessions.get(id) : undefined;
     if (!session) return reply.status(404).type('text/html').send('<h1>Unknown session</h1>');
+    expireStale();
+    await start(session.sessionId);
     const button = (action: string, label: string) =>
       `<form method="post" action="/session/${escapeHtml(session.token)}/${action}"><button type="submit">${label}</button></form>`;
     return reply.type('text/html').send(`<!doctype html><html><head><meta charset="utf-8"><title>Didit simulator</title></head><body>

@@ -143,7 +143,7 @@ export function createWebhookHandler(deps: WebhookDeps) {
         // A reviewer's late Declined (or any newer non-approved state) undoes exactly what this session granted.
         await deps.store.revokeGrant(session.user, session.sessionId, now);
       }
-      if (status === 'declined') await deps.store.recordDecline(session.user, now);
+      if (status === 'declined') await deps.store.recordDecline(session.user, now, session.device);
       return { ...base, httpStatus: 200, result: 'verified' };
     } catch {
       await deps.store.releaseClaim(claimKey).catch(() => undefined);

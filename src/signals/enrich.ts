@@ -83,7 +83,8 @@ function isHistory(value: unknown): value is History {
     Number.isFinite(h.verifiedCount) &&
     Number.isFinite(h.decides1h) &&
     Number.isFinite(h.distinctIps1h) &&
-    Number.isFinite(h.declines24h)
+    Number.isFinite(h.declines24h) &&
+    Number.isFinite(h.deviceDeclines24h)
   );
 }
 
@@ -174,6 +175,8 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       s['velocity.decides_1h'] = history.decides1h;
       s['velocity.distinct_ips_1h'] = history.distinctIps1h;
       s['velocity.declines_24h'] = history.declines24h;
+      s['velocity.declines_device_24h'] = history.deviceDeclines24h;
+      s['velocity.declines_elsewhere_24h'] = Math.max(0, history.declines24h - history.deviceDeclines24h);
       s['velocity.ip_decides_1m'] = ipDecides;
       const mobile = geo.connectionType === 'Cellular' || geo.connectionType === 'Satellite';
       const unreliable = ip.private || mobile || lists.tor !== false || lists.vpn !== false || lists.relay !== false;

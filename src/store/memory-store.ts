@@ -1,7 +1,6 @@
 import { LRUCache } from 'lru-cache';
-import type { StepUpRung } from '../engine/ladder.js';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -23,9 +22,9 @@ interface UserState {
   lastVerifiedAt?: number;
   decides: number[];
   networksSeen: Array<[string, number]>;
-  declines: number[];
-  sessionsOpened: number[];
-  touchedAt: number;
+  /** [device, at]: who declined, so a device's own declines and those elsewhere count apart. */
+  declines: Array<[string, number]>;
+  sessionsOpened: Array<[string, number]>;
   /** The per-user rate limit's fixed window. */
   limitWindow?: { resetAt: number; spent: number };
 }
@@ -65,15 +64,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
   const claims = new LRUCache<string, number>({ max: 500_000 });
 
-  const userState = (user: string, now: number): UserState => {
+  // No whole-user reset: each key family lapses on its own clock, as the Redis keys do with their
+  // own TTLs (sightings HISTORY_TTL after the last one, trust entries at their expiry, windows by time).
+  const userState = (user: string): UserState => {
     let state = users.get(user);
-    if (!state || now - state.touchedAt > retention.historyMs) {
-      state = { devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [], touchedAt: now };
+    if (!state) {
+      state = { devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [] };
       users.set(user, state);
     }
-    state.touchedAt = now;
     return state;
   };
+
+  /** The sighting part of a device record, unless it lapsed (HISTORY_TTL after it was last seen). */
+  const sighted = (device: DeviceState | undefined, now: number): DeviceState | undefined =>
+    device && now - device.lastSeen <= retention.historyMs ? device : undefined;
 
   const networkKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }): string[] => [
     `ip:${g.ip}`,
@@ -101,28 +105,36 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     if (state.limitWindow.spent > limit.perMinute) throw new UserRateLimited(state.limitWindow.resetAt - now);
   };
 
-  const pendingKey = (user: string, device: string, method: StepUpRung) => `${user}|${device}|${method}`;
+  const pendingKey = (user: string, c: Parameters<typeof pendingField>[0]) => `${user}|${pendingField(c)}`;
+  /** Events newer than `since`, of one device or (without one) of all. */
+  const countDevice = (events: ReadonlyArray<[string, number]>, device: string | undefined, since: number): number => {
+    let n = 0;
+    for (let i = events.length - 1; i >= 0 && events[i]![1] > since; i--) if (device === undefined || events[i]![0] === device) n++;
+    return n;
+  };
 
   /** What a user's state says about this sighting, read without changing anything. */
   const readHistory = (state: UserState | undefined, s: Sighting, now: number): History => {
     const device = state?.devices.get(s.device);
     const deviceTrusted = live(device?.trust, now);
+    const seen = sighted(device, now);
     const net = (key: string) => live(state?.networks.get(key), now);
     return {
       deviceKnown: deviceTrusted,
-      deviceSeenCount: device?.seen ?? 0,
-      deviceFirstSeenAt: device?.firstSeen,
+      deviceSeenCount: seen?.seen ?? 0,
+      deviceFirstSeenAt: seen?.firstSeen,
       deviceUa: deviceTrusted ? device?.trust?.ua : undefined,
       ipKnown: net(`ip:${s.ip}`),
       prefixKnown: net(`pfx:${s.prefix}`),
       asnKnown: s.asn !== undefined && net(`asn:${s.asn}`),
       countryKnown: !!s.country && net(`cc:${s.country}`),
       verifiedCount: state ? verifiedDevices(state, now) : 0,
-      lastVerifiedAt: state?.lastVerifiedAt,
+      lastVerifiedAt: state?.lastVerifiedAt !== undefined && now - state.lastVerifiedAt < retention.trustMs ? state.lastVerifiedAt : undefined,
       lastPlace: state?.place && now - state.place.at < retention.trustMs ? state.place : undefined,
       decides1h: state ? countSince(state.decides, now - HOUR) : 0,
       distinctIps1h: state ? distinctSince(state.networksSeen, now - HOUR) : 0,
-      declines24h: state ? countSince(state.declines, now - 24 * HOUR) : 0,
+      declines24h: state ? countDevice(state.declines, undefined, now - 24 * HOUR) : 0,
+      deviceDeclines24h: state ? countDevice(state.declines, s.device, now - 24 * HOUR) : 0,
     };
   };
 
@@ -130,18 +142,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     kind: 'memory',
 
     async peek(s: Sighting, now: number): Promise<History> {
-      const state = users.peek(s.user);
-      if (!state || now - state.touchedAt > retention.historyMs) return readHistory(undefined, s, now);
-      return readHistory(state, s, now);
+      return readHistory(users.peek(s.user), s, now);
     },
 
     async observe(s: Sighting, now: number, limit?: ObserveLimit): Promise<History> {
-      const state = userState(s.user, now);
+      const state = userState(s.user);
       spendLimit(state, limit, now);
       const device = state.devices.get(s.device);
       const history = readHistory(state, s, now);
-      // Record the sighting after reading, as the Redis script does.
+      // Record the sighting after reading, as the Redis script does; a lapsed sighting starts over.
       if (device) {
+        if (!sighted(device, now)) {
+          device.seen = 0;
+          device.firstSeen = now;
+        }
         device.seen += 1;
         device.lastSeen = now;
       } else {
@@ -154,18 +168,24 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
 
     async recordPending(session, now) {
+      const existing = sessions.get(session.sessionId);
+      if (heldElsewhere(existing && sessionRecordLive(existing, retention, now) ? existing : undefined, session, now)) return false;
       sessions.set(session.sessionId, session, { ttl: Math.max(1, retention.claimMs) });
-      pendingIndex.set(pendingKey(session.user, session.device, session.method), session.sessionId, { ttl: Math.max(1, session.expiresAt - now) });
+      pendingIndex.set(pendingKey(session.user, pendingContextOf(session)), session.sessionId, { ttl: Math.max(1, session.expiresAt - now) });
+      return true;
     },
 
-    async findPending(user, device, method, now) {
-      const id = pendingIndex.get(pendingKey(user, device, method));
+    async findPending(context, now) {
+      const id = pendingIndex.get(pendingKey(context.user, context));
       const session = id ? sessions.get(id) : undefined;
-      return session && session.status === 'pending' && session.expiresAt > now ? session : undefined;
+      // The record is the truth: a session re-bound to another context since is not this context's.
+      if (!session || !sameContext(pendingContextOf(session), context)) return undefined;
+      return session.status === 'pending' && session.expiresAt > now ? session : undefined;
     },
 
-    async getSession(sessionId) {
-      return sessions.get(sessionId);
+    async getSession(sessionId, now) {
+      const session = sessions.get(sessionId);
+      return session && sessionRecordLive(session, retention, now) ? session : undefined;
     },
 
     async updateSession(sessionId, change, now) {
@@ -174,18 +194,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       if (change.eventTs < session.lastEventTs) return session;
       const updated: StepUpSession = { ...session, status: change.status, diditStatus: change.diditStatus, lastEventTs: change.eventTs, updatedAt: now };
       sessions.set(sessionId, updated, { ttl: Math.max(1, retention.claimMs) });
-      if (change.status !== 'pending') pendingIndex.delete(pendingKey(session.user, session.device, session.method));
+      if (change.status !== 'pending') pendingIndex.delete(pendingKey(session.user, pendingContextOf(session)));
       return updated;
     },
 
-    async countSessionOpen(user, windowMs, now) {
-      const state = userState(user, now);
-      pushWindow(state.sessionsOpened, now, timestamp, windowMs, now, CAPS.recentEvents);
-      return state.sessionsOpened.length;
+    async countSessionOpen(user, device, windowMs, now) {
+      const state = userState(user);
+      pushWindow(state.sessionsOpened, [device, now], seenAt, windowMs, now, CAPS.recentEvents);
+      return { device: countDevice(state.sessionsOpened, device, now - windowMs), user: state.sessionsOpened.length };
     },
 
     async trust(grant: TrustGrant, now) {
-      const state = userState(grant.user, now);
+      const state = userState(grant.user);
       const trust = { by: grant.grantedBy, at: now, expiresAt: now + grant.ttlMs };
       const device = state.devices.get(grant.device) ?? { firstSeen: now, lastSeen: now, seen: 0 };
       device.trust = { ...trust, ...(grant.ua ? { ua: grant.ua } : {}) };
@@ -200,16 +220,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       state.lastVerifiedAt = now;
     },
 
-    async revokeGrant(user, grantedBy, now) {
-      const state = userState(user, now);
+    async revokeGrant(user, grantedBy) {
+      const state = userState(user);
       for (const device of state.devices.values()) if (device.trust?.by === grantedBy) delete device.trust;
       for (const [key, trust] of state.networks) if (trust.by === grantedBy) state.networks.delete(key);
       if (state.place?.by === grantedBy) delete state.place;
     },
 
-    async recordDecline(user, now) {
-      const state = userState(user, now);
-      pushWindow(state.declines, now, timestamp, 24 * HOUR, now, CAPS.recentEvents);
+    async recordDecline(user, now, device = '') {
+      const state = userState(user);
+      pushWindow(state.declines, [device, now], seenAt, 24 * HOUR, now, CAPS.recentEvents);
     },
 
     async claimOnce(key, ttlMs, now) {

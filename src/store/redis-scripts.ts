@@ -30,6 +30,13 @@ local function cap(key, cap, n)
   table.sort(entries, function(a, b) return a[2] < b[2] end)
   for i = 1, size - cap do redis.call('HDEL', key, entries[i][1]) end
 end
+-- Members of a window newer than since: all of them, and those of one device ("device|..." members).
+local function ofDevice(key, device, since)
+  local all = redis.call('ZRANGEBYSCORE', key, '(' .. since, '+inf')
+  local p, mine = device .. '|', 0
+  for i = 1, #all do if string.sub(all[i], 1, #p) == p then mine = mine + 1 end end
+  return #all, mine
+end
 `;
 
 /**
@@ -54,6 +61,8 @@ local device = ARGV[2]
 local historyMs = tonumber(ARGV[8])
 local seen = redis.call('HGET', KEYS[1], device)
 local first, count = '', 0
+-- A sighting lapses HISTORY_TTL after it was last seen, on the caller's clock (the hash TTL only cleans up).
+if seen and now - (tonumber(field(seen, 2)) or 0) > historyMs then seen = nil end
 if seen then first = field(seen, 1); count = tonumber(field(seen, 3)) or 0 end
 local dt = redis.call('HGET', KEYS[2], device)
 local deviceKnown = live(dt, now)
@@ -70,7 +79,7 @@ if ARGV[12] == '0' then
   -- Read only (rules explain): count the windows without touching anything.
   return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
     verified, lastVerified, place, redis.call('ZCOUNT', KEYS[6], now - 3600000, '+inf'), redis.call('ZCOUNT', KEYS[7], now - 3600000, '+inf'),
-    redis.call('ZCOUNT', KEYS[8], now - 86400000, '+inf') }
+    ofDevice(KEYS[8], device, now - 86400000) }
 end
 if first == '' then first = ARGV[1] end
 redis.call('HSET', KEYS[1], device, first .. '|' .. ARGV[1] .. '|' .. (count + 1))
@@ -85,9 +94,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 3600000)
 redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(tonumber(ARGV[11]) + 1))
 redis.call('PEXPIRE', KEYS[7], 3600000)
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - 86400000)
-local declines = redis.call('ZCARD', KEYS[8])
+local declines, deviceDeclines = ofDevice(KEYS[8], device, now - 86400000)
 return { deviceKnown, count, seen and first or '', ua, live(nets[1], now), live(nets[2], now), live(nets[3], now), live(nets[4], now),
-  verified, lastVerified, place, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]), declines }
+  verified, lastVerified, place, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]), declines, deviceDeclines }
 `;
 
 /** KEYS: dtrust, ntrust, place, meta, seen. ARGV: now, device, by, expiresAt, ua, ttl, capDevices, capNets, place, netkeys... */
@@ -130,6 +139,24 @@ export const REVOKE_DEVICE = `${LIVE}
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if live(v, tonumber(ARGV[2])) == 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`;
+
+/**
+ * KEYS: session. ARGV: session JSON, now, ttl, then the new binding's user, device, prefix, method,
+ * purpose class. Writes unless another context holds a live pending binding (then 0): two hand-outs
+ * of one Didit session racing from two sign-ins cannot both win.
+ */
+export const BIND_SESSION = `
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local s = cjson.decode(raw)
+  local prefix = (type(s.grant) == 'table' and s.grant.prefix) or ''
+  local class = s.purposeClass or 'normal'
+  local same = s.user == ARGV[4] and s.device == ARGV[5] and prefix == ARGV[6] and s.method == ARGV[7] and class == ARGV[8]
+  if not same and s.status == 'pending' and tonumber(s.expiresAt) > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 `;
 

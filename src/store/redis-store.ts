@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import type { StepUpRung } from '../engine/ladder.js';
-import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+import { BIND_SESSION, LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
 
@@ -13,6 +12,7 @@ interface Scripts {
   riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
   riskRevokeDevice(...args: Array<string | number>): Promise<number>;
   riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
+  riskBindSession(...args: Array<string | number>): Promise<number>;
 }
 
 export interface RedisStoreOptions {
@@ -39,6 +39,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     ['riskListDevices', LIST_DEVICES, 2],
     ['riskRevokeDevice', REVOKE_DEVICE, 1],
     ['riskUpdateSession', UPDATE_SESSION, 1],
+    ['riskBindSession', BIND_SESSION, 1],
   ];
   for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
   const r = redis as unknown as Client & Scripts;
@@ -62,7 +63,6 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   };
   const sessionKey = (sessionId: string) => `${prefix}{s:${sessionId}}`;
   const claimKey = (key: string) => `${prefix}{c:${key}}`;
-  const pendingField = (device: string, method: StepUpRung) => `${device}:${method}`;
 
   const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [`ip:${g.ip}`, `pfx:${g.prefix}`, g.asn !== undefined ? `asn:${g.asn}` : '', g.country ? `cc:${g.country}` : ''];
 
@@ -80,11 +80,14 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const reply = (await r.riskObserve(
         keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines, keys.limit,
         now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, eventMember(now), CAPS.recentEvents, record ? '1' : '0', limit?.perMinute ?? 0,
-      )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number];
+      )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number, number];
       if (reply[0] === -1) throw new UserRateLimited(Number(reply[1]));
-      const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines] = reply;
+      const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines, deviceDeclines] = reply;
       const [browser, os] = ua ? ua.split('|') : [];
+      // The place and the last verification lapse with the trust, on the caller's clock.
       const p = place ? place.split('|') : undefined;
+      const placeLive = p && p.length >= 6 && now - Number(p[4]) < retention.trustMs;
+      const verifiedLive = lastVerified && now - Number(lastVerified) < retention.trustMs;
       return {
         deviceKnown: deviceKnown === 1,
         deviceSeenCount: Number(seenCount),
@@ -95,11 +98,12 @@ export function createRedisStore(options: RedisStoreOptions): Store {
         asnKnown: asnKnown === 1,
         countryKnown: countryKnown === 1,
         verifiedCount: Number(verified),
-        lastVerifiedAt: lastVerified ? Number(lastVerified) : undefined,
-        lastPlace: p && p.length >= 6 ? { lat: Number(p[0]), lon: Number(p[1]), accuracyKm: Number(p[2]), travelNet: p[3]!, at: Number(p[4]) } : undefined,
+        lastVerifiedAt: verifiedLive ? Number(lastVerified) : undefined,
+        lastPlace: p && placeLive ? { lat: Number(p[0]), lon: Number(p[1]), accuracyKm: Number(p[2]), travelNet: p[3]!, at: Number(p[4]) } : undefined,
         decides1h: Number(decides),
         distinctIps1h: Number(distinctNets),
         declines24h: Number(declines),
+        deviceDeclines24h: Number(deviceDeclines),
       };
     }
 
@@ -118,49 +122,55 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const keys = k(session.user);
       const json = JSON.stringify(session);
       const pendingTtl = Math.max(1, session.expiresAt - now);
-      await Promise.all([
-        redis.set(sessionKey(session.sessionId), json, 'PX', retention.claimMs),
-        redis
-          .multi()
-          .hset(keys.pending, pendingField(session.device, session.method), json)
-          .pexpire(keys.pending, Math.max(pendingTtl, retention.pendingMs))
-          .sadd(keys.sessions, session.sessionId)
-          .pexpire(keys.sessions, retention.claimMs)
-          .exec()
-          .then((results) => {
-            const failed = results?.find(([error]) => error);
-            if (failed) throw failed[0];
-          }),
-      ]);
+      const c = pendingContextOf(session);
+      const bound = await r.riskBindSession(sessionKey(session.sessionId), json, now, retention.claimMs, c.user, c.device, c.prefix, c.method, c.purposeClass);
+      if (bound !== 1) return false;
+      // The index lives in the user's slot, the record in its own: a second round trip (step-up path only).
+      const results = await redis
+        .multi()
+        .hset(keys.pending, pendingField(c), session.sessionId)
+        .pexpire(keys.pending, Math.max(pendingTtl, retention.pendingMs))
+        .sadd(keys.sessions, session.sessionId)
+        .pexpire(keys.sessions, retention.claimMs)
+        .exec();
+      const failed = results?.find(([error]) => error);
+      if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
+      return true;
     },
 
-    async findPending(user, device, method, now) {
-      const session = parseSession(await redis.hget(k(user).pending, pendingField(device, method)));
-      return session && session.status === 'pending' && session.expiresAt > now ? session : undefined;
+    async findPending(context, now) {
+      const id = await redis.hget(k(context.user).pending, pendingField(context));
+      // The session record (its own slot) is the truth: one re-bound to another context since is not this one's.
+      const session = id ? parseSession(await redis.get(sessionKey(id))) : undefined;
+      if (!session || !sameContext(pendingContextOf(session), context)) return undefined;
+      return session.status === 'pending' && session.expiresAt > now ? session : undefined;
     },
 
-    async getSession(sessionId) {
-      return parseSession(await redis.get(sessionKey(sessionId)));
+    async getSession(sessionId, now) {
+      const session = parseSession(await redis.get(sessionKey(sessionId)));
+      return session && sessionRecordLive(session, retention, now) ? session : undefined;
     },
 
     async updateSession(sessionId, change, now) {
       const updated = parseSession(await r.riskUpdateSession(sessionKey(sessionId), change.status, change.diditStatus, change.eventTs, now));
-      if (updated && updated.status !== 'pending') await redis.hdel(k(updated.user).pending, pendingField(updated.device, updated.method));
+      if (updated && updated.status !== 'pending') await redis.hdel(k(updated.user).pending, pendingField(pendingContextOf(updated)));
       return updated;
     },
 
-    async countSessionOpen(user, windowMs, now) {
+    async countSessionOpen(user, device, windowMs, now) {
       const key = k(user).opens;
       const results = await redis
         .multi()
-        .zadd(key, now, eventMember(now))
+        .zadd(key, now, `${device}|${eventMember(now)}`)
         .zremrangebyscore(key, '-inf', now - windowMs)
-        .zcard(key)
+        .zremrangebyrank(key, 0, -(CAPS.recentEvents + 1))
+        .zrange(key, '0', '-1')
         .pexpire(key, windowMs)
         .exec();
       const failed = results?.find(([error]) => error);
       if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
-      return Number(results[2]![1]);
+      const members = results[3]![1] as string[];
+      return { device: members.filter((m) => m.startsWith(`${device}|`)).length, user: members.length };
     },
 
     async trust(grant, now) {
@@ -179,11 +189,11 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       await r.riskRevokeGrant(keys.dtrust, keys.ntrust, keys.place, grantedBy);
     },
 
-    async recordDecline(user, now) {
+    async recordDecline(user, now, device = '') {
       const key = k(user).declines;
       const results = await redis
         .multi()
-        .zadd(key, now, eventMember(now))
+        .zadd(key, now, `${device}|${eventMember(now)}`)
         .zremrangebyscore(key, '-inf', now - 86_400_000)
         .zremrangebyrank(key, 0, -(CAPS.recentEvents + 1))
         .pexpire(key, 86_400_000)

@@ -43,6 +43,8 @@ export interface History {
   readonly decides1h: number;
   readonly distinctIps1h: number;
   readonly declines24h: number;
+  /** The part of `declines24h` declined on the device of this sighting (the rest was elsewhere). */
+  readonly deviceDeclines24h: number;
 }
 
 export interface TrustGrant {
@@ -69,6 +71,7 @@ export interface StepUpSession {
   readonly workflowId: string;
   /** The hosted URL, sealed (it embeds Didit's session token). */
   readonly url: string;
+  /** When the service last handed this session out (Didit may have created it days before): the pending window starts here. */
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly status: SessionStatus;
@@ -78,6 +81,44 @@ export interface StepUpSession {
   readonly lastEventTs: number;
   /** What an Approved verdict will trust: the network and device seen at decide time. */
   readonly grant: Omit<TrustGrant, 'grantedBy' | 'ttlMs'>;
+  /** The class of the purpose it was handed out for (`normal`, `sensitive`); part of the reuse key. */
+  readonly purposeClass?: string;
+}
+
+/**
+ * What a pending step-up may be reused for: the same device, network prefix, method and purpose
+ * class. Anything wider lets one sign-in's selfie teach trust to another sign-in's network.
+ */
+export interface PendingContext {
+  readonly user: string;
+  readonly device: string;
+  readonly prefix: string;
+  readonly method: StepUpRung;
+  readonly purposeClass: string;
+}
+
+/** The reuse key of a session record (records stored before purpose classes count as `normal`). */
+export function pendingContextOf(session: StepUpSession): PendingContext {
+  return { user: session.user, device: session.device, prefix: session.grant.prefix, method: session.method, purposeClass: session.purposeClass ?? 'normal' };
+}
+
+/** Whether `existing` is a live pending binding of another context, which a new hand-out must not take over. */
+export function heldElsewhere(existing: StepUpSession | undefined, next: StepUpSession, now: number): boolean {
+  return !!existing && !sameContext(pendingContextOf(existing), pendingContextOf(next)) && existing.status === 'pending' && existing.expiresAt > now;
+}
+
+export function sameContext(a: PendingContext, b: PendingContext): boolean {
+  return a.user === b.user && a.device === b.device && a.prefix === b.prefix && a.method === b.method && a.purposeClass === b.purposeClass;
+}
+
+/** One field name per reuse context, for the per-user pending index. */
+export function pendingField(c: Omit<PendingContext, 'user'>): string {
+  return `${c.device}:${c.method}:${c.prefix}:${c.purposeClass}`;
+}
+
+/** A session record lives `claimMs` from its last hand-out, on the caller's clock (as its Redis TTL does on Redis's). */
+export function sessionRecordLive(session: StepUpSession, retention: Retention, now: number): boolean {
+  return now - session.createdAt < retention.claimMs;
 }
 
 export interface TrustedDevice {
@@ -128,19 +169,23 @@ export interface Store {
   observe(sighting: Sighting, now: number, limit?: ObserveLimit): Promise<History>;
   /** The same read without recording anything (rules explain). */
   peek(sighting: Sighting, now: number): Promise<History>;
-  /** Stores a step-up session and indexes it by user + device + method for reuse. */
-  recordPending(session: StepUpSession, now: number): Promise<void>;
-  /** A still-pending session for the same user, device and method, if any. */
-  findPending(user: string, device: string, method: StepUpRung, now: number): Promise<StepUpSession | undefined>;
+  /**
+   * Binds a step-up session to this hand-out and indexes it for reuse in its context, atomically on
+   * the session record: false (nothing written) while another context holds a live pending binding.
+   */
+  recordPending(session: StepUpSession, now: number): Promise<boolean>;
+  /** A still-pending session handed out in exactly this context (device, prefix, method, purpose class), if any. */
+  findPending(context: PendingContext, now: number): Promise<StepUpSession | undefined>;
   getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;
   /** Applies a status change when `eventTs` is newer than the last applied one; returns the stored session. */
   updateSession(sessionId: string, change: { status: SessionStatus; diditStatus: string; eventTs: number }, now: number): Promise<StepUpSession | undefined>;
-  /** Counts step-up sessions opened for a user in the trailing window, adding this one. */
-  countSessionOpen(user: string, windowMs: number, now: number): Promise<number>;
+  /** Counts step-up sessions opened in the trailing window, adding this one: from this device, and for the whole user. */
+  countSessionOpen(user: string, device: string, windowMs: number, now: number): Promise<{ device: number; user: number }>;
   trust(grant: TrustGrant, now: number): Promise<void>;
   /** Removes what one session's grant trusted. */
   revokeGrant(user: string, grantedBy: string, now: number): Promise<void>;
-  recordDecline(user: string, now: number): Promise<void>;
+  /** Counts a declined step-up for the user, and for the device that asked for it when known. */
+  recordDecline(user: string, now: number, device?: string): Promise<void>;
   /** True exactly once per key within `ttlMs`. */
   claimOnce(key: string, ttlMs: number, now: number): Promise<boolean>;
   /** Gives a claim back when applying its event failed, so the retried delivery can apply it. */

@@ -20,7 +20,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 t.test('check: the shipped rules pass; a broken file is reported with file, line and rule id', async (t) => {
   const ok = await run('check', 'rules');
   t.equal(ok.code, 0);
-  t.match(ok.text, /^ok: 15 rules \(1 shadow, 0 expired\)/m);
+  t.match(ok.text, /^ok: 16 rules \(1 shadow, 0 expired\)/m);
   const broken = path.join(work, 'broken');
   cpSync('rules', broken, { recursive: true });
   writeFileSync(path.join(broken, 'network.yaml'), readFileSync('rules/network.yaml', 'utf8').replace('"!ip.known && !ip.prefix_known"', '"!ip.known && !ip.prefix_knwn"'));
@@ -44,7 +44,7 @@ t.test('test: a table of cases; a failing case fails the command', async (t) => 
   t.match(ok.text, /pass {2}network\.test\.yaml +a Tor exit with a new device gets the motion challenge/);
   const dir = path.join(work, 'failing');
   cpSync('rules', dir, { recursive: true });
-  writeFileSync(path.join(dir, 'abuse.yaml'), readFileSync('rules/abuse.yaml', 'utf8').replace('velocity.declines_24h >= 5', 'velocity.declines_24h >= 6'));
+  writeFileSync(path.join(dir, 'abuse.yaml'), readFileSync('rules/abuse.yaml', 'utf8').replace('velocity.declines_device_24h >= 5', 'velocity.declines_device_24h >= 6'));
   const failing = await run('test', dir);
   t.equal(failing.code, 1);
   t.match(failing.text, /FAIL {2}abuse\.test\.yaml +five declines in a day are denied\n +action ACTIVE_3D, expected DENY/);
@@ -87,6 +87,8 @@ t.test('replay: 10,000 logged decisions against a candidate ruleset give a trans
     'velocity.decides_1h': fc.nat(25),
     'velocity.distinct_ips_1h': fc.nat(6),
     'velocity.declines_24h': fc.nat(6),
+    'velocity.declines_device_24h': fc.nat(6),
+    'velocity.declines_elsewhere_24h': fc.nat(6),
     'velocity.ip_decides_1m': fc.nat(200),
   });
   const samples = fc.sample(signalArb, { numRuns: 10_000, seed: 20261125 }) as Signals[];

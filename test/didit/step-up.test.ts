@@ -68,16 +68,30 @@ t.test('another device never receives the URL of a flow pending for a first devi
   t.equal(devices[0].device, service.ids.id('device', 'victim-laptop'), 'the approval trusted the device that started the flow');
 });
 
-t.test('a user opening session after session hits the per-user cap', async (t) => {
+t.test('a device opening session after session hits the device cap; other devices still open theirs', async (t) => {
   const statuses: string[] = [];
   for (let i = 0; i < 5; i++) {
-    const reply = await decide({ user_id: 'cap-user', device_id: `dev-${i}`, ip: '89.160.20.112' });
+    const reply = await decide({ user_id: 'cap-user', device_id: 'dev-0', ip: '89.160.20.112' });
     statuses.push(reply.verification.status);
     if (reply.verification.session_id) await simulator.complete(reply.verification.session_id, 'Abandoned');
   }
   t.same(statuses, ['created', 'created', 'created', 'created', 'created']);
-  const capped = await decide({ user_id: 'cap-user', device_id: 'dev-99', ip: '89.160.20.112' });
-  t.match(capped, { action: 'PASSIVE', verification: { status: 'unavailable', reason: 'user_session_cap' }, fallback: 'backup_factor' });
+  const capped = await decide({ user_id: 'cap-user', device_id: 'dev-0', ip: '89.160.20.112' });
+  t.match(capped, { action: 'PASSIVE', verification: { status: 'unavailable', reason: 'device_session_cap' }, fallback: 'backup_factor' });
+  const otherDevice = await decide({ user_id: 'cap-user', device_id: 'real-laptop', ip: '89.160.20.112' });
+  t.match(otherDevice.verification, { status: 'created' }, 'one device spending its budget does not spend the user’s');
+});
+
+t.test('the per-user ceiling: twenty devices in 15 minutes, the 21st is refused', async (t) => {
+  const statuses: string[] = [];
+  for (let i = 0; i < 21; i++) {
+    const reply = await decide({ user_id: 'ceiling-user', device_id: `dev-${i}`, ip: '89.160.20.112' });
+    statuses.push(reply.verification.status === 'unavailable' ? reply.verification.reason : reply.verification.status);
+    if (reply.verification.session_id) await simulator.complete(reply.verification.session_id, 'Abandoned');
+  }
+  t.same(statuses, [...Array(20).fill('created'), 'user_session_cap']);
+  clock.advance(16 * 60_000);
+  t.equal((await decide({ user_id: 'ceiling-user', device_id: 'dev-21', ip: '89.160.20.112' })).verification.status, 'created', 'the window moves on');
 });
 
 t.test('Didit slow: the deadline holds, the action stays a step-up, then the breaker stops calling', async (t) => {

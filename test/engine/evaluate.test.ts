@@ -41,6 +41,8 @@ const returning: Signals = {
   'velocity.decides_1h': 1,
   'velocity.distinct_ips_1h': 1,
   'velocity.declines_24h': 0,
+  'velocity.declines_device_24h': 0,
+  'velocity.declines_elsewhere_24h': 0,
   'velocity.ip_decides_1m': 1,
 };
 
@@ -56,7 +58,8 @@ t.test('the shipped policy puts each brief case on its rung', async (t) => {
   t.equal(decide({ 'device.known': false, 'ip.known': false, 'ip.prefix_known': false, 'ip.tor': true }), 'ACTIVE_3D', 'Tor + new device is ACTIVE_3D');
   t.equal(decide({ 'device.known': false, 'ip.known': false, 'ip.prefix_known': false, 'ip.vpn': true }), 'ACTIVE_3D', 'VPN + new device is ACTIVE_3D');
   t.equal(decide({ 'device.known': false, 'ip.hosting': true, 'ip.known': false, 'ip.prefix_known': false }), 'FLASHING', 'hosting + new device is FLASHING');
-  t.equal(decide({ 'velocity.declines_24h': 5 }), 'DENY', 'five declines in a day deny');
+  t.equal(decide({ 'velocity.declines_24h': 5, 'velocity.declines_device_24h': 5 }), 'DENY', 'five declines in a day on this device deny');
+  t.equal(decide({ 'velocity.declines_24h': 5, 'velocity.declines_elsewhere_24h': 5 }), 'SKIP', 'declines on other devices never lock a trusted device out');
 });
 
 t.test('a user with no verified history never skips (cold-start floor)', async (t) => {

@@ -8,6 +8,7 @@ export interface DiditStack {
   simulator: Simulator;
   secret: string;
   baseUrl: string;
+  apiKey: string;
   close(): Promise<void>;
 }
 
@@ -28,6 +29,7 @@ export async function startDiditStack(clock: TestClock, env: Record<string, stri
     simulator,
     secret: credentials.webhookSecret,
     baseUrl,
+    apiKey: credentials.apiKey,
     async close() {
       await service.close();
       await simulator.app.close();

@@ -33,7 +33,7 @@ const decide = async (body: Record<string, unknown>) => (await service.app.injec
 t.test('a matching bypass lowers the action to its lowest rung and says so', async (t) => {
   await trustDirectly(service, { user: 'ceo', device: 'phone', ip: '89.160.20.112' }, clock());
   // Two failed selfies on the hotel PC: repeated-declines would demand ACTIVE_3D.
-  for (let i = 0; i < 2; i++) await service.store.recordDecline(service.ids.id('user', 'ceo'), clock());
+  for (let i = 0; i < 2; i++) await service.store.recordDecline(service.ids.id('user', 'ceo'), clock(), service.ids.id('device', 'hotel-pc'));
   const decision = await decide({ user_id: 'ceo', device_id: 'hotel-pc', ip: '2001:218::1' });
   t.equal(decision.action, 'PASSIVE');
   t.ok(decision.reasons.some((r: { rule: string }) => r.rule === 'bypass:ceo-offsite-tokyo'));
@@ -50,7 +50,7 @@ t.test('a bypass never lowers a DENY demanded by a rule, nor below the floors', 
   t.ok(lowered.reasons.some((r: { rule: string }) => r.rule === 'bypass:office-vpn'));
   const cold = await decide({ user_id: 'nobody-yet', device_id: 'x', ip: '185.220.101.1' });
   t.equal(cold.action, 'PASSIVE', 'no verified history: the cold-start floor holds');
-  for (let i = 0; i < 5; i++) await service.store.recordDecline(service.ids.id('user', 'vpn-user'), clock());
+  for (let i = 0; i < 5; i++) await service.store.recordDecline(service.ids.id('user', 'vpn-user'), clock(), service.ids.id('device', 'laptop'));
   const denied = await decide({ user_id: 'vpn-user', device_id: 'laptop', ip: '185.220.101.1' });
   t.equal(denied.action, 'DENY', 'decline-storm demands DENY; the bypass does not touch it');
   const metrics = await service.metrics.registry.getSingleMetricAsString('risk_bypass_used_total');

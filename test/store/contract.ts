@@ -1,5 +1,5 @@
 import type { Test } from 'tap';
-import { CAPS, UserRateLimited, type Sighting, type StepUpSession, type Store, type TrustGrant } from '../../src/store/store.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, type PendingContext, type Sighting, type StepUpSession, type Store, type TrustGrant } from '../../src/store/store.js';
 
 const T0 = Date.parse('2026-11-25T12:00:00Z');
 const HOUR = 3600_000;
@@ -108,6 +108,17 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.equal((await store.observe(sighting(user), T0 + DAY + HOUR / 2)).declines24h, 1);
   });
 
+  withStore('declines are told apart by device: this device and the rest of the user', async (t, store) => {
+    const user = unique('u');
+    for (const device of ['x-1', 'x-2', 'x-3', 'x-4']) await store.recordDecline(user, T0, device);
+    await store.recordDecline(user, T0 + 1000, 'dev-a');
+    const trusted = await store.observe(sighting(user), T0 + HOUR);
+    t.match(trusted, { declines24h: 5, deviceDeclines24h: 1 }, 'dev-a sees its own decline and four elsewhere');
+    t.match(await store.peek(sighting(user, { device: 'x-1' }), T0 + HOUR), { declines24h: 5, deviceDeclines24h: 1 });
+    t.match(await store.peek(sighting(user, { device: 'fresh' }), T0 + HOUR), { declines24h: 5, deviceDeclines24h: 0 });
+    t.match(await store.observe(sighting(user), T0 + DAY + 500), { declines24h: 1, deviceDeclines24h: 1 }, 'the window is 24 hours for both');
+  });
+
   withStore('hourly velocity forgets what is older than an hour', async (t, store) => {
     const user = unique('u');
     for (let i = 0; i < 5; i++) await store.observe(sighting(user, { prefix: `pfx-${i}` }), T0 + i * 1000);
@@ -125,6 +136,7 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
 
   withStore('pending sessions are found for reuse and ordered by event time', async (t, store) => {
     const user = unique('u');
+    const ctx = (over: Partial<PendingContext> = {}): PendingContext => ({ user, device: 'dev-a', prefix: 'pfx-1', method: 'PASSIVE', purposeClass: 'normal', ...over });
     const session: StepUpSession = {
       sessionId: unique('s'),
       user,
@@ -139,26 +151,86 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
       updatedAt: T0,
       lastEventTs: 0,
       grant: { user, device: 'dev-a', ip: 'ip-1', prefix: 'pfx-1', country: 'SE' },
+      purposeClass: 'normal',
     };
     await store.recordPending(session, T0);
-    t.match(await store.findPending(user, 'dev-a', 'PASSIVE', T0 + 1000), { sessionId: session.sessionId, grant: { country: 'SE' } });
-    t.equal(await store.findPending(user, 'dev-a', 'ACTIVE_3D', T0 + 1000), undefined, 'no reuse across methods');
-    t.equal(await store.findPending(user, 'dev-b', 'PASSIVE', T0 + 1000), undefined, 'no reuse across devices');
-    t.equal(await store.findPending(user, 'dev-a', 'PASSIVE', T0 + 11 * 60_000), undefined, 'an expired pending session is not reused');
+    t.match(await store.findPending(ctx(), T0 + 1000), { sessionId: session.sessionId, grant: { country: 'SE' } });
+    t.equal(await store.findPending(ctx({ method: 'ACTIVE_3D' }), T0 + 1000), undefined, 'no reuse across methods');
+    t.equal(await store.findPending(ctx({ device: 'dev-b' }), T0 + 1000), undefined, 'no reuse across devices');
+    t.equal(await store.findPending(ctx({ prefix: 'pfx-2' }), T0 + 1000), undefined, 'no reuse across networks');
+    t.equal(await store.findPending(ctx({ purposeClass: 'sensitive' }), T0 + 1000), undefined, 'no reuse across purpose classes');
+    t.equal(await store.findPending(ctx(), T0 + 11 * 60_000), undefined, 'an expired pending session is not reused');
     const approved = await store.updateSession(session.sessionId, { status: 'approved', diditStatus: 'Approved', eventTs: 200 }, T0 + 2000);
     t.equal(approved?.status, 'approved');
     const stale = await store.updateSession(session.sessionId, { status: 'pending', diditStatus: 'In Progress', eventTs: 100 }, T0 + 3000);
     t.equal(stale?.status, 'approved', 'an older event does not overwrite a newer one');
     t.equal((await store.getSession(session.sessionId, T0 + 4000))?.diditStatus, 'Approved');
-    t.equal(await store.findPending(user, 'dev-a', 'PASSIVE', T0 + 4000), undefined, 'a finished session is not reused');
+    t.equal(await store.findPending(ctx(), T0 + 4000), undefined, 'a finished session is not reused');
     t.equal(await store.updateSession(unique('missing'), { status: 'approved', diditStatus: 'Approved', eventTs: 1 }, T0), undefined);
   });
 
-  withStore('session opens are counted per user in a window', async (t, store) => {
+  withStore('a session re-bound to another context is found only for the new one', async (t, store) => {
     const user = unique('u');
-    t.equal(await store.countSessionOpen(user, 15 * 60_000, T0), 1);
-    t.equal(await store.countSessionOpen(user, 15 * 60_000, T0 + 1000), 2);
-    t.equal(await store.countSessionOpen(user, 15 * 60_000, T0 + 16 * 60_000), 1);
+    const base: StepUpSession = {
+      sessionId: unique('s'), user, device: 'dev-a', method: 'PASSIVE', workflowId: 'wf', url: 'sealed', createdAt: T0, expiresAt: T0 + 10 * 60_000,
+      status: 'pending', diditStatus: 'Not Started', updatedAt: T0, lastEventTs: 0, grant: { user, device: 'dev-a', ip: 'ip-1', prefix: 'pfx-1' }, purposeClass: 'normal',
+    };
+    t.equal(await store.recordPending(base, T0), true);
+    const rival = { ...base, device: 'dev-b', grant: { ...base.grant, device: 'dev-b' } };
+    t.equal(await store.recordPending({ ...rival, createdAt: T0 + 1000, updatedAt: T0 + 1000 }, T0 + 1000), false, 'a live binding of another context is not taken over');
+    t.equal(await store.recordPending({ ...base, grant: { ...base.grant, prefix: 'pfx-2' } }, T0 + 1000), false, 'nor by another network of the same device');
+    t.equal(await store.recordPending({ ...base, purposeClass: 'sensitive' }, T0 + 1000), false, 'nor by another purpose class');
+    t.equal((await store.getSession(base.sessionId, T0 + 2000))?.device, 'dev-a');
+    t.equal(await store.recordPending({ ...base, createdAt: T0 + 2000, expiresAt: T0 + 2000 + 10 * 60_000 }, T0 + 2000), true, 'the same context hands it out again');
+    const later = T0 + 30 * 60_000;
+    t.equal(await store.recordPending({ ...rival, createdAt: later, expiresAt: later + 10 * 60_000, updatedAt: later }, later), true, 'a lapsed binding can be re-bound');
+    const ctx = { user, prefix: 'pfx-1', method: 'PASSIVE' as const, purposeClass: 'normal' };
+    t.equal((await store.findPending({ ...ctx, device: 'dev-b' }, later + 1000))?.device, 'dev-b');
+    t.equal(await store.findPending({ ...ctx, device: 'dev-a' }, later + 1000), undefined, 'the old context no longer finds it, even if its index entry is still there');
+  });
+
+  withStore('session opens are counted per device and per user in a window', async (t, store) => {
+    const user = unique('u');
+    t.same(await store.countSessionOpen(user, 'dev-a', 15 * 60_000, T0), { device: 1, user: 1 });
+    t.same(await store.countSessionOpen(user, 'dev-a', 15 * 60_000, T0 + 1000), { device: 2, user: 2 });
+    t.same(await store.countSessionOpen(user, 'dev-b', 15 * 60_000, T0 + 2000), { device: 1, user: 3 });
+    t.same(await store.countSessionOpen(user, 'dev-a', 15 * 60_000, T0 + 16 * 60_000), { device: 1, user: 1 });
+  });
+
+  withStore('each key family keeps its own lifetime (caller clock)', async (t, store) => {
+    const user = unique('u');
+    // Default retention: trust 90 days, sightings 30 days, pending 10 minutes, session records 24 hours.
+    t.equal(DEFAULT_RETENTION.trustMs, 90 * DAY);
+    t.equal(DEFAULT_RETENTION.historyMs, 30 * DAY);
+    await store.observe(sighting(user), T0);
+    await store.trust(grant(user, { ttlMs: DEFAULT_RETENTION.trustMs }), T0);
+    const day31 = await store.peek(sighting(user), T0 + 31 * DAY);
+    t.match(day31, { deviceKnown: true, ipKnown: true, prefixKnown: true, verifiedCount: 1, lastVerifiedAt: T0 }, 'trust outlives 30 days without a sign-in');
+    t.ok(day31.lastPlace, 'so does the last verified place');
+    t.equal(day31.deviceSeenCount, 0, 'the sighting lapsed after HISTORY_TTL');
+    t.equal(day31.deviceFirstSeenAt, undefined);
+    t.same((await store.listDevices(user, T0 + 31 * DAY)).map((d) => d.device), ['dev-a'], 'the device list agrees with the decisions');
+    const resighted = await store.observe(sighting(user), T0 + 31 * DAY);
+    t.match(resighted, { deviceKnown: true, deviceSeenCount: 0 });
+    t.equal((await store.peek(sighting(user), T0 + 31 * DAY + 1000)).deviceFirstSeenAt, T0 + 31 * DAY, 'a lapsed sighting starts over');
+    const day91 = await store.peek(sighting(user), T0 + 91 * DAY);
+    t.match(day91, { deviceKnown: false, ipKnown: false, prefixKnown: false, verifiedCount: 0, lastVerifiedAt: undefined, lastPlace: undefined }, 'trust lapses after TRUST_TTL');
+    t.same(await store.listDevices(user, T0 + 91 * DAY), []);
+    const seenRecently = unique('u');
+    await store.observe(sighting(seenRecently), T0);
+    await store.observe(sighting(seenRecently), T0 + 29 * DAY);
+    t.equal((await store.peek(sighting(seenRecently), T0 + 31 * DAY)).deviceSeenCount, 2, 'HISTORY_TTL counts from the last sighting');
+
+    const session: StepUpSession = {
+      sessionId: unique('s'), user, device: 'dev-a', method: 'PASSIVE', workflowId: 'wf', url: 'sealed', createdAt: T0, expiresAt: T0 + DEFAULT_RETENTION.pendingMs,
+      status: 'pending', diditStatus: 'Not Started', updatedAt: T0, lastEventTs: 0, grant: { user, device: 'dev-a', ip: 'ip-1', prefix: 'pfx-1' }, purposeClass: 'normal',
+    };
+    const ctx: PendingContext = { user, device: 'dev-a', prefix: 'pfx-1', method: 'PASSIVE', purposeClass: 'normal' };
+    await store.recordPending(session, T0);
+    t.ok(await store.findPending(ctx, T0 + DEFAULT_RETENTION.pendingMs - 1), 'pending within its TTL');
+    t.equal(await store.findPending(ctx, T0 + DEFAULT_RETENTION.pendingMs), undefined, 'not after it');
+    t.ok(await store.getSession(session.sessionId, T0 + DEFAULT_RETENTION.claimMs - 1), 'the session record outlives the pending window');
+    t.equal(await store.getSession(session.sessionId, T0 + DEFAULT_RETENTION.claimMs), undefined, 'until its own lifetime ends');
   });
 
   withStore('trusted devices can be listed and revoked one by one', async (t, store) => {
