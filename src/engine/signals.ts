@@ -50,7 +50,8 @@ export const SIGNALS = [
   { name: 'ua.os', type: 'string', source: 'ua', doc: 'Operating system family (empty when unknown).' },
   { name: 'ua.device_type', type: 'string', source: 'ua', doc: '`mobile`, `tablet`, `console`, `smarttv`, `wearable`, `embedded`, or `desktop` when none is reported.' },
   { name: 'ua.bot', type: 'bool', source: 'ua', doc: 'The user agent is a crawler, bot or automation client (crawler-user-agents list and headless markers).' },
-  { name: 'ua.changed', type: 'bool', source: 'store', doc: 'The browser or OS family differs from what was verified for this device.' },
+  { name: 'ua.changed', type: 'bool', source: 'store', doc: 'The browser or OS family differs from what was verified for this device, or the agent is absent where a browser was verified.' },
+  { name: 'ua.absent', type: 'bool', source: 'request', doc: 'No usable user agent: missing, empty, whitespace only, or a placeholder such as `-` or `null`.' },
 
   { name: 'user.verified_count', type: 'int', source: 'store', requiredForSkip: true, doc: 'Number of trusted devices this user has (0 = cold start).' },
   { name: 'user.last_verified_days', type: 'double', source: 'store', doc: 'Days since this user last passed a step-up.' },
