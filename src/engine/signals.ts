@@ -24,7 +24,7 @@ export const SIGNALS = [
   { name: 'device.seen_count', type: 'int', source: 'store', doc: 'How many decides this user made from this device before this one (seen, not verified).' },
   { name: 'device.first_seen_days', type: 'double', source: 'store', doc: 'Days since this device was first seen for this user (0 when new).' },
 
-  { name: 'ip.version', type: 'int', source: 'request', doc: '4 or 6 (IPv4-mapped IPv6 counts as 4).' },
+  { name: 'ip.version', type: 'int', source: 'request', doc: '4 or 6. An IPv6 address that carries an IPv4 client (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32, IPv4-compatible) counts as 4, and every signal uses that IPv4.' },
   { name: 'ip.private', type: 'bool', source: 'request', doc: 'RFC 1918, loopback, link-local, CGNAT 100.64/10, ULA fc00::/7 or another non-public range.' },
   { name: 'ip.known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'This exact IP address was verified for this user.' },
   { name: 'ip.prefix_known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'The network was verified for this user: the IPv6 /64 (IPv4: the same address).' },
