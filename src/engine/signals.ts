@@ -18,6 +18,7 @@ export interface SignalSpec {
 
 export const SIGNALS = [
   { name: 'request.purpose', type: 'string', source: 'request', doc: 'Why the login service asks: `login` by default, or e.g. `change_password`, `add_payee`.' },
+  { name: 'request.purpose_class', type: 'string', source: 'derived', doc: '`normal` or `sensitive` as `rules/purposes.yaml` declares `request.purpose`, else `undeclared` (treated as sensitive: never SKIP, counted in `risk_undeclared_purpose_total`). Derived by the engine from `request.purpose`.' },
   { name: 'request.attributes', type: 'map', source: 'request', doc: 'Flat map of caller-supplied custom attributes (string, number, boolean).' },
 
   { name: 'device.known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'This device id was verified for this user by an Approved step-up (within its trust TTL).' },

@@ -101,6 +101,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const evaluateStarted = process.hrtime.bigint();
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
+    if (decision.purposeClass === 'undeclared') deps.metrics.undeclaredPurpose.inc();
     stage('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
 
     let verification: Verification = { status: 'not_needed' };
