@@ -1,7 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
 import { compileBotPatterns, createUserAgentParser, isAbsentUserAgent, MAX_UA_LENGTH } from '../../src/signals/user-agent.js';
+import { Redis } from 'ioredis';
+import type { Test } from 'tap';
+import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisStore } from '../../src/store/redis-store.js';
+import type { Store } from '../../src/store/store.js';
 import { startDiditStack } from '../helpers/didit.js';
+import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
 
 const MAX_HEADER = 8192;
@@ -131,33 +137,56 @@ t.test('absent agents: missing, empty, blank and placeholders, and nothing else'
   for (const ua of ['x', 'Mozilla', '-x', 'null/1.0', CHROME_WINDOWS, `${' '.repeat(600)}x`]) t.equal(parser.parse(ua).absent, false, JSON.stringify(ua).slice(0, 20));
 });
 
-t.test('a device verified with a browser never skips when the agent disappears', async (t) => {
+async function agentScenarios(t: Test, store?: Store) {
   const clock = testClock();
-  const stack = await startDiditStack(clock);
+  const stack = await startDiditStack(clock, {}, undefined, store);
   t.teardown(() => stack.close());
-  const decide = async (userAgent: string | undefined) => {
+  const decide = async (device: string, userAgent: string | undefined, user = 'ua-user') => {
     const response = await stack.service.app.inject({
       method: 'POST',
       url: '/v1/decide',
       headers: { 'content-type': 'application/json', ...stack.service.auth },
-      payload: JSON.stringify({ user_id: 'ua-user', device_id: 'ua-laptop', ip: '89.160.20.112', ...(userAgent === undefined ? {} : { user_agent: userAgent }) }),
+      payload: JSON.stringify({ user_id: user, device_id: device, ip: '89.160.20.112', ...(userAgent === undefined ? {} : { user_agent: userAgent }) }),
     });
     return response.json() as { action: string; signals: Record<string, unknown>; reasons: Array<{ rule: string }>; verification: { session_id: string } };
   };
-  const first = await decide(CHROME_WINDOWS);
+  const first = await decide('ua-laptop', CHROME_WINDOWS);
   t.equal(first.action, 'PASSIVE');
   await stack.simulator.complete(first.verification.session_id, 'Approved');
-  const again = await decide(CHROME_WINDOWS);
+  const again = await decide('ua-laptop', CHROME_WINDOWS);
   t.equal(again.action, 'SKIP', 'the verified browser on its device skips');
   t.equal(again.signals['ua.absent'], false);
   for (const ua of [undefined, '', '-', '   ', '\t', 'null']) {
-    const reply = await decide(ua);
+    const reply = await decide('ua-laptop', ua);
     t.equal(reply.action, 'PASSIVE', `agent ${JSON.stringify(ua)}`);
     t.equal(reply.signals['ua.changed'], true);
     t.equal(reply.signals['ua.absent'], true);
     t.ok(reply.reasons.some((r) => r.rule === 'agent-vanished-on-device'));
   }
-  const garbage = await decide('x');
+  const garbage = await decide('ua-laptop', 'x');
   t.equal(garbage.action, 'PASSIVE', 'an agent naming no browser or OS is treated the same');
   t.equal(garbage.signals['ua.absent'], false);
+
+  // A device verified without any agent (an API client) has nothing to compare: it keeps skipping.
+  // (Another user: the first one has used up its step-ups for this quarter hour.)
+  const bare = await decide('ua-cli', undefined, 'api-user');
+  await stack.simulator.complete(bare.verification.session_id, 'Approved');
+  const bareAgain = await decide('ua-cli', undefined, 'api-user');
+  t.equal(bareAgain.signals['ua.changed'], false);
+  t.equal(bareAgain.action, 'SKIP');
+}
+
+t.test('a device verified with a browser never skips when the agent disappears (memory store)', async (t) => {
+  await agentScenarios(t);
+});
+
+t.test('the same on Redis, whose grant keeps an empty agent as "|"', async (t) => {
+  const server = await startRedis();
+  const redis = new Redis(server.url, loginPathOptions(100));
+  redis.on('error', () => undefined);
+  t.teardown(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+  await agentScenarios(t, createRedisStore({ redis, keyPrefix: 'ua:' }));
 });
