@@ -233,7 +233,8 @@ t.test('the simulator never redirects the browser to a refused callback', async 
 });
 
 t.test('end to end: an allowed callback reaches the simulator and comes back as the redirect', async (t) => {
-  const stack = await startDiditStack(testClock(), { CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000' });
+  // A generous Didit deadline: this tests where the browser goes, not timeouts, on a shared machine.
+  const stack = await startDiditStack(testClock(), { CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000', DIDIT_TIMEOUT_MS: '5000' });
   t.teardown(() => stack.close());
   const decide = (callback: string) =>
     stack.service.app.inject({

@@ -139,7 +139,8 @@ t.test('absent agents: missing, empty, blank and placeholders, and nothing else'
 
 async function agentScenarios(t: Test, store?: Store) {
   const clock = testClock();
-  const stack = await startDiditStack(clock, {}, undefined, store);
+  // A generous Didit deadline: this tests the agent signals, not timeouts, on a shared machine.
+  const stack = await startDiditStack(clock, { DIDIT_TIMEOUT_MS: '5000' }, undefined, store);
   t.teardown(() => stack.close());
   const decide = async (device: string, userAgent: string | undefined, user = 'ua-user') => {
     const response = await stack.service.app.inject({
