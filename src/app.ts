@@ -13,6 +13,7 @@ import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
+import type { CallbackPolicy } from './lib/callback-url.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -28,6 +29,7 @@ export interface AppDeps {
   readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
+  readonly callbackPolicy?: CallbackPolicy;
   readonly trustProxy?: readonly string[];
   readonly publicPaths?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
@@ -122,6 +124,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       stepUp: deps.stepUp,
       metrics: deps.metrics,
       clock: deps.clock ?? Date.now,
+      ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
       ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
     for (const plugin of deps.plugins ?? []) plugin(scope);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
-import type { Config } from './config.js';
+import { callbackPolicyOf, type Config } from './config.js';
 import { openDatabase } from './data-io/geoip-files.js';
 import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
@@ -211,6 +211,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     apiTokens,
     clock,
     embedded: config.embedded,
+    callbackPolicy: callbackPolicyOf(config),
     ...(stepUp ? { stepUp } : {}),
     plugins,
     rateLimits,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib/callback-url.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const port = z.coerce.number().int().min(0).max(65535);
@@ -37,6 +38,7 @@ const envSchema = z.object({
   DIDIT_WORKFLOW_FLASHING: z.string().uuid().optional(),
   DIDIT_WORKFLOW_ACTIVE_3D: z.string().uuid().optional(),
   DIDIT_CALLBACK_URL: z.string().url().optional(),
+  CALLBACK_ALLOWED_ORIGINS: z.string().min(1).optional(),
   DIDIT_TIMEOUT_MS: ms.default(1500),
   SIMULATOR_PORT: port.default(8090),
   PENDING_TTL_MINUTES: z.coerce.number().int().min(1).max(60).default(10),
@@ -92,8 +94,38 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     problems.push('API_TOKENS: expected name:token pairs separated by commas, tokens of at least 16 characters');
   }
   if (c.TRUST_PROXY && /^(true|\*|\d+)$/.test(c.TRUST_PROXY.trim())) problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
+  problems.push(...callbackConfigProblems(c));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...c, embedded });
+}
+
+/** The allowed origins and the default callback obey the same rule as a decide's `callback`. */
+function callbackConfigProblems(c: Env): string[] {
+  const allowLoopbackHttp = !c.DIDIT_API_KEY;
+  let allowedOrigins: ReadonlySet<string> | undefined;
+  const problems: string[] = [];
+  if (c.CALLBACK_ALLOWED_ORIGINS !== undefined) {
+    const parsed = parseAllowedOrigins(c.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
+    if ('problems' in parsed) problems.push(...parsed.problems.map((p) => `CALLBACK_ALLOWED_ORIGINS: ${p}`));
+    else allowedOrigins = parsed.origins;
+  }
+  if (c.DIDIT_CALLBACK_URL !== undefined && problems.length === 0) {
+    const problem = callbackProblem(c.DIDIT_CALLBACK_URL, { allowLoopbackHttp, ...(allowedOrigins ? { allowedOrigins } : {}) });
+    if (problem) problems.push(`DIDIT_CALLBACK_URL: ${problem}`);
+  }
+  return problems;
+}
+
+/**
+ * What a decide's `callback` may be: https (http to loopback only while the embedded simulator
+ * stands in for Didit), restricted to CALLBACK_ALLOWED_ORIGINS when set.
+ */
+export function callbackPolicyOf(config: Env): CallbackPolicy {
+  const allowLoopbackHttp = !config.DIDIT_API_KEY;
+  const parsed = config.CALLBACK_ALLOWED_ORIGINS === undefined ? undefined : parseAllowedOrigins(config.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
+  if (!parsed) return { allowLoopbackHttp };
+  // loadConfig refuses a bad list; should one get here anyway, it allows nothing rather than anything.
+  return { allowLoopbackHttp, allowedOrigins: 'origins' in parsed ? parsed.origins : new Set<string>() };
 }
 
 /** The documented variables, for the README table (kept in step by a test). */

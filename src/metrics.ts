@@ -21,6 +21,7 @@ export function createMetrics() {
     bypassUsed: new client.Counter({ name: 'risk_bypass_used_total', help: 'Decisions lowered by a bypass', labelNames: ['bypass'] as const, registers: [registry] }),
     dataReloadFailures: new client.Counter({ name: 'risk_data_reload_failures_total', help: 'Rejected GeoIP or list updates (the previous data keeps serving)', labelNames: ['dataset'] as const, registers: [registry] }),
     rateLimited: new client.Counter({ name: 'risk_rate_limited_total', help: 'Decides refused by a rate limit (user: shared per user; caller: per process)', labelNames: ['limit'] as const, registers: [registry] }),
+    undeclaredPurpose: new client.Counter({ name: 'risk_undeclared_purpose_total', help: 'Decides whose purpose is not declared in rules/purposes.yaml (treated as sensitive; no label: the purpose is caller text)', registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };
   // Bounded label values exist from the start, so rate() sees the first refusal and the series

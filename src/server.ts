@@ -1,5 +1,5 @@
 import closeWithGrace from 'close-with-grace';
-import { ConfigError, loadConfig } from './config.js';
+import { callbackPolicyOf, ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './routes/metrics-listener.js';
 import { updateData } from './data-io/data-update.js';
@@ -32,6 +32,7 @@ async function main(): Promise<void> {
       publicBaseUrl: simulatorBase,
       webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
       retryDelaysMs: [2000, 8000],
+      callbackPolicy: callbackPolicyOf(config),
     });
     await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
     didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };

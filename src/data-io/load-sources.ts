@@ -6,7 +6,7 @@ import { geoipPaths, openDatabase } from './geoip-files.js';
 import { createGeoIp, type GeoDatabase, type GeoIp, type LoadedDatabase } from '../signals/geoip.js';
 import { createIpLists, type IpLists, type ListName } from '../signals/ip-lists.js';
 import { loadListsFromManifest } from './list-files.js';
-import { compileBotPatterns, createUserAgentParser, type UserAgentParser } from '../signals/user-agent.js';
+import { compileBotPatterns, createUserAgentParser, type BotMatcher, type UserAgentParser } from '../signals/user-agent.js';
 
 export interface SignalSources {
   readonly geoip: GeoIp;
@@ -15,7 +15,7 @@ export interface SignalSources {
   readonly geoipPaths: Partial<Record<GeoDatabase, string>>;
 }
 
-async function loadBotPattern(dataDir: string, logger: Logger): Promise<RegExp | undefined> {
+async function loadBotPattern(dataDir: string, logger: Logger): Promise<BotMatcher | undefined> {
   try {
     const list = JSON.parse(await readFile(path.join(dataDir, 'user-agents/bots/crawler-user-agents.json'), 'utf8')) as Array<{ pattern: string }>;
     return compileBotPatterns(list.map((e) => e.pattern));

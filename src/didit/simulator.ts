@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { StepUpRung } from '../engine/ladder.js';
 import { asciiEscape, canonicalJson, hmacHex, simpleMessage } from './signature.js';
+import { callbackProblem, type CallbackPolicy } from '../lib/callback-url.js';
 
 /**
  * An offline Didit that speaks the contract of shared/reference/didit-api.md: session creation with
@@ -23,6 +24,8 @@ export interface SimulatorOptions {
   readonly retryDelaysMs?: readonly number[];
   /** A workflow's session expiry (Didit's default: 7 days); an unfinished session is reused until then. */
   readonly sessionLifetimeMs?: number;
+  /** Which callbacks it redirects to (default: https, or http to loopback); others get a page, not a redirect. */
+  readonly callbackPolicy?: CallbackPolicy;
 }
 
 export interface SimulatorFaults {
@@ -309,7 +312,9 @@ ${button('approve', 'Approve')}${button('decline', 'Decline')}${button('abandon'
     if (!id || !verdict) return reply.status(404).type('text/html').send('<h1>Unknown session or action</h1>');
     const codes = await complete(id, verdict);
     const session = sessions.get(id)!;
-    if (session.callback) {
+    // A second guard after the decide route's: whatever reached the session API directly (Didit's
+    // API is reachable by anyone with the key), the browser is never sent to a refused callback.
+    if (session.callback && !callbackProblem(session.callback, options.callbackPolicy ?? { allowLoopbackHttp: true })) {
       const target = new URL(session.callback);
       target.searchParams.set('verificationSessionId', id);
       target.searchParams.set('status', verdict);

@@ -11,6 +11,8 @@ export interface OpenStepUp {
   readonly userId: string;
   readonly method: StepUpRung;
   readonly purpose: string;
+  /** How the ruleset's vocabulary classes the purpose (undeclared counts as sensitive): reuse never crosses classes. */
+  readonly purposeClass: 'normal' | 'sensitive';
   readonly ruleIds: readonly string[];
   readonly callback?: string;
   readonly portraitImage?: string;

@@ -1,7 +1,6 @@
 import type { StepUpRung } from '../engine/ladder.js';
 import { pendingContextOf, pendingField, sameContext, type PendingContext, type StepUpSession, type Store } from '../store/store.js';
 import { DiditError, type DiditClient } from './client.js';
-import { purposeClass } from './purpose-class.js';
 import type { OpenStepUp, StepUpService, Verification } from './step-up-types.js';
 
 export interface StepUpOptions {
@@ -72,7 +71,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     device: request.grant.device,
     prefix: request.grant.prefix,
     method: request.method,
-    purposeClass: purposeClass(request.purpose),
+    purposeClass: request.purposeClass,
   });
 
   /** Records a hand-out of this session to this sign-in: the pending window starts now. */

@@ -2,6 +2,7 @@ import { toCelContext } from './cel-env.js';
 import { higher, rank, rungForScore, type Rung } from './ladder.js';
 import type { BypassContext, CompiledRule, CompiledRuleset } from './ruleset.js';
 import { SIGNALS, type Signals, type SignalValue } from './signals.js';
+import { classifyPurpose, UNDECLARED_PURPOSE_FLOOR, type PurposeClass } from './purposes.js';
 
 export interface EvaluationInput {
   readonly signals: Signals;
@@ -47,6 +48,8 @@ export interface Decision {
   readonly results: readonly RuleResult[];
   /** The bypass that shaped this decision, if any. */
   readonly bypass?: string;
+  /** The class of `request.purpose` in the ruleset's vocabulary (absent when no purpose was given). */
+  readonly purposeClass?: PurposeClass;
 }
 
 const REQUIRED_FOR_SKIP: readonly string[] = SIGNALS.filter((s) => 'requiredForSkip' in s && s.requiredForSkip).map((s) => s.name);
@@ -73,8 +76,17 @@ function runRule(rule: CompiledRule, context: ReturnType<typeof toCelContext>): 
   }
 }
 
+/** The signals with `request.purpose_class` derived from the ruleset's vocabulary (the vocabulary wins over a supplied value). */
+function withPurposeClass(ruleset: CompiledRuleset, signals: Signals): { signals: Signals; purposeClass: PurposeClass | undefined } {
+  const purpose = signals['request.purpose'];
+  if (typeof purpose !== 'string') return { signals, purposeClass: undefined };
+  const purposeClass = classifyPurpose(ruleset.purposes, purpose);
+  return { signals: { ...signals, 'request.purpose_class': purposeClass }, purposeClass };
+}
+
 function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decision {
-  const { signals, now } = input;
+  const { now } = input;
+  const { signals, purposeClass } = withPurposeClass(ruleset, input.signals);
   const context = toCelContext(signals);
   const policy = ruleset.policy;
   const results: RuleResult[] = [];
@@ -120,6 +132,12 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
     action = policy.coldStartFloor;
     reasons.push({ rule: 'floor:cold-start', because: 'user.verified_count=0 (no verified history)' });
   }
+  // Here, not only in the shipped rules: a rules edit must not be able to make an unknown purpose skip.
+  const undeclared = purposeClass === 'undeclared';
+  if (undeclared && rank(action) < rank(UNDECLARED_PURPOSE_FLOOR)) {
+    action = UNDECLARED_PURPOSE_FLOOR;
+    reasons.push({ rule: 'floor:undeclared-purpose', because: `request.purpose=${JSON.stringify(signals['request.purpose'])} is not declared in purposes.yaml` });
+  }
 
   // A bypass may lower friction down to its `lowest` rung, but never a DENY that a rule demands,
   // and never below the floors: an exception is no licence to skip on unknown inputs or no history.
@@ -128,6 +146,7 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
   if (bypass && minimum !== 'DENY' && rank(action) > rank(bypass.lowest)) {
     let floor = missingForSkip || enforceUnknown ? higher(bypass.lowest, policy.degradedFloor) : bypass.lowest;
     if (signals['user.verified_count'] === 0) floor = higher(floor, policy.coldStartFloor);
+    if (undeclared) floor = higher(floor, UNDECLARED_PURPOSE_FLOOR);
     if (rank(floor) < rank(action)) {
       reasons.push({ rule: `bypass:${bypass.id}`, because: `${bypass.reason} (lowered ${action} to ${floor})` });
       action = floor;
@@ -144,6 +163,7 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
   if (unknown.size > 0 && degraded.size === 0) degraded.add('signals');
   const decision: { -readonly [K in keyof Decision]: Decision[K] } = { action, score, reasons, shadow, degraded: [...degraded].sort(), unknown: [...unknown].sort(), ruleset: ruleset.hash, results };
   if (bypassUsed) decision.bypass = bypassUsed;
+  if (purposeClass) decision.purposeClass = purposeClass;
   return decision;
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { celEnvironment, MAX_EXPRESSION_LENGTH, signalsReadBy, type CelContext } from './cel-env.js';
 import { RUNGS, rank, type Rung, type ScoreBand } from './ladder.js';
+import type { DeclaredPurposeClass } from './purposes.js';
 
 const rungSchema = z.enum(RUNGS);
 const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}(T[\d:.]+Z)?$/, 'expected an ISO date such as 2027-01-31');
@@ -88,6 +89,8 @@ export interface CompiledRuleset {
   readonly rules: readonly CompiledRule[];
   readonly policy: Policy;
   readonly bypasses?: readonly CompiledBypass[];
+  /** The purpose vocabulary (rules/purposes.yaml); absent: only `login`, as normal. */
+  readonly purposes?: ReadonlyMap<string, DeclaredPurposeClass>;
 }
 
 /** A parsed source document as rules-io hands it over: content plus where things are. */

@@ -18,13 +18,14 @@ export interface SignalSpec {
 
 export const SIGNALS = [
   { name: 'request.purpose', type: 'string', source: 'request', doc: 'Why the login service asks: `login` by default, or e.g. `change_password`, `add_payee`.' },
+  { name: 'request.purpose_class', type: 'string', source: 'derived', doc: '`normal` or `sensitive` as `rules/purposes.yaml` declares `request.purpose`, else `undeclared` (treated as sensitive: never SKIP, counted in `risk_undeclared_purpose_total`). Derived by the engine from `request.purpose`.' },
   { name: 'request.attributes', type: 'map', source: 'request', doc: 'Flat map of caller-supplied custom attributes (string, number, boolean).' },
 
   { name: 'device.known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'This device id was verified for this user by an Approved step-up (within its trust TTL).' },
   { name: 'device.seen_count', type: 'int', source: 'store', doc: 'How many decides this user made from this device before this one (seen, not verified).' },
   { name: 'device.first_seen_days', type: 'double', source: 'store', doc: 'Days since this device was first seen for this user (0 when new).' },
 
-  { name: 'ip.version', type: 'int', source: 'request', doc: '4 or 6 (IPv4-mapped IPv6 counts as 4).' },
+  { name: 'ip.version', type: 'int', source: 'request', doc: '4 or 6. An IPv6 address that carries an IPv4 client (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32, IPv4-compatible) counts as 4, and every signal uses that IPv4.' },
   { name: 'ip.private', type: 'bool', source: 'request', doc: 'RFC 1918, loopback, link-local, CGNAT 100.64/10, ULA fc00::/7 or another non-public range.' },
   { name: 'ip.known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'This exact IP address was verified for this user.' },
   { name: 'ip.prefix_known', type: 'bool', source: 'store', requiredForSkip: true, doc: 'The network was verified for this user: the IPv6 /64 (IPv4: the same address).' },
@@ -50,7 +51,8 @@ export const SIGNALS = [
   { name: 'ua.os', type: 'string', source: 'ua', doc: 'Operating system family (empty when unknown).' },
   { name: 'ua.device_type', type: 'string', source: 'ua', doc: '`mobile`, `tablet`, `console`, `smarttv`, `wearable`, `embedded`, or `desktop` when none is reported.' },
   { name: 'ua.bot', type: 'bool', source: 'ua', doc: 'The user agent is a crawler, bot or automation client (crawler-user-agents list and headless markers).' },
-  { name: 'ua.changed', type: 'bool', source: 'store', doc: 'The browser or OS family differs from what was verified for this device.' },
+  { name: 'ua.changed', type: 'bool', source: 'store', doc: 'The browser or OS family differs from what was verified for this device, or the agent is absent where a browser was verified.' },
+  { name: 'ua.absent', type: 'bool', source: 'request', doc: 'No usable user agent: missing, empty, whitespace only, or a placeholder such as `-` or `null`.' },
 
   { name: 'user.verified_count', type: 'int', source: 'store', requiredForSkip: true, doc: 'Number of trusted devices this user has (0 = cold start).' },
   { name: 'user.last_verified_days', type: 'double', source: 'store', doc: 'Days since this user last passed a step-up.' },

@@ -11,6 +11,7 @@ import type { Enriched, Enricher, SignInRequest } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
+import { callbackProblem, MAX_CALLBACK_LENGTH, type CallbackPolicy } from '../lib/callback-url.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
 import type { Mutable } from '../lib/mutable.js';
 
@@ -35,7 +36,11 @@ export const decideBodySchema = z.strictObject({
     .max(MAX_PORTRAIT_BASE64, 'portrait_image is larger than 2 MB')
     .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'portrait_image must be plain base64 (no data: prefix)')
     .optional(),
-  callback: z.string().url().max(2048).optional(),
+  callback: z
+    .string()
+    .max(MAX_CALLBACK_LENGTH)
+    .optional()
+    .meta({ description: 'Where Didit sends the browser back: https only (http to loopback with the embedded simulator), and only CALLBACK_ALLOWED_ORIGINS when set' }),
   attributes: z
     .record(attributeKey, z.union([z.string().max(256), z.number().finite(), z.boolean()]))
     .refine((a) => Object.keys(a).length <= 32, 'at most 32 attributes')
@@ -52,7 +57,11 @@ export interface DecideDeps {
   readonly clock: () => number;
   /** The per-caller limiter (onRequest); the per-user limit is counted by the store in enrich. */
   readonly callerLimit?: unknown;
+  /** What `callback` may be; without one, https to a public DNS name only. */
+  readonly callbackPolicy?: CallbackPolicy;
 }
+
+const STRICT_CALLBACKS: CallbackPolicy = { allowLoopbackHttp: false };
 
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
   const stage = children((name) => deps.metrics.stageDuration.labels(name));
@@ -69,6 +78,10 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
   app.post('/v1/decide', routeOptions, async (request, reply) => {
     const started = process.hrtime.bigint();
     const body = parseBody(decideBodySchema, request.body);
+    if (body.callback !== undefined) {
+      const problem = callbackProblem(body.callback, deps.callbackPolicy ?? STRICT_CALLBACKS);
+      if (problem) throw new RiskError('RISK_ERR_VALIDATION', problem, 'callback');
+    }
     const ruleset = deps.rules.current();
     if (!ruleset) throw new RiskError('RISK_ERR_UNAVAILABLE', 'no ruleset is loaded');
     const now = deps.clock();
@@ -89,6 +102,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const evaluateStarted = process.hrtime.bigint();
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
+    if (decision.purposeClass === 'undeclared') deps.metrics.undeclaredPurpose.inc();
     stage('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
 
     let verification: Verification = { status: 'not_needed' };
@@ -99,6 +113,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
         userId: body.user_id,
         method: decision.action,
         purpose: body.purpose,
+        purposeClass: decision.purposeClass === 'normal' ? 'normal' : 'sensitive',
         ruleIds: decision.reasons.map((r) => r.rule),
         grant: enriched.grant,
         now,

@@ -5,6 +5,7 @@ import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
 import { checkSync } from 'recheck';
 import { compileRuleset, type CompileResult, type LoadError, type RegexGuard, type RuleSource } from '../engine/ruleset.js';
 import { compileBypasses, type BypassIds } from './bypasses.js';
+import { compilePurposes, isPurposesFile } from './purposes.js';
 
 /** A rule file larger than this is refused before parsing (a 10 MB write must not stall a reload). */
 export const MAX_RULE_FILE_BYTES = 256 * 1024;
@@ -25,7 +26,7 @@ export function isBypassFile(name: string): boolean {
 }
 
 export function isRuleFile(name: string): boolean {
-  return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name);
+  return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name);
 }
 
 /** recheck (automaton + fuzz) at load: any pattern with super-linear backtracking is refused. */
@@ -85,8 +86,9 @@ export function compileFromTexts(files: readonly TextFile[], options: LoadOption
   const regexGuard = options.regexGuard ?? recheckGuard;
   const errors: LoadError[] = [];
   const sources: RuleSource[] = [];
-  const used = files.filter((f) => isRuleFile(f.name) || isBypassFile(f.name));
+  const used = files.filter((f) => isRuleFile(f.name) || isBypassFile(f.name) || isPurposesFile(f.name));
   let bypasses: ReturnType<typeof compileBypasses>['bypasses'] = [];
+  let purposes: ReturnType<typeof compilePurposes>['purposes'] | undefined;
   for (const file of used) {
     if (file.tooLarge || Buffer.byteLength(file.text) > MAX_RULE_FILE_BYTES) {
       errors.push({ file: file.name, reason: `file larger than ${MAX_RULE_FILE_BYTES} bytes` });
@@ -107,12 +109,18 @@ export function compileFromTexts(files: readonly TextFile[], options: LoadOption
       bypasses = compiled.bypasses;
       continue;
     }
+    if (isPurposesFile(file.name)) {
+      const compiled = compilePurposes(file.name, parsed.content);
+      errors.push(...compiled.errors);
+      purposes = compiled.purposes;
+      continue;
+    }
     const kind = /^policy\.ya?ml$/.test(path.basename(file.name)) ? 'policy' : 'rules';
     sources.push({ file: file.name, kind, content: parsed.content, lineOfRule: parsed.lineOfRule });
   }
   const compiled = compileRuleset(sources, { hash: hashFiles(used), regexGuard });
   if (errors.length > 0) return { ok: false, errors: [...errors, ...(compiled.ok ? [] : compiled.errors)] };
-  return compiled.ok ? { ok: true, ruleset: { ...compiled.ruleset, bypasses } } : compiled;
+  return compiled.ok ? { ok: true, ruleset: { ...compiled.ruleset, bypasses, ...(purposes ? { purposes } : {}) } } : compiled;
 }
 
 /** Reads every file of a rules directory (one level); sizes are checked before reading. */

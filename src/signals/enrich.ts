@@ -146,6 +146,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       'ua.os': ua.os,
       'ua.device_type': ua.deviceType,
       'ua.bot': ua.bot,
+      'ua.absent': ua.absent,
     };
     if (lists.tor !== undefined) s['ip.tor'] = lists.tor;
     if (lists.vpn !== undefined) s['ip.vpn'] = lists.vpn;
@@ -168,7 +169,9 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
       s['ip.prefix_known'] = history.prefixKnown;
       if (geo.asn !== undefined) s['ip.asn_known'] = history.asnKnown;
       if (s['geo.country'] !== undefined) s['geo.country_known'] = history.countryKnown;
-      s['ua.changed'] = history.deviceUa !== undefined && request.userAgent !== undefined && (history.deviceUa.browser !== ua.browser || history.deviceUa.os !== ua.os);
+      // Dropping the agent is a change too: stripping it must not dodge the comparison.
+      const verifiedUa = history.deviceUa && (history.deviceUa.browser || history.deviceUa.os) ? history.deviceUa : undefined;
+      s['ua.changed'] = verifiedUa !== undefined && (ua.absent || verifiedUa.browser !== ua.browser || verifiedUa.os !== ua.os);
       s['user.verified_count'] = history.verifiedCount;
       const lastVerified = days(history.lastVerifiedAt, now);
       if (lastVerified !== undefined) s['user.last_verified_days'] = lastVerified;

@@ -13,6 +13,30 @@ export interface ClientIp {
   readonly bytes: readonly number[];
   /** The address as one number (IPv4, unsigned 32-bit) or bigint (IPv6): what range tables search. */
   readonly key: number | bigint;
+  /** The IPv6 form the IPv4 client arrived in, when it came embedded in one. */
+  readonly embeddedIn?: Ipv4Embedding;
+}
+
+/**
+ * IPv6 forms that carry the client's IPv4 address. The IPv4 is the real client (the IPv6 address
+ * is the translator's or tunnel's doing), so lists, GeoIP, privacy, velocity and trust all use it.
+ * The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is left out on purpose: its operator picks
+ * the prefix length, so where the IPv4 sits inside it cannot be known from the address.
+ */
+export type Ipv4Embedding = 'nat64' | '6to4' | 'teredo' | 'ipv4-compatible';
+
+/** The embedded IPv4 of a 16-byte address, or undefined when it is a plain IPv6 address. */
+export function embeddedIpv4(bytes: readonly number[]): { octets: number[]; form: Ipv4Embedding } | undefined {
+  const zeroes = (from: number, to: number) => bytes.slice(from, to).every((b) => b === 0);
+  // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the last 32 bits.
+  if (bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && zeroes(4, 12)) return { octets: bytes.slice(12, 16), form: 'nat64' };
+  // 6to4 2002::/16 (RFC 3056): bits 16-47 are the site's public IPv4.
+  if (bytes[0] === 0x20 && bytes[1] === 0x02) return { octets: bytes.slice(2, 6), form: '6to4' };
+  // Teredo 2001:0000::/32 (RFC 4380): the client's public IPv4 is the last 32 bits, inverted.
+  if (bytes[0] === 0x20 && bytes[1] === 0x01 && bytes[2] === 0x00 && bytes[3] === 0x00) return { octets: bytes.slice(12, 16).map((b) => b ^ 0xff), form: 'teredo' };
+  // Deprecated IPv4-compatible ::a.b.c.d (RFC 4291); :: and ::1 (and all of ::/104) stay IPv6.
+  if (zeroes(0, 12) && bytes[12] !== 0) return { octets: bytes.slice(12, 16), form: 'ipv4-compatible' };
+  return undefined;
 }
 
 /** Strict syntax first (node:net rejects `01.02.03.04` and `300.1.1.1`); zone ids are meaningless for a client. */
@@ -73,14 +97,18 @@ export function dottedQuad(text: string): number[] | undefined {
   return octets;
 }
 
-function ipv4(octets: number[], address: string): ClientIp {
+function ipv4(octets: number[], address: string, embeddedIn?: Ipv4Embedding): ClientIp {
   const key = uint32(octets);
   let isPrivate = false;
   for (const [first, last] of IPV4_NOT_UNICAST) if (key >= first && key <= last) isPrivate = true;
-  return { address, version: 4, prefix: address, travelNet: `${octets[0]}.${octets[1]}.${octets[2]}.0/24`, private: isPrivate, bytes: octets, key };
+  const ip = { address, version: 4 as const, prefix: address, travelNet: `${octets[0]}.${octets[1]}.${octets[2]}.0/24`, private: isPrivate, bytes: octets, key };
+  return embeddedIn ? { ...ip, embeddedIn } : ip;
 }
 
-/** Parses an already validated IP; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes IPv4. */
+/**
+ * Parses an already validated IP; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) and the forms that embed an
+ * IPv4 client (NAT64, 6to4, Teredo, IPv4-compatible) become that IPv4.
+ */
 export function parseClientIp(text: string): ClientIp {
   // Most sign-ins arrive over IPv4 in canonical dotted form: no parser object, no string rebuild.
   const quad = dottedQuad(text);
@@ -89,6 +117,8 @@ export function parseClientIp(text: string): ClientIp {
   const bytes = parsed.toByteArray();
   const address = parsed.toString();
   if (parsed.kind() === 'ipv4') return ipv4(bytes, address);
+  const embedded = embeddedIpv4(bytes);
+  if (embedded) return ipv4(embedded.octets, embedded.octets.join('.'), embedded.form);
   const net64 = `${prefixOf(bytes, 8)}/64`;
   return { address, version: 6, prefix: net64, travelNet: net64, private: parsed.range() !== 'unicast', bytes, key: bigintOf(bytes) };
 }

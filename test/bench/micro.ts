@@ -15,7 +15,7 @@ const SIGNALS: Signals = {
   'request.purpose': 'login', 'request.attributes': {}, 'device.known': true, 'device.seen_count': 12, 'ip.known': true, 'ip.prefix_known': true,
   'ip.tor': false, 'ip.vpn': false, 'ip.hosting': false, 'ip.relay': false, 'ip.asn': 29518, 'geo.country': 'SE', 'geo.country_known': true,
   'geo.travel_assessed': false, 'ua.bot': false, 'ua.changed': false, 'ua.browser': 'Chrome', 'ua.os': 'Windows', 'user.verified_count': 2,
-  'velocity.decides_1h': 1, 'velocity.distinct_ips_1h': 1, 'velocity.declines_24h': 0, 'velocity.ip_decides_1m': 1, 'ip.version': 4, 'ip.private': false,
+  'velocity.decides_1h': 1, 'velocity.distinct_ips_1h': 1, 'velocity.declines_24h': 0, 'velocity.declines_device_24h': 0, 'velocity.declines_elsewhere_24h': 0, 'velocity.ip_decides_1m': 1, 'ip.version': 4, 'ip.private': false,
 };
 
 function time(ruleset: CompiledRuleset, iterations = 50_000): number {

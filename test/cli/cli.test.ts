@@ -20,7 +20,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 t.test('check: the shipped rules pass; a broken file is reported with file, line and rule id', async (t) => {
   const ok = await run('check', 'rules');
   t.equal(ok.code, 0);
-  t.match(ok.text, /^ok: 16 rules \(1 shadow, 0 expired\)/m);
+  t.match(ok.text, /^ok: 17 rules \(1 shadow, 0 expired\)/m);
   const broken = path.join(work, 'broken');
   cpSync('rules', broken, { recursive: true });
   writeFileSync(path.join(broken, 'network.yaml'), readFileSync('rules/network.yaml', 'utf8').replace('"!ip.known && !ip.prefix_known"', '"!ip.known && !ip.prefix_knwn"'));

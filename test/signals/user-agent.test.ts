@@ -69,5 +69,5 @@ t.test('user agents are cut before parsing and cached', async (t) => {
   const info = parser.parse(long);
   t.ok(Number(process.hrtime.bigint() - started) / 1e6 < 1000);
   t.equal(parser.parse(long), info, 'the second parse is the cached object');
-  t.same(parser.parse(undefined), { browser: '', os: '', deviceType: 'unknown', bot: false });
+  t.same(parser.parse(undefined), { browser: '', os: '', deviceType: 'unknown', bot: false, absent: true });
 });
