@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
 import underPressure from '@fastify/under-pressure';
@@ -10,6 +10,7 @@ import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
+import { clientErrorHandler } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
@@ -29,7 +30,6 @@ export interface AppDeps {
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
   readonly trustProxy?: readonly string[];
-  readonly publicPaths?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
   readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
@@ -48,6 +48,10 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
     FST_ERR_CTP_EMPTY_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the JSON body is empty'],
     FST_ERR_CTP_INVALID_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the body is not valid JSON'],
     FST_ERR_RATE_LIMITED: ['RISK_ERR_RATE_LIMITED', 'rate limit exceeded'],
+    // Raised before routing (fastify's frameworkErrors): the URL is never echoed back.
+    FST_ERR_BAD_URL: ['RISK_ERR_BAD_REQUEST', 'the URL is not valid (bad percent-encoding)'],
+    FST_ERR_MAX_PARAM_LENGTH: ['RISK_ERR_URI_TOO_LONG', 'a path segment is too long'],
+    FST_ERR_ASYNC_CONSTRAINT: ['RISK_ERR_BAD_REQUEST', 'the request could not be routed'],
   };
   const hit = e.code ? known[e.code] : undefined;
   if (hit) return { status: ERROR_STATUS[hit[0]], body: { code: hit[0], message: hit[1] } };
@@ -62,6 +66,8 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
   return { status: 500, body: { code: 'RISK_ERR_INTERNAL', message: 'internal error' } };
 }
 
+export const MAX_PARAM_LENGTH = 2304;
+
 export function buildApp(deps: AppDeps): FastifyInstance {
   const options: FastifyServerOptions = {
     loggerInstance: deps.logger,
@@ -75,7 +81,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     onConstructorPoisoning: 'error',
     trustProxy: deps.trustProxy && deps.trustProxy.length > 0 ? [...deps.trustProxy] : false,
     genReqId: () => crypto.randomUUID(),
-    routerOptions: { maxParamLength: 200 },
+    // A device id of 256 UTF-16 units percent-encodes to at most 2,304 characters (9 per unit).
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: (error, _request, reply) => {
+      const { status, body } = mapError(error);
+      void (reply as FastifyReply).status(status).send(body);
+    },
+    clientErrorHandler,
   };
   const app = Fastify(options) as unknown as FastifyInstance;
 
@@ -98,7 +110,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       security: [{ bearer: [] }],
     },
   });
-  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
+  // Auth first: its onRoute hook must see every route, this one included.
+  registerCallerAuth(app, deps.apiTokens);
+  app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   if (deps.pressure && deps.pressure.maxEventLoopDelayMs > 0) {
     // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
     void app.register(underPressure, {
@@ -110,7 +124,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       },
     });
   }
-  registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
   // Routes go in a child plugin registered after the limiter, so the limiter's onRoute hook sees them.
   const limits = deps.rateLimits;
   void app.register(async (scope) => {
