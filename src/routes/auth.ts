@@ -13,6 +13,10 @@ declare module 'fastify' {
     /** The scope a token needs for this route. Every route declares exactly one of the two. */
     scope?: Scope;
   }
+  interface FastifyInstance {
+    /** Every route as the auth hook saw it: what the route-enumeration test checks against the router. */
+    readonly routeAccess: ReadonlyArray<{ readonly method: string; readonly url: string; readonly access: RouteAccess }>;
+  }
 }
 
 export interface ApiToken {
@@ -83,6 +87,8 @@ export function accessOf(route: Pick<RouteOptions, 'method' | 'url' | 'config'>)
 export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiToken[]): void {
   const known = tokens.map((t) => ({ name: t.name, scopes: t.scopes ?? SCOPES, digest: digest(t.token) }));
   app.decorateRequest('caller', '');
+  const table: Array<{ method: string; url: string; access: RouteAccess }> = [];
+  app.decorate('routeAccess', table);
 
   const identify = (header: string | undefined) => {
     const match = typeof header === 'string' ? /^Bearer +(\S+) *$/i.exec(header) : null;
@@ -114,6 +120,7 @@ export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiTok
   });
   app.addHook('onRoute', (route) => {
     const access = accessOf(route);
+    for (const method of [route.method].flat()) table.push({ method, url: route.url, access });
     if ('public' in access) return;
     // First of the route's own hooks, so limits and handlers only ever see an authenticated caller.
     const own = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
