@@ -1,4 +1,5 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply } from 'fastify';
+import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
 import underPressure from '@fastify/under-pressure';
@@ -10,7 +11,7 @@ import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
-import { clientErrorHandler } from './routes/client-errors.js';
+import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
@@ -66,10 +67,10 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
   return { status: 500, body: { code: 'RISK_ERR_INTERNAL', message: 'internal error' } };
 }
 
-export const MAX_PARAM_LENGTH = 2304;
+export const MAX_PARAM_LENGTH = 256;
 
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const options: FastifyServerOptions = {
+  const options: FastifyHttpOptions<Server> = {
     loggerInstance: deps.logger,
     // Per-request lines would carry socket addresses; the decision line is the one record per request.
     logController: new LogController({ disableRequestLogging: true }),
@@ -81,21 +82,27 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     onConstructorPoisoning: 'error',
     trustProxy: deps.trustProxy && deps.trustProxy.length > 0 ? [...deps.trustProxy] : false,
     genReqId: () => crypto.randomUUID(),
-    // A device id of 256 UTF-16 units percent-encodes to at most 2,304 characters (9 per unit).
+    // The router measures parameters decoded: 256 is decide's longest id (device_id), so any device
+    // a decide has seen can be revoked by its raw id.
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     frameworkErrors: (error, _request, reply) => {
       const { status, body } = mapError(error);
       void (reply as FastifyReply).status(status).send(body);
     },
     clientErrorHandler,
+    // Node would answer a Host-less HTTP/1.1 request itself with an empty 400; the auth module refuses it in our shape.
+    http: { requireHostHeader: false },
   };
   const app = Fastify(options) as unknown as FastifyInstance;
+  refuseConnect(app.server);
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = mapError(error);
     if (status >= 500) request.log.error({ err: { type: (error as Error)?.name, message: (error as Error)?.message } }, 'request failed');
     return reply.status(status).send(body);
   });
+  // JSON only: fastify's built-in text/plain parser would hand a string to routes documented as 415 for it.
+  app.removeContentTypeParser('text/plain');
   app.setNotFoundHandler((_request, reply) => reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }));
 
   // Route schemas document the API (OpenAPI at /docs/json); zod does the validating, so fastify's

@@ -115,6 +115,7 @@ export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiTok
   // path, so accepting it would give every URL-reading part (logs, limits) a second spelling.
   app.addHook('onRequest', async (request) => {
     if (request.raw.url?.charCodeAt(0) !== 0x2f) throw new RiskError('RISK_ERR_BAD_REQUEST', 'the request target must be a path (origin-form)');
+    if (request.raw.httpVersion === '1.1' && !request.headers.host) throw new RiskError('RISK_ERR_BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
     // Unmatched: 404 before any body is read, whatever the spelling, method or content type.
     if (request.is404) throw new RiskError('RISK_ERR_NOT_FOUND', 'not found');
   });
