@@ -116,14 +116,14 @@ export function trustProxyProblems(text: string, allowWide: boolean): string[] {
 }
 
 /** Checks across variables, on the raw environment so they are reported with the schema's problems. */
-function crossProblems(env: NodeJS.ProcessEnv): string[] {
+function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
   const problems: string[] = [];
   const set = (name: string) => env[name] !== undefined && env[name] !== '';
   if (set('DIDIT_API_KEY')) {
     for (const name of ['DIDIT_BASE_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WORKFLOW_PASSIVE', 'DIDIT_WORKFLOW_FLASHING', 'DIDIT_WORKFLOW_ACTIVE_3D'] as const) {
       if (!set(name)) problems.push(`${name}: required when DIDIT_API_KEY is set`);
     }
-  } else {
+  } else if (server) {
     // The simulator approves step-ups from a local page and ignores a configured webhook secret.
     const productionLike = ['REDIS_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WEBHOOK_SECRET_PREVIOUS'].filter(set);
     if (env.NODE_ENV === 'production') productionLike.push('NODE_ENV=production');
@@ -131,7 +131,7 @@ function crossProblems(env: NodeJS.ProcessEnv): string[] {
       problems.push(`DIDIT_API_KEY: required with ${productionLike.join(', ')}; the offline Didit simulator runs only when nothing production-like is configured`);
     }
   }
-  if (env.NODE_ENV === 'production' && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
+  if (server && env.NODE_ENV === 'production' && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
   if (set('REDIS_URL') && !set('ID_HASH_KEY')) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
   if (set('TRUST_PROXY')) {
     const value = env.TRUST_PROXY!;
@@ -141,12 +141,16 @@ function crossProblems(env: NodeJS.ProcessEnv): string[] {
   return problems;
 }
 
-/** Validates the whole environment and reports every problem at once; no value of a secret is echoed. */
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+/**
+ * Validates the whole environment and reports every problem at once; no value of a secret is echoed.
+ * `server`: the checks of what only the server does (start the simulator, print a generated token);
+ * the CLI and benchmarks load the same config without them.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean } = {}): Config {
   const parsed = envSchema.safeParse(env);
   const problems: string[] = [];
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
-  problems.push(...crossProblems(env));
+  problems.push(...crossProblems(env, options.server === true));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const c = parsed.data;
   const embedded: string[] = [];

@@ -9,9 +9,9 @@ const HASH_KEY = 'ct:config-test-hash-key-0123456789';
 const BASE = { API_TOKENS: `tests:${TOKEN}`, ID_HASH_KEY: HASH_KEY };
 
 /** The problems loadConfig reports for env, or [] when it accepts it. */
-function problemsOf(env: Record<string, string>): string[] {
+function problemsOf(env: Record<string, string>, server = true): string[] {
   try {
-    loadConfig(env);
+    loadConfig(env, { server });
     return [];
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -99,6 +99,9 @@ t.test('the offline simulator only when nothing production-like is configured', 
   t.same(problemsOf({}), [], 'nothing set: the quick start (simulator, generated token) still runs');
   t.match(problemsOf({ ...DIDIT_ENV, NODE_ENV: 'production' }).join('\n'), /API_TOKENS: required with NODE_ENV=production/, 'production needs chosen tokens');
   t.match(problemsOf({ ...BASE, DIDIT_API_KEY: 'k-0123456789' }).join('\n'), /DIDIT_BASE_URL: required when DIDIT_API_KEY is set/);
+  // The CLI and the benchmarks load the same config but never start a simulator or print a token.
+  t.same(problemsOf({ ...BASE, REDIS_URL: 'redis://127.0.0.1:6379', NODE_ENV: 'production' }, false), [], 'not a server: no simulator to refuse');
+  t.match(problemsOf({ ...BASE, REDIS_URL: 'redis://127.0.0.1:6379', TRUST_PROXY: '0.0.0.0/0' }, false).join('\n'), /TRUST_PROXY/, 'every other check still applies');
 });
 
 const ALL_BAD = {
