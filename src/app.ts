@@ -1,4 +1,5 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply } from 'fastify';
+import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
 import underPressure from '@fastify/under-pressure';
@@ -10,6 +11,7 @@ import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
+import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
@@ -31,7 +33,6 @@ export interface AppDeps {
   readonly embedded?: readonly string[];
   readonly callbackPolicy?: CallbackPolicy;
   readonly trustProxy?: readonly string[];
-  readonly publicPaths?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
   readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
@@ -50,6 +51,10 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
     FST_ERR_CTP_EMPTY_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the JSON body is empty'],
     FST_ERR_CTP_INVALID_JSON_BODY: ['RISK_ERR_MALFORMED_BODY', 'the body is not valid JSON'],
     FST_ERR_RATE_LIMITED: ['RISK_ERR_RATE_LIMITED', 'rate limit exceeded'],
+    // Raised before routing (fastify's frameworkErrors): the URL is never echoed back.
+    FST_ERR_BAD_URL: ['RISK_ERR_BAD_REQUEST', 'the URL is not valid (bad percent-encoding)'],
+    FST_ERR_MAX_PARAM_LENGTH: ['RISK_ERR_URI_TOO_LONG', 'a path segment is too long'],
+    FST_ERR_ASYNC_CONSTRAINT: ['RISK_ERR_BAD_REQUEST', 'the request could not be routed'],
   };
   const hit = e.code ? known[e.code] : undefined;
   if (hit) return { status: ERROR_STATUS[hit[0]], body: { code: hit[0], message: hit[1] } };
@@ -64,8 +69,10 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
   return { status: 500, body: { code: 'RISK_ERR_INTERNAL', message: 'internal error' } };
 }
 
+export const MAX_PARAM_LENGTH = 256;
+
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const options: FastifyServerOptions = {
+  const options: FastifyHttpOptions<Server> = {
     loggerInstance: deps.logger,
     // Per-request lines would carry socket addresses; the decision line is the one record per request.
     logController: new LogController({ disableRequestLogging: true }),
@@ -77,15 +84,27 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     onConstructorPoisoning: 'error',
     trustProxy: deps.trustProxy && deps.trustProxy.length > 0 ? [...deps.trustProxy] : false,
     genReqId: () => crypto.randomUUID(),
-    routerOptions: { maxParamLength: 200 },
+    // The router measures parameters decoded: 256 is decide's longest id (device_id), so any device
+    // a decide has seen can be revoked by its raw id.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: (error, _request, reply) => {
+      const { status, body } = mapError(error);
+      void (reply as FastifyReply).status(status).send(body);
+    },
+    clientErrorHandler,
+    // Node would answer a Host-less HTTP/1.1 request itself with an empty 400; the auth module refuses it in our shape.
+    http: { requireHostHeader: false },
   };
   const app = Fastify(options) as unknown as FastifyInstance;
+  refuseConnect(app.server);
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = mapError(error);
     if (status >= 500) request.log.error({ err: { type: (error as Error)?.name, message: (error as Error)?.message } }, 'request failed');
     return reply.status(status).send(body);
   });
+  // JSON only: fastify's built-in text/plain parser would hand a string to routes documented as 415 for it.
+  app.removeContentTypeParser('text/plain');
   app.setNotFoundHandler((_request, reply) => reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }));
 
   // Route schemas document the API (OpenAPI at /docs/json); zod does the validating, so fastify's
@@ -100,7 +119,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       security: [{ bearer: [] }],
     },
   });
-  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
+  // Auth first: its onRoute hook must see every route, this one included.
+  registerCallerAuth(app, deps.apiTokens);
+  app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   if (deps.pressure && deps.pressure.maxEventLoopDelayMs > 0) {
     // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
     void app.register(underPressure, {
@@ -112,7 +133,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       },
     });
   }
-  registerCallerAuth(app, deps.apiTokens, deps.publicPaths ?? ['/v1/webhooks/didit']);
   // Routes go in a child plugin registered after the limiter, so the limiter's onRoute hook sees them.
   const limits = deps.rateLimits;
   void app.register(async (scope) => {

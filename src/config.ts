@@ -1,5 +1,9 @@
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib/callback-url.js';
+import { checkApiTokens } from './routes/auth.js';
+import { parseHashKey } from './store/pseudonymise.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const port = z.coerce.number().int().min(0).max(65535);
@@ -27,9 +31,21 @@ const envSchema = z.object({
   REDIS_URL: z.string().regex(/^(rediss?|redis\+cluster|redis\+sentinel):\/\/\S+$/, 'expected redis://, rediss://, redis+cluster:// or redis+sentinel:// URL').optional(),
   REDIS_KEY_PREFIX: z.string().max(32).default('risk:'),
   REDIS_COMMAND_TIMEOUT_MS: ms.default(100),
-  ID_HASH_KEY: z.string().optional(),
-  API_TOKENS: z.string().optional(),
+  ID_HASH_KEY: z.string().optional().superRefine((value, ctx) => {
+    if (value === undefined || value === '') return;
+    try {
+      parseHashKey(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ID_HASH_KEY /, '') });
+    }
+  }),
+  API_TOKENS: z.string().optional().superRefine((value, ctx) => {
+    if (value === undefined || value === '') return;
+    for (const problem of checkApiTokens(value).problems) ctx.addIssue({ code: 'custom', message: problem });
+  }),
   TRUST_PROXY: z.string().optional(),
+  TRUST_PROXY_ALLOW_WIDE: bool.default(false),
+  NODE_ENV: z.string().optional(),
   DIDIT_BASE_URL: z.string().url().optional(),
   DIDIT_API_KEY: z.string().min(1).optional(),
   DIDIT_WEBHOOK_SECRET: z.string().min(16).optional(),
@@ -69,14 +85,77 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates the whole environment and reports every problem at once. */
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+/** Widest range a proxy network may span: a shorter prefix is "trust (nearly) everyone". */
+const NARROWEST_WIDE = { 4: 8, 6: 32 } as const;
+
+/**
+ * TRUST_PROXY entries: IP addresses or CIDRs only (no names, netmasks or hop counts), each at most a
+ * /8 (IPv4) or /32 (IPv6) unless wide ranges are allowed. An IPv4-mapped IPv6 range is judged as
+ * the IPv4 range it covers: `::ffff:0:0/96` trusts every IPv4 client.
+ */
+export function trustProxyProblems(text: string, allowWide: boolean): string[] {
+  const problems: string[] = [];
+  for (const raw of text.split(',')) {
+    const entry = raw.trim();
+    const shown = JSON.stringify(entry.slice(0, 64));
+    const [address = '', bits, ...rest] = entry.split('/');
+    const version = isIP(address) as 0 | 4 | 6;
+    const width = version === 4 ? 32 : 128;
+    if (version === 0 || address.includes('%') || rest.length > 0 || (bits !== undefined && !/^(0|[1-9]\d{0,2})$/.test(bits)) || Number(bits ?? width) > width) {
+      problems.push(`TRUST_PROXY: ${shown} is not an IP address or CIDR (address/prefix-length)`);
+      continue;
+    }
+    let prefix = Number(bits ?? width);
+    let family: 4 | 6 = version;
+    if (version === 6 && (ipaddr.parse(address) as ipaddr.IPv6).isIPv4MappedAddress() && prefix >= 96) {
+      family = 4;
+      prefix -= 96;
+    }
+    if (!allowWide && prefix < NARROWEST_WIDE[family]) {
+      problems.push(`TRUST_PROXY: ${shown} spans more than a /${NARROWEST_WIDE[family]} (IPv${family}); list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`);
+    }
+  }
+  return problems;
+}
+
+/** Checks across variables, on the raw environment so they are reported with the schema's problems. */
+function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
+  const problems: string[] = [];
+  const set = (name: string) => env[name] !== undefined && env[name] !== '';
+  if (set('DIDIT_API_KEY')) {
+    for (const name of ['DIDIT_BASE_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WORKFLOW_PASSIVE', 'DIDIT_WORKFLOW_FLASHING', 'DIDIT_WORKFLOW_ACTIVE_3D'] as const) {
+      if (!set(name)) problems.push(`${name}: required when DIDIT_API_KEY is set`);
+    }
+  } else if (server) {
+    // The simulator approves step-ups from a local page and ignores a configured webhook secret.
+    const productionLike = ['REDIS_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WEBHOOK_SECRET_PREVIOUS'].filter(set);
+    if (env.NODE_ENV === 'production') productionLike.push('NODE_ENV=production');
+    if (productionLike.length > 0) {
+      problems.push(`DIDIT_API_KEY: required with ${productionLike.join(', ')}; the offline Didit simulator runs only when nothing production-like is configured`);
+    }
+  }
+  if (server && env.NODE_ENV === 'production' && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
+  if (set('REDIS_URL') && !set('ID_HASH_KEY')) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
+  if (set('TRUST_PROXY')) {
+    const value = env.TRUST_PROXY!;
+    if (/^(true|\*|\d+)$/.test(value.trim())) problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
+    else problems.push(...trustProxyProblems(value, env.TRUST_PROXY_ALLOW_WIDE === 'true' || env.TRUST_PROXY_ALLOW_WIDE === '1'));
+  }
+  return problems;
+}
+
+/**
+ * Validates the whole environment and reports every problem at once; no value of a secret is echoed.
+ * `server`: the checks of what only the server does (start the simulator, print a generated token);
+ * the CLI and benchmarks load the same config without them.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean } = {}): Config {
   const parsed = envSchema.safeParse(env);
   const problems: string[] = [];
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
-    throw new ConfigError(problems);
-  }
+  if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
+  problems.push(...crossProblems(env, options.server === true));
+  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data));
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const c = parsed.data;
   const embedded: string[] = [];
   if (!c.REDIS_URL) embedded.push('memory-store');
@@ -84,18 +163,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (!c.DIDIT_API_KEY) embedded.push('didit-simulator');
   if (!c.ID_HASH_KEY) embedded.push('ephemeral-id-hash-key');
   if (!c.API_TOKENS) embedded.push('generated-api-token');
-  if (c.DIDIT_API_KEY) {
-    for (const name of ['DIDIT_BASE_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WORKFLOW_PASSIVE', 'DIDIT_WORKFLOW_FLASHING', 'DIDIT_WORKFLOW_ACTIVE_3D'] as const) {
-      if (!c[name]) problems.push(`${name}: required when DIDIT_API_KEY is set`);
-    }
-  }
-  if (c.REDIS_URL && !c.ID_HASH_KEY) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
-  if (c.API_TOKENS && !/^[A-Za-z0-9_-]+:[^,:\s]{16,}(,[A-Za-z0-9_-]+:[^,:\s]{16,})*$/.test(c.API_TOKENS)) {
-    problems.push('API_TOKENS: expected name:token pairs separated by commas, tokens of at least 16 characters');
-  }
-  if (c.TRUST_PROXY && /^(true|\*|\d+)$/.test(c.TRUST_PROXY.trim())) problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
-  problems.push(...callbackConfigProblems(c));
-  if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...c, embedded });
 }
 

@@ -11,7 +11,7 @@ import { openStore } from './open-store.js';
 async function main(): Promise<void> {
   let config;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig(process.env, { server: true });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -21,7 +21,8 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.LOG_LEVEL);
 
-  // No Didit key: run the offline simulator on loopback. With a key, the simulator is never started.
+  // No Didit key: run the offline simulator on loopback (config refuses this when anything
+  // production-like is set). With a key, the simulator is never created.
   let simulator: ReturnType<typeof createSimulator> | undefined;
   let didit: DiditSettings | undefined;
   if (!config.DIDIT_API_KEY) {
@@ -34,9 +35,7 @@ async function main(): Promise<void> {
       retryDelaysMs: [2000, 8000],
       callbackPolicy: callbackPolicyOf(config),
     });
-    await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
     didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };
-    logger.warn({ simulator: simulatorBase }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
   const { store, redis } = await openStore(config, { logger });
   const service = await createService(config, { logger, watch: true, store, ...(didit ? { didit } : {}), ...(redis ? { redis } : {}) });
@@ -71,6 +70,11 @@ async function main(): Promise<void> {
     setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
   }
 
+  // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
+  if (simulator) {
+    await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
+    logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+  }
   await service.app.listen({ port: config.PORT, host: config.HOST });
   await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
   logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
@@ -88,4 +92,9 @@ async function main(): Promise<void> {
   });
 }
 
-void main();
+main().catch((error: unknown) => {
+  // A start that fails after the config was accepted (an unreadable rules directory or database, a
+  // port in use): one line, no stack trace, exit 1.
+  process.stderr.write(`startup failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -68,6 +68,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
   const decisions = children((action) => deps.metrics.decisions.labels(action));
   const routeOptions = {
     bodyLimit: DECIDE_BODY_LIMIT,
+    config: { scope: 'decide' as const },
     schema: {
       summary: 'Decide the step-up for one sign-in',
       body: doc(decideBodySchema),

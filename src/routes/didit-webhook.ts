@@ -13,7 +13,7 @@ export function registerDiditWebhook(app: FastifyInstance, deps: { handle: Webho
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_request, body, done) => done(null, body));
     const schema: FastifySchema = { summary: 'Didit webhook (HMAC-signed; no bearer token)', response: { 200: doc(webhookReply), ...errorResponses(400, 401, 413, 429, 503) } };
-    scope.post('/v1/webhooks/didit', { schema, bodyLimit: WEBHOOK_BODY_LIMIT, ...(deps.rateLimit ? { config: { rateLimit: deps.rateLimit } } : {}) }, async (request, reply) => {
+    scope.post('/v1/webhooks/didit', { schema, bodyLimit: WEBHOOK_BODY_LIMIT, config: { public: true, ...(deps.rateLimit ? { rateLimit: deps.rateLimit } : {}) } }, async (request, reply) => {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const outcome = await deps.handle(raw, {
         'x-signature': header(request.headers['x-signature']),

@@ -37,7 +37,7 @@ const evaluateReply = z.object({
  */
 export function registerEvaluate(app: FastifyInstance, deps: { rules: RulesHolder; clock: () => number }): void {
   const schema = { summary: 'Evaluate signals against the live or a supplied ruleset (no side effects)', body: doc(evaluateBody), response: { 200: doc(evaluateReply), ...errorResponses(400, 401, 413, 503) } };
-  app.post('/v1/evaluate', { schema, bodyLimit: 1024 * 1024 }, async (request) => {
+  app.post('/v1/evaluate', { schema, bodyLimit: 1024 * 1024, config: { scope: 'rules' } }, async (request) => {
     const body = parseBody(evaluateBody, request.body);
     const problems = signalTypeProblems(body.signals);
     if (problems.length > 0) throw new RiskError('RISK_ERR_VALIDATION', problems.slice(0, 5).join('; '), 'signals');

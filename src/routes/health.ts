@@ -16,8 +16,8 @@ export interface HealthDeps {
 }
 
 export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
-  app.get('/healthz', { schema: { summary: 'Process alive', response: { 200: doc(healthReply) } } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { summary: 'Ready to take traffic', response: { 200: doc(readyReply), 503: doc(readyReply) } } }, async (_request, reply) => {
+  app.get('/healthz', { config: { public: true }, schema: { summary: 'Process alive', response: { 200: doc(healthReply) } } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { config: { public: true }, schema: { summary: 'Ready to take traffic', response: { 200: doc(readyReply), 503: doc(readyReply) } } }, async (_request, reply) => {
     const failing: string[] = [];
     if (!deps.rules.current()) failing.push('rules');
     const storeUp = await Promise.race([deps.store.ping().catch(() => false), new Promise<boolean>((r) => setTimeout(r, 500, false))]);

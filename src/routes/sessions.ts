@@ -20,7 +20,7 @@ const query = z.strictObject({ user_id: z.string().min(1).max(128).optional() })
  */
 export function registerSessions(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
   const schema = { summary: 'What the login service does next', params: doc(params), querystring: doc(query), response: { 200: doc(sessionReply), ...errorResponses(400, 401, 404, 503) } };
-  app.get('/v1/sessions/:session_id', { schema }, async (request) => {
+  app.get('/v1/sessions/:session_id', { schema, config: { scope: 'decide' } }, async (request) => {
     const { session_id } = parseBody(params, request.params);
     const { user_id } = parseBody(query, request.query);
     const now = deps.clock();

@@ -20,7 +20,7 @@ async function guarded<T>(work: () => Promise<T>): Promise<T> {
 /** Users' data: erase everything, list trusted devices (opaque ids), revoke one ("this wasn't me"). */
 export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
   const noContent = { 204: { type: 'null', description: 'done' } };
-  app.delete('/v1/users/:user_id', { schema: { summary: 'Erase every key family of a user', params: doc(userParams), response: { ...noContent, ...errorResponses(400, 401, 503) } } }, async (request, reply) => {
+  app.delete('/v1/users/:user_id', { config: { scope: 'users' }, schema: { summary: 'Erase every key family of a user', params: doc(userParams), response: { ...noContent, ...errorResponses(400, 401, 503) } } }, async (request, reply) => {
     const { user_id } = parseBody(userParams, request.params);
     const user = deps.ids.id('user', user_id);
     await guarded(() => deps.store.erase(user));
@@ -28,9 +28,11 @@ export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: P
     return reply.status(204).send();
   });
 
-  app.get('/v1/users/:user_id/devices', { schema: { summary: "The user's trusted devices", params: doc(userParams), response: { 200: doc(devicesReply), ...errorResponses(400, 401, 503) } } }, async (request) => {
+  app.get('/v1/users/:user_id/devices', { config: { scope: 'users' }, schema: { summary: "The user's trusted devices", params: doc(userParams), response: { 200: doc(devicesReply), ...errorResponses(400, 401, 503) } } }, async (request) => {
     const { user_id } = parseBody(userParams, request.params);
-    const devices = await guarded(() => deps.store.listDevices(deps.ids.id('user', user_id), deps.clock()));
+    const user = deps.ids.id('user', user_id);
+    const devices = await guarded(() => deps.store.listDevices(user, deps.clock()));
+    request.log.info({ audit: 'devices_listed', user, count: devices.length, caller: (request as { caller?: string }).caller }, 'trusted devices listed');
     return {
       devices: devices.map((d) => ({
         device: d.device,
@@ -41,13 +43,13 @@ export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: P
     };
   });
 
-  app.delete('/v1/users/:user_id/devices/:device_id', { schema: { summary: 'Revoke one trusted device', params: doc(deviceParams), response: { ...noContent, ...errorResponses(400, 401, 404, 503) } } }, async (request, reply) => {
+  app.delete('/v1/users/:user_id/devices/:device_id', { config: { scope: 'users' }, schema: { summary: 'Revoke one trusted device', params: doc(deviceParams), response: { ...noContent, ...errorResponses(400, 401, 404, 503) } } }, async (request, reply) => {
     const { user_id, device_id } = parseBody(deviceParams, request.params);
     const user = deps.ids.id('user', user_id);
     // The caller may pass the raw device id or the opaque id from the device list.
     const device = /^[A-Za-z0-9_-]{1,8}\.[A-Za-z0-9_-]{22}$/.test(device_id) ? device_id : deps.ids.id('device', device_id);
     const revoked = await guarded(() => deps.store.revokeDevice(user, device, deps.clock()));
-    request.log.info({ audit: 'device_revoked', user, device, revoked }, 'trusted device revoked');
+    request.log.info({ audit: 'device_revoked', user, device, revoked, caller: (request as { caller?: string }).caller }, 'trusted device revoked');
     if (!revoked) throw new RiskError('RISK_ERR_NOT_FOUND', 'no such trusted device');
     return reply.status(204).send();
   });

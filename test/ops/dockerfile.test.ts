@@ -3,6 +3,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { DIDIT_ENV } from '../helpers/config-env.js';
 import { startServerProcess } from '../helpers/process.js';
 
 /**
@@ -101,7 +102,8 @@ t.test('the runtime stage has production dependencies only and the built server'
 t.test('the container command starts and /readyz answers; the HEALTHCHECK passes', async (t) => {
   // The image's ENV, except that ports are the free ones the helper picked and binds stay on loopback.
   const { PORT: _port, METRICS_PORT: _metricsPort, ...imageEnv } = runtime.env;
-  const env = { ...imageEnv, HOST: '127.0.0.1', METRICS_HOST: '127.0.0.1' };
+  // NODE_ENV=production (the image's) refuses the offline simulator and a generated token: give it a Didit configuration and tokens.
+  const env = { ...imageEnv, HOST: '127.0.0.1', METRICS_HOST: '127.0.0.1', ...DIDIT_ENV, API_TOKENS: 'container:container-token-0123456789' };
   const server = await startServerProcess(env, cmd.slice(1), appDir);
   t.teardown(() => server.child.kill('SIGKILL'));
   const ready = await fetch(`${server.base}/readyz`);
