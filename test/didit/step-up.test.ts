@@ -168,3 +168,24 @@ t.test('the full loop: decide → Approved webhook → the same sign-in skips', 
   const devices = await service.app.inject({ method: 'GET', url: '/v1/users/loop-user/devices', headers: service.auth });
   t.equal(devices.json().devices.length, 1);
 });
+
+t.test('the global cap (STEPUP_GLOBAL_MAX_PER_MIN) stops session creates for the rest of the minute', async (t) => {
+  const capClock = testClock(Date.parse('2026-11-25T13:00:00Z'));
+  const capped = await startDiditStack(capClock, { DIDIT_TIMEOUT_MS: String(DIDIT_TIMEOUT_MS), STEPUP_GLOBAL_MAX_PER_MIN: '3' });
+  t.teardown(() => capped.close());
+  const open = async (i: number) => {
+    const response = await capped.service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...capped.service.auth }, payload: JSON.stringify({ user_id: `global-${i}`, device_id: 'd', ip: '89.160.20.112' }) });
+    return response.json() as Record<string, any>;
+  };
+  // Distinct users, so neither the per-user cap nor reuse explains a refusal.
+  const replies = [];
+  for (let i = 0; i < 6; i++) replies.push(await open(i));
+  t.same(replies.map((r) => r.verification.status), ['created', 'created', 'created', 'unavailable', 'unavailable', 'unavailable']);
+  for (const r of replies.slice(3)) t.match(r, { action: 'PASSIVE', verification: { reason: 'global_session_cap' }, fallback: 'backup_factor' }, 'the action stays a step-up');
+  t.equal(capped.simulator.stats.createCalls, 3, 'Didit saw 3 creates, not 6');
+  capClock.advance(59_000);
+  t.equal((await open(6)).verification.reason, 'global_session_cap', 'still capped within the same minute');
+  capClock.advance(1_000);
+  t.equal((await open(7)).verification.status, 'created', 'the next minute has a fresh budget');
+  t.equal(capped.simulator.stats.createCalls, 4);
+});
