@@ -26,6 +26,8 @@ t.teardown(async () => {
 const known = { user_id: 'outage-user', device_id: 'outage-phone', ip: '89.160.20.112', user_agent: CHROME_WINDOWS };
 await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
 
+const storeUp = async () => Number(/^risk_store_up (\S+)$/m.exec(await service.metrics.registry.getSingleMetricAsString('risk_store_up'))?.[1]);
+
 async function decide(body = known) {
   const started = Date.now();
   const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
@@ -54,6 +56,7 @@ async function outageBound(): Promise<{ bound: number; baseline: number }> {
 
 t.test('Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back to SKIP within 2 s of restart', async (t) => {
   const { baseline, bound } = await outageBound();
+  t.equal(await storeUp(), 1, 'risk_store_up 1 while Redis answers');
   await server.kill();
   const replies = [];
   for (let i = 0; i < 20; i++) replies.push(await decide());
@@ -63,6 +66,7 @@ t.test('Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back t
     t.not(r.body.action, 'DENY', 'an outage alone never denies');
   }
   t.ok(replies.every((r) => r.body.degraded.includes('store')), 'degraded names the store');
+  t.equal(await storeUp(), 0, 'risk_store_up dropped to 0');
   const slowest = Math.max(...replies.map((r) => r.ms));
   t.ok(slowest <= bound, `slowest decide during the outage: ${slowest} ms ≤ ${bound} ms (healthy baseline ${baseline} ms, command timeout ${COMMAND_TIMEOUT_MS} ms)`);
   const ready = await service.app.inject({ method: 'GET', url: '/readyz' });
@@ -80,6 +84,7 @@ t.test('Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back t
   // Nothing is persisted: the trust is gone, so SKIP needs the grant again, but the store must answer.
   const recovered = await until(async () => (await decide()).body.degraded.length === 0, 5000);
   t.ok(recovered >= 0 && Date.now() - restartedAt <= 2000, `first non-degraded decision ${Date.now() - restartedAt} ms after restart`);
+  t.equal(await storeUp(), 1, 'risk_store_up back to 1');
   await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
   t.equal((await decide()).body.action, 'SKIP');
 });
@@ -93,6 +98,7 @@ t.test('Redis hung (CLIENT PAUSE): decisions stay within the command timeout and
   const replies = [];
   for (let i = 0; i < 5; i++) replies.push(await decide());
   t.ok(Date.now() - pausedAt < pauseMs, 'every decide was made while Redis was paused');
+  t.equal(await storeUp(), 0, 'risk_store_up 0 while Redis is hung');
   for (const r of replies) {
     t.equal(r.status, 200);
     t.not(r.body.action, 'SKIP');
