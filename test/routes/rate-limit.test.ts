@@ -100,7 +100,9 @@ t.test('a decide is one script on Redis: the per-user limit rides in it, a refus
 t.test('the webhook limiter counts in Redis across instances, then per process while Redis is down', async (t) => {
   const limit = 4;
   const webhookService = async () => {
-    const redis = new Redis(server.url, loginPathOptions(100));
+    // This test is about sharing, not timeouts: with 100 ms a busy machine timed a command out and
+    // the limiter rightly counted locally for a second (two extra deliveries let through).
+    const redis = new Redis(server.url, loginPathOptions(2000));
     redis.on('error', () => undefined);
     await new Promise((r) => redis.once('ready', r));
     const service = await startTestService({ RATE_LIMIT_WEBHOOK_PER_MIN: String(limit) }, { store: createRedisStore({ redis, keyPrefix: 'wh:' }), redis });
@@ -114,6 +116,7 @@ t.test('the webhook limiter counts in Redis across instances, then per process w
   for (let i = 0; i < 3 * limit; i++) shared.push((await deliver(i % 2 ? one : two)).statusCode);
   t.equal(shared.filter((s) => s !== 429).length, limit, `${limit} deliveries let through across both instances: one shared count (${shared.join(',')})`);
   t.equal(shared.filter((s) => s === 429).length, 2 * limit);
+  for (const service of [one, two]) t.match(await service.metrics.registry.getSingleMetricAsString('risk_degraded_total'), /input="rate_limit_store"\} 0/, 'no fallback while Redis answered');
   const monitor = new Redis(server.url);
   t.teardown(() => monitor.disconnect());
   const keys = await monitor.keys('*{rl:POST/v1/webhooks/didit:*');
