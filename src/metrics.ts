@@ -1,4 +1,34 @@
 import client from 'prom-client';
+import type { DiditErrorCode } from './didit/client.js';
+import type { WebhookResult } from './didit/webhook-handler.js';
+import { RUNGS } from './engine/ladder.js';
+import { GEO_DATABASES } from './signals/geoip.js';
+
+/**
+ * `values` must name every member of T: a new member of the union (a new webhook result, a new
+ * Didit error code) fails to compile here until it is listed, so its series exists from the start.
+ */
+const allOf =
+  <T extends string>() =>
+  <const A extends readonly T[]>(values: A & ([Exclude<T, A[number]>] extends [never] ? unknown : { missing: Exclude<T, A[number]> })): A =>
+    values;
+
+/**
+ * Every label value known before the first event, in one place. Prometheus advises initialising
+ * them: a series that appears only with its first increment is invisible to rate() and increase()
+ * at that first step, and an alert on "absent" cannot tell "never happened" from "not exported".
+ */
+export const KNOWN_LABELS = {
+  action: RUNGS,
+  /** What enrich, the engine, the per-address sync and the rate limiter report as unavailable. */
+  degradedInput: ['geoip', 'lists', 'store', 'signals', 'rules', 'ip_velocity_sync', 'rate_limit_store'],
+  diditOperation: ['create_session', 'get_decision'],
+  diditOutcome: allOf<DiditErrorCode | 'ok'>()(['ok', 'bad_request', 'auth', 'not_found', 'rate_limited', 'server', 'timeout', 'network', 'circuit_open', 'bad_response']),
+  webhookResult: allOf<WebhookResult>()(['verified', 'duplicate', 'rejected_signature', 'stale', 'malformed', 'ignored', 'unbound', 'expired', 'method_too_weak', 'out_of_order', 'retry_later']),
+  rateLimit: ['user', 'caller'],
+  stage: ['enrich', 'store', 'evaluate', 'didit'],
+  reloadDataset: ['lists', ...GEO_DATABASES.map((db) => `geoip_${db}` as const)],
+} as const;
 
 /** Every metric in one place. Labels are bounded enums: never a user, device, IP or session id. */
 export function createMetrics() {
@@ -24,9 +54,16 @@ export function createMetrics() {
     undeclaredPurpose: new client.Counter({ name: 'risk_undeclared_purpose_total', help: 'Decides whose purpose is not declared in rules/purposes.yaml (treated as sensitive; no label: the purpose is caller text)', registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };
-  // Bounded label values exist from the start, so rate() sees the first refusal and the series
+  // Bounded label values exist from the start, so rate() sees the first event and the series
   // count does not move with traffic.
-  for (const limit of ['user', 'caller'] as const) m.rateLimited.labels(limit).inc(0);
+  for (const action of KNOWN_LABELS.action) m.decisions.labels(action).inc(0);
+  for (const input of KNOWN_LABELS.degradedInput) m.degraded.labels(input).inc(0);
+  for (const operation of KNOWN_LABELS.diditOperation) for (const outcome of KNOWN_LABELS.diditOutcome) m.diditRequests.labels(operation, outcome).inc(0);
+  for (const result of KNOWN_LABELS.webhookResult) m.webhookEvents.labels(result).inc(0);
+  for (const limit of KNOWN_LABELS.rateLimit) m.rateLimited.labels(limit).inc(0);
+  for (const stage of KNOWN_LABELS.stage) m.stageDuration.zero({ stage });
+  for (const dataset of KNOWN_LABELS.reloadDataset) m.dataReloadFailures.labels(dataset).inc(0);
+  m.diditCircuitOpen.set(0);
   return m;
 }
 

@@ -19,6 +19,11 @@ const { secret, vectors } = JSON.parse(readFileSync('test/didit/vectors.json', '
 const verify = (raw: string | Buffer, headers: SignatureHeaders, nowS: number, secrets = [secret]) =>
   verifyWebhookSignature({ rawBody: Buffer.isBuffer(raw) ? raw : Buffer.from(raw, 'utf8'), headers, secrets, nowS, toleranceS: 300 });
 
+t.test('the vectors cover the optional forms (canonical text, ASCII-escaped V2)', async (t) => {
+  t.ok(vectors.filter((v) => v.canonical).length >= 1, 'a vector with its canonical form');
+  t.ok(vectors.filter((v) => v.x_signature_v2_ascii).length >= 1, 'a vector with an ASCII-escaped V2 signature');
+});
+
 for (const v of vectors) {
   t.test(`vector ${v.name}`, async (t) => {
     const raw = Buffer.from(v.raw, 'utf8');

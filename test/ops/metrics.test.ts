@@ -1,5 +1,6 @@
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import t from 'tap';
+import { KNOWN_LABELS } from '../../src/metrics.js';
 import { createMetricsApp } from '../../src/routes/metrics-listener.js';
 import { startTestService } from '../helpers/service.js';
 
@@ -25,14 +26,29 @@ t.test('/metrics is served only on the internal listener', async (t) => {
 });
 
 t.test('the exposition parses with a Prometheus text parser and has the required series', async (t) => {
-  await decide(0);
+  const required = ['risk_decisions_total', 'risk_rule_fired_total', 'risk_decide_duration_seconds', 'risk_stage_duration_seconds', 'risk_degraded_total', 'risk_didit_requests_total', 'risk_didit_circuit_open', 'risk_webhook_events_total', 'risk_ruleset_info', 'risk_rules_last_reload_success', 'risk_data_age_seconds', 'risk_store_up', 'risk_rate_limited_total', 'risk_data_reload_failures_total', 'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds'];
+  // Before the first event: every counter with label values known in advance already has a 0 series.
+  const fresh = await scrape();
+  const sample = (name: string, labels: Record<string, string>) =>
+    fresh.families.find((f) => f.name === name)?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)) as { value?: string } | undefined;
+  const initialised: Array<[string, Record<string, string>]> = [
+    ...KNOWN_LABELS.action.map((action): [string, Record<string, string>] => ['risk_decisions_total', { action }]),
+    ...KNOWN_LABELS.degradedInput.map((input): [string, Record<string, string>] => ['risk_degraded_total', { input }]),
+    ...KNOWN_LABELS.diditOperation.flatMap((operation) => KNOWN_LABELS.diditOutcome.map((outcome): [string, Record<string, string>] => ['risk_didit_requests_total', { operation, outcome }])),
+    ...KNOWN_LABELS.webhookResult.map((result): [string, Record<string, string>] => ['risk_webhook_events_total', { result }]),
+    ...KNOWN_LABELS.rateLimit.map((limit): [string, Record<string, string>] => ['risk_rate_limited_total', { limit }]),
+    ...KNOWN_LABELS.reloadDataset.map((dataset): [string, Record<string, string>] => ['risk_data_reload_failures_total', { dataset }]),
+  ];
+  t.equal(initialised.length, 5 + 7 + 2 * 10 + 11 + 2 + 5, 'the known label values (a new one changes this count on purpose)');
+  for (const [name, labels] of initialised) t.equal(sample(name, labels)?.value, '0', `${name}${JSON.stringify(labels)} is 0 before the first event`);
+  for (const stage of KNOWN_LABELS.stage) t.ok(fresh.text.includes(`risk_stage_duration_seconds_count{stage="${stage}"} 0`), `stage ${stage} has a zero histogram`);
+  t.match(fresh.text, /^risk_didit_circuit_open 0$/m);
+  const { action } = (await decide(0)).json() as { action: string };
   const { families, text } = await scrape();
   const names = new Set(families.map((f) => f.name));
-  for (const name of ['risk_decisions_total', 'risk_rule_fired_total', 'risk_decide_duration_seconds', 'risk_stage_duration_seconds', 'risk_degraded_total', 'risk_didit_requests_total', 'risk_didit_circuit_open', 'risk_webhook_events_total', 'risk_ruleset_info', 'risk_rules_last_reload_success', 'risk_data_age_seconds', 'risk_store_up', 'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds']) {
-    if (['risk_degraded_total', 'risk_didit_requests_total', 'risk_webhook_events_total'].includes(name)) continue; // counters without samples yet
-    t.ok(names.has(name), name);
-  }
-  for (const stage of ['enrich', 'store', 'evaluate']) t.ok(text.includes(`risk_stage_duration_seconds_count{stage="${stage}"}`), `stage ${stage}`);
+  for (const name of required) t.ok(names.has(name), name);
+  for (const stage of ['enrich', 'store', 'evaluate']) t.match(text, new RegExp(`^risk_stage_duration_seconds_count\\{stage="${stage}"\\} [1-9]`, 'm'), `stage ${stage} observed`);
+  t.match(text, new RegExp(`^risk_decisions_total\\{action="${action}"\\} 1$`, 'm'), `the ${action} decide counted once`);
 });
 
 t.test('100,000 distinct users and IPs leave the number of series unchanged, and no label carries an id', async (t) => {

@@ -17,6 +17,8 @@ interface Phase {
   rps: number;
   p50: number;
   p99: number;
+  /** Replies received: latency figures describe only these, so a phase where requests hang shows here. */
+  answered: number;
   non2xx: number;
   errors: number;
   actions: Record<string, number>;
@@ -52,12 +54,13 @@ async function phase(name: string, url: string, auth: string, seconds: number, s
         },
       })),
   });
-  return { name, rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx, errors: result.errors, actions, degraded };
+  return { name, rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99, answered: result['2xx'] + result.non2xx, non2xx: result.non2xx, errors: result.errors, actions, degraded };
 }
 
 t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
+  const commandTimeoutMs = 100;
   const server = await startRedis();
-  const redis = new Redis(server.url, loginPathOptions(100));
+  const redis = new Redis(server.url, loginPathOptions(commandTimeoutMs));
   redis.on('error', () => undefined);
   await new Promise((r) => redis.once('ready', r));
   const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' }, { store: createRedisStore({ redis, keyPrefix: 'load:' }), redis });
@@ -87,21 +90,31 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   }
   await seed();
   const after = await phase('after', url, service.auth.authorization, 3);
-  server.cli('client', 'pause', '3000', 'ALL');
+  // Paused longer than the phase, so every request of the phase meets a hung Redis.
+  server.cli('client', 'pause', '4000', 'ALL');
   const paused = await phase('redis paused', url, service.auth.authorization, 2);
-  await new Promise((r) => setTimeout(r, 1200));
+  await new Promise((r) => setTimeout(r, 2200));
   for (const p of [before, during, after, paused]) {
-    process.stdout.write(`# ${p.name.padEnd(13)} ${p.rps} req/s, p50 ${p.p50} ms, p99 ${p.p99} ms, non-2xx ${p.non2xx}, socket errors ${p.errors}, actions ${JSON.stringify(p.actions)}, degraded ${p.degraded}\n`);
+    process.stdout.write(`# ${p.name.padEnd(13)} ${p.rps} req/s, ${p.answered} answered, p50 ${p.p50} ms, p99 ${p.p99} ms, non-2xx ${p.non2xx}, socket errors ${p.errors}, actions ${JSON.stringify(p.actions)}, degraded ${p.degraded}\n`);
     t.equal(p.non2xx, 0, `${p.name}: 0 non-2xx`);
     t.equal(p.errors, 0, `${p.name}: 0 socket errors`);
+    // 25 req/s at least (a busy machine answered 68/s while Redis was paused): hung requests have no
+    // latency, so a phase that answered almost nothing would pass the latency bounds below.
+    t.ok(p.answered >= 50, `${p.name}: ${p.answered} replies`);
   }
   process.stdout.write(`# first non-degraded decision ${recoveryMs} ms after Redis accepted connections\n`);
   t.ok((before.actions.SKIP ?? 0) > 0, 'healthy: the known device skips');
   t.equal(during.actions.SKIP ?? 0, 0, '0 SKIP while Redis is down');
   t.equal(paused.actions.SKIP ?? 0, 0, '0 SKIP while Redis is paused');
   t.equal(during.actions.DENY ?? 0, 0, 'the outage alone never denies');
-  t.ok(during.p99 <= 150, `outage p99 ${during.p99} ms ≤ 150`);
-  t.ok(paused.p99 <= 250, `pause p99 ${paused.p99} ms (command timeout 100 ms + margin)`);
+  // Bounds from the healthy phase of this run (the machine's load included): a decide's one store call
+  // is capped by the command timeout (100 ms) and, behind it, by the decide's store deadline (250 ms),
+  // plus 300 ms for a busy 2-core machine. With neither, requests wait out the 4 s pause and fail
+  // this; the command timeout alone is held to its figure in test/store/redis-outage.test.ts.
+  const storeDeadlineMs = 250;
+  const bound = before.p99 + storeDeadlineMs + 300;
+  t.ok(during.p99 <= bound, `outage p99 ${during.p99} ms ≤ ${bound} ms (healthy p99 ${before.p99} ms)`);
+  t.ok(paused.p99 <= bound, `pause p99 ${paused.p99} ms ≤ ${bound} ms (healthy p99 ${before.p99} ms, command timeout ${commandTimeoutMs} ms)`);
   t.ok(recoveryMs >= 0 && recoveryMs <= 2000, `recovered in ${recoveryMs} ms`);
   t.ok((after.actions.SKIP ?? 0) > 0, 'normal service after the restart');
 });

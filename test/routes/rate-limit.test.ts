@@ -96,3 +96,45 @@ t.test('a decide is one script on Redis: the per-user limit rides in it, a refus
   t.equal(seen.length, 1);
   t.equal(await monitor.zcard(seen[0]!), 2, 'the refused decide was not recorded in the history');
 });
+
+t.test('the webhook limiter counts in Redis across instances, then per process while Redis is down', async (t) => {
+  const limit = 4;
+  const webhookService = async () => {
+    // This test is about sharing, not timeouts: with 100 ms a busy machine timed a command out and
+    // the limiter rightly counted locally for a second (two extra deliveries let through).
+    const redis = new Redis(server.url, loginPathOptions(2000));
+    redis.on('error', () => undefined);
+    await new Promise((r) => redis.once('ready', r));
+    const service = await startTestService({ RATE_LIMIT_WEBHOOK_PER_MIN: String(limit) }, { store: createRedisStore({ redis, keyPrefix: 'wh:' }), redis });
+    t.teardown(() => service.close());
+    return service;
+  };
+  const [one, two] = [await webhookService(), await webhookService()];
+  // Unsigned deliveries from one address: 401 when let through, 429 when limited; either way counted.
+  const deliver = (service: typeof a) => service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', remoteAddress: '198.51.100.7', headers: { 'content-type': 'application/json' }, payload: '{}' });
+  const shared: number[] = [];
+  for (let i = 0; i < 3 * limit; i++) shared.push((await deliver(i % 2 ? one : two)).statusCode);
+  t.equal(shared.filter((s) => s !== 429).length, limit, `${limit} deliveries let through across both instances: one shared count (${shared.join(',')})`);
+  t.equal(shared.filter((s) => s === 429).length, 2 * limit);
+  for (const service of [one, two]) t.match(await service.metrics.registry.getSingleMetricAsString('risk_degraded_total'), /input="rate_limit_store"\} 0/, 'no fallback while Redis answered');
+  const monitor = new Redis(server.url);
+  t.teardown(() => monitor.disconnect());
+  const keys = await monitor.keys('*{rl:POST/v1/webhooks/didit:*');
+  t.equal(keys.length, 1, `one counter key in Redis (${keys.join(', ')})`);
+  t.notOk(keys.some((k) => k.includes('198.51.100')), 'the key carries the pseudonymised /64, not the address');
+  t.equal(Number(await monitor.get(keys[0]!)), 3 * limit, 'every delivery was counted in Redis');
+
+  await server.kill();
+  t.teardown(() => server.restart());
+  const local: number[][] = [[], []];
+  for (let i = 0; i < 3 * limit; i++) {
+    const response = await deliver(i % 2 ? one : two);
+    local[i % 2]!.push(response.statusCode);
+    t.notOk(response.body.includes('Connection is closed'), 'no internal message');
+  }
+  for (const statuses of local) {
+    t.notOk(statuses.includes(500), 'no 500');
+    t.equal(statuses.filter((s) => s !== 429).length, limit, `each process holds its own window of ${limit} (${statuses.join(',')})`);
+  }
+  for (const service of [one, two]) t.match(await service.metrics.registry.getSingleMetricAsString('risk_degraded_total'), /input="rate_limit_store"\} [1-9]/, 'the fallback is counted');
+});

@@ -2,6 +2,8 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { createMemoryStore } from '../../src/store/memory-store.js';
+import type { Store } from '../../src/store/store.js';
 import { startTestService, testClock } from '../helpers/service.js';
 import { trustDirectly } from '../helpers/trust.js';
 
@@ -23,7 +25,20 @@ writeFileSync(
     expires: "2026-12-31"
 `,
 );
-const service = await startTestService({ RULES_DIR: dir }, { clock });
+/** Every store call the service makes, by method: "changes nothing" is checked on all of them. */
+const storeCalls: string[] = [];
+const memory = createMemoryStore();
+const recordingStore = new Proxy(memory, {
+  get(target, name, receiver) {
+    const value = Reflect.get(target, name, receiver) as unknown;
+    if (typeof value !== 'function') return value;
+    return (...args: unknown[]) => {
+      storeCalls.push(String(name));
+      return (value as (...a: unknown[]) => unknown).apply(target, args);
+    };
+  },
+}) as Store;
+const service = await startTestService({ RULES_DIR: dir }, { clock, store: recordingStore });
 t.teardown(async () => {
   await service.close();
   rmSync(dir, { recursive: true, force: true });
@@ -78,7 +93,14 @@ t.test('bypasses more than 90 days ahead or without a scope are refused at load'
 t.test('POST /v1/evaluate answers from signals alone and changes nothing', async (t) => {
   const post = (payload: unknown) => service.app.inject({ method: 'POST', url: '/v1/evaluate', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(payload) });
   const signals = { 'device.known': false, 'ip.known': false, 'ip.prefix_known': false, 'ip.tor': true, 'ip.vpn': false, 'ip.hosting': true, 'geo.country': 'DE', 'user.verified_count': 1, 'velocity.declines_24h': 0 };
-  const seenBefore = await service.store.peek({ user: service.ids.id('user', 'x'), device: 'd', ip: 'i', prefix: 'p' }, clock());
+  const decisionsBefore = await service.metrics.registry.getSingleMetricAsString('risk_decisions_total');
+  // The recorder records: a decide makes store calls (observe at least).
+  storeCalls.length = 0;
+  await decide({ user_id: 'probe', device_id: 'd', ip: '89.160.20.112' });
+  t.ok(storeCalls.includes('observe'), `a decide calls the store (${storeCalls.join(', ')})`);
+  storeCalls.length = 0;
+  const decisionsAfterProbe = await service.metrics.registry.getSingleMetricAsString('risk_decisions_total');
+  t.not(decisionsAfterProbe, decisionsBefore, 'a decide is counted in risk_decisions_total');
   const live = await post({ signals });
   t.equal(live.statusCode, 200);
   t.equal(live.json().action, 'ACTIVE_3D');
@@ -91,6 +113,6 @@ t.test('POST /v1/evaluate answers from signals alone and changes nothing', async
   const badRules = await post({ signals, ruleset: { files: [{ name: 'x.yaml', text: 'rules: [' }] } });
   t.equal(badRules.statusCode, 400);
   t.equal(badRules.json().field, 'ruleset');
-  const seenAfter = await service.store.peek({ user: service.ids.id('user', 'x'), device: 'd', ip: 'i', prefix: 'p' }, clock());
-  t.same(seenAfter, seenBefore, 'no sighting recorded');
+  t.same(storeCalls, [], 'no store call at all: no sighting read or recorded');
+  t.equal(await service.metrics.registry.getSingleMetricAsString('risk_decisions_total'), decisionsAfterProbe, 'no decision counted');
 });

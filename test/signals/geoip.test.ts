@@ -46,14 +46,11 @@ t.test('the well-known test addresses', async (t) => {
   t.match(geo.lookup('10.0.0.1'), { country: '', failed: [] });
 });
 
-t.test('the corrupt database opens or fails but never crashes a lookup', async (t) => {
-  let loaded;
-  try {
-    loaded = await openDatabase(`${dir}/GeoIP2-City-Test-Invalid-Node-Count.mmdb`);
-  } catch {
-    t.pass('rejected at open: the previous reader would keep serving');
-    return;
-  }
+t.test('a database whose tree is corrupt past its metadata never crashes a lookup', async (t) => {
+  // Its metadata is valid, so it opens (the reader checks only metadata and two probe lookups):
+  // if it ever stops opening, this test must be revisited, not pass with nothing checked.
+  const loaded = await openDatabase(`${dir}/GeoIP2-City-Test-Invalid-Node-Count.mmdb`);
+  t.equal(loaded.type, 'GeoIP2-City');
   const corrupt = createGeoIp({ city: loaded });
   let failures = 0;
   for (const row of expected.lookups) {

@@ -44,6 +44,10 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
   t.equal(a!.hit('ip-x', now), 4, 'before a sync each replica knows its own decides');
   await a!.sync();
   await b!.sync();
+  // While the windows hold counts (the window moves past them below, and empty ones are removed).
+  const keys = await monitor.keys('v:*');
+  t.ok(keys.length > 0, `${keys.length} window keys in Redis`);
+  for (const key of keys) t.ok((await monitor.pttl(key)) > 0, `${key} expires`);
   now += 2000;
   t.equal(b!.hit('ip-x', now), 7, 'b read back a’s four and its own two, plus this one');
   await b!.sync();
@@ -56,8 +60,6 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
   t.equal(a!.hit('ip-x', now), 1, 'counts leave the window after a minute');
   feed.disconnect();
   t.ok(commands.filter((c) => c === 'evalsha' || c === 'eval').length >= 3, `syncs are scripts (${commands.join(' ')})`);
-  const keys = await monitor.keys('v:*');
-  for (const key of keys) t.ok((await monitor.pttl(key)) > 0, `${key} expires`);
 });
 
 t.test('shared: while Redis is down, local counts answer and are added once it is back', async (t) => {
@@ -128,11 +130,12 @@ t.test('shared: a large sync goes out in small scripts, so decides interleave wi
   const now = Date.now();
   for (let i = 0; i < 3000; i++) velocity.hit(`addr-${i}`, now);
   await velocity.sync();
-  // MONITOR lines arrive after the replies; on a busy machine that can take a while.
-  const sum = () => calls.reduce((a, b) => a + b, 0);
-  await until(async () => sum() >= 3000, 10_000);
+  // MONITOR lines trail the commands: a fixed 100 ms saw 1,832 of 3,000 on a busy machine.
+  const synced = () => calls.reduce((a, b) => a + b, 0);
+  const waited = await until(async () => synced() >= 3000, 10_000);
   feed.disconnect();
-  t.equal(sum(), 3000, 'every address synced once');
+  t.ok(waited >= 0, `the monitor showed every script within ${waited} ms`);
+  t.equal(synced(), 3000, 'every address synced once');
   t.ok(Math.max(...calls) <= 64, `at most 64 addresses a script (largest ${Math.max(...calls)}, ${calls.length} scripts)`);
   t.equal(velocity.hit('addr-42', now), 2);
 });
