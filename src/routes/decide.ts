@@ -13,6 +13,7 @@ import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import { parseBody } from './validation.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
 import type { Mutable } from '../lib/mutable.js';
+import type { EventSink } from '../events/events.js';
 
 /** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
 export const MAX_PORTRAIT_BASE64 = 2_796_204;
@@ -52,6 +53,8 @@ export interface DecideDeps {
   readonly clock: () => number;
   /** The per-caller limiter (onRequest); the per-user limit is counted by the store in enrich. */
   readonly callerLimit?: unknown;
+  /** Outgoing events: appended to the outbox, never awaited here (not on the decide's critical path). */
+  readonly events?: Pick<EventSink, 'decided'>;
 }
 
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
@@ -132,6 +135,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     };
     if (decision.bypass) line.bypass = decision.bypass;
     request.log.info(line, 'decision');
+    deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status });
 
     const answer: Record<string, unknown> = {
       decision_id: decisionId,
