@@ -31,6 +31,8 @@ export interface Delivery {
   readonly body: string;
   readonly event: { id: string; type: string; timestamp: string; data: Record<string, any> };
   readonly verified: boolean;
+  /** webhook-timestamp of this attempt (seconds). */
+  readonly timestamp: number;
   readonly answered: number | 'reset' | 'hang';
 }
 
@@ -92,7 +94,7 @@ export async function startReceiver(secret: string, nowS: () => number, port = 0
       } catch {
         event = { id: '', type: 'unparsable', timestamp: '', data: {} };
       }
-      const seen = { id: headers['webhook-id'] ?? '', body, event, verified };
+      const seen = { id: headers['webhook-id'] ?? '', body, event, verified, timestamp: Number(headers['webhook-timestamp']) };
       // An unverifiable delivery is refused like a receiver would: 401.
       const answer = verified ? receiver.answer(seen) : 401;
       const answered = typeof answer === 'object' ? answer.status : answer;
