@@ -17,11 +17,11 @@ export function parseSigningSecret(text: string): Buffer {
   return key;
 }
 
-export interface SignedHeaders {
+export type SignedHeaders = {
   readonly 'webhook-id': string;
   readonly 'webhook-timestamp': string;
   readonly 'webhook-signature': string;
-}
+};
 
 /**
  * Headers for one delivery attempt. Every key signs: during a rotation the receiver accepts the

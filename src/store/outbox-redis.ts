@@ -112,8 +112,10 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
       const entries = items.flatMap((item) => (item ? [toEntry(item[0], item[1])].filter((e): e is OutboxEntry => !!e) : []));
       if (entries.length > 0 || next !== '0-0') return entries;
     }
-    const reply = (await redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', String(max), 'STREAMS', key, '>')) as Array<[string, Array<[string, string[] | null]>]> | null;
-    return (reply?.[0]?.[1] ?? []).flatMap(([id, fields]) => {
+    const reply = (await redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', String(max), 'STREAMS', key, '>')) as unknown[] | null;
+    // RESP2 answers [[key, entries]]; RESP3 a map, which the client flattens to [key, entries].
+    const items = (typeof reply?.[0] === 'string' ? reply[1] : (reply?.[0] as unknown[] | undefined)?.[1]) as Array<[string, string[] | null]> | undefined;
+    return (items ?? []).flatMap(([id, fields]) => {
       const entry = toEntry(id, fields);
       return entry ? [entry] : [];
     });
