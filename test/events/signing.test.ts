@@ -1,3 +1,7 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import { loadConfig } from '../../src/config.js';
 import { parseSigningSecret, signEvent } from '../../src/events/signing.js';
@@ -64,4 +68,26 @@ t.test('EVENTS_URL: https anywhere, http only to loopback, a secret required; ch
   const defaults = loadConfig(base);
   t.equal(defaults.EVENTS_DECISIONS, false, 'every-decision events are off by default');
   t.equal(defaults.EVENTS_INCLUDE_USER_ID, false, 'raw user ids are off by default');
+});
+
+t.test("the README's ten-line receiver verifies our events, refuses forgeries and dedupes", async (t) => {
+  const readme = readFileSync('README.md', 'utf8');
+  const code = /A receiver in ten lines[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1];
+  t.ok(code, 'the README has the receiver');
+  t.ok(code!.trim().split('\n').length <= 10, `${code!.trim().split('\n').length} lines`);
+  const dir = mkdtempSync(path.join(tmpdir(), 'readme-receiver-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(path.join(dir, 'verify.mjs'), code!);
+  const { verify } = (await import(pathToFileURL(path.join(dir, 'verify.mjs')).href)) as { verify: (s: string, h: Record<string, string>, b: string, seen: Set<string>) => string };
+  const secret = newSecret();
+  const seen = new Set<string>();
+  const body = '{"id":"evt_a","type":"device.trusted","data":{}}';
+  const headers = signEvent([parseSigningSecret(newSecret()), parseSigningSecret(secret)], 'evt_a', Math.floor(Date.now() / 1000), body);
+  t.equal(verify(secret, headers, body, seen), 'new', 'authentic (second of two signatures)');
+  t.equal(verify(secret, headers, body, seen), 'duplicate', 'the same id again');
+  t.equal(verify(secret, headers, body.replace('trusted', 'revoked'), new Set()), 'refuse', 'tampered body');
+  t.equal(verify(newSecret(), headers, body, new Set()), 'refuse', 'another secret');
+  const old = Math.floor(Date.now() / 1000) - 600;
+  t.equal(verify(secret, signEvent([parseSigningSecret(secret)], 'evt_a', old, body), body, new Set()), 'refuse', 'old timestamp, validly signed');
+  t.equal(verify(secret, { 'webhook-id': 'evt_a', 'webhook-timestamp': headers['webhook-timestamp'] }, body, new Set()), 'refuse', 'no signature');
 });
