@@ -98,8 +98,9 @@ function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metr
       maxConcurrency: config.EVENTS_MAX_CONCURRENCY,
       timeoutMs: config.EVENTS_TIMEOUT_MS,
       retryMs,
-      // The enricher's store deadline: an append never holds a webhook or a revoke longer than a store read.
-      appendDeadlineMs: 250,
+      // Two command deadlines (250 ms by default, the enricher's store deadline): an append never
+      // holds a webhook or a revoke longer than a store read does.
+      appendDeadlineMs: config.REDIS_COMMAND_TIMEOUT_MS * 2 + 50,
     },
     {
       outbox,

@@ -131,7 +131,8 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
       const now = wall();
       // Live replicas announce themselves; the fair share is the shards over their number.
       await redis.zadd(replicasKey, now, consumer);
-      await redis.zremrangebyscore(replicasKey, '-inf', now - 3 * leaseMs);
+      // A replica unheard of for a lease period is gone: its shards are free by then too.
+      await redis.zremrangebyscore(replicasKey, '-inf', now - leaseMs);
       await redis.pexpire(replicasKey, 3 * leaseMs);
       const live = Math.max(1, await redis.zcard(replicasKey));
       const share = Math.ceil(shardCount / live);
