@@ -83,7 +83,7 @@ export interface ServiceParts {
 }
 
 /** EVENTS_URL set: the outbox (Redis Stream with Redis, else in process), the sink and the delivery worker. */
-function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metrics, clock: () => number): Events | undefined {
+function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metrics, clock: () => number, ids: ReturnType<typeof createPseudonymiser>): Events | undefined {
   if (!config.EVENTS_URL || !config.EVENTS_SECRET) return undefined;
   const retryMs = config.EVENTS_RETRY_HOURS * 3600_000;
   const outbox = options.redis
@@ -104,6 +104,7 @@ function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metr
     },
     {
       outbox,
+      sealer: ids,
       clock,
       log: options.logger,
       count: (type, result) => metrics.events.labels(type, result).inc(),
@@ -190,7 +191,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
   const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
 
-  const events = eventsFromConfig(config, options, metrics, clock);
+  const events = eventsFromConfig(config, options, metrics, clock, ids);
   const didit = options.didit ?? diditFromConfig(config);
   const breaker = createBreaker({ onChange: (open) => metrics.diditCircuitOpen.set(open ? 1 : 0) });
   const client = didit

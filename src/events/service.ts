@@ -3,6 +3,7 @@ import type { Outbox, OutboxStats } from '../store/outbox-contract.js';
 import { createDispatcher, type DeliveryResult, type DispatcherTuning } from './dispatcher.js';
 import { createEventSink, type EventSink, type EventType, type QueueResult } from './events.js';
 import { parseSigningSecret } from './signing.js';
+import { sealedOutbox, type Sealer } from './sealed-outbox.js';
 
 export interface EventsSettings {
   readonly url: string;
@@ -18,6 +19,8 @@ export interface EventsSettings {
 
 export interface EventsDeps {
   readonly outbox: Outbox;
+  /** Seals bodies at rest in the outbox (the pseudonymiser). */
+  readonly sealer: Sealer;
   readonly clock: () => number;
   readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   readonly count: (type: EventType | string, result: QueueResult | DeliveryResult) => void;
@@ -36,8 +39,12 @@ export interface Events {
 export function startEvents(settings: EventsSettings, deps: EventsDeps): Events {
   const keys = settings.secrets.map(parseSigningSecret);
   const breaker = createBreaker({ onChange: deps.circuit });
+  const outbox = sealedOutbox(deps.outbox, deps.sealer, (entry) => {
+    deps.count(entry.type, 'dropped');
+    deps.log.error({ event_id: entry.eventId, type: entry.type }, 'event dropped: its outbox entry no longer unseals (ID_HASH_KEY changed)');
+  });
   const sink = createEventSink({
-    outbox: deps.outbox,
+    outbox,
     clock: deps.clock,
     includeUserId: settings.includeUserId,
     decisions: settings.decisions,
@@ -46,7 +53,7 @@ export function startEvents(settings: EventsSettings, deps: EventsDeps): Events 
     log: deps.log,
   });
   const dispatcher = createDispatcher({
-    outbox: deps.outbox,
+    outbox,
     url: settings.url,
     keys,
     clock: deps.clock,

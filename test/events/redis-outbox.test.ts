@@ -57,6 +57,9 @@ t.test('a restart with events pending loses nothing (Redis outbox)', async (t) =
   await emitErases([a], users, 5);
   await waitFor(() => receiver.attempts.length >= 3, 10_000, 'failed attempts by the first process');
   t.equal(backlog(redis), 30, 'all 30 in the streams');
+  const atRest = streams().map((key) => redis.cli('XRANGE', key, '-', '+')).join('\n');
+  t.notMatch(atRest, 'restart-', 'the raw user ids (EVENTS_INCLUDE_USER_ID=true) are sealed at rest');
+  t.notMatch(atRest, '"data"', 'so is the rest of the body (only the type is in clear, for metrics)');
   for (const key of streams()) {
     const ttl = Number(redis.cli('PTTL', key).trim());
     t.ok(ttl === -2 || ttl > 0, `${key} has a lifetime (${ttl})`);
