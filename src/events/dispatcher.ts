@@ -80,6 +80,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   let lastStats = 0;
   let failing = false;
   const sending = new Set<Promise<void>>();
+  // Aborts the requests in flight at shutdown: they stay in the outbox and are retried (by the next holder).
+  let stopping = new AbortController();
 
   const backoff = (attempts: number) => tuning.random() * Math.min(tuning.backoffCapMs, tuning.backoffBaseMs * 2 ** Math.min(attempts - 1, 30));
 
@@ -136,7 +138,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         headers: { 'content-type': 'application/json', 'user-agent': 'stepup-risk-engine-events/1', ...headers },
         body: head.body,
         redirect: 'manual',
-        signal: AbortSignal.timeout(deps.timeoutMs),
+        signal: AbortSignal.any([AbortSignal.timeout(deps.timeoutMs), stopping.signal]),
       });
       status = response.status;
       const retryAfter = Number(response.headers.get('retry-after'));
@@ -146,6 +148,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       status = 0; // timeout, reset, refused, DNS: the receiver did not answer
     }
     const now = deps.clock();
+    if (stopped && status === 0) return; // cut short by stop(): not the receiver's failure
     if (status >= 200 && status < 300) {
       deps.breaker.success();
       deps.onResult(head.type, 'delivered');
@@ -178,7 +181,8 @@ export function createDispatcher(deps: DispatcherDeps) {
         const head = queue[0];
         if (!head || head.sending || head.nextAt > now) continue;
         if (head.settled) {
-          void finish(shard, state, queue, head);
+          head.sending = true;
+          void finish(shard, state, queue, head).finally(() => (head.sending = false));
           continue;
         }
         if (inFlight >= deps.maxConcurrency || !deps.breaker.allow(now)) return;
@@ -242,13 +246,15 @@ export function createDispatcher(deps: DispatcherDeps) {
     start(): void {
       if (!stopped) return;
       stopped = false;
+      stopping = new AbortController();
       schedule(0);
     },
-    /** Stops taking work, waits for requests in flight (each bounded by the timeout), gives the leases back. */
+    /** Stops taking work, cuts the requests in flight short (they are retried later), gives the leases back. */
     async stop(): Promise<void> {
       stopped = true;
       if (timer) clearTimeout(timer);
       timer = undefined;
+      stopping.abort();
       await Promise.allSettled([...sending]);
       await deps.outbox.release().catch(() => undefined);
       shards.clear();

@@ -145,3 +145,17 @@ t.test('bounded concurrency: a hanging receiver holds at most EVENTS_MAX_CONCURR
   await new Promise((r) => setTimeout(r, 500));
   t.equal(receiver.attempts.length - before, 3, 'three in flight, the other nine wait');
 });
+
+t.test('stopping with a hanging receiver does not wait for it; the events stay in the outbox', async (t) => {
+  const h = harness({ timeoutMs: 10_000, threshold: 1000 });
+  receiver.answer = () => 'hang';
+  const before = receiver.attempts.length;
+  for (let i = 0; i < 3; i++) await h.emit(`stop-${i}-${Date.now()}`);
+  await waitFor(() => receiver.attempts.length - before >= 3, 5000, 'three hanging requests');
+  const started = Date.now();
+  await h.dispatcher.stop();
+  const took = Date.now() - started;
+  t.ok(took < 2000, `stopped in ${took} ms (the attempt timeout is 10 s)`);
+  t.equal((await h.outbox.stats(clock())).depth, 3, 'nothing acknowledged: all three still in the outbox');
+  t.notOk(h.results.some((r) => r.result === 'retry'), 'a cut-short attempt is not counted as a receiver failure');
+});
