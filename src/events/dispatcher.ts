@@ -83,17 +83,20 @@ export function createDispatcher(deps: DispatcherDeps) {
   // Aborts the requests in flight at shutdown: they stay in the outbox and are retried (by the next holder).
   let stopping = new AbortController();
 
-  const backoff = (attempts: number) => tuning.random() * Math.min(tuning.backoffCapMs, tuning.backoffBaseMs * 2 ** Math.min(attempts - 1, 30));
+  const backoff = (attempts: number) =>
+    tuning.random() * Math.min(tuning.backoffCapMs, tuning.backoffBaseMs * 2 ** Math.min(attempts - 1, 30));
 
   async function syncLeases(): Promise<void> {
     const { held, surplus } = await deps.outbox.leases(deps.clock());
     const now = new Set(held);
     // A lease lost (Redis lost it, or we could not renew in time): another replica owns the shard now.
     for (const shard of shards.keys()) if (!now.has(shard)) shards.delete(shard);
-    for (const shard of held) if (!shards.has(shard)) shards.set(shard, { queues: new Map(), held: 0, inFlight: 0, releasing: false });
+    for (const shard of held)
+      if (!shards.has(shard)) shards.set(shard, { queues: new Map(), held: 0, inFlight: 0, releasing: false });
     // Another replica joined: hand over the least busy shards once nothing of theirs is in flight.
     const extra = [...shards.entries()].filter(([, s]) => !s.releasing).sort((a, b) => a[1].held - b[1].held);
-    for (let i = 0; i < surplus - [...shards.values()].filter((s) => s.releasing).length && i < extra.length; i++) extra[i]![1].releasing = true;
+    for (let i = 0; i < surplus - [...shards.values()].filter((s) => s.releasing).length && i < extra.length; i++)
+      extra[i]![1].releasing = true;
     for (const [shard, state] of shards) {
       if (state.releasing && state.inFlight === 0) {
         shards.delete(shard);
@@ -108,7 +111,10 @@ export function createDispatcher(deps: DispatcherDeps) {
       const entries = await deps.outbox.read(shard, tuning.maxHeldPerShard - state.held);
       for (const entry of entries) {
         let queue = state.queues.get(entry.orderKey);
-        if (!queue) state.queues.set(entry.orderKey, (queue = []));
+        if (!queue) {
+          queue = [];
+          state.queues.set(entry.orderKey, queue);
+        }
         queue.push({ ...entry, attempts: 0, nextAt: 0, sending: false, settled: false });
         state.held += 1;
       }
@@ -165,7 +171,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     else deps.breaker.failure(now);
     if (now - head.at >= deps.retryMs) {
       deps.onResult(head.type, 'expired');
-      deps.log.error({ event_id: head.eventId, type: head.type, status, attempts: head.attempts + 1 }, 'event given up: the receiver failed for the whole retry window');
+      deps.log.error(
+        { event_id: head.eventId, type: head.type, status, attempts: head.attempts + 1 },
+        'event given up: the receiver failed for the whole retry window',
+      );
       return finish(shard, state, queue, head);
     }
     head.attempts += 1;
@@ -223,7 +232,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       failing = false;
     } catch (error) {
       // The outbox (Redis) is unavailable: retry on the next pass; log once per outage.
-      if (!failing) deps.log.warn({ err: (error as Error).message }, 'event outbox unavailable; delivery resumes when it answers');
+      if (!failing)
+        deps.log.warn({ err: (error as Error).message }, 'event outbox unavailable; delivery resumes when it answers');
       failing = true;
     } finally {
       running = false;

@@ -3,7 +3,14 @@ import type { Decision } from '../engine/evaluate.js';
 import type { Outbox } from '../store/outbox-contract.js';
 import type { SessionStatus, StepUpSession } from '../store/store.js';
 
-export const EVENT_TYPES = ['device.trusted', 'device.revoked', 'stepup.declined', 'stepup.abandoned', 'decision.denied', 'decision'] as const;
+export const EVENT_TYPES = [
+  'device.trusted',
+  'device.revoked',
+  'stepup.declined',
+  'stepup.abandoned',
+  'decision.denied',
+  'decision',
+] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** What a "was this you?" message needs, and nothing that identifies the device or address. */
@@ -92,10 +99,18 @@ export function createEventSink(deps: EventSinkDeps) {
     if (facts.device) data.device = facts.device;
     Object.assign(data, facts.detail);
     const body = JSON.stringify({ id, type: facts.type, timestamp: new Date(now).toISOString(), data });
-    const appended = bounded(deps.outbox.append({ eventId: id, orderKey: facts.user, type: facts.type, body, at: now }), deps.deadlineMs, false);
+    const appended = bounded(
+      deps.outbox.append({ eventId: id, orderKey: facts.user, type: facts.type, body, at: now }),
+      deps.deadlineMs,
+      false,
+    );
     const ok = await appended;
     deps.onQueued(facts.type, ok ? 'queued' : 'dropped');
-    if (!ok) deps.log.warn({ event_id: id, type: facts.type }, 'event dropped: the outbox did not take it in time (full or unavailable)');
+    if (!ok)
+      deps.log.warn(
+        { event_id: id, type: facts.type },
+        'event dropped: the outbox did not take it in time (full or unavailable)',
+      );
     return ok;
   }
 
@@ -105,19 +120,44 @@ export function createEventSink(deps: EventSinkDeps) {
      * A Didit verdict was applied to a session. Only transitions emit, so a repeated or `data.updated`
      * copy of the same verdict does not send a second event.
      */
-    async stepUpOutcome(o: { readonly before: StepUpSession; readonly status: SessionStatus; readonly diditStatus: string; readonly userId?: string }): Promise<void> {
+    async stepUpOutcome(o: {
+      readonly before: StepUpSession;
+      readonly status: SessionStatus;
+      readonly diditStatus: string;
+      readonly userId?: string;
+    }): Promise<void> {
       if (o.before.status === o.status) return;
-      const base = { user: o.before.user, device: deviceOf(o.before.device, o.before.grant), ...(o.userId !== undefined ? { userId: o.userId } : {}) };
+      const base = {
+        user: o.before.user,
+        device: deviceOf(o.before.device, o.before.grant),
+        ...(o.userId !== undefined ? { userId: o.userId } : {}),
+      };
       const detail = { session_id: o.before.sessionId, method: o.before.method, didit_status: o.diditStatus };
       if (o.status === 'approved') await emit({ ...base, type: 'device.trusted', detail });
       if (o.status === 'declined') await emit({ ...base, type: 'stepup.declined', detail });
       if (o.status === 'retry') await emit({ ...base, type: 'stepup.abandoned', detail });
       // A reviewer's late Declined (or any later non-approved verdict) took back what this session trusted.
-      if (o.before.status === 'approved') await emit({ ...base, type: 'device.revoked', detail: { ...detail, reason: o.status === 'declined' ? 'declined' : 'verdict_changed' } });
+      if (o.before.status === 'approved')
+        await emit({
+          ...base,
+          type: 'device.revoked',
+          detail: { ...detail, reason: o.status === 'declined' ? 'declined' : 'verdict_changed' },
+        });
     },
     /** A user or the API revoked one device (`device` set) or erased the user (every device). */
-    async deviceRevoked(o: { readonly user: string; readonly userId: string; readonly device?: string; readonly reason: 'user' | 'erase' }): Promise<void> {
-      await emit({ type: 'device.revoked', user: o.user, userId: o.userId, ...(o.device ? { device: { id: o.device } } : {}), detail: { reason: o.reason, all_devices: o.device === undefined } });
+    async deviceRevoked(o: {
+      readonly user: string;
+      readonly userId: string;
+      readonly device?: string;
+      readonly reason: 'user' | 'erase';
+    }): Promise<void> {
+      await emit({
+        type: 'device.revoked',
+        user: o.user,
+        userId: o.userId,
+        ...(o.device ? { device: { id: o.device } } : {}),
+        detail: { reason: o.reason, all_devices: o.device === undefined },
+      });
     },
     /** Every decide: `decision.denied` for a DENY, and `decision` when EVENTS_DECISIONS is on. Not awaited by the decide. */
     decided(o: DecideFacts): void {

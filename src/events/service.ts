@@ -41,7 +41,10 @@ export function startEvents(settings: EventsSettings, deps: EventsDeps): Events 
   const breaker = createBreaker({ onChange: deps.circuit });
   const outbox = sealedOutbox(deps.outbox, deps.sealer, (entry) => {
     deps.count(entry.type, 'dropped');
-    deps.log.error({ event_id: entry.eventId, type: entry.type }, 'event dropped: its outbox entry no longer unseals (ID_HASH_KEY changed)');
+    deps.log.error(
+      { event_id: entry.eventId, type: entry.type },
+      'event dropped: its outbox entry no longer unseals (ID_HASH_KEY changed)',
+    );
   });
   const sink = createEventSink({
     outbox,

@@ -97,7 +97,14 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
     const f: Record<string, string> = {};
     for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
     if (f.id === undefined || f.b === undefined) return undefined;
-    return { entryId: id, eventId: f.id, orderKey: f.k ?? '', type: f.t ?? 'unknown', at: Number(f.at) || 0, body: f.b };
+    return {
+      entryId: id,
+      eventId: f.id,
+      orderKey: f.k ?? '',
+      type: f.t ?? 'unknown',
+      at: Number(f.at) || 0,
+      body: f.b,
+    };
   };
 
   async function take(shard: string, max: number): Promise<OutboxEntry[]> {
@@ -105,16 +112,33 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
     const cursor = reclaiming.get(shard);
     if (cursor !== undefined) {
       // Everything pending in a shard we hold was left by a previous holder: claim it regardless of idle time.
-      const reply = (await redis.call('XAUTOCLAIM', key, GROUP, consumer, '0', cursor, 'COUNT', String(max))) as [string, Array<[string, string[] | null] | null>];
+      const reply = (await redis.call('XAUTOCLAIM', key, GROUP, consumer, '0', cursor, 'COUNT', String(max))) as [
+        string,
+        Array<[string, string[] | null] | null>,
+      ];
       const [next, items] = reply;
       if (next === '0-0') reclaiming.delete(shard);
       else reclaiming.set(shard, next);
-      const entries = items.flatMap((item) => (item ? [toEntry(item[0], item[1])].filter((e): e is OutboxEntry => !!e) : []));
+      const entries = items.flatMap((item) =>
+        item ? [toEntry(item[0], item[1])].filter((e): e is OutboxEntry => !!e) : [],
+      );
       if (entries.length > 0 || next !== '0-0') return entries;
     }
-    const reply = (await redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', String(max), 'STREAMS', key, '>')) as unknown[] | null;
+    const reply = (await redis.call(
+      'XREADGROUP',
+      'GROUP',
+      GROUP,
+      consumer,
+      'COUNT',
+      String(max),
+      'STREAMS',
+      key,
+      '>',
+    )) as unknown[] | null;
     // RESP2 answers [[key, entries]]; RESP3 a map, which the client flattens to [key, entries].
-    const items = (typeof reply?.[0] === 'string' ? reply[1] : (reply?.[0] as unknown[] | undefined)?.[1]) as Array<[string, string[] | null]> | undefined;
+    const items = (typeof reply?.[0] === 'string' ? reply[1] : (reply?.[0] as unknown[] | undefined)?.[1]) as
+      | Array<[string, string[] | null]>
+      | undefined;
     return (items ?? []).flatMap(([id, fields]) => {
       const entry = toEntry(id, fields);
       return entry ? [entry] : [];
@@ -124,7 +148,16 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
   return {
     kind: 'redis',
     async append(record: OutboxRecord) {
-      const added = await r.riskOutboxAppend(streamKey(shardOf(record.orderKey)), perShardMax, options.ttlMs, record.eventId, record.orderKey, record.type, record.at, record.body);
+      const added = await r.riskOutboxAppend(
+        streamKey(shardOf(record.orderKey)),
+        perShardMax,
+        options.ttlMs,
+        record.eventId,
+        record.orderKey,
+        record.type,
+        record.at,
+        record.body,
+      );
       return added === 1;
     },
     async leases() {

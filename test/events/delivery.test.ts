@@ -19,12 +19,32 @@ t.teardown(async () => {
 const silent = { warn() {}, error() {} };
 
 /** The real sink, memory outbox and dispatcher against the receiver, with a breaker we can watch. */
-function harness(options: { tuning?: Partial<DispatcherTuning>; threshold?: number; maxConcurrency?: number; timeoutMs?: number; retryMs?: number } = {}) {
+function harness(
+  options: {
+    tuning?: Partial<DispatcherTuning>;
+    threshold?: number;
+    maxConcurrency?: number;
+    timeoutMs?: number;
+    retryMs?: number;
+  } = {},
+) {
   const outbox = createMemoryOutbox({ maxEntries: 10_000 });
   const results: Array<{ type: string; result: string }> = [];
   const breakerChanges: boolean[] = [];
-  const breaker = createBreaker({ threshold: options.threshold ?? 5, cooldownMs: 30_000, onChange: (open) => breakerChanges.push(open) });
-  const sink = createEventSink({ outbox, clock, includeUserId: false, decisions: false, deadlineMs: 250, onQueued: () => undefined, log: silent });
+  const breaker = createBreaker({
+    threshold: options.threshold ?? 5,
+    cooldownMs: 30_000,
+    onChange: (open) => breakerChanges.push(open),
+  });
+  const sink = createEventSink({
+    outbox,
+    clock,
+    includeUserId: false,
+    decisions: false,
+    deadlineMs: 250,
+    onQueued: () => undefined,
+    log: silent,
+  });
   const dispatcher = createDispatcher({
     outbox,
     url: receiver.url,
@@ -40,7 +60,8 @@ function harness(options: { tuning?: Partial<DispatcherTuning>; threshold?: numb
     tuning: { pollMs: 10, backoffBaseMs: 1000, backoffCapMs: 60_000, ...options.tuning },
   });
   dispatcher.start();
-  const emit = (user: string, detail: Record<string, unknown> = {}) => sink.emit({ type: 'device.revoked', user, detail });
+  const emit = (user: string, detail: Record<string, unknown> = {}) =>
+    sink.emit({ type: 'device.revoked', user, detail });
   return { outbox, results, breakerChanges, dispatcher, emit };
 }
 
@@ -48,44 +69,55 @@ t.afterEach(() => {
   receiver.answer = () => 200;
 });
 
-t.test('4xx other than 408/429 is rejected after one attempt; 5xx, 408, 429, resets, timeouts and redirects are retried, never followed', async (t) => {
-  const rejectedClass = [400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 451];
-  const redirect = (status: number): Answer => ({ status, redirect: elsewhere.url });
-  const retriedClass: Array<[string, Answer]> = [
-    ...[408, 429, 500, 502, 503, 504].map((s): [string, Answer] => [String(s), s]),
-    ['reset', 'reset'],
-    ['timeout', 'hang'],
-    ...[301, 302, 303, 307, 308].map((s): [string, Answer] => [`redirect-${s}`, redirect(s)]),
-  ];
-  const first = new Map<string, Answer>([...rejectedClass.map((s): [string, Answer] => [String(s), s]), ...retriedClass]);
-  receiver.answer = (d) => {
-    const label = d.event.data.label as string;
-    const tried = receiver.attempts.filter((a) => a.id === d.id).length;
-    return tried === 0 ? first.get(label)! : 200;
-  };
-  const h = harness({ threshold: 1000 });
-  t.teardown(() => h.dispatcher.stop());
-  const ids = new Map<string, string>();
-  for (const label of first.keys()) {
-    await h.emit(`user-${label}`, { label });
-  }
-  await waitFor(() => receiver.accepted.size >= retriedClass.length, 20_000, 'every retried event delivered', () => clock.advance(5000));
-  for (const d of receiver.attempts) ids.set(d.event.data.label, d.id);
-  for (const status of rejectedClass) {
-    const tries = receiver.attempts.filter((d) => d.event.data.label === String(status));
-    t.equal(tries.length, 1, `${status}: one attempt, not retried`);
-    t.notOk(receiver.accepted.has(ids.get(String(status))!), `${status}: not delivered`);
-  }
-  for (const [label] of retriedClass) {
-    const tries = receiver.attempts.filter((d) => d.event.data.label === label);
-    t.ok(tries.length >= 2, `${label}: retried (${tries.length} attempts)`);
-    t.equal(receiver.accepted.get(ids.get(label)!)?.length, 1, `${label}: delivered once`);
-  }
-  t.equal(elsewhere.attempts.length, 0, 'no redirect was followed');
-  t.equal(h.results.filter((r) => r.result === 'rejected').length, rejectedClass.length);
-  t.equal(h.results.filter((r) => r.result === 'delivered').length, retriedClass.length);
-  t.equal((await h.outbox.stats(clock())).depth, 0, 'the outbox is empty');
-});
+t.test(
+  '4xx other than 408/429 is rejected after one attempt; 5xx, 408, 429, resets, timeouts and redirects are retried, never followed',
+  async (t) => {
+    const rejectedClass = [400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 451];
+    const redirect = (status: number): Answer => ({ status, redirect: elsewhere.url });
+    const retriedClass: Array<[string, Answer]> = [
+      ...[408, 429, 500, 502, 503, 504].map((s): [string, Answer] => [String(s), s]),
+      ['reset', 'reset'],
+      ['timeout', 'hang'],
+      ...[301, 302, 303, 307, 308].map((s): [string, Answer] => [`redirect-${s}`, redirect(s)]),
+    ];
+    const first = new Map<string, Answer>([
+      ...rejectedClass.map((s): [string, Answer] => [String(s), s]),
+      ...retriedClass,
+    ]);
+    receiver.answer = (d) => {
+      const label = d.event.data.label as string;
+      const tried = receiver.attempts.filter((a) => a.id === d.id).length;
+      return tried === 0 ? first.get(label)! : 200;
+    };
+    const h = harness({ threshold: 1000 });
+    t.teardown(() => h.dispatcher.stop());
+    const ids = new Map<string, string>();
+    for (const label of first.keys()) {
+      await h.emit(`user-${label}`, { label });
+    }
+    await waitFor(
+      () => receiver.accepted.size >= retriedClass.length,
+      20_000,
+      'every retried event delivered',
+      () => clock.advance(5000),
+    );
+    for (const d of receiver.attempts) ids.set(d.event.data.label, d.id);
+    for (const status of rejectedClass) {
+      const tries = receiver.attempts.filter((d) => d.event.data.label === String(status));
+      t.equal(tries.length, 1, `${status}: one attempt, not retried`);
+      t.notOk(receiver.accepted.has(ids.get(String(status))!), `${status}: not delivered`);
+    }
+    for (const [label] of retriedClass) {
+      const tries = receiver.attempts.filter((d) => d.event.data.label === label);
+      t.ok(tries.length >= 2, `${label}: retried (${tries.length} attempts)`);
+      t.equal(receiver.accepted.get(ids.get(label)!)?.length, 1, `${label}: delivered once`);
+    }
+    t.equal(elsewhere.attempts.length, 0, 'no redirect was followed');
+    t.equal(h.results.filter((r) => r.result === 'rejected').length, rejectedClass.length);
+    t.equal(h.results.filter((r) => r.result === 'delivered').length, retriedClass.length);
+    t.equal((await h.outbox.stats(clock())).depth, 0, 'the outbox is empty');
+  },
+);
 
 t.test('the receiver down for 2 minutes, then back: nothing lost, nothing twice, order per user kept', async (t) => {
   const h = harness();
@@ -107,12 +139,24 @@ t.test('the receiver down for 2 minutes, then back: nothing lost, nothing twice,
   t.equal((await h.outbox.stats(clock())).depth, 30, 'all 30 still in the outbox');
   await receiver.up();
   const upAt = clock();
-  await waitFor(() => receiver.accepted.size >= 30, 20_000, '30 deliveries', () => clock.advance(5000));
-  t.comment(`all 30 delivered ${(clock() - upAt) / 1000} s (service clock) after the receiver came back; ${failed} failed attempts while down`);
+  await waitFor(
+    () => receiver.accepted.size >= 30,
+    20_000,
+    '30 deliveries',
+    () => clock.advance(5000),
+  );
+  t.comment(
+    `all 30 delivered ${(clock() - upAt) / 1000} s (service clock) after the receiver came back; ${failed} failed attempts while down`,
+  );
   t.equal(receiver.accepted.size, 30, 'every event delivered');
-  t.ok([...receiver.accepted.values()].every((d) => d.length === 1), 'each id accepted once');
+  t.ok(
+    [...receiver.accepted.values()].every((d) => d.length === 1),
+    'each id accepted once',
+  );
   for (const user of users) {
-    const mine = receiver.attempts.filter((d) => d.answered === 200 && d.event.data.user === user).map((d) => d.event.data.seq);
+    const mine = receiver.attempts
+      .filter((d) => d.answered === 200 && d.event.data.user === user)
+      .map((d) => d.event.data.seq);
     t.same(mine, [0, 1, 2, 3, 4, 5], `${user.split('-')[0]} in order`);
   }
   t.equal(h.breakerChanges.at(-1), false, 'the breaker closed again');
@@ -125,11 +169,19 @@ t.test('retries go on for the whole 24 h window, then the event is given up and 
   const before = receiver.attempts.length;
   const start = clock();
   await h.emit(`doomed-${Date.now()}`);
-  await waitFor(() => h.results.some((r) => r.result === 'expired'), 20_000, 'the event to expire', () => clock.advance(20 * 60_000));
+  await waitFor(
+    () => h.results.some((r) => r.result === 'expired'),
+    20_000,
+    'the event to expire',
+    () => clock.advance(20 * 60_000),
+  );
   const tries = receiver.attempts.slice(before);
   const span = tries.at(-1)!.timestamp * 1000 - start;
   t.ok(span >= 24 * HOUR, `the last attempt came ${(span / HOUR).toFixed(1)} h after the event`);
-  t.ok(tries.every((d) => Date.parse(d.event.timestamp) === start), 'every attempt carries the event time in the body, its own time in webhook-timestamp');
+  t.ok(
+    tries.every((d) => Date.parse(d.event.timestamp) === start),
+    'every attempt carries the event time in the body, its own time in webhook-timestamp',
+  );
   t.equal(new Set(tries.map((d) => d.id)).size, 1, 'the same id on every attempt');
   t.ok(tries.length >= 10 && tries.length < 200, `${tries.length} attempts, backed off (not a hot loop)`);
   t.equal((await h.outbox.stats(clock())).depth, 0, 'given up: removed from the outbox');
@@ -157,5 +209,8 @@ t.test('stopping with a hanging receiver does not wait for it; the events stay i
   const took = Date.now() - started;
   t.ok(took < 2000, `stopped in ${took} ms (the attempt timeout is 10 s)`);
   t.equal((await h.outbox.stats(clock())).depth, 3, 'nothing acknowledged: all three still in the outbox');
-  t.notOk(h.results.some((r) => r.result === 'retry'), 'a cut-short attempt is not counted as a receiver failure');
+  t.notOk(
+    h.results.some((r) => r.result === 'retry'),
+    'a cut-short attempt is not counted as a receiver failure',
+  );
 });

@@ -8,7 +8,12 @@ import type { AddressInfo, Socket } from 'node:net';
  * HMAC-SHA256 `${webhook-id}.${webhook-timestamp}.${body}`, compare in constant time with every
  * `v1,<base64>` of the space-separated header, and refuse a timestamp more than 5 minutes away.
  */
-export function verifyStandardWebhook(secret: string, headers: Record<string, string | undefined>, body: string, nowS: number): { ok: true } | { ok: false; reason: string } {
+export function verifyStandardWebhook(
+  secret: string,
+  headers: Record<string, string | undefined>,
+  body: string,
+  nowS: number,
+): { ok: true } | { ok: false; reason: string } {
   const id = headers['webhook-id'];
   const timestamp = headers['webhook-timestamp'];
   const signature = headers['webhook-signature'];
@@ -29,6 +34,7 @@ export function verifyStandardWebhook(secret: string, headers: Record<string, st
 export interface Delivery {
   readonly id: string;
   readonly body: string;
+  // biome-ignore lint/suspicious/noExplicitAny: the tests read arbitrary fields of the received JSON
   readonly event: { id: string; type: string; timestamp: string; data: Record<string, any> };
   readonly verified: boolean;
   /** webhook-timestamp of this attempt (seconds). */
@@ -86,7 +92,11 @@ export async function startReceiver(secret: string, nowS: () => number, port = 0
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      const headers = { 'webhook-id': request.headers['webhook-id'] as string, 'webhook-timestamp': request.headers['webhook-timestamp'] as string, 'webhook-signature': request.headers['webhook-signature'] as string };
+      const headers = {
+        'webhook-id': request.headers['webhook-id'] as string,
+        'webhook-timestamp': request.headers['webhook-timestamp'] as string,
+        'webhook-signature': request.headers['webhook-signature'] as string,
+      };
       const verified = verifyStandardWebhook(secret, headers, body, nowS()).ok;
       let event: Delivery['event'];
       try {
@@ -94,7 +104,13 @@ export async function startReceiver(secret: string, nowS: () => number, port = 0
       } catch {
         event = { id: '', type: 'unparsable', timestamp: '', data: {} };
       }
-      const seen = { id: headers['webhook-id'] ?? '', body, event, verified, timestamp: Number(headers['webhook-timestamp']) };
+      const seen = {
+        id: headers['webhook-id'] ?? '',
+        body,
+        event,
+        verified,
+        timestamp: Number(headers['webhook-timestamp']),
+      };
       // An unverifiable delivery is refused like a receiver would: 401.
       const answer = verified ? receiver.answer(seen) : 401;
       const answered = typeof answer === 'object' ? answer.status : answer;
@@ -102,7 +118,8 @@ export async function startReceiver(secret: string, nowS: () => number, port = 0
       attempts.push(delivery);
       if (answer === 'reset') return request.socket.destroy();
       if (answer === 'hang') return void hanging.add(response);
-      if (typeof answer === 'object') return void response.writeHead(answer.status, { location: answer.redirect }).end();
+      if (typeof answer === 'object')
+        return void response.writeHead(answer.status, { location: answer.redirect }).end();
       if (answer >= 200 && answer < 300) accepted.set(seen.id, [...(accepted.get(seen.id) ?? []), delivery]);
       response.writeHead(answer, { 'content-type': 'text/plain' }).end('ok');
     });
@@ -126,7 +143,12 @@ export function newSecret(): string {
   return `whsec_${Buffer.from(Array.from({ length: 32 }, () => Math.floor(Math.random() * 256))).toString('base64')}`;
 }
 
-export async function waitFor(check: () => boolean, timeoutMs: number, what: string, onIdle?: () => void): Promise<void> {
+export async function waitFor(
+  check: () => boolean,
+  timeoutMs: number,
+  what: string,
+  onIdle?: () => void,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
