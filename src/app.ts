@@ -10,6 +10,7 @@ import type { Enricher } from './signals/enrich.js';
 import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
+import type { EventSink } from './events/events.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
@@ -27,6 +28,8 @@ export interface AppDeps {
   readonly apiTokens: readonly ApiToken[];
   readonly clock?: () => number;
   readonly stepUp?: StepUpService;
+  /** Outgoing events (EVENTS_URL): the decide emits decision.denied / decision to it. */
+  readonly events?: EventSink;
   /** Extra route plugins (Didit webhook, sessions, users), registered after auth. */
   readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
   readonly readiness?: readonly ReadinessCheck[];
@@ -145,6 +148,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       metrics: deps.metrics,
       clock: deps.clock ?? Date.now,
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
+      ...(deps.events ? { events: deps.events } : {}),
       ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
     for (const plugin of deps.plugins ?? []) plugin(scope);

@@ -32,6 +32,10 @@ import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
 import { registerEvaluate } from './routes/evaluate.js';
+import { startEvents, type Events } from './events/service.js';
+import type { DispatcherTuning } from './events/dispatcher.js';
+import { createRedisOutbox } from './store/outbox-redis.js';
+import { createMemoryOutbox } from './store/outbox-memory.js';
 
 export interface ServiceOptions {
   readonly logger: Logger;
@@ -44,6 +48,8 @@ export interface ServiceOptions {
   readonly redis?: Redis | Cluster;
   /** Didit endpoint and secrets: from the config, or the embedded simulator's. */
   readonly didit?: DiditSettings;
+  /** Outgoing events: another fetch (tests) and loop timings. */
+  readonly events?: { readonly fetch?: typeof fetch; readonly tuning?: Partial<DispatcherTuning>; readonly leaseMs?: number };
 }
 
 export interface DiditSettings {
@@ -76,9 +82,48 @@ export interface ServiceParts {
   readonly clock: () => number;
 }
 
+/** EVENTS_URL set: the outbox (Redis Stream with Redis, else in process), the sink and the delivery worker. */
+function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metrics, clock: () => number, ids: ReturnType<typeof createPseudonymiser>): Events | undefined {
+  if (!config.EVENTS_URL || !config.EVENTS_SECRET) return undefined;
+  const retryMs = config.EVENTS_RETRY_HOURS * 3600_000;
+  const outbox = options.redis
+    ? createRedisOutbox({ redis: options.redis, keyPrefix: config.REDIS_KEY_PREFIX, maxEntries: config.EVENTS_OUTBOX_MAX, ttlMs: retryMs + 3600_000, ...(options.events?.leaseMs ? { leaseMs: options.events.leaseMs } : {}) })
+    : createMemoryOutbox({ maxEntries: config.EVENTS_OUTBOX_MAX });
+  return startEvents(
+    {
+      url: config.EVENTS_URL,
+      secrets: [config.EVENTS_SECRET, ...(config.EVENTS_SECRET_PREVIOUS ? [config.EVENTS_SECRET_PREVIOUS] : [])],
+      includeUserId: config.EVENTS_INCLUDE_USER_ID,
+      decisions: config.EVENTS_DECISIONS,
+      maxConcurrency: config.EVENTS_MAX_CONCURRENCY,
+      timeoutMs: config.EVENTS_TIMEOUT_MS,
+      retryMs,
+      // Two command deadlines (250 ms by default, the enricher's store deadline): an append never
+      // holds a webhook or a revoke longer than a store read does.
+      appendDeadlineMs: config.REDIS_COMMAND_TIMEOUT_MS * 2 + 50,
+    },
+    {
+      outbox,
+      sealer: ids,
+      clock,
+      log: options.logger,
+      count: (type, result) => metrics.events.labels(type, result).inc(),
+      gauges: (stats) => {
+        metrics.eventsOutboxDepth.set(stats.depth);
+        metrics.eventsOutboxOldestAge.set(stats.oldestAgeMs / 1000);
+      },
+      circuit: (open) => metrics.eventsCircuitOpen.set(open ? 1 : 0),
+      ...(options.events?.fetch ? { fetch: options.events.fetch } : {}),
+      ...(options.events?.tuning ? { tuning: options.events.tuning } : {}),
+    },
+  );
+}
+
 export interface Service extends ServiceParts {
   readonly app: FastifyInstance;
   readonly apiTokens: readonly ApiToken[];
+  /** The outgoing events sink, when EVENTS_URL is set. */
+  readonly events?: Events['sink'];
   close(): Promise<void>;
 }
 
@@ -146,6 +191,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
   const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
 
+  const events = eventsFromConfig(config, options, metrics, clock, ids);
   const didit = options.didit ?? diditFromConfig(config);
   const breaker = createBreaker({ onChange: (open) => metrics.diditCircuitOpen.set(open ? 1 : 0) });
   const client = didit
@@ -186,6 +232,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
     clock,
     ...(client ? { client } : {}),
+    ...(events ? { events: events.sink } : {}),
   });
   const rateLimits: RateLimitSettings = {
     keyPrefix: config.REDIS_KEY_PREFIX,
@@ -198,7 +245,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const plugins = [
     (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
-    (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
+    (app: FastifyInstance) => registerUsers(app, { store, ids, clock, ...(events ? { events: events.sink } : {}) }),
     (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),
   ];
   const app = buildApp({
@@ -213,6 +260,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     embedded: config.embedded,
     callbackPolicy: callbackPolicyOf(config),
     ...(stepUp ? { stepUp } : {}),
+    ...(events ? { events: events.sink } : {}),
     plugins,
     rateLimits,
     pressure: { maxEventLoopDelayMs: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: config.PRESSURE_SAMPLE_INTERVAL_MS },
@@ -222,10 +270,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...parts,
     app,
     apiTokens,
+    ...(events ? { events: events.sink } : {}),
     async close() {
       ipVelocity.close();
       for (const stop of stops) stop();
       await app.close();
+      // After the routes drained (their events are in the outbox), before the store's client closes.
+      await events?.close();
       await store.close();
     },
   };

@@ -70,6 +70,15 @@ const envSchema = z.object({
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
   RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(3000),
+  EVENTS_URL: z.string().url().optional(),
+  EVENTS_SECRET: z.string().optional(),
+  EVENTS_SECRET_PREVIOUS: z.string().optional(),
+  EVENTS_INCLUDE_USER_ID: bool.default(false),
+  EVENTS_DECISIONS: bool.default(false),
+  EVENTS_MAX_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
+  EVENTS_TIMEOUT_MS: ms.max(30_000).default(10_000),
+  EVENTS_RETRY_HOURS: z.coerce.number().int().min(24).max(168).default(24),
+  EVENTS_OUTBOX_MAX: z.coerce.number().int().min(100).default(100_000),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -154,7 +163,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean }
   const problems: string[] = [];
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   problems.push(...crossProblems(env, options.server === true));
-  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data));
+  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data), ...eventsProblems(parsed.data));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const c = parsed.data;
   const embedded: string[] = [];
@@ -179,6 +188,29 @@ function callbackConfigProblems(c: Env): string[] {
   if (c.DIDIT_CALLBACK_URL !== undefined && problems.length === 0) {
     const problem = callbackProblem(c.DIDIT_CALLBACK_URL, { allowLoopbackHttp, ...(allowedOrigins ? { allowedOrigins } : {}) });
     if (problem) problems.push(`DIDIT_CALLBACK_URL: ${problem}`);
+  }
+  return problems;
+}
+
+/** Events leave for https only; plain http only to this machine (a local relay or a test receiver). */
+function eventsProblems(c: Env): string[] {
+  const problems: string[] = [];
+  if (!c.EVENTS_URL) {
+    if (c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
+    return problems;
+  }
+  const url = new URL(c.EVENTS_URL);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) problems.push('EVENTS_URL: must be https:// (http:// only to localhost, 127.0.0.0/8 or ::1)');
+  if (url.username || url.password) problems.push('EVENTS_URL: no credentials in the URL (events are signed with EVENTS_SECRET)');
+  if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
+  for (const name of ['EVENTS_SECRET', 'EVENTS_SECRET_PREVIOUS'] as const) {
+    const value = c[name];
+    if (value === undefined) continue;
+    const key = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(value);
+    const bytes = key ? Buffer.from(key[1]!, 'base64').length : 0;
+    if (bytes < 24 || bytes > 64) problems.push(`${name}: expected whsec_<base64 of 24-64 random bytes>`);
   }
   return problems;
 }

@@ -52,6 +52,10 @@ export function createMetrics() {
     dataReloadFailures: new client.Counter({ name: 'risk_data_reload_failures_total', help: 'Rejected GeoIP or list updates (the previous data keeps serving)', labelNames: ['dataset'] as const, registers: [registry] }),
     rateLimited: new client.Counter({ name: 'risk_rate_limited_total', help: 'Decides refused by a rate limit (user: shared per user; caller: per process)', labelNames: ['limit'] as const, registers: [registry] }),
     undeclaredPurpose: new client.Counter({ name: 'risk_undeclared_purpose_total', help: 'Decides whose purpose is not declared in rules/purposes.yaml (treated as sensitive; no label: the purpose is caller text)', registers: [registry] }),
+    events: new client.Counter({ name: 'risk_events_total', help: 'Outgoing events by type and result (queued, dropped, delivered, rejected, retry, expired)', labelNames: ['type', 'result'] as const, registers: [registry] }),
+    eventsOutboxDepth: new client.Gauge({ name: 'risk_events_outbox_depth', help: 'Events in the outbox not yet delivered, rejected or given up', registers: [registry] }),
+    eventsOutboxOldestAge: new client.Gauge({ name: 'risk_events_outbox_oldest_age_seconds', help: 'Age of the oldest event in the outbox', registers: [registry] }),
+    eventsCircuitOpen: new client.Gauge({ name: 'risk_events_circuit_open', help: '1 while the events receiver circuit breaker is open', registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };
   // Bounded label values exist from the start, so rate() sees the first event and the series

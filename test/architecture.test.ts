@@ -15,7 +15,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   'rules-io': ['lib', 'engine'],
   'data-io': ['lib', 'signals', 'config.ts'],
   didit: ['lib', 'engine', 'store'],
-  routes: ['lib', 'engine', 'store', 'signals', 'rules-io', 'didit', 'errors.ts', 'metrics.ts'],
+  events: ['lib', 'engine', 'store'],
+  routes: ['lib', 'engine', 'store', 'signals', 'rules-io', 'didit', 'events', 'errors.ts', 'metrics.ts'],
 };
 const FOUNDATION = new Set(['errors.ts', 'metrics.ts', 'logger.ts', 'config.ts']);
 /** The pure engine: nothing but itself, CEL and zod. */

@@ -38,6 +38,8 @@ export interface WebhookDeps {
   /** Used to re-fetch the verdict when only X-Signature-Simple verified. */
   readonly client?: DiditClient;
   readonly clock: () => number;
+  /** Outgoing events: device.trusted / stepup.declined / stepup.abandoned / device.revoked on each applied verdict. */
+  readonly events?: { stepUpOutcome(applied: { before: StepUpSession; status: SessionStatus; diditStatus: string; userId?: string }): Promise<void> };
 }
 
 export function sessionStatusOf(diditStatus: string): SessionStatus {
@@ -144,6 +146,7 @@ export function createWebhookHandler(deps: WebhookDeps) {
         await deps.store.revokeGrant(session.user, session.sessionId, now);
       }
       if (status === 'declined') await deps.store.recordDecline(session.user, now, session.device);
+      await deps.events?.stepUpOutcome({ before: session, status, diditStatus, userId: vendorData });
       return { ...base, httpStatus: 200, result: 'verified' };
     } catch {
       await deps.store.releaseClaim(claimKey).catch(() => undefined);

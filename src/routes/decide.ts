@@ -14,6 +14,7 @@ import { parseBody } from './validation.js';
 import { callbackProblem, MAX_CALLBACK_LENGTH, type CallbackPolicy } from '../lib/callback-url.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
 import type { Mutable } from '../lib/mutable.js';
+import type { EventSink } from '../events/events.js';
 
 /** 2 MB of image is 2,796,204 base64 characters; the route's body limit leaves room for the rest. */
 export const MAX_PORTRAIT_BASE64 = 2_796_204;
@@ -59,6 +60,8 @@ export interface DecideDeps {
   readonly callerLimit?: unknown;
   /** What `callback` may be; without one, https to a public DNS name only. */
   readonly callbackPolicy?: CallbackPolicy;
+  /** Outgoing events: appended to the outbox, never awaited here (not on the decide's critical path). */
+  readonly events?: Pick<EventSink, 'decided'>;
 }
 
 const STRICT_CALLBACKS: CallbackPolicy = { allowLoopbackHttp: false };
@@ -148,6 +151,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     };
     if (decision.bypass) line.bypass = decision.bypass;
     request.log.info(line, 'decision');
+    deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status });
 
     const answer: Record<string, unknown> = {
       decision_id: decisionId,

@@ -5,6 +5,7 @@ import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { Store } from '../store/store.js';
 import { parseBody } from './validation.js';
 import { devicesReply, doc, errorResponses } from './schemas.js';
+import type { EventSink } from '../events/events.js';
 
 const userParams = z.strictObject({ user_id: z.string().min(1).max(128) });
 const deviceParams = z.strictObject({ user_id: z.string().min(1).max(128), device_id: z.string().min(1).max(256) });
@@ -18,12 +19,13 @@ async function guarded<T>(work: () => Promise<T>): Promise<T> {
 }
 
 /** Users' data: erase everything, list trusted devices (opaque ids), revoke one ("this wasn't me"). */
-export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number }): void {
+export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: Pseudonymiser; clock: () => number; events?: Pick<EventSink, 'deviceRevoked'> }): void {
   const noContent = { 204: { type: 'null', description: 'done' } };
   app.delete('/v1/users/:user_id', { config: { scope: 'users' }, schema: { summary: 'Erase every key family of a user', params: doc(userParams), response: { ...noContent, ...errorResponses(400, 401, 503) } } }, async (request, reply) => {
     const { user_id } = parseBody(userParams, request.params);
     const user = deps.ids.id('user', user_id);
     await guarded(() => deps.store.erase(user));
+    await deps.events?.deviceRevoked({ user, userId: user_id, reason: 'erase' });
     request.log.info({ audit: 'user_erased', user, caller: (request as { caller?: string }).caller }, 'user data erased');
     return reply.status(204).send();
   });
@@ -51,6 +53,7 @@ export function registerUsers(app: FastifyInstance, deps: { store: Store; ids: P
     const revoked = await guarded(() => deps.store.revokeDevice(user, device, deps.clock()));
     request.log.info({ audit: 'device_revoked', user, device, revoked, caller: (request as { caller?: string }).caller }, 'trusted device revoked');
     if (!revoked) throw new RiskError('RISK_ERR_NOT_FOUND', 'no such trusted device');
+    await deps.events?.deviceRevoked({ user, userId: user_id, device, reason: 'user' });
     return reply.status(204).send();
   });
 }
