@@ -8,6 +8,7 @@ import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/rules-holder.js';
 import { loadRuleDir } from './rules-io/load.js';
+import { createRuleSandbox } from './rules-io/rule-sandbox.js';
 import { createEnricher } from './signals/enrich.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { sharedIpVelocity } from './store/ip-velocity-sync.js';
@@ -91,8 +92,11 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
   const ids = createPseudonymiser(hashKey);
 
+  // Boot compiles here (nothing is served yet); every later reload is checked in the sandbox first.
+  const sandbox = createRuleSandbox();
+  let booted = false;
   const rules = createRulesHolder({
-    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock() }),
+    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock(), ...(booted ? { sandbox } : {}) }),
     log: logger,
     onReload: (outcome, ruleset) => {
       metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
@@ -101,6 +105,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     },
   });
   await rules.reload();
+  booted = true;
 
   const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
   const stops: Array<() => void> = [];
@@ -198,7 +203,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
-    (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),
+    (app: FastifyInstance) => registerEvaluate(app, { rules, clock, sandbox }),
   ];
   const app = buildApp({
     logger,
@@ -224,6 +229,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
       ipVelocity.close();
       for (const stop of stops) stop();
       await app.close();
+      await sandbox.close();
       await store.close();
     },
   };
