@@ -6,7 +6,13 @@ import type { RegexGuard, RegexRefusal } from '../engine/ruleset.js';
  * be slow (ten crafted patterns took 4 s). Each check gets a time budget, and so does the whole
  * ruleset: a pattern whose check runs out of either is refused (fail closed), never accepted.
  */
-export const REGEX_BUDGET = { perPatternMs: 100, perLoadMs: 400 } as const;
+export const REGEX_BUDGET = { perPatternMs: 200, perLoadMs: 500 } as const;
+
+// recheck's default synchronous backend blocks this thread on a helper thread that talks to a
+// native agent process; that agent sometimes stops answering after a timed-out check, and the
+// caller then waits forever (seen here on the fifth slow pattern in a row). The pure backend runs
+// in this thread and stops itself at `timeout`. recheck reads this setting at each call.
+process.env['RECHECK_SYNC_BACKEND'] = 'pure';
 
 export interface RegexBudget {
   readonly perPatternMs: number;
@@ -45,8 +51,15 @@ export function createRecheckGuard(budget: RegexBudget = REGEX_BUDGET, now: () =
     const left = Math.min(budget.perPatternMs, budget.perLoadMs - spent);
     if (left <= 0) return { reason: `the regex safety check ran out of its ${budget.perLoadMs} ms budget for this ruleset`, tooExpensive: true };
     const started = now();
-    const result = checkSync(pattern, '', { timeout: left });
-    spent += now() - started;
+    let result: ReturnType<typeof checkSync>;
+    try {
+      result = checkSync(pattern, '', { timeout: left });
+    } catch {
+      // The pure backend can throw its timeout instead of reporting it: refused all the same.
+      return { reason: `the regex safety check did not finish within ${Math.round(left)} ms`, tooExpensive: true };
+    } finally {
+      spent += now() - started;
+    }
     if (result.status === 'vulnerable') return remember(pattern, `catastrophic backtracking (${(result as { complexity?: { summary?: string } }).complexity?.summary ?? 'vulnerable'})`);
     if (result.status === 'safe') return remember(pattern, undefined);
     if (result.error.kind === 'timeout') {

@@ -32,14 +32,14 @@ export interface SandboxLimits {
 }
 
 export const SANDBOX_LIMITS: SandboxLimits = {
-  evaluateDeadlineMs: 700,
+  evaluateDeadlineMs: 900,
   checkDeadlineMs: 5000,
   maxQueue: 4,
   maxWaitMs: 3000,
   startupMs: 20_000,
   memoryMb: 96,
   evaluateRegex: REGEX_BUDGET,
-  checkRegex: { perPatternMs: 250, perLoadMs: 2000 },
+  checkRegex: { perPatternMs: 300, perLoadMs: 2000 },
 };
 
 export type SandboxOutcome =
