@@ -8,7 +8,7 @@ import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/rules-holder.js';
 import { loadRuleDir } from './rules-io/load.js';
-import { createRuleSandbox } from './rules-io/rule-sandbox.js';
+import { createRuleSandbox, type RuleSandbox } from './rules-io/rule-sandbox.js';
 import { createEnricher } from './signals/enrich.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { sharedIpVelocity } from './store/ip-velocity-sync.js';
@@ -72,6 +72,8 @@ export interface ServiceParts {
   readonly store: Store;
   readonly metrics: Metrics;
   readonly rules: RulesHolder;
+  /** Where untrusted rulesets and rule reloads are compiled (a worker with a deadline). */
+  readonly sandbox: RuleSandbox;
   readonly lists: IpLists;
   readonly ids: ReturnType<typeof createPseudonymiser>;
   readonly clock: () => number;
@@ -93,7 +95,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const ids = createPseudonymiser(hashKey);
 
   // Boot compiles here (nothing is served yet); every later reload is checked in the sandbox first.
-  const sandbox = createRuleSandbox();
+  const sandbox = createRuleSandbox({ log: logger });
   let booted = false;
   const rules = createRulesHolder({
     load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock(), ...(booted ? { sandbox } : {}) }),
@@ -149,7 +151,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.RATE_LIMIT_USER_PER_MIN } }, timer);
 
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
-  const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
+  const parts: ServiceParts = { config, logger, store, metrics, rules, sandbox, lists, ids, clock };
 
   const didit = options.didit ?? diditFromConfig(config);
   const breaker = createBreaker({ onChange: (open) => metrics.diditCircuitOpen.set(open ? 1 : 0) });

@@ -202,8 +202,10 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
   const rules: CompiledRule[] = [];
   const seen = new Map<string, string>();
   let policy: Policy | undefined;
-  let ruleCount = 0;
   let stopped = false;
+  // Counted before any rule is compiled, so an oversized set costs nothing to refuse.
+  const declared = sources.reduce((sum, source) => sum + (source.kind === 'rules' && Array.isArray((source.content as { rules?: unknown } | null)?.rules) ? (source.content as { rules: unknown[] }).rules.length : 0), 0);
+  if (declared > COST_LIMITS.maxRules) return { ok: false, errors: [{ file: '(ruleset)', reason: `ruleset too expensive: ${declared} rules (at most ${COST_LIMITS.maxRules})`, tooExpensive: true }] };
 
   for (const source of sources) {
     if (source.kind === 'policy') {
@@ -238,11 +240,6 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
       if (late) {
         stopped = true;
         errors.push({ file: source.file, rule: doc.id, reason: `ruleset too expensive: ${late}`, tooExpensive: true });
-        return;
-      }
-      ruleCount += 1;
-      if (ruleCount > COST_LIMITS.maxRules) {
-        if (ruleCount === COST_LIMITS.maxRules + 1) errors.push({ file: source.file, rule: doc.id, reason: `ruleset too expensive: more than ${COST_LIMITS.maxRules} rules`, tooExpensive: true });
         return;
       }
       const line = source.lineOfRule?.(index) ?? 0;

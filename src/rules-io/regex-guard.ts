@@ -6,7 +6,7 @@ import type { RegexGuard, RegexRefusal } from '../engine/ruleset.js';
  * be slow (ten crafted patterns took 4 s). Each check gets a time budget, and so does the whole
  * ruleset: a pattern whose check runs out of either is refused (fail closed), never accepted.
  */
-export const REGEX_BUDGET = { perPatternMs: 200, perLoadMs: 500 } as const;
+export const REGEX_BUDGET = { perPatternMs: 200, perLoadMs: 400 } as const;
 
 // recheck's default synchronous backend blocks this thread on a helper thread that talks to a
 // native agent process; that agent sometimes stops answering after a timed-out check, and the
