@@ -1,4 +1,5 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { ServerOptions } from 'node:http';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
 import underPressure from '@fastify/under-pressure';
@@ -13,6 +14,7 @@ import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
+import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -33,6 +35,8 @@ export interface AppDeps {
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
   readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
+  /** Socket caps and header/body deadlines (lib/connection-limits.ts); defaults apply where unset. */
+  readonly connections?: Partial<ConnectionLimits>;
 }
 
 /** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
@@ -63,13 +67,17 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const options: FastifyServerOptions = {
+  const connections: ConnectionLimits = { ...CONNECTION_LIMITS, ...deps.connections };
+  const options: FastifyServerOptions & { http: ServerOptions } = {
     loggerInstance: deps.logger,
     // Per-request lines would carry socket addresses; the decision line is the one record per request.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 64 * 1024,
-    requestTimeout: 10_000,
+    requestTimeout: connections.requestTimeoutMs,
     connectionTimeout: 10_000,
+    keepAliveTimeout: connections.keepAliveTimeoutMs,
+    // Header deadline, and deadlines enforced each second rather than Node's default 30 s.
+    http: httpServerOptions(connections),
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
@@ -78,6 +86,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     routerOptions: { maxParamLength: 200 },
   };
   const app = Fastify(options) as unknown as FastifyInstance;
+  // Every client of a trusted proxy shares its address: the per-source cap is not for them.
+  guardConnections(app.server, connections, { exempt: addressMatcher(deps.trustProxy ?? []) });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = mapError(error);

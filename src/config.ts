@@ -51,6 +51,8 @@ const envSchema = z.object({
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
   RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(3000),
+  HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(16).max(1_000_000).default(4096),
+  HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).max(1_000_000).default(256),
 });
 
 export type Env = z.infer<typeof envSchema>;
