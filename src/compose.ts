@@ -94,11 +94,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
   const ids = createPseudonymiser(hashKey);
 
-  // Boot compiles here (nothing is served yet); every later reload is checked in the sandbox first.
+  // Boot compiles here (nothing is served yet); later reloads are checked in the sandbox first.
   const sandbox = createRuleSandbox({ log: logger });
   let booted = false;
   const rules = createRulesHolder({
-    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock(), ...(booted ? { sandbox } : {}) }),
+    // Until the sandbox's worker has started (its first seconds), a reload compiles here, under the
+    // same static bounds and regex budget, rather than wait for it.
+    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock(), ...(booted && sandbox.ready() ? { sandbox } : {}) }),
     log: logger,
     onReload: (outcome, ruleset) => {
       metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
@@ -108,6 +110,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   });
   await rules.reload();
   booted = true;
+  // A server that hot-reloads starts its sandbox now, so reloads are checked there from the start.
+  if (options.watch) void sandbox.warm();
 
   const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
   const stops: Array<() => void> = [];

@@ -58,6 +58,8 @@ export interface RuleSandbox {
   pending(): number;
   /** Starts the worker and its spare now and resolves when both are ready (tests, or a warm start). */
   warm(): Promise<boolean>;
+  /** A started worker is waiting for jobs (no start-up to wait for). */
+  ready(): boolean;
   close(): Promise<void>;
 }
 
@@ -72,6 +74,7 @@ interface Pending {
 interface Slot {
   readonly worker: Worker;
   readonly ready: Promise<boolean>;
+  up: boolean;
 }
 
 /**
@@ -136,7 +139,11 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
       if (spare?.worker === worker) spare = undefined;
     });
     worker.on('error', () => undefined);
-    return { worker, ready };
+    const started: Slot = { worker, ready, up: false };
+    void ready.then((ok) => {
+      started.up = ok;
+    });
+    return started;
   };
 
   const discard = (dead: Slot): void => {
@@ -232,6 +239,7 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     evaluate: (files, input) => submit({ kind: 'evaluate', files, input }),
     check: (files, now) => submit({ kind: 'check', files, now }),
     pending: () => queue.length + (running ? 1 : 0),
+    ready: () => slot?.up === true,
     async warm() {
       if (closed) return false;
       slot ??= spare ?? spawn();
