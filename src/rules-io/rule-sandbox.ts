@@ -106,6 +106,7 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
   let spare: Slot | undefined;
   let running = false;
   let closed = false;
+  let everReady = false;
   let nextId = 1;
 
   const spawn = (): Slot => {
@@ -142,6 +143,7 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     const started: Slot = { worker, ready, up: false };
     void ready.then((ok) => {
       started.up = ok;
+      everReady ||= ok;
     });
     return started;
   };
@@ -196,7 +198,8 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     const current = slot;
     // A client's job waits for a (re)starting worker only as long as it may wait at all; a reload
     // waits for the start-up bound. The worker keeps starting for the jobs after it.
-    const patience = pending.body.kind === 'check' ? limits.startupMs : limits.maxWaitMs - (performance.now() - pending.queuedAt);
+    // The very first start (nothing warm yet) is waited for like a reload: it happens once.
+    const patience = pending.body.kind === 'check' || !everReady ? limits.startupMs : limits.maxWaitMs - (performance.now() - pending.queuedAt);
     let waited: ReturnType<typeof setTimeout> | undefined;
     const ready = await Promise.race([current.ready, new Promise<'late'>((resolve) => (waited = setTimeout(() => resolve('late'), Math.max(0, patience))))]);
     clearTimeout(waited);
