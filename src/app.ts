@@ -17,6 +17,7 @@ import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
+import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -39,6 +40,8 @@ export interface AppDeps {
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
   readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
+  /** Socket caps and header/body deadlines (lib/connection-limits.ts); defaults apply where unset. */
+  readonly connections?: Partial<ConnectionLimits>;
 }
 
 /** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
@@ -75,13 +78,15 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
 export const MAX_PARAM_LENGTH = 256;
 
 export function buildApp(deps: AppDeps): FastifyInstance {
+  const connections: ConnectionLimits = { ...CONNECTION_LIMITS, ...deps.connections };
   const options: FastifyHttpOptions<Server> = {
     loggerInstance: deps.logger,
     // Per-request lines would carry socket addresses; the decision line is the one record per request.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 64 * 1024,
-    requestTimeout: 10_000,
+    requestTimeout: connections.requestTimeoutMs,
     connectionTimeout: 10_000,
+    keepAliveTimeout: connections.keepAliveTimeoutMs,
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
@@ -95,11 +100,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       void (reply as FastifyReply).status(status).send(body);
     },
     clientErrorHandler,
-    // Node would answer a Host-less HTTP/1.1 request itself with an empty 400; the auth module refuses it in our shape.
-    http: { requireHostHeader: false },
+    // Header deadline, and deadlines enforced each second rather than Node's default 30 s. Node would
+    // answer a Host-less HTTP/1.1 request itself with an empty 400; the auth module refuses it in our shape.
+    http: { ...httpServerOptions(connections), requireHostHeader: false },
   };
   const app = Fastify(options) as unknown as FastifyInstance;
   refuseConnect(app.server);
+  // Every client of a trusted proxy shares its address: the per-source cap is not for them.
+  guardConnections(app.server, connections, { exempt: addressMatcher(deps.trustProxy ?? []) });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = mapError(error);

@@ -8,6 +8,7 @@ import { createMetrics, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/rules-holder.js';
 import { loadRuleDir } from './rules-io/load.js';
+import { createRuleSandbox, type RuleSandbox } from './rules-io/rule-sandbox.js';
 import { createEnricher } from './signals/enrich.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { sharedIpVelocity } from './store/ip-velocity-sync.js';
@@ -77,6 +78,8 @@ export interface ServiceParts {
   readonly store: Store;
   readonly metrics: Metrics;
   readonly rules: RulesHolder;
+  /** Where untrusted rulesets and rule reloads are compiled (a worker with a deadline). */
+  readonly sandbox: RuleSandbox;
   readonly lists: IpLists;
   readonly ids: ReturnType<typeof createPseudonymiser>;
   readonly clock: () => number;
@@ -136,8 +139,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
   const ids = createPseudonymiser(hashKey);
 
+  // Boot compiles here (nothing is served yet); later reloads are checked in the sandbox first.
+  const sandbox = createRuleSandbox({ log: logger });
+  let booted = false;
   const rules = createRulesHolder({
-    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock() }),
+    // Until the sandbox's worker has started (its first seconds), a reload compiles here, under the
+    // same static bounds and regex budget, rather than wait for it.
+    load: () => loadRuleDir(config.RULES_DIR, { ids, now: clock(), ...(booted && sandbox.ready() ? { sandbox } : {}) }),
     log: logger,
     onReload: (outcome, ruleset) => {
       metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
@@ -146,6 +154,9 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     },
   });
   await rules.reload();
+  booted = true;
+  // A server that hot-reloads starts its sandbox now, so reloads are checked there from the start.
+  if (options.watch) void sandbox.warm();
 
   const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
   const stops: Array<() => void> = [];
@@ -189,7 +200,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.RATE_LIMIT_USER_PER_MIN } }, timer);
 
   const apiTokens = config.API_TOKENS ? parseApiTokens(config.API_TOKENS) : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
-  const parts: ServiceParts = { config, logger, store, metrics, rules, lists, ids, clock };
+  const parts: ServiceParts = { config, logger, store, metrics, rules, sandbox, lists, ids, clock };
 
   const events = eventsFromConfig(config, options, metrics, clock, ids);
   const didit = options.didit ?? diditFromConfig(config);
@@ -246,7 +257,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock, ...(events ? { events: events.sink } : {}) }),
-    (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),
+    (app: FastifyInstance) => registerEvaluate(app, { rules, clock, sandbox }),
   ];
   const app = buildApp({
     logger,
@@ -264,6 +275,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     plugins,
     rateLimits,
     pressure: { maxEventLoopDelayMs: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: config.PRESSURE_SAMPLE_INTERVAL_MS },
+    connections: { max: config.HTTP_MAX_CONNECTIONS, perAddress: config.HTTP_MAX_CONNECTIONS_PER_ADDRESS },
     ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),
   });
   return {
@@ -277,6 +289,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
       await app.close();
       // After the routes drained (their events are in the outbox), before the store's client closes.
       await events?.close();
+      await sandbox.close();
       await store.close();
     },
   };

@@ -79,6 +79,8 @@ const envSchema = z.object({
   EVENTS_TIMEOUT_MS: ms.max(30_000).default(10_000),
   EVENTS_RETRY_HOURS: z.coerce.number().int().min(24).max(168).default(24),
   EVENTS_OUTBOX_MAX: z.coerce.number().int().min(100).default(100_000),
+  HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(16).max(1_000_000).default(4096),
+  HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).max(1_000_000).default(256),
 });
 
 export type Env = z.infer<typeof envSchema>;

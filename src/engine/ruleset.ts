@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { celEnvironment, MAX_EXPRESSION_LENGTH, signalsReadBy, type CelContext } from './cel-env.js';
+import { COST_LIMITS, costProblem, estimateCost } from './cost.js';
 import { RUNGS, rank, type Rung, type ScoreBand } from './ladder.js';
 import type { DeclaredPurposeClass } from './purposes.js';
 
@@ -57,6 +58,8 @@ export interface CompiledRule {
   readonly file: string;
   readonly line: number;
   readonly run: (context: CelContext) => unknown;
+  /** Static work estimate (cost.ts), summed against the ruleset's budget. */
+  readonly cost: number;
 }
 
 export interface Policy {
@@ -107,16 +110,23 @@ export interface LoadError {
   readonly line?: number;
   readonly rule?: string;
   readonly reason: string;
+  /** The rule (or a regex in it) is over the work budget: RISK_ERR_RULE_TOO_EXPENSIVE, not a plain validation error. */
+  readonly tooExpensive?: boolean;
 }
 
 export type CompileResult = { ok: true; ruleset: CompiledRuleset } | { ok: false; errors: LoadError[] };
 
+/** A guard's refusal: a reason, marked when the check ran out of its time budget (fail closed). */
+export type RegexRefusal = string | { readonly reason: string; readonly tooExpensive: true };
+
 /** Checked by the caller's guard (for example recheck) before a `matches()` pattern is accepted. */
-export type RegexGuard = (pattern: string) => string | undefined;
+export type RegexGuard = (pattern: string) => RegexRefusal | undefined;
 
 export interface CompileOptions {
   readonly hash: string;
   readonly regexGuard?: RegexGuard;
+  /** Polled between rules: a reason once the caller's time budget for this compile is spent. */
+  readonly outOfTime?: () => string | undefined;
 }
 
 function zodReason(error: z.ZodError): string {
@@ -125,28 +135,42 @@ function zodReason(error: z.ZodError): string {
 
 const MATCHES_CALL = /\.matches\(\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|r"[^"]*"|r'[^']*')?/g;
 
-function checkRegexes(expression: string, guard: RegexGuard | undefined): string | undefined {
+function checkRegexes(expression: string, guard: RegexGuard | undefined): RegexRefusal | undefined {
   for (const match of expression.matchAll(MATCHES_CALL)) {
     const literal = match[1];
     if (!literal) return 'matches() takes only a string literal pattern, so it can be checked at load';
     if (!guard) return 'matches() is not enabled in this ruleset loader';
     const raw = literal.startsWith('r') ? literal.slice(2, -1) : (JSON.parse(`"${literal.slice(1, -1).replace(/"/g, '\\"')}"`) as string);
     const problem = guard(raw);
-    if (problem) return `regex ${JSON.stringify(raw)} rejected: ${problem}`;
+    if (typeof problem === 'string') return `regex ${JSON.stringify(raw)} rejected: ${problem}`;
+    if (problem) return { reason: `regex ${JSON.stringify(raw)} rejected: ${problem.reason}`, tooExpensive: true };
   }
   return undefined;
 }
 
 function compileRule(doc: RuleDoc, file: string, line: number, guard: RegexGuard | undefined): CompiledRule | LoadError {
   const fail = (reason: string): LoadError => ({ file, line, rule: doc.id, reason });
+  const tooExpensive = (reason: string): LoadError => ({ file, line, rule: doc.id, reason: `rule too expensive: ${reason}`, tooExpensive: true });
+  // Size and cost first, so a pathological expression costs no regex check and no type check.
+  let parsed: ReturnType<typeof celEnvironment.parse>;
+  try {
+    parsed = celEnvironment.parse(doc.when);
+  } catch (error) {
+    const e = error as { code?: string; message?: string };
+    if (e.code === 'limit_exceeded') return tooExpensive(firstLine(e.message));
+    return fail(`cannot parse when: ${firstLine(e.message)}`);
+  }
+  const costIssue = costProblem(parsed.ast);
+  if (costIssue) return tooExpensive(costIssue);
   const regexProblem = checkRegexes(doc.when, guard);
-  if (regexProblem) return fail(regexProblem);
+  if (typeof regexProblem === 'string') return fail(regexProblem);
+  if (regexProblem) return tooExpensive(regexProblem.reason);
   let run: (context: CelContext) => unknown;
   try {
-    const checked = celEnvironment.check(doc.when);
+    const checked = parsed.check();
     if (!checked.valid) return fail(`type error in when: ${firstLine(checked.error?.message)}`);
     if (checked.type !== 'bool') return fail(`when must be a bool expression, got ${String(checked.type)}`);
-    run = celEnvironment.parse(doc.when) as unknown as (context: CelContext) => unknown;
+    run = parsed as unknown as (context: CelContext) => unknown;
   } catch (error) {
     return fail(`cannot parse when: ${firstLine((error as Error).message)}`);
   }
@@ -164,6 +188,7 @@ function compileRule(doc: RuleDoc, file: string, line: number, guard: RegexGuard
     file,
     line,
     run,
+    cost: estimateCost(parsed.ast).cost,
   };
 }
 
@@ -180,6 +205,10 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
   const rules: CompiledRule[] = [];
   const seen = new Map<string, string>();
   let policy: Policy | undefined;
+  let stopped = false;
+  // Counted before any rule is compiled, so an oversized set costs nothing to refuse.
+  const declared = sources.reduce((sum, source) => sum + (source.kind === 'rules' && Array.isArray((source.content as { rules?: unknown } | null)?.rules) ? (source.content as { rules: unknown[] }).rules.length : 0), 0);
+  if (declared > COST_LIMITS.maxRules) return { ok: false, errors: [{ file: '(ruleset)', reason: `ruleset too expensive: ${declared} rules (at most ${COST_LIMITS.maxRules})`, tooExpensive: true }] };
 
   for (const source of sources) {
     if (source.kind === 'policy') {
@@ -209,6 +238,13 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
       continue;
     }
     parsed.data.rules.forEach((doc, index) => {
+      if (errors.length >= COST_LIMITS.maxErrors || stopped) return;
+      const late = options.outOfTime?.();
+      if (late) {
+        stopped = true;
+        errors.push({ file: source.file, rule: doc.id, reason: `ruleset too expensive: ${late}`, tooExpensive: true });
+        return;
+      }
       const line = source.lineOfRule?.(index) ?? 0;
       const other = seen.get(doc.id);
       if (other) {
@@ -220,6 +256,11 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
       if ('reason' in compiled) errors.push(compiled);
       else rules.push(compiled);
     });
+  }
+  const totalCost = rules.reduce((sum, rule) => sum + rule.cost, 0);
+  if (totalCost > COST_LIMITS.maxRulesetCost) {
+    // Every decide runs every rule: many cheap rules add up to one expensive ruleset.
+    errors.push({ file: '(ruleset)', reason: `ruleset too expensive: estimated cost ${totalCost} exceeds the budget of ${COST_LIMITS.maxRulesetCost} steps`, tooExpensive: true });
   }
   if (!policy && errors.length === 0) errors.push({ file: '(ruleset)', reason: 'no policy file (policy.yaml) found' });
   if (errors.length > 0 || !policy) return { ok: false, errors };

@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
-import { checkSync } from 'recheck';
 import { compileRuleset, type CompileResult, type LoadError, type RegexGuard, type RuleSource } from '../engine/ruleset.js';
 import { compileBypasses, type BypassIds } from './bypasses.js';
 import { compilePurposes, isPurposesFile } from './purposes.js';
+import { createRecheckGuard } from './regex-guard.js';
+import type { RuleSandbox } from './rule-sandbox.js';
 
 /** A rule file larger than this is refused before parsing (a 10 MB write must not stall a reload). */
 export const MAX_RULE_FILE_BYTES = 256 * 1024;
@@ -29,24 +30,13 @@ export function isRuleFile(name: string): boolean {
   return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name);
 }
 
-/** recheck (automaton + fuzz) at load: any pattern with super-linear backtracking is refused. */
-export const recheckGuard: RegexGuard = (pattern) => {
-  try {
-    new RegExp(pattern);
-  } catch (error) {
-    return `invalid regex: ${(error as Error).message}`;
-  }
-  const result = checkSync(pattern, '');
-  if (result.status === 'vulnerable') return `catastrophic backtracking (${(result as { complexity?: { summary?: string } }).complexity?.summary ?? 'vulnerable'})`;
-  if (result.status !== 'safe') return 'could not be proven safe';
-  return undefined;
-};
-
 export interface LoadOptions {
   readonly regexGuard?: RegexGuard;
   /** Pseudonymises user and device ids named in bypasses.yaml. */
   readonly ids?: BypassIds;
   readonly now?: number;
+  /** Polled between files and rules: a reason once the time budget for this compile is spent. */
+  readonly outOfTime?: () => string | undefined;
 }
 
 /** YAML → plain data with the line of each rule; YAML errors come back with their line. */
@@ -83,13 +73,19 @@ export function hashFiles(files: readonly TextFile[]): string {
 
 /** Compile a ruleset from in-memory texts: used by the loader, `POST /v1/evaluate` and the CLI. */
 export function compileFromTexts(files: readonly TextFile[], options: LoadOptions = {}): CompileResult {
-  const regexGuard = options.regexGuard ?? recheckGuard;
+  // recheck (automaton + fuzz) with a time budget per pattern and per load; see regex-guard.ts.
+  const regexGuard = options.regexGuard ?? createRecheckGuard();
   const errors: LoadError[] = [];
   const sources: RuleSource[] = [];
   const used = files.filter((f) => isRuleFile(f.name) || isBypassFile(f.name) || isPurposesFile(f.name));
   let bypasses: ReturnType<typeof compileBypasses>['bypasses'] = [];
   let purposes: ReturnType<typeof compilePurposes>['purposes'] | undefined;
   for (const file of used) {
+    const late = options.outOfTime?.();
+    if (late) {
+      errors.push({ file: file.name, reason: `ruleset too expensive: ${late}`, tooExpensive: true });
+      break;
+    }
     if (file.tooLarge || Buffer.byteLength(file.text) > MAX_RULE_FILE_BYTES) {
       errors.push({ file: file.name, reason: `file larger than ${MAX_RULE_FILE_BYTES} bytes` });
       continue;
@@ -118,7 +114,7 @@ export function compileFromTexts(files: readonly TextFile[], options: LoadOption
     const kind = /^policy\.ya?ml$/.test(path.basename(file.name)) ? 'policy' : 'rules';
     sources.push({ file: file.name, kind, content: parsed.content, lineOfRule: parsed.lineOfRule });
   }
-  const compiled = compileRuleset(sources, { hash: hashFiles(used), regexGuard });
+  const compiled = compileRuleset(sources, { hash: hashFiles(used), regexGuard, ...(options.outOfTime ? { outOfTime: options.outOfTime } : {}) });
   if (errors.length > 0) return { ok: false, errors: [...errors, ...(compiled.ok ? [] : compiled.errors)] };
   return compiled.ok ? { ok: true, ruleset: { ...compiled.ruleset, bypasses, ...(purposes ? { purposes } : {}) } } : compiled;
 }
@@ -140,10 +136,27 @@ export async function readRuleDir(dir: string): Promise<TextFile[]> {
   return files;
 }
 
-export async function loadRuleDir(dir: string, options: LoadOptions = {}): Promise<CompileResult> {
+export interface DirLoadOptions extends LoadOptions {
+  /**
+   * Check the files in the rule sandbox first (worker, deadline, regex budget), so a bad commit
+   * cannot stall this event loop; only a set that passed is then compiled here, its regexes
+   * taken as checked.
+   */
+  readonly sandbox?: RuleSandbox;
+}
+
+export async function loadRuleDir(dir: string, options: DirLoadOptions = {}): Promise<CompileResult> {
+  let files: TextFile[];
   try {
-    return compileFromTexts(await readRuleDir(dir), options);
+    files = await readRuleDir(dir);
   } catch (error) {
     return { ok: false, errors: [{ file: dir, reason: `cannot read rules directory: ${(error as Error).message}` }] };
   }
+  const { sandbox, ...load } = options;
+  if (!sandbox) return compileFromTexts(files, load);
+  const checked = await sandbox.check(files, load.now ?? Date.now());
+  if (checked.kind === 'rejected') return { ok: false, errors: [...checked.errors] };
+  if (checked.kind !== 'ok') return { ok: false, errors: [{ file: dir, reason: `rules check refused: ${checked.reason}`, tooExpensive: checked.kind === 'too_expensive' }] };
+  const approved = new Set(checked.patterns);
+  return compileFromTexts(files, { ...load, regexGuard: (pattern) => (approved.has(pattern) ? undefined : 'not checked by the rule sandbox') });
 }
