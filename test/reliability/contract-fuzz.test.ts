@@ -32,6 +32,13 @@ const smallRuleset = [
   { name: 'only.yaml', text: 'rules:\n  - { id: only-tor, description: d, when: "ip.tor", then: { min_action: FLASHING } }\n' },
 ];
 const DOMAIN: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
+  // A callback is a redirect target (src/lib/callback-url.ts): https, a fully qualified public name, default port.
+  '/v1/decide': {
+    callback: fc
+      .tuple(fc.domain(), fc.webPath(), fc.webQueryParameters())
+      .filter(([domain]) => domain.includes('.') && !domain.split('.').some((label) => label.startsWith('xn--')))
+      .map(([domain, path, query]) => `https://${domain}${path}${query ? `?${query}` : ''}`),
+  },
   '/v1/evaluate': {
     signals: fc.subarray([...SIGNALS]).chain((specs) => fc.record(Object.fromEntries(specs.map((spec) => [spec.name, signalValue[spec.type]])))),
     ruleset: fc.constantFrom({ files: shippedRules }, { files: smallRuleset }),
