@@ -36,7 +36,9 @@ t.test('a valid rules change applies within 2 s; a broken one keeps the last goo
   const file = path.join(rulesDir, 'purpose.yaml');
   const original = readFileSync(file, 'utf8');
   const changedAt = Date.now();
-  writeFileSync(file, original.replace('"disable_mfa"]', '"disable_mfa", "close_account"]'));
+  const changed = original.replace('owner: identity-security', 'owner: identity-security-oncall');
+  t.not(changed, original, 'the edit changes the file');
+  writeFileSync(file, changed);
   let after = before;
   while (after === before && Date.now() - changedAt < 5000) {
     await new Promise((r) => setTimeout(r, 50));

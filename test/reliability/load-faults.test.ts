@@ -144,7 +144,8 @@ t.test('T31: 100 rewrites mixing valid and broken rule files under load never se
   let rejected = 0;
   for (let i = 0; i < 100; i++) {
     if (i % 2 === 0) {
-      const text = original.replace('"disable_mfa"]', `"disable_mfa", "purpose_${i}"]`);
+      const text = original.replace('owner: identity-security', `owner: identity-security-${i}`);
+      if (text === original) throw new Error('the valid edit must change purpose.yaml');
       const files = (await readRuleDir(dir)).map((f) => (f.name === 'purpose.yaml' ? { name: f.name, text } : f));
       const compiled = compileFromTexts(files);
       if (compiled.ok) valid.add(compiled.ruleset.hash);
