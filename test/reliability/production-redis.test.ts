@@ -142,7 +142,7 @@ interface Backend {
   stop(): Promise<void>;
 }
 
-function suite(name: string, start: () => Promise<Backend>) {
+function suite(name: string, start: () => Promise<Backend>, withLimits = false) {
   t.test(`${name}: production wiring through HTTP`, async (t) => {
     const backend = await start();
     const server = await startServerProcess(serviceEnv(backend.url), entry);
@@ -221,6 +221,43 @@ function suite(name: string, start: () => Promise<Backend>) {
       t.equal(doubled, 0);
     });
 
+    if (withLimits) {
+      t.test('the rate limits on this store: two replicas share the per-user and the per-source webhook limits', async (t) => {
+        // Their own key prefix: the per-source webhook counter must not include the deliveries above.
+        const limited = serviceEnv(backend.url, { RATE_LIMIT_USER_PER_MIN: '10', RATE_LIMIT_WEBHOOK_PER_MIN: '20', REDIS_KEY_PREFIX: 'lim:' });
+        const replicas = await Promise.all([startServerProcess(limited, entry), startServerProcess(limited, entry)]);
+        t.teardown(async () => {
+          for (const r of replicas) r.child.kill('SIGKILL');
+          await Promise.all(replicas.map((r) => r.exited()));
+        });
+        const user = `limited-${name}-${Date.now()}`;
+        // One at a time, alternating replicas: on a busy machine a burst can pass the 100 ms store
+        // deadline, and a decide whose store call timed out is limited per process (degraded), by design.
+        const decides: Array<Awaited<ReturnType<typeof decide>>> = [];
+        for (let i = 0; i < 16; i++) decides.push(await decide(replicas[i % 2]!, user));
+        const counts = decides.reduce<Record<number, number>>((acc, d) => ({ ...acc, [d.status]: (acc[d.status] ?? 0) + 1 }), {});
+        t.same(counts, { 200: 10, 429: 6 }, 'exactly 10 decides a minute for one user across both replicas');
+        for (const d of decides.filter((d) => d.status === 429)) {
+          t.equal(d.body.code, 'RISK_ERR_RATE_LIMITED');
+          t.ok(Number(d.headers.get('retry-after')) >= 1, 'Retry-After');
+        }
+        t.same(decides.filter((d) => d.status === 200 && d.body.degraded.length > 0).length, 0, 'the limit was counted by the store, not by the per-process fallback');
+        const event = approved(await pendingSession(store)); // unbound under lim:, still counted
+        const deliveries: number[] = [];
+        for (let i = 0; i < 30; i++) deliveries.push((await deliver(replicas[i % 2]!, event.body, event.headers)).status);
+        const webhookCounts = deliveries.reduce<Record<number, number>>((acc, c) => ({ ...acc, [c]: (acc[c] ?? 0) + 1 }), {});
+        // A counter call past its 100 ms deadline (a loaded CI box) counts per process for a second, by
+        // design; exactness is asserted when every count reached Redis, a bound otherwise.
+        let fallbacks = 0;
+        for (const r of replicas) fallbacks += await metric(r, /risk_degraded_total\{input="rate_limit_store"\} (\d+)/);
+        if (fallbacks === 0) t.same(webhookCounts, { 200: 20, 429: 10 }, 'exactly 20 deliveries a minute from one source across both replicas');
+        else {
+          t.comment(`${fallbacks} counts fell back to the per-process window: ${JSON.stringify(webhookCounts)}`);
+          t.ok((webhookCounts[200] ?? 0) <= 40, 'never more than the per-process budgets together');
+        }
+      });
+    }
+
     t.test('store down → the webhook answers 503 (Didit retries) and decide degrades; back up → applied exactly once', async (t) => {
       const s = await pendingSession(store);
       const event = approved(s);
@@ -274,7 +311,7 @@ suite('cluster', async () => {
     },
     stop: () => cluster.stop(),
   };
-});
+}, true);
 
 t.test('redis: waiting for Redis at start; decisions degrade (never SKIP) until it is up, then readiness follows', async (t) => {
   const port = await freePort();
