@@ -18,6 +18,7 @@ import { instrumentStore } from './store/instrumented-store.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { listDirectories, loadListsFromManifest } from './data-io/list-files.js';
 import { createMemoryStore } from './store/memory-store.js';
+import { redisReadiness } from './store/redis-client.js';
 import { retentionFromConfig } from './open-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -210,6 +211,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     apiTokens,
     clock,
     embedded: config.embedded,
+    ...(options.redis ? { readiness: redisReadiness(options.redis, config.REDIS_ALLOW_EVICTION) } : {}),
     ...(stepUp ? { stepUp } : {}),
     plugins,
     rateLimits,
