@@ -28,6 +28,8 @@ export interface AppDeps {
   readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
+  /** Stale data sets, shown as /readyz warnings. */
+  readonly staleData?: () => readonly string[];
   readonly trustProxy?: readonly string[];
   readonly publicPaths?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
@@ -115,7 +117,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const limits = deps.rateLimits;
   void app.register(async (scope) => {
     if (limits) await registerRateLimits(scope, limits);
-    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
+    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [], ...(deps.staleData ? { staleData: deps.staleData } : {}) });
     registerDecide(scope, {
       rules: deps.rules,
       enrich: deps.enrich,

@@ -135,6 +135,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     );
   }
 
+  // Ages grow while the process runs: refresh the gauges the staleness alert reads.
+  const ageTimer = setInterval(() => {
+    for (const snap of lists.snapshots()) metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
+  }, 60_000);
+  ageTimer.unref();
+  stops.push(() => clearInterval(ageTimer));
+
   const store = instrumentStore(options.store ?? createMemoryStore({ retention: retentionFromConfig(config) }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
@@ -212,6 +219,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     embedded: config.embedded,
     ...(options.redis ? { readiness: redisReadiness(options.redis, config.REDIS_ALLOW_EVICTION) } : {}),
+    staleData: () => lists.stale(clock()).map((name) => `list_${name}`),
     ...(stepUp ? { stepUp } : {}),
     plugins,
     rateLimits,

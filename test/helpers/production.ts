@@ -41,6 +41,9 @@ export function serviceEnv(redisUrl: string, over: Record<string, string> = {}):
     // 5,000 deliveries from one loopback address within seconds.
     RATE_LIMIT_WEBHOOK_PER_MIN: '100000',
     LOG_LEVEL: 'warn',
+    // The shipped Tor list is months old: off here, so decisions are not degraded by it
+    // (test/data-io/staleness.test.ts covers the 48 h default).
+    TOR_LIST_MAX_AGE_HOURS: '0',
     ...over,
   };
 }

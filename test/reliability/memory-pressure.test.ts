@@ -23,7 +23,7 @@ const PREFIX = 'mp:';
 const ids = createPseudonymiser(parseHashKey(HASH_KEY));
 const entry = productionEntry();
 const EVICTING = ['allkeys-lru', 'allkeys-lfu', 'allkeys-random', 'volatile-lru', 'volatile-lfu', 'volatile-random', 'volatile-ttl'];
-const env = (url: string, over: Record<string, string> = {}) => ({ REDIS_URL: url, REDIS_KEY_PREFIX: PREFIX, ID_HASH_KEY: HASH_KEY, API_TOKENS: `tests:${TOKEN}`, RATE_LIMIT_USER_PER_MIN: '100000', LOG_LEVEL: 'warn', ...over });
+const env = (url: string, over: Record<string, string> = {}) => ({ REDIS_URL: url, REDIS_KEY_PREFIX: PREFIX, ID_HASH_KEY: HASH_KEY, API_TOKENS: `tests:${TOKEN}`, RATE_LIMIT_USER_PER_MIN: '100000', LOG_LEVEL: 'warn', TOR_LIST_MAX_AGE_HOURS: '0', ...over });
 
 /** The real entry point, expected to refuse to start: its exit code and output. */
 async function refusedStart(vars: Record<string, string>): Promise<{ code: number | null; output: string }> {
