@@ -36,6 +36,8 @@ export interface AppDeps {
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
   readonly callbackPolicy?: CallbackPolicy;
+  /** Stale data sets, shown as /readyz warnings. */
+  readonly staleData?: () => readonly string[];
   readonly trustProxy?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
@@ -148,7 +150,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const limits = deps.rateLimits;
   void app.register(async (scope) => {
     if (limits) await registerRateLimits(scope, limits);
-    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [] });
+    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [], ...(deps.staleData ? { staleData: deps.staleData } : {}) });
     registerDecide(scope, {
       rules: deps.rules,
       enrich: deps.enrich,

@@ -19,6 +19,7 @@ import { instrumentStore } from './store/instrumented-store.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { listDirectories, loadListsFromManifest } from './data-io/list-files.js';
 import { createMemoryStore } from './store/memory-store.js';
+import { redisReadiness } from './store/redis-client.js';
 import { retentionFromConfig } from './open-store.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -190,6 +191,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     );
   }
 
+  // Ages grow while the process runs: refresh the gauges the staleness alert reads.
+  const ageTimer = setInterval(() => {
+    for (const snap of lists.snapshots()) metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
+  }, 60_000);
+  ageTimer.unref();
+  stops.push(() => clearInterval(ageTimer));
+
   const store = instrumentStore(options.store ?? createMemoryStore({ retention: retentionFromConfig(config) }), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
@@ -270,6 +278,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     embedded: config.embedded,
     callbackPolicy: callbackPolicyOf(config),
+    ...(options.redis ? { readiness: redisReadiness(options.redis, config.REDIS_ALLOW_EVICTION) } : {}),
+    staleData: () => lists.stale(clock()).map((name) => `list_${name}`),
     ...(stepUp ? { stepUp } : {}),
     ...(events ? { events: events.sink } : {}),
     plugins,

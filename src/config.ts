@@ -31,6 +31,7 @@ const envSchema = z.object({
   REDIS_URL: z.string().regex(/^(rediss?|redis\+cluster|redis\+sentinel):\/\/\S+$/, 'expected redis://, rediss://, redis+cluster:// or redis+sentinel:// URL').optional(),
   REDIS_KEY_PREFIX: z.string().max(32).default('risk:'),
   REDIS_COMMAND_TIMEOUT_MS: ms.default(100),
+  REDIS_ALLOW_EVICTION: bool.default(false),
   ID_HASH_KEY: z.string().optional().superRefine((value, ctx) => {
     if (value === undefined || value === '') return;
     try {

@@ -2,9 +2,16 @@ import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createMemoryStore } from './store/memory-store.js';
-import { createRedisClient, waitForReady } from './store/redis-client.js';
+import { createRedisClient, evictingNodes, redisMemory, waitForReady } from './store/redis-client.js';
 import { createRedisStore } from './store/redis-store.js';
 import type { Retention, Store } from './store/store.js';
+
+/** Refused at start: see README "State and retention" for why and for REDIS_ALLOW_EVICTION. */
+export class EvictingRedisError extends Error {
+  constructor(readonly nodes: readonly string[]) {
+    super(`redis maxmemory-policy evicts keys on ${nodes.join(', ')}: set maxmemory-policy noeviction (or REDIS_ALLOW_EVICTION=true to accept silent decision changes)`);
+  }
+}
 
 export interface OpenedStore {
   readonly store: Store;
@@ -43,7 +50,17 @@ export async function openStore(config: Config, options: OpenStoreOptions): Prom
   redis.on('error', (error: Error) => options.logger.warn({ err: error.message }, 'redis error'));
   try {
     await waitForReady(redis, options.waitMs ?? 5000);
+    // Checked again by readiness: a server reached only later, or reconfigured, shows there.
+    const evicting = evictingNodes(await redisMemory(redis));
+    if (evicting.length > 0) {
+      if (!config.REDIS_ALLOW_EVICTION) {
+        redis.disconnect();
+        throw new EvictingRedisError(evicting);
+      }
+      options.logger.warn({ evicting }, 'redis may evict keys (REDIS_ALLOW_EVICTION=true): evicted counters and pending step-ups change decisions silently');
+    }
   } catch (error) {
+    if (error instanceof EvictingRedisError) throw error;
     if (options.requireReady) {
       redis.disconnect();
       throw error;

@@ -6,6 +6,7 @@ import { updateData } from './data-io/data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
 import { createService, type DiditSettings } from './compose.js';
 import { openStore } from './open-store.js';
+import { createDrain } from './lib/drain.js';
 
 /** The only place that reads the environment, opens sockets and handles signals. */
 async function main(): Promise<void> {
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
     await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
     logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
+  const drain = createDrain(service.app);
   await service.app.listen({ port: config.PORT, host: config.HOST });
   await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
   logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
@@ -88,6 +90,9 @@ async function main(): Promise<void> {
   closeWithGrace({ delay: 5000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) logger.error({ err: { type: err.name, message: err.message } }, 'fatal error: shutting down');
     else logger.info({ signal }, 'shutting down: draining in-flight requests');
+    // Kept-alive sockets close after their next answer; those silent for 1 s are idle and reaped below.
+    const drained = await drain.start(1000);
+    logger.info({ drain_ms: drained.ms, idle_connections: drained.left }, 'drained');
     await Promise.allSettled([service.close(), metricsApp.close(), simulator?.app.close()]);
   });
 }

@@ -54,6 +54,22 @@ export function mmdbFromTarGz(archive: Buffer): Buffer {
   throw new Error('no .mmdb in the archive');
 }
 
+/**
+ * When the list's data is from: the newest date the list states itself (TorDNSEL's `ExitAddress ip
+ * YYYY-MM-DD HH:MM:SS`, or a `# … 2026-11-25T…` header line), else the server's `Last-Modified`.
+ * Undefined when neither says: the fetch time is all we know then.
+ */
+export function sourceDate(text: string, lastModified: string | null): { at: number; from: 'list' | 'last_modified' } | undefined {
+  let newest = 0;
+  for (const match of text.matchAll(/^(?:ExitAddress \S+ |#.*?)(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})/gm)) {
+    const at = Date.parse(`${match[1]}T${match[2]}Z`);
+    if (Number.isFinite(at) && at > newest) newest = at;
+  }
+  if (newest > 0) return { at: newest, from: 'list' };
+  const modified = lastModified ? Date.parse(lastModified) : NaN;
+  return Number.isFinite(modified) ? { at: modified, from: 'last_modified' } : undefined;
+}
+
 export async function updateData(settings: UpdateSettings): Promise<UpdateReport> {
   const doFetch = settings.fetch ?? fetch;
   const report = { updated: [] as string[], unchanged: [] as string[], failed: [] as Array<{ name: string; reason: string }> };
@@ -75,7 +91,7 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
   }
 
   const manifestPath = path.join(settings.dataDir, 'lists.json');
-  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<string, { files: string[]; format: 'ips' | 'cidrs' | 'asns'; as_of: string; source: string; etag?: string; last_modified?: string }>;
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<string, { files: string[]; format: 'ips' | 'cidrs' | 'asns'; as_of: string; as_of_from?: string; source: string; etag?: string; last_modified?: string }>;
   let manifestChanged = false;
   for (const [name, url] of Object.entries(settings.listUrls) as Array<[ListName, string]>) {
     const entry = manifest[name];
@@ -96,7 +112,10 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
       const target = path.join(settings.dataDir, entry.files[0]!);
       await atomicWrite(target, text);
       entry.files = [entry.files[0]!];
-      entry.as_of = new Date(settings.now?.() ?? Date.now()).toISOString();
+      // The age of the data, not of our download: a mirror stuck on an old list must look stale.
+      const dated = sourceDate(text, response.headers.get('last-modified'));
+      entry.as_of = new Date(dated?.at ?? settings.now?.() ?? Date.now()).toISOString();
+      entry.as_of_from = dated?.from ?? 'fetch_time';
       entry.source = `${url} (sha256 ${createHash('sha256').update(text).digest('hex').slice(0, 16)})`;
       const etag = response.headers.get('etag');
       const lastModified = response.headers.get('last-modified');

@@ -8,6 +8,9 @@ import { createIpLists, type IpLists, type ListName } from '../signals/ip-lists.
 import { loadListsFromManifest } from './list-files.js';
 import { compileBotPatterns, createUserAgentParser, type BotMatcher, type UserAgentParser } from '../signals/user-agent.js';
 
+/** Tor list staleness when nothing is configured, outside the embedded demo. */
+export const DEFAULT_TOR_MAX_AGE_HOURS = 48;
+
 export interface SignalSources {
   readonly geoip: GeoIp;
   readonly lists: IpLists;
@@ -46,8 +49,12 @@ export async function loadSignalSources(config: Config, logger: Logger, observeA
   const { snapshots, failures } = await loadListsFromManifest(config.DATA_DIR).catch((error: Error) => ({ snapshots: [], failures: [error.message] }));
   for (const failure of failures) logger.error({ list: failure }, 'IP list not loaded; its signals are unknown (degraded)');
   const maxAge = (hours: number | undefined) => (hours ? hours * 3600_000 : 0);
+  // Tor exits churn by the hour (TorDNSEL drops an exit after 48 h), so outside the embedded demo
+  // (whose shipped list is months old) an unset limit means 48 h; an explicit 0 turns it off.
+  const demo = config.embedded.includes('memory-store');
+  const torDefault = demo ? config.LIST_MAX_AGE_HOURS : config.LIST_MAX_AGE_HOURS || DEFAULT_TOR_MAX_AGE_HOURS;
   const listMaxAge: Partial<Record<ListName, number>> = {
-    tor: maxAge(config.TOR_LIST_MAX_AGE_HOURS ?? config.LIST_MAX_AGE_HOURS),
+    tor: maxAge(config.TOR_LIST_MAX_AGE_HOURS ?? torDefault),
     vpn: maxAge(config.LIST_MAX_AGE_HOURS),
     relay: maxAge(config.LIST_MAX_AGE_HOURS),
     hosting: maxAge(config.LIST_MAX_AGE_HOURS),

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { rank, type StepUpRung } from '../engine/ladder.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, StepUpSession, Store } from '../store/store.js';
@@ -125,10 +126,14 @@ export function createWebhookHandler(deps: WebhookDeps) {
     }
 
     const claimKey = `${event.session_id}|${diditStatus}|${type}`;
+    // The claim holds this delivery's own token: when its reply times out, Redis may still have run
+    // it, and a claim kept by a delivery that answered 503 would turn every retry into a duplicate.
+    const owner = randomUUID();
     let claimed: boolean;
     try {
-      claimed = await deps.store.claimOnce(claimKey, deps.claimTtlMs, now);
+      claimed = await deps.store.claimOnce(claimKey, deps.claimTtlMs, now, owner);
     } catch {
+      await deps.store.releaseClaim(claimKey, owner).catch(() => undefined);
       return { ...base, httpStatus: 503, result: 'retry_later', reason: 'store_unavailable' };
     }
     if (!claimed) return { ...base, httpStatus: 200, result: 'duplicate' };
@@ -149,7 +154,7 @@ export function createWebhookHandler(deps: WebhookDeps) {
       await deps.events?.stepUpOutcome({ before: session, status, diditStatus, userId: vendorData });
       return { ...base, httpStatus: 200, result: 'verified' };
     } catch {
-      await deps.store.releaseClaim(claimKey).catch(() => undefined);
+      await deps.store.releaseClaim(claimKey, owner).catch(() => undefined);
       return { ...base, httpStatus: 503, result: 'retry_later', reason: 'store_unavailable' };
     }
   };

@@ -13,6 +13,8 @@ export interface HealthDeps {
   readonly store: Store;
   readonly checks: readonly ReadinessCheck[];
   readonly embedded: readonly string[];
+  /** Data sets past their age limit (their signals read as unknown, so decisions are degraded). */
+  readonly staleData?: () => readonly string[];
 }
 
 export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
@@ -29,6 +31,10 @@ export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
       ruleset: deps.rules.current()?.hash ?? null,
       store: deps.store.kind,
       embedded_defaults: deps.embedded,
+      // A warning, not a failure: every replica shares the same data, so failing readiness would take
+      // the whole service out of the balancer over a feed problem, while stale lists already only
+      // degrade their own signals (a PASSIVE floor, never SKIP through them).
+      warnings: (deps.staleData?.() ?? []).map((name) => `stale_data:${name}`),
     };
     return reply.status(failing.length === 0 ? 200 : 503).send(body);
   });

@@ -51,6 +51,7 @@ export const readyReply = z.object({
   ruleset: z.string().nullable(),
   store: z.enum(['memory', 'redis']),
   embedded_defaults: z.array(z.string()),
+  warnings: z.array(z.string()),
 });
 
 /** JSON Schema (2020-12) for a route's schema block: documentation only, zod does the validating. */

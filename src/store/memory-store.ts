@@ -62,7 +62,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const users = new LRUCache<string, UserState>({ max: options.maxUsers ?? 100_000 });
   const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
   const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
-  const claims = new LRUCache<string, number>({ max: 500_000 });
+  const claims = new LRUCache<string, { at: number; owner: string }>({ max: 500_000 });
 
   // No whole-user reset: each key family lapses on its own clock, as the Redis keys do with their
   // own TTLs (sightings HISTORY_TTL after the last one, trust entries at their expiry, windows by time).
@@ -232,15 +232,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       pushWindow(state.declines, [device, now], seenAt, 24 * HOUR, now, CAPS.recentEvents);
     },
 
-    async claimOnce(key, ttlMs, now) {
-      const at = claims.get(key);
-      if (at !== undefined && now - at < ttlMs) return false;
-      claims.set(key, now, { ttl: Math.max(1, ttlMs) });
+    async claimOnce(key, ttlMs, now, owner = '1') {
+      const held = claims.get(key);
+      if (held !== undefined && now - held.at < ttlMs) return false;
+      claims.set(key, { at: now, owner }, { ttl: Math.max(1, ttlMs) });
       return true;
     },
 
-    async releaseClaim(key) {
-      claims.delete(key);
+    async releaseClaim(key, owner) {
+      if (owner === undefined || claims.get(key)?.owner === owner) claims.delete(key);
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

@@ -63,3 +63,54 @@ export function waitForReady(client: Redis | Cluster, timeoutMs: number): Promis
     client.once('ready', onReady);
   });
 }
+
+export interface RedisMemory {
+  readonly node: string;
+  readonly policy: string;
+  readonly maxmemory: number;
+  /** Memory Redis counts against maxmemory (replication and AOF buffers excluded, as Redis does). */
+  readonly counted: number;
+}
+
+/**
+ * maxmemory-policy and usage of every master, from INFO (CONFIG is often renamed or disabled on
+ * managed Redis; INFO is not).
+ */
+export async function redisMemory(client: Redis | Cluster): Promise<RedisMemory[]> {
+  const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+  return Promise.all(
+    nodes.map(async (node) => {
+      const info = await node.info('memory');
+      const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim() ?? '';
+      return {
+        node: `${node.options.host}:${node.options.port}`,
+        policy: field('maxmemory_policy'),
+        maxmemory: Number(field('maxmemory')) || 0,
+        counted: (Number(field('used_memory')) || 0) - (Number(field('mem_not_counted_for_evict')) || 0),
+      };
+    }),
+  );
+}
+
+/**
+ * Every key has a TTL, so `volatile-*` evicts as freely as `allkeys-*`: an evicted declines counter
+ * reads as 0 and a pending step-up loses its binding, silently changing decisions. Only
+ * `noeviction` keeps memory pressure visible (writes fail, decisions degrade).
+ */
+export function evictingNodes(memory: readonly RedisMemory[]): string[] {
+  return memory.filter((m) => m.policy !== 'noeviction').map((m) => `${m.node} (${m.policy})`);
+}
+
+/** Masters at maxmemory under noeviction: they refuse every write, so decisions are degraded. */
+export function fullNodes(memory: readonly RedisMemory[]): string[] {
+  return memory.filter((m) => m.policy === 'noeviction' && m.maxmemory > 0 && m.counted >= m.maxmemory).map((m) => m.node);
+}
+
+/** Readiness checks of a Redis store beyond PING: an evicting policy (unless allowed) and a full server. */
+export function redisReadiness(client: Redis | Cluster, allowEviction: boolean): Array<{ name: string; check(): Promise<boolean> }> {
+  const memory = () => redisMemory(client).catch(() => undefined); // unreachable: the store check reports it
+  return [
+    ...(allowEviction ? [] : [{ name: 'store_eviction_policy', check: async () => evictingNodes((await memory()) ?? []).length === 0 }]),
+    { name: 'store_memory_full', check: async () => fullNodes((await memory()) ?? []).length === 0 },
+  ];
+}

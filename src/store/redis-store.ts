@@ -202,12 +202,13 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       if (!results || failed) throw failed?.[0] ?? new Error('transaction aborted');
     },
 
-    async claimOnce(key, ttlMs) {
-      return (await redis.set(claimKey(key), '1', 'PX', Math.max(1, ttlMs), 'NX')) === 'OK';
+    async claimOnce(key, ttlMs, _now, owner = '1') {
+      return (await redis.set(claimKey(key), owner, 'PX', Math.max(1, ttlMs), 'NX')) === 'OK';
     },
 
-    async releaseClaim(key) {
-      await redis.del(claimKey(key));
+    async releaseClaim(key, owner) {
+      if (owner === undefined) await redis.del(claimKey(key));
+      else await redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, claimKey(key), owner);
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

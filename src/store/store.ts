@@ -187,9 +187,13 @@ export interface Store {
   /** Counts a declined step-up for the user, and for the device that asked for it when known. */
   recordDecline(user: string, now: number, device?: string): Promise<void>;
   /** True exactly once per key within `ttlMs`. */
-  claimOnce(key: string, ttlMs: number, now: number): Promise<boolean>;
-  /** Gives a claim back when applying its event failed, so the retried delivery can apply it. */
-  releaseClaim(key: string): Promise<void>;
+  claimOnce(key: string, ttlMs: number, now: number, owner?: string): Promise<boolean>;
+  /**
+   * Gives a claim back when applying its event failed, so the retried delivery can apply it. With
+   * `owner`, only a claim that owner holds: a claim whose reply timed out may have been taken (Redis
+   * ran it) or not (a concurrent delivery holds it), and only the first must be given back.
+   */
+  releaseClaim(key: string, owner?: string): Promise<void>;
   listDevices(user: string, now: number): Promise<TrustedDevice[]>;
   revokeDevice(user: string, device: string, now: number): Promise<boolean>;
   erase(user: string): Promise<void>;

@@ -10,7 +10,7 @@ t.test('the alert rules parse and only name metrics the service exports', async 
   const text = readFileSync('data/ops/prometheus-alerts.yaml', 'utf8');
   const doc = parse(text) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
   const alerts = doc.groups.flatMap((g) => g.rules.map((r) => r.alert));
-  for (const name of ['RiskRulesReloadFailing', 'RiskDegradedDecisionsHigh', 'RiskDiditErrors', 'RiskDiditCircuitOpen', 'RiskWebhookSignatureFailures', 'RiskDataStale']) t.ok(alerts.includes(name), name);
+  for (const name of ['RiskRulesReloadFailing', 'RiskDegradedDecisionsHigh', 'RiskDiditErrors', 'RiskDiditCircuitOpen', 'RiskWebhookSignatureFailures', 'RiskDataStale', 'RiskListsDegradingDecisions']) t.ok(alerts.includes(name), name);
   for (const metric of referenced(text)) t.ok(known.has(metric), metric);
 });
 

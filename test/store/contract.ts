@@ -134,6 +134,15 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.equal(await store.claimOnce(key, HOUR, T0 + 1000), false);
   });
 
+  withStore('releaseClaim with an owner gives back only the claim that owner holds', async (t, store) => {
+    const key = unique('claim');
+    t.equal(await store.claimOnce(key, HOUR, T0, 'delivery-a'), true);
+    await store.releaseClaim(key, 'delivery-b');
+    t.equal(await store.claimOnce(key, HOUR, T0, 'delivery-c'), false, "another delivery's release leaves the claim held");
+    await store.releaseClaim(key, 'delivery-a');
+    t.equal(await store.claimOnce(key, HOUR, T0, 'delivery-c'), true, "the owner's release frees it for the retry");
+  });
+
   withStore('pending sessions are found for reuse and ordered by event time', async (t, store) => {
     const user = unique('u');
     const ctx = (over: Partial<PendingContext> = {}): PendingContext => ({ user, device: 'dev-a', prefix: 'pfx-1', method: 'PASSIVE', purposeClass: 'normal', ...over });
