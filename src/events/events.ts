@@ -21,6 +21,8 @@ export interface DeviceFacts {
   readonly os?: string;
   /** ISO country of the address it was seen from. */
   readonly country?: string;
+  /** Its city, when the GeoIP database names one. */
+  readonly city?: string;
 }
 
 export interface EventFacts {
@@ -63,6 +65,7 @@ function deviceOf(device: string, grant: StepUpSession['grant'] | undefined): De
   if (grant?.ua?.browser) facts.browser = grant.ua.browser;
   if (grant?.ua?.os) facts.os = grant.ua.os;
   if (grant?.country) facts.country = grant.country;
+  if (grant?.city) facts.city = grant.city;
   return facts;
 }
 

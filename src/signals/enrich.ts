@@ -197,6 +197,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     const grant: Mutable<Enriched['grant']> = { user, device, ip: ipId, prefix };
     if (geo.asn !== undefined) bypass.asn = grant.asn = geo.asn;
     if (country) bypass.country = grant.country = country;
+    if (geo.city && !ip.private) grant.city = geo.city;
     if (place) grant.place = place;
     if (ua.browser || ua.os) grant.ua = { browser: ua.browser, os: ua.os };
     return { signals: s as Signals, degraded: degraded.size === 0 ? [] : [...degraded].sort(), user, device, bypass, grant };

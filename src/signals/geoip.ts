@@ -8,6 +8,8 @@ export type GeoDatabase = (typeof GEO_DATABASES)[number];
 export interface GeoResult {
   /** ISO country code; "" when the address is in no network of the database (private ranges). */
   readonly country?: string;
+  /** The city's English name, when the database knows it: for "was this you?" messages only. */
+  readonly city?: string;
   readonly latitude?: number;
   readonly longitude?: number;
   readonly accuracyKm?: number;
@@ -45,6 +47,7 @@ export function readerFromBuffer(buffer: Buffer, path: string): LoadedDatabase {
 }
 
 interface CityRecord {
+  city?: { names?: { en?: string } };
   country?: { iso_code?: string };
   registered_country?: { iso_code?: string };
   location?: { latitude?: number; longitude?: number; accuracy_radius?: number };
@@ -88,6 +91,8 @@ export function createGeoIp(initial: Partial<Record<GeoDatabase, LoadedDatabase>
       const result: Mutable<GeoResult> = { failed };
       if (city !== undefined) {
         result.country = city?.country?.iso_code ?? city?.registered_country?.iso_code ?? '';
+        const cityName = city?.city?.names?.en;
+        if (cityName) result.city = cityName;
         const location = city?.location;
         if (location?.latitude !== undefined && location.longitude !== undefined) {
           result.latitude = location.latitude;

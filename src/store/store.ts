@@ -54,6 +54,8 @@ export interface TrustGrant {
   readonly prefix: string;
   readonly asn?: number;
   readonly country?: string;
+  /** The city's name at decide time, for notifications (events); the store's trust keeps no city. */
+  readonly city?: string;
   readonly place?: Place;
   readonly ua?: UaFamily;
   /** The Didit session whose Approved verdict earned this trust; revoking it undoes exactly this grant. */

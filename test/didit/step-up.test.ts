@@ -38,6 +38,9 @@ t.test('each step-up rung opens a session with the workflow configured for its m
     t.match(simulated?.metadata, { decision_id: decision.decision_id, purpose: 'login', method: decision.action });
     t.notOk(JSON.stringify(simulated?.metadata).includes('89.160.20.112'), 'no IP in metadata');
   }
+  // The place an Approved would teach, for "was this you?" events: the city when GeoIP names one.
+  t.equal((await service.store.getSession(passive.verification.session_id, clock()))?.grant.city, 'Linköping');
+  t.equal((await service.store.getSession(active.verification.session_id, clock()))?.grant.city, undefined, 'no city known for that address');
 });
 
 t.test('100 concurrent identical decides open exactly one session per method', async (t) => {

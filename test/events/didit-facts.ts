@@ -56,6 +56,7 @@ export async function pendingSession(
       ip: service.ids.id('ip', RAW_IP),
       prefix: service.ids.id('net', RAW_IP),
       country: 'SE',
+      city: 'Linköping',
       ua: { browser: 'Chrome', os: 'Windows' },
     },
   };

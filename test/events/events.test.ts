@@ -118,8 +118,8 @@ t.test('every event type arrives once per id, signed, in order per user, with no
   const trusted = got.find((d) => d.event.type === 'device.trusted')!.event;
   t.same(
     trusted.data.device,
-    { id: service.ids.id('device', `device-of-${alice}`), browser: 'Chrome', os: 'Windows', country: 'SE' },
-    'browser, OS and country for "was this you?"',
+    { id: service.ids.id('device', `device-of-${alice}`), browser: 'Chrome', os: 'Windows', country: 'SE', city: 'Linköping' },
+    'browser, OS, country and city for "was this you?"',
   );
   t.equal(trusted.data.session_id, a1.id);
   t.match(trusted.timestamp, /^2026-11-25T12:00:00/, 'the event time is the service clock');

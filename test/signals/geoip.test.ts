@@ -13,7 +13,7 @@ const geo = createGeoIp({
 
 interface Expected {
   ip: string;
-  'GeoIP2-City-Test': { country: string | null; registered_country: string | null; latitude: number | null; longitude: number | null; accuracy_radius: number | null } | null;
+  'GeoIP2-City-Test': { country: string | null; registered_country: string | null; city: string | null; latitude: number | null; longitude: number | null; accuracy_radius: number | null } | null;
   'GeoLite2-ASN-Test': { autonomous_system_number: number; autonomous_system_organization: string } | null;
   'GeoIP2-Anonymous-IP-Test': { is_anonymous?: boolean } | null;
   'GeoIP2-Connection-Type-Test': string | null;
@@ -27,6 +27,7 @@ t.test('every verified lookup in expected-lookups.json comes back through our Ge
     t.same(got.failed, [], `${row.ip}: no database failed`);
     const city = row['GeoIP2-City-Test'];
     t.equal(got.country, city ? (city.country ?? city.registered_country ?? '') : '', `${row.ip} country`);
+    t.equal(got.city, city?.city ?? undefined, `${row.ip} city`);
     if (city?.latitude != null) {
       t.equal(got.latitude, city.latitude, `${row.ip} latitude`);
       t.equal(got.accuracyKm, city.accuracy_radius ?? 1000, `${row.ip} accuracy`);
