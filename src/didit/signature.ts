@@ -101,7 +101,9 @@ export function nestsDeeperThan(text: string, cap: number): boolean {
   return false;
 }
 
-export class CanonicalFormError extends Error {}
+export class CanonicalFormError extends Error {
+  override readonly name = 'CanonicalFormError';
+}
 
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
 const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { CanonicalFormError, canonicalFromText, canonicalJson, hmacHex, nestsDeeperThan, pythonFloatRepr, verifyWebhookSignature } from '../../src/didit/signature.js';
+import { canonicalFromText, canonicalJson, hmacHex, nestsDeeperThan, pythonFloatRepr, verifyWebhookSignature } from '../../src/didit/signature.js';
 
 interface Fixtures {
   secret: string;
@@ -55,7 +55,7 @@ t.test("Python's repr for every float class", async (t) => {
 
 t.test('malformed text is refused by the canonicaliser, strictly', async (t) => {
   for (const bad of ['', '{', '{"a":1,}', '[1,]', '{"a" 1}', '01', '-', '1.', '.5', '"\u0001"', '{"a":1}x', 'tru', "{'a':1}", 'NaN', '"\\x"']) {
-    t.throws(() => canonicalFromText(bad), CanonicalFormError, JSON.stringify(bad));
+    t.throws(() => canonicalFromText(bad), { name: 'CanonicalFormError' }, JSON.stringify(bad));
   }
   t.equal(canonicalFromText(' { "b" : [ 1 , 2.0 ] , "a" : -0 , "a" : "last" } '), '{"a":"last","b":[1,2]}', 'whitespace, duplicate keys (last wins), -0');
 });
