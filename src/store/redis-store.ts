@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { StepUpRung } from '../engine/ladder.js';
-import { LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+import { LIST_DEVICES, OBSERVE, PUT_DEAD_LETTER, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION, UserRateLimited, type DeadLetter, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
 
 type Client = Redis | Cluster;
 
@@ -13,6 +13,7 @@ interface Scripts {
   riskListDevices(...args: Array<string | number>): Promise<[string[], string[]]>;
   riskRevokeDevice(...args: Array<string | number>): Promise<number>;
   riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
+  riskPutDeadLetter(...args: Array<string | number>): Promise<number>;
 }
 
 export interface RedisStoreOptions {
@@ -39,6 +40,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     ['riskListDevices', LIST_DEVICES, 2],
     ['riskRevokeDevice', REVOKE_DEVICE, 1],
     ['riskUpdateSession', UPDATE_SESSION, 1],
+    ['riskPutDeadLetter', PUT_DEAD_LETTER, 2],
   ];
   for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
   const r = redis as unknown as Client & Scripts;
@@ -62,6 +64,9 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   };
   const sessionKey = (sessionId: string) => `${prefix}{s:${sessionId}}`;
   const claimKey = (key: string) => `${prefix}{c:${key}}`;
+  // Dead letters are few (an alert fires on the first): one slot for all keeps listing a single call.
+  const deadLetterIndex = `${prefix}{dl}:index`;
+  const deadLetterKey = (id: string) => `${prefix}{dl}:${id}`;
   const pendingField = (device: string, method: StepUpRung) => `${device}:${method}`;
 
   const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [`ip:${g.ip}`, `pfx:${g.prefix}`, g.asn !== undefined ? `asn:${g.asn}` : '', g.country ? `cc:${g.country}` : ''];
@@ -198,6 +203,21 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async releaseClaim(key) {
       await redis.del(claimKey(key));
+    },
+
+    async putDeadLetter(letter, ttlMs, now) {
+      await r.riskPutDeadLetter(deadLetterIndex, deadLetterKey(letter.id), letter.id, JSON.stringify(letter), Math.max(1, ttlMs), now, CAPS.deadLetters);
+    },
+
+    async listDeadLetters(now) {
+      const ids = await redis.zrangebyscore(deadLetterIndex, now + 1, '+inf');
+      if (ids.length === 0) return [];
+      const values = await redis.mget(...ids.map(deadLetterKey));
+      return values.flatMap((v) => (v ? [JSON.parse(v) as DeadLetter] : [])).sort((a, b) => a.at - b.at);
+    },
+
+    async removeDeadLetter(id) {
+      await redis.multi().del(deadLetterKey(id)).zrem(deadLetterIndex, id).exec();
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

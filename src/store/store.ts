@@ -61,6 +61,30 @@ export interface TrustGrant {
 
 export type SessionStatus = 'pending' | 'approved' | 'declined' | 'in_review' | 'retry';
 
+/**
+ * How cautious a status is. Verdicts apply in signed-timestamp order; two with the same timestamp
+ * resolve to the more cautious one, so a Declined and an Approved of the same second leave no trust.
+ */
+export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = { approved: 0, pending: 1, retry: 2, in_review: 3, declined: 4 };
+
+/** Whether an event (status, signed timestamp) replaces the stored one: newer, or as new and more cautious. */
+export function supersedes(stored: { status: SessionStatus; lastEventTs: number }, change: { status: SessionStatus; eventTs: number }): boolean {
+  if (change.eventTs !== stored.lastEventTs) return change.eventTs > stored.lastEventTs;
+  return STATUS_CAUTION[change.status] > STATUS_CAUTION[stored.status];
+}
+
+/**
+ * An authentic Didit delivery that could not be applied, kept so it can be replayed after a fix. The
+ * delivery itself (body and signature headers) is sealed; the id is a hash of the bytes, so the same
+ * delivery is stored once.
+ */
+export interface DeadLetter {
+  readonly id: string;
+  readonly at: number;
+  readonly reason: string;
+  readonly sealed: string;
+}
+
 export interface StepUpSession {
   readonly sessionId: string;
   readonly user: string;
@@ -102,7 +126,7 @@ export const DEFAULT_RETENTION: Retention = {
   claimMs: 24 * 3600_000,
 };
 
-export const CAPS = { devices: 50, networks: 100, recentEvents: 200 } as const;
+export const CAPS = { devices: 50, networks: 100, recentEvents: 200, deadLetters: 10_000 } as const;
 
 /**
  * The user spent the decides of this minute: nothing was read or recorded. Thrown by `observe`, so
@@ -133,7 +157,7 @@ export interface Store {
   /** A still-pending session for the same user, device and method, if any. */
   findPending(user: string, device: string, method: StepUpRung, now: number): Promise<StepUpSession | undefined>;
   getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;
-  /** Applies a status change when `eventTs` is newer than the last applied one; returns the stored session. */
+  /** Applies a status change when it supersedes the stored one (see `supersedes`); returns the stored session. */
   updateSession(sessionId: string, change: { status: SessionStatus; diditStatus: string; eventTs: number }, now: number): Promise<StepUpSession | undefined>;
   /** Counts step-up sessions opened for a user in the trailing window, adding this one. */
   countSessionOpen(user: string, windowMs: number, now: number): Promise<number>;
@@ -145,6 +169,11 @@ export interface Store {
   claimOnce(key: string, ttlMs: number, now: number): Promise<boolean>;
   /** Gives a claim back when applying its event failed, so the retried delivery can apply it. */
   releaseClaim(key: string): Promise<void>;
+  /** Keeps an unapplied delivery for `ttlMs` (idempotent per id). */
+  putDeadLetter(letter: DeadLetter, ttlMs: number, now: number): Promise<void>;
+  /** Dead letters still within their lifetime, oldest first. */
+  listDeadLetters(now: number): Promise<DeadLetter[]>;
+  removeDeadLetter(id: string): Promise<void>;
   listDevices(user: string, now: number): Promise<TrustedDevice[]>;
   revokeDevice(user: string, device: string, now: number): Promise<boolean>;
   erase(user: string): Promise<void>;
