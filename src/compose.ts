@@ -24,10 +24,10 @@ import type { Store } from './store/store.js';
 import { createBreaker } from './didit/breaker.js';
 import { createDiditClient } from './didit/client.js';
 import { createStepUpService } from './didit/step-up.js';
-import { createWebhookHandler } from './didit/webhook-handler.js';
+import { createWebhookHandler, DEAD_LETTER_TTL_MS } from './didit/webhook-handler.js';
 import type { StepUpRung } from './engine/ladder.js';
 import type { Cluster, Redis } from 'ioredis';
-import { webhookRateLimit, type RateLimitSettings } from './routes/rate-limit.js';
+import { webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
 import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
@@ -180,8 +180,10 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     secrets: didit?.webhookSecrets ?? [],
     toleranceS: config.WEBHOOK_TOLERANCE_S,
     pendingTtlMs,
+    reviewTtlMs: config.DIDIT_REVIEW_TTL_HOURS * 3600_000,
     trustTtlMs: retentionFromConfig(config).trustMs,
     claimTtlMs: retentionFromConfig(config).claimMs,
+    deadLetterTtlMs: DEAD_LETTER_TTL_MS,
     requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
     clock,
     ...(client ? { client } : {}),
@@ -195,7 +197,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(options.redis ? { redis: options.redis } : {}),
   };
   const plugins = [
-    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
+    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, failures: webhookFailureLimit(rateLimits) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
     (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),

@@ -33,9 +33,10 @@ const envSchema = z.object({
   DIDIT_API_KEY: z.string().min(1).optional(),
   DIDIT_WEBHOOK_SECRET: z.string().min(16).optional(),
   DIDIT_WEBHOOK_SECRET_PREVIOUS: z.string().min(16).optional(),
-  DIDIT_WORKFLOW_PASSIVE: z.string().uuid().optional(),
-  DIDIT_WORKFLOW_FLASHING: z.string().uuid().optional(),
-  DIDIT_WORKFLOW_ACTIVE_3D: z.string().uuid().optional(),
+  // Didit's ids as its docs print them (36 hex-and-dash characters); zod's .uuid() refuses some of them.
+  DIDIT_WORKFLOW_PASSIVE: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
+  DIDIT_WORKFLOW_FLASHING: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
+  DIDIT_WORKFLOW_ACTIVE_3D: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
   DIDIT_CALLBACK_URL: z.string().url().optional(),
   DIDIT_TIMEOUT_MS: ms.default(1500),
   SIMULATOR_PORT: port.default(8090),
@@ -46,11 +47,12 @@ const envSchema = z.object({
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),
   WEBHOOK_TOLERANCE_S: z.coerce.number().int().min(1).max(3600).default(300),
   DIDIT_REQUIRE_METHOD_MATCH: bool.default(true),
+  DIDIT_REVIEW_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(168),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
   PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
-  RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(3000),
+  RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(120),
 });
 
 export type Env = z.infer<typeof envSchema>;

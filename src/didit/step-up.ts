@@ -66,7 +66,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
       ...(callback ? { callback } : {}),
       ...(request.portraitImage ? { portraitImage: request.portraitImage } : {}),
     });
-    if (created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
+    if (created.workflow_id != null && created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
     const existing = await store.getSession(created.session_id, now);
     if (existing && (existing.device !== request.grant.device || existing.user !== request.grant.user)) {
       // Didit reuses an unfinished session per user and workflow. Handing another device the URL of a

@@ -77,14 +77,27 @@ export async function registerRateLimits(app: FastifyInstance, settings: RateLim
   });
 }
 
-/** Didit delivers from one address: the limit is per source /64, pseudonymised (no raw IP in Redis). */
-export function webhookRateLimit(settings: RateLimitSettings) {
+/**
+ * Didit delivers every verdict from one address and does not retry a 429, so volume alone is never
+ * limited: only deliveries that fail verification are counted, per source /64 (pseudonymised), in
+ * this process. A source over its budget gets 429 for each further failure and only the raw-bytes
+ * MAC (no parsing), which Didit's own deliveries pass.
+ */
+export function webhookFailureLimit(settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>, clock: () => number = Date.now) {
+  const windows = new LocalWindows(10_000);
+  const keyOf = (ip: string) => settings.ids.id('net', normalizeIP(ip, 64));
   return {
-    max: settings.webhookPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (request: FastifyRequest) => settings.ids.id('net', normalizeIP(request.ip, 64)),
+    overBudget(ip: string): boolean {
+      return windows.peek(keyOf(ip), clock()) >= settings.webhookPerMinute;
+    },
+    /** Counts a failed delivery; the retry-after (s) when the source is now over its budget. */
+    failed(ip: string): number | undefined {
+      const window = windows.incr(keyOf(ip), 60_000, clock());
+      return window.current > settings.webhookPerMinute ? Math.max(1, Math.ceil(window.ttl / 1000)) : undefined;
+    },
   };
 }
+export type WebhookFailureLimit = ReturnType<typeof webhookFailureLimit>;
 
 /**
  * The per-caller budget on decide, counted in this process: a safety valve against one runaway

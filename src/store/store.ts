@@ -62,10 +62,11 @@ export interface TrustGrant {
 export type SessionStatus = 'pending' | 'approved' | 'declined' | 'in_review' | 'retry';
 
 /**
- * How cautious a status is. Verdicts apply in signed-timestamp order; two with the same timestamp
- * resolve to the more cautious one, so a Declined and an Approved of the same second leave no trust.
+ * Which status wins a tie. Events apply in signed-timestamp order; two of the same second resolve to
+ * the more cautious verdict, so a Declined and an Approved of the same second leave no trust. A
+ * progress event (Not Started, In Progress) precedes every verdict and so loses every tie.
  */
-export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = { approved: 0, pending: 1, retry: 2, in_review: 3, declined: 4 };
+export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = { pending: 0, approved: 1, retry: 2, in_review: 3, declined: 4 };
 
 /** Whether an event (status, signed timestamp) replaces the stored one: newer, or as new and more cautious. */
 export function supersedes(stored: { status: SessionStatus; lastEventTs: number }, change: { status: SessionStatus; eventTs: number }): boolean {

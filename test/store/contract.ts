@@ -179,6 +179,8 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
         final: { status: 'in_review', eventTs: 300 },
       },
       { events: [{ status: 'in_review', diditStatus: 'In Review', eventTs: 100 }, { status: 'approved', diditStatus: 'Approved', eventTs: 400 }], final: { status: 'approved', eventTs: 400 } },
+      // In Progress and Approved of the same second: progress never outranks a verdict.
+      { events: [{ status: 'pending', diditStatus: 'In Progress', eventTs: 500 }, { status: 'approved', diditStatus: 'Approved', eventTs: 500 }], final: { status: 'approved', eventTs: 500 } },
     ];
     let orderings = 0;
     for (const { events, final } of sets) {
@@ -198,7 +200,7 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
         orderings++;
       }
     }
-    t.equal(orderings, 120 + 6 + 2, 'every ordering of each set ran');
+    t.equal(orderings, 120 + 6 + 2 + 2, 'every ordering of each set ran');
   });
 
   withStore('dead letters are kept once per id, listed until they expire, and removed', async (t, store) => {
