@@ -65,6 +65,19 @@ export function diditFromConfig(config: Config): DiditSettings | undefined {
   };
 }
 
+/** The webhook handler's settings from the config: the service and `rules dead-letters replay` share them. */
+export function webhookSettings(config: Config) {
+  return {
+    toleranceS: config.WEBHOOK_TOLERANCE_S,
+    pendingTtlMs: config.PENDING_TTL_MINUTES * 60_000,
+    reviewTtlMs: config.DIDIT_REVIEW_TTL_HOURS * 3600_000,
+    trustTtlMs: retentionFromConfig(config).trustMs,
+    claimTtlMs: retentionFromConfig(config).claimMs,
+    deadLetterTtlMs: DEAD_LETTER_TTL_MS,
+    requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
+  };
+}
+
 export interface ServiceParts {
   readonly config: Config;
   readonly logger: Logger;
@@ -178,13 +191,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     store,
     ids,
     secrets: didit?.webhookSecrets ?? [],
-    toleranceS: config.WEBHOOK_TOLERANCE_S,
-    pendingTtlMs,
-    reviewTtlMs: config.DIDIT_REVIEW_TTL_HOURS * 3600_000,
-    trustTtlMs: retentionFromConfig(config).trustMs,
-    claimTtlMs: retentionFromConfig(config).claimMs,
-    deadLetterTtlMs: DEAD_LETTER_TTL_MS,
-    requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
+    ...webhookSettings(config),
     clock,
     ...(client ? { client } : {}),
   });

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { createSimulator, simulatorCredentials, type Simulator } from '../../src/didit/simulator.js';
 import type { Store } from '../../src/store/store.js';
+import type { StepUpRung } from '../../src/engine/ladder.js';
 import { startTestService, type TestClock, type TestService } from './service.js';
 
 export interface DiditStack {
@@ -8,6 +9,8 @@ export interface DiditStack {
   simulator: Simulator;
   secret: string;
   baseUrl: string;
+  /** The simulator's API key and workflows, for a second client (the dead-letter CLI). */
+  credentials: { apiKey: string; workflows: Record<StepUpRung, string> };
   close(): Promise<void>;
 }
 
@@ -28,6 +31,7 @@ export async function startDiditStack(clock: TestClock, env: Record<string, stri
     simulator,
     secret: credentials.webhookSecret,
     baseUrl,
+    credentials: { apiKey: credentials.apiKey, workflows: credentials.workflows },
     async close() {
       await service.close();
       await simulator.app.close();
