@@ -204,7 +204,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(options.redis ? { redis: options.redis } : {}),
   };
   const plugins = [
-    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, failures: webhookFailureLimit(rateLimits) }),
+    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, failures: webhookFailureLimit(rateLimits, clock) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock }),
     (app: FastifyInstance) => registerEvaluate(app, { rules, clock }),
