@@ -14,6 +14,10 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  */
 export type SignatureScheme = 'v2' | 'v2_ascii' | 'raw' | 'simple';
 
+export class CanonicalFormError extends Error {
+  override readonly name = 'CanonicalFormError';
+}
+
 /** Didit's bodies nest about six levels; anything far deeper is not Didit and is refused before any recursive work. */
 export const MAX_WEBHOOK_DEPTH = 32;
 
@@ -25,7 +29,11 @@ export function hmacHex(secret: string, data: string | Buffer): string {
 export function pythonFloatRepr(n: number): string {
   if (!Number.isFinite(n)) return Number.isNaN(n) ? 'NaN' : n > 0 ? 'Infinity' : '-Infinity';
   if (n === 0) return Object.is(n, -0) ? '-0.0' : '0.0';
-  const [mantissa, exponent] = Math.abs(n).toExponential().split('e') as [string, string];
+  const magnitude = Math.abs(n);
+  // Between 1e-4 and 1e16 both languages print the shortest digits in fixed notation; only a whole
+  // value differs (Python adds ".0"), and shorten_floats never lets one reach here.
+  if (magnitude >= 1e-4 && magnitude < 1e16 && !Number.isInteger(n)) return String(n);
+  const [mantissa, exponent] = magnitude.toExponential().split('e') as [string, string];
   const digits = mantissa.replace('.', '');
   const decpt = Number(exponent) + 1;
   const sign = n < 0 ? '-' : '';
@@ -67,16 +75,36 @@ const pythonString = (text: string): string => JSON.stringify(text);
  * The canonical form of a JS value (the simulator and signWebhook). JS cannot tell 100.0 from 100, and
  * after shorten_floats Python cannot either: the two agree for every value JSON.parse can hold.
  */
-export function canonicalJson(value: unknown): string {
-  if (typeof value === 'number') return pythonNumber(value);
+export function canonicalJson(value: unknown, maxDepth = Infinity, depth = 1): string {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? String(value === 0 ? 0 : value) : pythonNumber(value);
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item))).join(',')}]`;
+  if (depth > maxDepth) throw new CanonicalFormError('too deep');
+  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item, maxDepth, depth + 1))).join(',')}]`;
   const record = value as Record<string, unknown>;
   const entries = Object.keys(record)
     .filter((key) => record[key] !== undefined)
     .sort(codePointCompare)
-    .map((key) => `${pythonString(key)}:${canonicalJson(record[key])}`);
+    .map((key) => `${pythonString(key)}:${canonicalJson(record[key], maxDepth, depth + 1)}`);
   return `{${entries.join(',')}}`;
+}
+
+/** Ints of 16 digits or more may not survive JSON.parse (2^53): only then is the text itself read. */
+const LONG_DIGITS = /[0-9]{16}/;
+
+/**
+ * The V2 canonical form of a received body, by the cheapest exact route: JSON.parse (native and
+ * iterative, so nesting cannot overflow the stack) then the depth-capped walk; the text-based
+ * canonicaliser when long digit runs could be ints JSON.parse would round.
+ */
+export function canonicalOfBody(text: string, maxDepth = MAX_WEBHOOK_DEPTH): string {
+  if (LONG_DIGITS.test(text)) return canonicalFromText(text, maxDepth);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new CanonicalFormError('invalid JSON');
+  }
+  return canonicalJson(parsed, maxDepth);
 }
 
 /** Python's ensure_ascii: every UTF-16 code unit outside printable ASCII (DEL included) as a lowercase \uxxxx. */
@@ -101,9 +129,6 @@ export function nestsDeeperThan(text: string, cap: number): boolean {
   return false;
 }
 
-export class CanonicalFormError extends Error {
-  override readonly name = 'CanonicalFormError';
-}
 
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
 const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
@@ -134,9 +159,9 @@ export function canonicalFromText(text: string, maxDepth = MAX_WEBHOOK_DEPTH): s
     return token.includes('\\') ? pythonString(JSON.parse(token) as string) : token;
   };
   const value = (depth: number): string => {
-    if (depth > maxDepth) throw new CanonicalFormError('too deep');
     skip();
     const c = text[at];
+    if ((c === '{' || c === '[') && depth > maxDepth) throw new CanonicalFormError('too deep');
     if (c === '{') {
       at++;
       const members = new Map<string, string>();
@@ -277,12 +302,11 @@ export function verifyWebhookSignature(input: VerifyInput): VerifyResult {
   let text: string | undefined;
   if (!scheme && reparse && v2) {
     text = rawBody.toString('utf8');
-    if (nestsDeeperThan(text, MAX_WEBHOOK_DEPTH)) return { ok: false, reason: 'too_deep' };
     let canonical: string;
     try {
-      canonical = canonicalFromText(text);
-    } catch {
-      return { ok: false, reason: 'malformed' };
+      canonical = canonicalOfBody(text);
+    } catch (error) {
+      return { ok: false, reason: (error as Error).message === 'too deep' ? 'too_deep' : 'malformed' };
     }
     secretIndex = matchesAny(secrets, canonical, v2);
     if (secretIndex >= 0) scheme = 'v2';

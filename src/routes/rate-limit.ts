@@ -80,15 +80,32 @@ export async function registerRateLimits(app: FastifyInstance, settings: RateLim
 /**
  * Didit delivers every verdict from one address and does not retry a 429, so volume alone is never
  * limited: only deliveries that fail verification are counted, per source /64 (pseudonymised), in
- * this process. A source over its budget gets 429 for each further failure and only the raw-bytes
- * MAC (no parsing), which Didit's own deliveries pass.
+ * this process. Past its first few failures a source gets only the raw-bytes MAC (no parsing), which
+ * Didit's own deliveries pass; over its budget, 429 for each further failure.
  */
-export function webhookFailureLimit(settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>, clock: () => number = Date.now) {
+/**
+ * The share of the failure budget that still gets the costly V2 canonical form (about 4 ms for 64 KiB
+ * of floats): a twelfth, so 10 a minute at the default 120.
+ */
+export const REPARSE_SHARE = 1 / 12;
+
+export function webhookFailureLimit(settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>, clock: () => number = Date.now, tarpitMs = 1000) {
   const windows = new LocalWindows(10_000);
   const keyOf = (ip: string) => settings.ids.id('net', normalizeIP(ip, 64));
   return {
-    overBudget(ip: string): boolean {
-      return windows.peek(keyOf(ip), clock()) >= settings.webhookPerMinute;
+    /**
+     * How long each failure past the first few waits for its answer (401 or 429): a sender that waits
+     * for answers is slowed to a few requests a second for nothing but a timer; a parallel flood meets
+     * the server's connection caps instead.
+     */
+    tarpitMs,
+    /**
+     * Whether this source may still make us re-serialise a body (V2, Simple): only its first few
+     * failures of a minute. Didit's own deliveries pass the raw MAC and never need it; a proxy that
+     * re-encodes them needs V2, and fails nothing.
+     */
+    mayReparse(ip: string): boolean {
+      return windows.peek(keyOf(ip), clock()) < Math.ceil(settings.webhookPerMinute * REPARSE_SHARE);
     },
     /** Counts a failed delivery; the retry-after (s) when the source is now over its budget. */
     failed(ip: string): number | undefined {
