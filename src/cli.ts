@@ -17,6 +17,10 @@ import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp } from './signals/ip.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
+import { diditFromConfig, webhookSettings } from './compose.js';
+import { createDiditClient } from './didit/client.js';
+import { listDeadLetters, replayDeadLetters } from './didit/dead-letters.js';
+import { createWebhookHandler } from './didit/webhook-handler.js';
 import type { Store } from './store/store.js';
 
 type Out = (line?: string) => void;
@@ -149,6 +153,40 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
   return 0;
 }
 
+/** `dead-letters list | replay`: authentic Didit deliveries the webhook could not apply, kept a week in the store. */
+async function deadLettersCommand(action: string | undefined, out: Out): Promise<number> {
+  if (action !== 'list' && action !== 'replay') {
+    out('usage: rules dead-letters list | rules dead-letters replay');
+    return 2;
+  }
+  const config = loadConfig(process.env);
+  const didit = diditFromConfig(config);
+  if (!config.ID_HASH_KEY || !didit) {
+    out('dead letters need the service\'s ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)');
+    return 2;
+  }
+  const ids = createPseudonymiser(parseHashKey(config.ID_HASH_KEY));
+  const { store } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
+  try {
+    const now = Date.now();
+    if (action === 'list') {
+      const letters = await listDeadLetters(store, ids, now);
+      for (const l of letters) out(`${l.letter.id}  ${new Date(l.letter.at).toISOString()}  ${l.letter.reason.padEnd(16)}  ${l.sessionId ?? '?'}  ${l.status ?? (l.content ? '?' : '(sealed under another ID_HASH_KEY)')}`);
+      out(`${letters.length} dead letter(s)`);
+      return 0;
+    }
+    const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.DIDIT_TIMEOUT_MS });
+    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, clock: Date.now });
+    const results = await replayDeadLetters({ store, ids, handle, now });
+    for (const r of results) out(`${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`);
+    const settled = results.filter((r) => r.removed).length;
+    out(`replayed ${results.length}: ${settled} settled, ${results.length - settled} kept`);
+    return settled === results.length ? 0 : 1;
+  } finally {
+    await store.close();
+  }
+}
+
 interface Command {
   readonly summary: string;
   readonly usage: string;
@@ -210,6 +248,15 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       '--json': 'print JSON',
     },
     run: (values, _positionals, out) => replayCommand(values, out),
+  },
+  'dead-letters': {
+    summary: 'list or re-apply authentic Didit deliveries the webhook could not apply (kept 7 days)',
+    usage: 'rules dead-letters list | rules dead-letters replay',
+    example: 'npm run rules -- dead-letters list',
+    options: {},
+    describe: { list: 'print each dead letter (id, time, reason, session, status)', replay: 'apply each again through the webhook handler; settled ones are removed' },
+    positionals: true,
+    run: (_values, positionals, out) => deadLettersCommand(positionals[0], out),
   },
 };
 

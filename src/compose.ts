@@ -26,10 +26,10 @@ import type { Store } from './store/store.js';
 import { createBreaker } from './didit/breaker.js';
 import { createDiditClient } from './didit/client.js';
 import { createStepUpService } from './didit/step-up.js';
-import { createWebhookHandler } from './didit/webhook-handler.js';
+import { createWebhookHandler, DEAD_LETTER_TTL_MS } from './didit/webhook-handler.js';
 import type { StepUpRung } from './engine/ladder.js';
 import type { Cluster, Redis } from 'ioredis';
-import { webhookRateLimit, type RateLimitSettings } from './routes/rate-limit.js';
+import { webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
 import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
@@ -70,6 +70,19 @@ export function diditFromConfig(config: Config): DiditSettings | undefined {
     apiKey: config.DIDIT_API_KEY,
     webhookSecrets: [config.DIDIT_WEBHOOK_SECRET, ...(config.DIDIT_WEBHOOK_SECRET_PREVIOUS ? [config.DIDIT_WEBHOOK_SECRET_PREVIOUS] : [])],
     workflows: { PASSIVE: config.DIDIT_WORKFLOW_PASSIVE!, FLASHING: config.DIDIT_WORKFLOW_FLASHING!, ACTIVE_3D: config.DIDIT_WORKFLOW_ACTIVE_3D! },
+  };
+}
+
+/** The webhook handler's settings from the config: the service and `rules dead-letters replay` share them. */
+export function webhookSettings(config: Config) {
+  return {
+    toleranceS: config.WEBHOOK_TOLERANCE_S,
+    pendingTtlMs: config.PENDING_TTL_MINUTES * 60_000,
+    reviewTtlMs: config.DIDIT_REVIEW_TTL_HOURS * 3600_000,
+    trustTtlMs: retentionFromConfig(config).trustMs,
+    claimTtlMs: retentionFromConfig(config).claimMs,
+    deadLetterTtlMs: DEAD_LETTER_TTL_MS,
+    requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
   };
 }
 
@@ -244,11 +257,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     store,
     ids,
     secrets: didit?.webhookSecrets ?? [],
-    toleranceS: config.WEBHOOK_TOLERANCE_S,
-    pendingTtlMs,
-    trustTtlMs: retentionFromConfig(config).trustMs,
-    claimTtlMs: retentionFromConfig(config).claimMs,
-    requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
+    ...webhookSettings(config),
     clock,
     ...(client ? { client } : {}),
     ...(events ? { events: events.sink } : {}),
@@ -262,7 +271,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(options.redis ? { redis: options.redis } : {}),
   };
   const plugins = [
-    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, rateLimit: webhookRateLimit(rateLimits) }),
+    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, failures: webhookFailureLimit(rateLimits, clock) }),
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock, ...(events ? { events: events.sink } : {}) }),
     (app: FastifyInstance) => registerEvaluate(app, { rules, clock, sandbox }),

@@ -24,7 +24,9 @@ export const KNOWN_LABELS = {
   degradedInput: ['geoip', 'lists', 'store', 'signals', 'rules', 'ip_velocity_sync', 'rate_limit_store'],
   diditOperation: ['create_session', 'get_decision'],
   diditOutcome: allOf<DiditErrorCode | 'ok'>()(['ok', 'bad_request', 'auth', 'not_found', 'rate_limited', 'server', 'timeout', 'network', 'circuit_open', 'bad_response']),
-  webhookResult: allOf<WebhookResult>()(['verified', 'duplicate', 'rejected_signature', 'stale', 'malformed', 'ignored', 'unbound', 'expired', 'method_too_weak', 'out_of_order', 'retry_later']),
+  webhookResult: allOf<WebhookResult>()(['verified', 'duplicate', 'rejected_signature', 'stale', 'malformed', 'ignored', 'unbound', 'expired', 'method_too_weak', 'out_of_order', 'retry_later', 'too_deep', 'hold', 'dead_letter']),
+  /** Deliveries refused for the failures their source sent (the route's own result, beside the handler's). */
+  webhookRouteResult: ['rate_limited'],
   rateLimit: ['user', 'caller'],
   stage: ['enrich', 'store', 'evaluate', 'didit'],
   reloadDataset: ['lists', ...GEO_DATABASES.map((db) => `geoip_${db}` as const)],
@@ -63,7 +65,7 @@ export function createMetrics() {
   for (const action of KNOWN_LABELS.action) m.decisions.labels(action).inc(0);
   for (const input of KNOWN_LABELS.degradedInput) m.degraded.labels(input).inc(0);
   for (const operation of KNOWN_LABELS.diditOperation) for (const outcome of KNOWN_LABELS.diditOutcome) m.diditRequests.labels(operation, outcome).inc(0);
-  for (const result of KNOWN_LABELS.webhookResult) m.webhookEvents.labels(result).inc(0);
+  for (const result of [...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult]) m.webhookEvents.labels(result).inc(0);
   for (const limit of KNOWN_LABELS.rateLimit) m.rateLimited.labels(limit).inc(0);
   for (const stage of KNOWN_LABELS.stage) m.stageDuration.zero({ stage });
   for (const dataset of KNOWN_LABELS.reloadDataset) m.dataReloadFailures.labels(dataset).inc(0);

@@ -25,7 +25,8 @@ export function retentionFromConfig(config: Config): Retention {
     trustMs: config.TRUST_TTL_DAYS * 86_400_000,
     historyMs: config.HISTORY_TTL_DAYS * 86_400_000,
     pendingMs: config.PENDING_TTL_MINUTES * 60_000,
-    claimMs: 24 * 3600_000,
+    // Session records and claims outlive a Didit review, whose Approved still trusts (DIDIT_REVIEW_TTL_HOURS).
+    claimMs: Math.max(24, config.DIDIT_REVIEW_TTL_HOURS) * 3600_000,
   };
 }
 

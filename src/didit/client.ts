@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { StepUpRung } from '../engine/ladder.js';
 import { createBreaker, type Breaker } from './breaker.js';
-import { createSessionResponse, decisionResponse, type CreateSessionResponse, type DecisionResponse } from './schemas.js';
+import { createSessionResponse, decisionResponse, DIDIT_ID, type CreateSessionResponse, type DecisionResponse } from './schemas.js';
 
 export type DiditErrorCode = 'bad_request' | 'auth' | 'not_found' | 'rate_limited' | 'server' | 'timeout' | 'network' | 'circuit_open' | 'bad_response';
 
@@ -42,7 +42,6 @@ export interface DiditClientOptions {
   readonly onRequest?: (operation: 'create_session' | 'get_decision', outcome: string) => void;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_RETRY_AFTER_S = 60;
 
 function classify(status: number): DiditErrorCode {
@@ -125,7 +124,8 @@ export function createDiditClient(options: DiditClientOptions): DiditClient {
       return call('create_session', '/v3/session/', { method: 'POST', body: JSON.stringify(body) }, createSessionResponse, 201);
     },
     getDecision(sessionId) {
-      if (!UUID.test(sessionId)) return Promise.reject(new DiditError('bad_request', undefined));
+      // Only an id of Didit's shape goes into the path: nothing else can reach another endpoint.
+      if (!DIDIT_ID.test(sessionId)) return Promise.reject(new DiditError('bad_request', undefined));
       return call('get_decision', `/v3/session/${sessionId}/decision/`, { method: 'GET' }, decisionResponse, 200);
     },
     circuitOpen: () => breaker.isOpen(clock()),

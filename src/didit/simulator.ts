@@ -18,7 +18,7 @@ export interface SimulatorOptions {
   /** Base of the hosted session URLs handed to users. */
   readonly publicBaseUrl: string;
   readonly clock?: () => number;
-  /** Write non-ASCII as \uXXXX in webhook bodies, as Python's ensure_ascii does. */
+  /** Write non-ASCII as \uXXXX in webhook bodies, as Python's ensure_ascii does (Didit's default; false sends raw UTF-8). */
   readonly escapeNonAscii?: boolean;
   /** Delays between webhook delivery attempts (Didit: about 1 and 4 minutes). */
   readonly retryDelaysMs?: readonly number[];
@@ -98,7 +98,8 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       vendor_data: s.vendorData,
       metadata: s.metadata,
       callback: s.callback,
-      liveness_checks: finished ? [{ node_id: 'feature_liveness_1', method: s.method, status: featureStatus, score: s.status === 'Approved' ? 96 : 31.5, warnings: [] }] : null,
+      // Floats Didit writes differently from JavaScript (1e-05, and 100.0 folded into 100), so the signing is exercised.
+      liveness_checks: finished ? [{ node_id: 'feature_liveness_1', method: s.method, status: featureStatus, score: s.status === 'Approved' ? 100.0 : 31.5, face_quality: 87.25, face_luminance: 0.00001, warnings: [] }] : null,
       face_matches: finished && s.hasPortrait ? [{ node_id: 'feature_face_match_1', status: featureStatus, score: s.status === 'Approved' ? 91.37 : 42.18, warnings: [] }] : null,
       created_at: new Date(s.createdAt).toISOString(),
     };
@@ -121,8 +122,9 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       ...(s.metadata !== undefined && s.metadata !== null ? { metadata: s.metadata } : {}),
       ...(['Approved', 'Declined', 'In Review', 'Abandoned'].includes(status) ? { decision: decisionOf({ ...s, status }) } : {}),
     };
+    // Didit sends Python's ensure_ascii=True text and signs V2 over the unescaped form (its published fixtures).
     const canonical = canonicalJson(body);
-    const raw = options.escapeNonAscii ? asciiEscape(canonical) : canonical;
+    const raw = options.escapeNonAscii === false ? canonical : asciiEscape(canonical);
     return {
       body: raw,
       headers: {

@@ -122,7 +122,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
       ...(callback ? { callback } : {}),
       ...(request.portraitImage ? { portraitImage: request.portraitImage } : {}),
     });
-    if (created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
+    if (created.workflow_id != null && created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
     // Didit itself may hand back an unfinished session for this user and workflow (its reuse rule).
     const existing = await store.getSession(created.session_id, now);
     // Handing this sign-in a flow bound to (or started by) another one would let that other device or

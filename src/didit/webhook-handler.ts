@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { rank, type StepUpRung } from '../engine/ladder.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, StepUpSession, Store } from '../store/store.js';
@@ -12,10 +12,13 @@ export type WebhookResult =
   | 'rejected_signature'
   | 'stale'
   | 'malformed'
+  | 'too_deep'
   | 'ignored'
   | 'unbound'
   | 'expired'
   | 'method_too_weak'
+  | 'hold'
+  | 'dead_letter'
   | 'out_of_order'
   | 'retry_later';
 
@@ -33,14 +36,29 @@ export interface WebhookDeps {
   readonly secrets: readonly string[];
   readonly toleranceS: number;
   readonly pendingTtlMs: number;
+  /** How long after the step-up a reviewer's verdict on an In Review session still counts (DIDIT_REVIEW_TTL_HOURS). */
+  readonly reviewTtlMs: number;
   readonly trustTtlMs: number;
   readonly claimTtlMs: number;
+  readonly deadLetterTtlMs: number;
   readonly requireMethodMatch: boolean;
-  /** Used to re-fetch the verdict when only X-Signature-Simple verified. */
+  /** Used to re-fetch the verdict when only X-Signature-Simple verified, or when an Approved names no method. */
   readonly client?: DiditClient;
   readonly clock: () => number;
   /** Outgoing events: device.trusted / stepup.declined / stepup.abandoned / device.revoked on each applied verdict. */
   readonly events?: { stepUpOutcome(applied: { before: StepUpSession; status: SessionStatus; diditStatus: string; userId?: string }): Promise<void> };
+}
+
+export interface HandleOptions {
+  /** False for a source over its failure budget: the raw-bytes MAC only (see verifyWebhookSignature). */
+  readonly allowReparse?: boolean;
+  /** A dead letter re-applied after a fix: no freshness window, and no new dead letter is written. */
+  readonly replay?: boolean;
+}
+
+export interface DeadLetterContent {
+  readonly body: string;
+  readonly headers: SignatureHeaders;
 }
 
 export function sessionStatusOf(diditStatus: string): SessionStatus {
@@ -62,46 +80,89 @@ export function sessionStatusOf(diditStatus: string): SessionStatus {
 
 const METHOD_NAMES: Record<string, StepUpRung> = { passive: 'PASSIVE', flashing: 'FLASHING', active_3d: 'ACTIVE_3D', active: 'ACTIVE_3D' };
 
-/** The liveness method Didit reports, when it does (compared case-insensitively, reference §3). */
-function methodRun(decision: unknown): StepUpRung | undefined {
-  const checks = (decision as { liveness_checks?: Array<{ method?: string }> | null } | null | undefined)?.liveness_checks;
-  const method = checks?.[0]?.method?.toLowerCase();
-  return method ? METHOD_NAMES[method] : undefined;
-}
+type LivenessCheck = { method?: string | null } | null | undefined;
 
 /**
- * Verify → check freshness → bind to a session we created → claim once → apply. Authentic events
- * that change nothing still get 2xx (Didit would retry anything else); only a temporary failure of
- * ours is a 5xx, and then the claim is given back so the retry applies it.
+ * The weakest liveness method a decision reports (case-insensitive, reference §3), from v3's
+ * `liveness_checks[]` or v1/v2's singular `liveness`; undefined when any check names none we know.
+ */
+export function methodRun(decision: unknown): StepUpRung | undefined {
+  const d = decision as { liveness_checks?: LivenessCheck[] | null; liveness?: LivenessCheck } | null | undefined;
+  const checks = [...(d?.liveness_checks ?? []), ...(d?.liveness ? [d.liveness] : [])];
+  if (checks.length === 0) return undefined;
+  let weakest: StepUpRung | undefined;
+  for (const check of checks) {
+    const ran = check?.method ? METHOD_NAMES[check.method.toLowerCase()] : undefined;
+    if (!ran) return undefined;
+    if (!weakest || rank(ran) < rank(weakest)) weakest = ran;
+  }
+  return weakest;
+}
+
+/** Dead letters are kept a week: long enough to fix and replay, short enough not to become an archive. */
+export const DEAD_LETTER_TTL_MS = 7 * 24 * 3600_000;
+
+/** The id of a dead letter: a hash of the delivery's bytes, so the same delivery is kept once. */
+export const deadLetterId = (rawBody: Buffer): string => createHash('sha256').update(rawBody).digest('base64url').slice(0, 32);
+
+/**
+ * Verify → check freshness → bind to a session we created → claim the delivery once → apply in
+ * signed-timestamp order. Authentic events that change nothing still get 2xx (Didit retries only
+ * 5xx and 404); a temporary failure of ours is a 503, and then the claim is given back so the retry
+ * applies it. An authentic delivery that cannot be applied is kept as a dead letter, never dropped.
  */
 export function createWebhookHandler(deps: WebhookDeps) {
-  return async function handle(rawBody: Buffer, headers: SignatureHeaders): Promise<WebhookOutcome> {
+  return async function handle(rawBody: Buffer, headers: SignatureHeaders, options: HandleOptions = {}): Promise<WebhookOutcome> {
     const now = deps.clock();
-    const verified = verifyWebhookSignature({ rawBody, headers, secrets: deps.secrets, nowS: Math.floor(now / 1000), toleranceS: deps.toleranceS });
+    const verified = verifyWebhookSignature({
+      rawBody,
+      headers,
+      secrets: deps.secrets,
+      nowS: Math.floor(now / 1000),
+      toleranceS: deps.toleranceS,
+      allowReparse: options.allowReparse !== false,
+      ignoreFreshness: options.replay === true,
+    });
     if (!verified.ok) {
-      if (verified.reason === 'malformed') return { httpStatus: 400, result: 'malformed' };
+      if (verified.reason === 'malformed' || verified.reason === 'too_deep') return { httpStatus: 400, result: verified.reason };
       if (verified.reason === 'stale' || verified.reason === 'timestamp_mismatch') return { httpStatus: 401, result: 'stale', reason: verified.reason };
       return { httpStatus: 401, result: 'rejected_signature', reason: verified.reason };
     }
+
+    /** Keeps the authentic delivery (sealed: it names the user) for `npm run rules -- dead-letters replay`. */
+    const keep = async (result: 'dead_letter' | 'hold', reason: string, sessionId?: string, status?: string): Promise<WebhookOutcome> => {
+      const base = { ...(sessionId ? { sessionId } : {}), ...(status ? { status } : {}), reason };
+      if (options.replay) return { ...base, httpStatus: 200, result };
+      const content: DeadLetterContent = { body: rawBody.toString('utf8'), headers };
+      try {
+        await deps.store.putDeadLetter({ id: deadLetterId(rawBody), at: now, reason, sealed: deps.ids.seal(JSON.stringify(content)) }, deps.deadLetterTtlMs, now);
+      } catch {
+        return { ...base, httpStatus: 503, result: 'retry_later', reason: 'store_unavailable' };
+      }
+      return { ...base, httpStatus: 200, result };
+    };
+
     const parsed = webhookBody.safeParse(verified.body);
-    if (!parsed.success) return { httpStatus: 200, result: 'ignored', reason: 'unexpected_shape' };
+    if (!parsed.success) return keep('dead_letter', 'unexpected_shape');
     const event = parsed.data;
     const type = event.webhook_type ?? 'status.updated';
     if (type !== 'status.updated' && type !== 'data.updated') return { httpStatus: 200, result: 'ignored', reason: `type_${type}`.slice(0, 40), sessionId: event.session_id };
 
     let diditStatus = event.status;
     let vendorData = event.vendor_data ?? undefined;
-    let workflowId = event.workflow_id;
+    let workflowId = event.workflow_id ?? undefined;
     let decision: unknown = event.decision;
+    let fetched = false;
     if (verified.envelopeOnly) {
       // Simple covers only timestamp, id, status and type: take the verdict from Didit itself.
-      if (!deps.client) return { httpStatus: 200, result: 'ignored', reason: 'envelope_only', sessionId: event.session_id };
+      if (!deps.client) return keep('dead_letter', 'envelope_only', event.session_id, diditStatus);
       try {
-        const fetched = await deps.client.getDecision(event.session_id);
-        diditStatus = fetched.status;
-        vendorData = fetched.vendor_data ?? undefined;
-        workflowId = fetched.workflow_id;
-        decision = fetched;
+        const answer = await deps.client.getDecision(event.session_id);
+        diditStatus = answer.status;
+        vendorData = answer.vendor_data ?? undefined;
+        workflowId = answer.workflow_id ?? undefined;
+        decision = answer;
+        fetched = true;
       } catch {
         return { httpStatus: 503, result: 'retry_later', reason: 'decision_fetch_failed', sessionId: event.session_id };
       }
@@ -115,17 +176,35 @@ export function createWebhookHandler(deps: WebhookDeps) {
       return { ...base, httpStatus: 503, result: 'retry_later', reason: 'store_unavailable' };
     }
     if (!session) return { ...base, httpStatus: 200, result: 'unbound', reason: 'unknown_session' };
-    if (vendorData === undefined || deps.ids.id('user', vendorData) !== session.user) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
-    if (workflowId !== session.workflowId) return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
+    // The session id is ours (we created it for this user and workflow); a stated vendor_data or
+    // workflow_id must agree with it, an absent or null one is simply not stated.
+    if (vendorData !== undefined && deps.ids.id('user', vendorData) !== session.user) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
+    if (workflowId !== undefined && workflowId !== session.workflowId) return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
 
     const status = sessionStatusOf(diditStatus);
     if (status === 'approved') {
-      if (verified.timestamp * 1000 - session.createdAt > deps.pendingTtlMs) return { ...base, httpStatus: 200, result: 'expired', reason: 'approved_after_pending_lifetime' };
-      const ran = methodRun(decision);
-      if (deps.requireMethodMatch && ran && rank(ran) < rank(session.method)) return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
+      const sinceStepUp = verified.timestamp * 1000 - session.createdAt;
+      // The pending window is for the user; a reviewer may take days over a session the user finished in time.
+      const reviewedInTime = session.status === 'in_review' && session.lastEventTs * 1000 - session.createdAt <= deps.pendingTtlMs && sinceStepUp <= deps.reviewTtlMs;
+      if (sinceStepUp > deps.pendingTtlMs && !reviewedInTime) return { ...base, httpStatus: 200, result: 'expired', reason: 'approved_after_pending_lifetime' };
+      if (deps.requireMethodMatch) {
+        let ran = methodRun(decision);
+        if (!ran && !fetched && deps.client) {
+          // The body names no method (v1/v2 shapes, or a workflow without it): ask Didit's decision.
+          try {
+            ran = methodRun(await deps.client.getDecision(event.session_id));
+          } catch {
+            return { ...base, httpStatus: 503, result: 'retry_later', reason: 'decision_fetch_failed' };
+          }
+        }
+        if (!ran) return keep('hold', 'method_unknown', event.session_id, diditStatus);
+        if (rank(ran) < rank(session.method)) return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
+      }
     }
 
-    const claimKey = `${event.session_id}|${diditStatus}|${type}`;
+    // One delivery is applied once: Didit's event id, else (or when only the envelope is signed) the signed time and status.
+    const identity = event.event_id && !verified.envelopeOnly ? `e:${event.event_id}` : `t:${verified.timestamp}|${diditStatus}`;
+    const claimKey = `${event.session_id}|${identity}|${type}`;
     // The claim holds this delivery's own token: when its reply times out, Redis may still have run
     // it, and a claim kept by a delivery that answered 503 would turn every retry into a duplicate.
     const owner = randomUUID();
@@ -140,7 +219,8 @@ export function createWebhookHandler(deps: WebhookDeps) {
 
     try {
       const updated = await deps.store.updateSession(event.session_id, { status, diditStatus, eventTs: verified.timestamp }, now);
-      if (!updated || updated.lastEventTs !== verified.timestamp) return { ...base, httpStatus: 200, result: 'out_of_order' };
+      // Applied only if this event is now the stored one: an older one, or a tie lost to a more cautious status, changes nothing.
+      if (!updated || updated.lastEventTs !== verified.timestamp || updated.status !== status) return { ...base, httpStatus: 200, result: 'out_of_order' };
       if (status === 'approved') {
         await deps.store.trust({ ...session.grant, grantedBy: session.sessionId, ttlMs: deps.trustTtlMs }, now);
         // A newer reversal may have landed between our update and the grant: the latest event wins.
@@ -150,7 +230,8 @@ export function createWebhookHandler(deps: WebhookDeps) {
         // A reviewer's late Declined (or any newer non-approved state) undoes exactly what this session granted.
         await deps.store.revokeGrant(session.user, session.sessionId, now);
       }
-      if (status === 'declined') await deps.store.recordDecline(session.user, now, session.device);
+      // A decline is counted when the session turns declined, not per delivery of it.
+      if (status === 'declined' && session.status !== 'declined') await deps.store.recordDecline(session.user, now, session.device);
       await deps.events?.stepUpOutcome({ before: session, status, diditStatus, userId: vendorData });
       return { ...base, httpStatus: 200, result: 'verified' };
     } catch {

@@ -11,6 +11,12 @@ export class LocalWindows {
     this.windows = new LRUCache({ max });
   }
 
+  /** The current window's count without counting anything. */
+  peek(key: string, now: number): number {
+    const entry = this.windows.peek(key);
+    return entry && entry.resetAt > now ? entry.count : 0;
+  }
+
   incr(key: string, windowMs: number, now: number): { current: number; ttl: number } {
     let entry = this.windows.get(key);
     if (!entry || entry.resetAt <= now) {

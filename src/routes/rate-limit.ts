@@ -77,14 +77,45 @@ export async function registerRateLimits(app: FastifyInstance, settings: RateLim
   });
 }
 
-/** Didit delivers from one address: the limit is per source /64, pseudonymised (no raw IP in Redis). */
-export function webhookRateLimit(settings: RateLimitSettings) {
+/**
+ * Didit delivers every verdict from one address and does not retry a 429, so volume alone is never
+ * limited: only deliveries that fail verification are counted, per source /64 (pseudonymised), in
+ * this process. Past its first few failures a source gets only the raw-bytes MAC (no parsing), which
+ * Didit's own deliveries pass; over its budget, 429 for each further failure.
+ */
+/**
+ * The share of the failure budget that still gets the costly V2 canonical form (about 4 ms for 64 KiB
+ * of floats): a fortieth, so 3 a minute at the default 120. Didit's deliveries re-encoded by a proxy
+ * verify under V2 and never count as failures, so a small share costs them nothing.
+ */
+export const REPARSE_SHARE = 1 / 40;
+
+export function webhookFailureLimit(settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>, clock: () => number = Date.now, tarpitMs = 1000) {
+  const windows = new LocalWindows(10_000);
+  const keyOf = (ip: string) => settings.ids.id('net', normalizeIP(ip, 64));
   return {
-    max: settings.webhookPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (request: FastifyRequest) => settings.ids.id('net', normalizeIP(request.ip, 64)),
+    /**
+     * How long each failure past the first few waits for its answer (401 or 429): a sender that waits
+     * for answers is slowed to a few requests a second for nothing but a timer; a parallel flood meets
+     * the server's connection caps instead.
+     */
+    tarpitMs,
+    /**
+     * Whether this source may still make us re-serialise a body (V2, Simple): only its first few
+     * failures of a minute. Didit's own deliveries pass the raw MAC and never need it; a proxy that
+     * re-encodes them needs V2, and fails nothing.
+     */
+    mayReparse(ip: string): boolean {
+      return windows.peek(keyOf(ip), clock()) < Math.ceil(settings.webhookPerMinute * REPARSE_SHARE);
+    },
+    /** Counts a failed delivery; the retry-after (s) when the source is now over its budget. */
+    failed(ip: string): number | undefined {
+      const window = windows.incr(keyOf(ip), 60_000, clock());
+      return window.current > settings.webhookPerMinute ? Math.max(1, Math.ceil(window.ttl / 1000)) : undefined;
+    },
   };
 }
+export type WebhookFailureLimit = ReturnType<typeof webhookFailureLimit>;
 
 /**
  * The per-caller budget on decide, counted in this process: a safety valve against one runaway

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, type TrustGrant, type UaFamily } from './store.js';
+import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustGrant, type TrustedDevice, type UaFamily, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, supersedes } from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -63,6 +63,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
   const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
   const claims = new LRUCache<string, { at: number; owner: string }>({ max: 500_000 });
+  const deadLetters = new Map<string, { letter: DeadLetter; expiresAt: number }>();
 
   // No whole-user reset: each key family lapses on its own clock, as the Redis keys do with their
   // own TTLs (sightings HISTORY_TTL after the last one, trust entries at their expiry, windows by time).
@@ -191,7 +192,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async updateSession(sessionId, change, now) {
       const session = sessions.get(sessionId);
       if (!session) return undefined;
-      if (change.eventTs < session.lastEventTs) return session;
+      if (!supersedes(session, change)) return session;
       const updated: StepUpSession = { ...session, status: change.status, diditStatus: change.diditStatus, lastEventTs: change.eventTs, updatedAt: now };
       sessions.set(sessionId, updated, { ttl: Math.max(1, retention.claimMs) });
       if (change.status !== 'pending') pendingIndex.delete(pendingKey(session.user, pendingContextOf(session)));
@@ -241,6 +242,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async releaseClaim(key, owner) {
       if (owner === undefined || claims.get(key)?.owner === owner) claims.delete(key);
+    },
+
+    async putDeadLetter(letter, ttlMs, now) {
+      for (const [id, entry] of deadLetters) if (entry.expiresAt <= now) deadLetters.delete(id);
+      if (deadLetters.size >= CAPS.deadLetters && !deadLetters.has(letter.id)) return;
+      deadLetters.set(letter.id, { letter, expiresAt: now + ttlMs });
+    },
+
+    async listDeadLetters(now) {
+      return [...deadLetters.values()].filter((e) => e.expiresAt > now).map((e) => e.letter).sort((a, b) => a.at - b.at);
+    },
+
+    async removeDeadLetter(id) {
+      deadLetters.delete(id);
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

@@ -1,3 +1,5 @@
+import { STATUS_CAUTION } from './store.js';
+
 /**
  * Lua scripts of the Redis store. Each touches only keys of one user (one hash tag, one Cluster
  * slot) and runs atomically; ioredis registers them once and calls them by EVALSHA.
@@ -160,13 +162,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 `;
 
-/** KEYS: session. ARGV: status, diditStatus, eventTs, now. Newer events win; returns the stored JSON. */
+/**
+ * KEYS: session. ARGV: status, diditStatus, eventTs, now. Newer events win, and on the same timestamp
+ * the more cautious status (store.ts supersedes); returns the stored JSON.
+ */
 export const UPDATE_SESSION = `
+local caution = cjson.decode('${JSON.stringify(STATUS_CAUTION)}')
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local s = cjson.decode(raw)
 local ts = tonumber(ARGV[3])
-if ts < tonumber(s.lastEventTs) then return raw end
+local last = tonumber(s.lastEventTs)
+if ts < last then return raw end
+if ts == last and (caution[ARGV[1]] or 0) <= (caution[s.status] or 0) then return raw end
 s.status = ARGV[1]
 s.diditStatus = ARGV[2]
 s.lastEventTs = ts
@@ -174,4 +182,15 @@ s.updatedAt = tonumber(ARGV[4])
 local out = cjson.encode(s)
 redis.call('SET', KEYS[1], out, 'KEEPTTL')
 return out
+`;
+
+/** KEYS: index (zset of id → expiresAt), letter. ARGV: id, json, ttl, now, cap. Stored once per id, at most cap live. */
+export const PUT_DEAD_LETTER = `
+local now = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
 `;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { BIND_SESSION, LIST_DEVICES, OBSERVE, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice } from './store.js';
+import { BIND_SESSION, LIST_DEVICES, OBSERVE, PUT_DEAD_LETTER, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive } from './store.js';
 
 type Client = Redis | Cluster;
 
@@ -13,6 +13,7 @@ interface Scripts {
   riskRevokeDevice(...args: Array<string | number>): Promise<number>;
   riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
   riskBindSession(...args: Array<string | number>): Promise<number>;
+  riskPutDeadLetter(...args: Array<string | number>): Promise<number>;
 }
 
 export interface RedisStoreOptions {
@@ -40,6 +41,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     ['riskRevokeDevice', REVOKE_DEVICE, 1],
     ['riskUpdateSession', UPDATE_SESSION, 1],
     ['riskBindSession', BIND_SESSION, 1],
+    ['riskPutDeadLetter', PUT_DEAD_LETTER, 2],
   ];
   for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
   const r = redis as unknown as Client & Scripts;
@@ -63,6 +65,9 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   };
   const sessionKey = (sessionId: string) => `${prefix}{s:${sessionId}}`;
   const claimKey = (key: string) => `${prefix}{c:${key}}`;
+  // Dead letters are few (an alert fires on the first): one slot for all keeps listing a single call.
+  const deadLetterIndex = `${prefix}{dl}:index`;
+  const deadLetterKey = (id: string) => `${prefix}{dl}:${id}`;
 
   const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [`ip:${g.ip}`, `pfx:${g.prefix}`, g.asn !== undefined ? `asn:${g.asn}` : '', g.country ? `cc:${g.country}` : ''];
 
@@ -209,6 +214,21 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     async releaseClaim(key, owner) {
       if (owner === undefined) await redis.del(claimKey(key));
       else await redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, claimKey(key), owner);
+    },
+
+    async putDeadLetter(letter, ttlMs, now) {
+      await r.riskPutDeadLetter(deadLetterIndex, deadLetterKey(letter.id), letter.id, JSON.stringify(letter), Math.max(1, ttlMs), now, CAPS.deadLetters);
+    },
+
+    async listDeadLetters(now) {
+      const ids = await redis.zrangebyscore(deadLetterIndex, now + 1, '+inf');
+      if (ids.length === 0) return [];
+      const values = await redis.mget(...ids.map(deadLetterKey));
+      return values.flatMap((v) => (v ? [JSON.parse(v) as DeadLetter] : [])).sort((a, b) => a.at - b.at);
+    },
+
+    async removeDeadLetter(id) {
+      await redis.multi().del(deadLetterKey(id)).zrem(deadLetterIndex, id).exec();
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

@@ -65,6 +65,31 @@ export interface TrustGrant {
 
 export type SessionStatus = 'pending' | 'approved' | 'declined' | 'in_review' | 'retry';
 
+/**
+ * Which status wins a tie. Events apply in signed-timestamp order; two of the same second resolve to
+ * the more cautious verdict, so a Declined and an Approved of the same second leave no trust. A
+ * progress event (Not Started, In Progress) precedes every verdict and so loses every tie.
+ */
+export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = { pending: 0, approved: 1, retry: 2, in_review: 3, declined: 4 };
+
+/** Whether an event (status, signed timestamp) replaces the stored one: newer, or as new and more cautious. */
+export function supersedes(stored: { status: SessionStatus; lastEventTs: number }, change: { status: SessionStatus; eventTs: number }): boolean {
+  if (change.eventTs !== stored.lastEventTs) return change.eventTs > stored.lastEventTs;
+  return STATUS_CAUTION[change.status] > STATUS_CAUTION[stored.status];
+}
+
+/**
+ * An authentic Didit delivery that could not be applied, kept so it can be replayed after a fix. The
+ * delivery itself (body and signature headers) is sealed; the id is a hash of the bytes, so the same
+ * delivery is stored once.
+ */
+export interface DeadLetter {
+  readonly id: string;
+  readonly at: number;
+  readonly reason: string;
+  readonly sealed: string;
+}
+
 export interface StepUpSession {
   readonly sessionId: string;
   readonly user: string;
@@ -145,7 +170,7 @@ export const DEFAULT_RETENTION: Retention = {
   claimMs: 24 * 3600_000,
 };
 
-export const CAPS = { devices: 50, networks: 100, recentEvents: 200 } as const;
+export const CAPS = { devices: 50, networks: 100, recentEvents: 200, deadLetters: 10_000 } as const;
 
 /**
  * The user spent the decides of this minute: nothing was read or recorded. Thrown by `observe`, so
@@ -179,7 +204,7 @@ export interface Store {
   /** A still-pending session handed out in exactly this context (device, prefix, method, purpose class), if any. */
   findPending(context: PendingContext, now: number): Promise<StepUpSession | undefined>;
   getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;
-  /** Applies a status change when `eventTs` is newer than the last applied one; returns the stored session. */
+  /** Applies a status change when it supersedes the stored one (see `supersedes`); returns the stored session. */
   updateSession(sessionId: string, change: { status: SessionStatus; diditStatus: string; eventTs: number }, now: number): Promise<StepUpSession | undefined>;
   /** Counts step-up sessions opened in the trailing window, adding this one: from this device, and for the whole user. */
   countSessionOpen(user: string, device: string, windowMs: number, now: number): Promise<{ device: number; user: number }>;
@@ -196,6 +221,11 @@ export interface Store {
    * ran it) or not (a concurrent delivery holds it), and only the first must be given back.
    */
   releaseClaim(key: string, owner?: string): Promise<void>;
+  /** Keeps an unapplied delivery for `ttlMs` (idempotent per id). */
+  putDeadLetter(letter: DeadLetter, ttlMs: number, now: number): Promise<void>;
+  /** Dead letters still within their lifetime, oldest first. */
+  listDeadLetters(now: number): Promise<DeadLetter[]>;
+  removeDeadLetter(id: string): Promise<void>;
   listDevices(user: string, now: number): Promise<TrustedDevice[]>;
   revokeDevice(user: string, device: string, now: number): Promise<boolean>;
   erase(user: string): Promise<void>;

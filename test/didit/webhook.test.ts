@@ -19,7 +19,7 @@ async function post(body: string, headers: Record<string, string>) {
 
 let counter = 0;
 /** A pending session of ours, as decide would have recorded it. */
-async function pendingSession(method: StepUpRung = 'PASSIVE', user = `user-${++counter}`): Promise<{ id: string; user: string; workflowId: string }> {
+async function pendingSession(method: StepUpRung = 'PASSIVE', user = `user-${++counter}`): Promise<{ id: string; user: string; workflowId: string; method: StepUpRung }> {
   const id = `00000000-0000-4000-8000-${String(++counter).padStart(12, '0')}`;
   const workflowId = workflowOf(method);
   const now = clock();
@@ -40,7 +40,7 @@ async function pendingSession(method: StepUpRung = 'PASSIVE', user = `user-${++c
     grant: { user: u, device: service.ids.id('device', `device-of-${user}`), ip: service.ids.id('ip', '89.160.20.112'), prefix: service.ids.id('net', '89.160.20.112') },
   };
   await service.store.recordPending(session, now);
-  return { id, user, workflowId };
+  return { id, user, workflowId, method };
 }
 
 function workflowOf(method: StepUpRung): string {
@@ -48,8 +48,10 @@ function workflowOf(method: StepUpRung): string {
   return ids[method];
 }
 
-function event(session: { id: string; user: string; workflowId: string }, status: string, over: Record<string, unknown> = {}, tsS = Math.floor(clock() / 1000)) {
-  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: tsS, created_at: tsS, session_id: session.id, status, vendor_data: session.user, workflow_id: session.workflowId, ...over });
+function event(session: { id: string; user: string; workflowId: string; method?: StepUpRung }, status: string, over: Record<string, unknown> = {}, tsS = Math.floor(clock() / 1000)) {
+  // A v3 delivery names the liveness method run (Didit's decision shape, reference §3).
+  const decision = { session_id: session.id, status, liveness_checks: [{ node_id: 'feature_liveness_1', method: session.method ?? 'PASSIVE', status, score: 100.0 }] };
+  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: tsS, created_at: tsS, session_id: session.id, status, vendor_data: session.user, workflow_id: session.workflowId, decision, ...over });
   return { body, headers: signWebhook(body, secret) };
 }
 
@@ -108,13 +110,14 @@ t.test('malformed JSON is 400 and an oversized body 413, before any HMAC work', 
 t.test('a verified Approved grants trust once; its duplicates are 2xx and change nothing', async (t) => {
   const s = await pendingSession();
   const before = grants;
-  const { body, headers } = event(s, 'Approved');
+  const eventId = '5f0e0d0c-0b0a-4909-8807-060504030201';
+  const { body, headers } = event(s, 'Approved', { event_id: eventId });
   const first = await post(body, headers);
   t.match(first, { status: 200, body: { result: 'verified' } });
   const again = await post(body, headers);
   t.match(again, { status: 200, body: { result: 'duplicate' } });
-  const resigned = event(s, 'Approved', {}, Math.floor(clock() / 1000) + 5);
-  t.match(await post(resigned.body, resigned.headers), { status: 200, body: { result: 'duplicate' } }, 'a re-signed retry is the same event');
+  const resigned = event(s, 'Approved', { event_id: eventId }, Math.floor(clock() / 1000) + 5);
+  t.match(await post(resigned.body, resigned.headers), { status: 200, body: { result: 'duplicate' } }, 'a re-signed retry is the same event (same event id)');
   t.equal(grants - before, 1);
   t.equal(await trusted(s.user), 1);
 });

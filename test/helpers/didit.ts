@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { createSimulator, simulatorCredentials, type Simulator } from '../../src/didit/simulator.js';
 import type { Store } from '../../src/store/store.js';
+import type { StepUpRung } from '../../src/engine/ladder.js';
 import { startTestService, type TestClock, type TestService } from './service.js';
 
 export interface DiditStack {
@@ -9,6 +10,8 @@ export interface DiditStack {
   secret: string;
   baseUrl: string;
   apiKey: string;
+  /** The simulator's API key and workflows, for a second client (the dead-letter CLI). */
+  credentials: { apiKey: string; workflows: Record<StepUpRung, string> };
   close(): Promise<void>;
 }
 
@@ -30,6 +33,7 @@ export async function startDiditStack(clock: TestClock, env: Record<string, stri
     secret: credentials.webhookSecret,
     baseUrl,
     apiKey: credentials.apiKey,
+    credentials: { apiKey: credentials.apiKey, workflows: credentials.workflows },
     async close() {
       await service.close();
       await simulator.app.close();

@@ -178,6 +178,69 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.equal(await store.updateSession(unique('missing'), { status: 'approved', diditStatus: 'Approved', eventTs: 1 }, T0), undefined);
   });
 
+  withStore('verdicts apply in signed-timestamp order, a tie to the more cautious status: every ordering', async (t, store) => {
+    type Change = { status: StepUpSession['status']; diditStatus: string; eventTs: number };
+    const permutations = <T,>(items: readonly T[]): T[][] =>
+      items.length <= 1 ? [items.slice()] : items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
+    const sets: Array<{ events: Change[]; final: Pick<Change, 'status' | 'eventTs'> }> = [
+      {
+        // A reviewer's second Declined (t) after Declined (t-2) and Approved (t-1), plus an Approved and an In Review racing it.
+        events: [
+          { status: 'declined', diditStatus: 'Declined', eventTs: 100 },
+          { status: 'approved', diditStatus: 'Approved', eventTs: 200 },
+          { status: 'in_review', diditStatus: 'In Review', eventTs: 250 },
+          { status: 'declined', diditStatus: 'Declined', eventTs: 300 },
+          { status: 'approved', diditStatus: 'Approved', eventTs: 300 },
+        ],
+        final: { status: 'declined', eventTs: 300 },
+      },
+      {
+        events: [
+          { status: 'pending', diditStatus: 'In Progress', eventTs: 100 },
+          { status: 'approved', diditStatus: 'Approved', eventTs: 300 },
+          { status: 'in_review', diditStatus: 'In Review', eventTs: 300 },
+        ],
+        final: { status: 'in_review', eventTs: 300 },
+      },
+      { events: [{ status: 'in_review', diditStatus: 'In Review', eventTs: 100 }, { status: 'approved', diditStatus: 'Approved', eventTs: 400 }], final: { status: 'approved', eventTs: 400 } },
+      // In Progress and Approved of the same second: progress never outranks a verdict.
+      { events: [{ status: 'pending', diditStatus: 'In Progress', eventTs: 500 }, { status: 'approved', diditStatus: 'Approved', eventTs: 500 }], final: { status: 'approved', eventTs: 500 } },
+    ];
+    let orderings = 0;
+    for (const { events, final } of sets) {
+      for (const order of permutations(events)) {
+        const user = unique('u');
+        const session: StepUpSession = {
+          sessionId: unique('s'), user, device: 'dev-a', method: 'PASSIVE', workflowId: 'wf', url: 'u', createdAt: T0, expiresAt: T0 + 600_000,
+          status: 'pending', diditStatus: 'Not Started', updatedAt: T0, lastEventTs: 0, grant: { user, device: 'dev-a', ip: 'ip-1', prefix: 'pfx-1' },
+        };
+        await store.recordPending(session, T0);
+        for (const change of order) {
+          const stored = await store.updateSession(session.sessionId, change, T0 + 1000);
+          t.ok(stored && stored.lastEventTs >= change.eventTs, 'the stored event is never older than one just offered');
+        }
+        const last = await store.getSession(session.sessionId, T0 + 2000);
+        t.match(last, { status: final.status, lastEventTs: final.eventTs }, order.map((c) => `${c.diditStatus}@${c.eventTs}`).join(' → '));
+        orderings++;
+      }
+    }
+    t.equal(orderings, 120 + 6 + 2 + 2, 'every ordering of each set ran');
+  });
+
+  withStore('dead letters are kept once per id, listed until they expire, and removed', async (t, store) => {
+    const a = { id: unique('dl'), at: T0, reason: 'unexpected_shape', sealed: 'k1.sealed-a' };
+    const b = { id: unique('dl'), at: T0 + 1000, reason: 'hold', sealed: 'k1.sealed-b' };
+    await store.putDeadLetter(a, 7 * DAY, T0);
+    await store.putDeadLetter(a, 7 * DAY, T0 + 10);
+    await store.putDeadLetter(b, HOUR, T0 + 1000);
+    const mine = (list: Array<{ id: string }>) => list.filter((l) => l.id === a.id || l.id === b.id);
+    t.same(mine(await store.listDeadLetters(T0 + 2000)), [a, b], 'oldest first, stored once');
+    t.same(mine(await store.listDeadLetters(T0 + 1000 + HOUR + 1)), [a], 'a letter past its lifetime is gone');
+    await store.removeDeadLetter(a.id);
+    t.same(mine(await store.listDeadLetters(T0 + 2000)), [b]);
+    t.same(mine(await store.listDeadLetters(T0 + 7 * DAY + 1)), [], 'seven days later nothing is left');
+  });
+
   withStore('a session re-bound to another context is found only for the new one', async (t, store) => {
     const user = unique('u');
     const base: StepUpSession = {
