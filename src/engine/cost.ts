@@ -123,3 +123,27 @@ export function costProblem(ast: unknown): string | undefined {
   if (report.cost > COST_LIMITS.maxCost) return `estimated cost ${report.cost} exceeds the budget of ${COST_LIMITS.maxCost} steps`;
   return undefined;
 }
+
+/**
+ * The regular expressions a parsed expression runs, found in the tree (any spelling: `x.matches(p)`,
+ * `matches(x, p)`, spaces, newlines, raw or triple-quoted strings). Each must be one string literal,
+ * so it can be checked at load; anything computed is refused.
+ */
+export function regexPatterns(ast: unknown): { patterns: string[]; problem?: string } {
+  const patterns: string[] = [];
+  const visit = (node: Node): string | undefined => {
+    const call = callParts(node);
+    if (call?.name === 'matches') {
+      const pattern = call.receiver ? call.args[0] : call.args[1];
+      if (!pattern || pattern.op !== 'value' || typeof pattern.args !== 'string') return 'matches() takes only a string literal pattern, so it can be checked at load';
+      patterns.push(pattern.args);
+    }
+    for (const child of children(node)) {
+      const problem = visit(child);
+      if (problem) return problem;
+    }
+    return undefined;
+  };
+  const problem = isNode(ast) ? visit(ast) : undefined;
+  return problem ? { patterns, problem } : { patterns };
+}

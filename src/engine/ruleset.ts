@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { celEnvironment, MAX_EXPRESSION_LENGTH, signalsReadBy, type CelContext } from './cel-env.js';
-import { COST_LIMITS, costProblem, estimateCost } from './cost.js';
+import { COST_LIMITS, costProblem, estimateCost, regexPatterns } from './cost.js';
 import { RUNGS, rank, type Rung, type ScoreBand } from './ladder.js';
 import type { DeclaredPurposeClass } from './purposes.js';
 
@@ -133,14 +133,11 @@ function zodReason(error: z.ZodError): string {
   return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
 }
 
-const MATCHES_CALL = /\.matches\(\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|r"[^"]*"|r'[^']*')?/g;
-
-function checkRegexes(expression: string, guard: RegexGuard | undefined): RegexRefusal | undefined {
-  for (const match of expression.matchAll(MATCHES_CALL)) {
-    const literal = match[1];
-    if (!literal) return 'matches() takes only a string literal pattern, so it can be checked at load';
+function checkRegexes(ast: unknown, guard: RegexGuard | undefined): RegexRefusal | undefined {
+  const { patterns, problem: shape } = regexPatterns(ast);
+  if (shape) return shape;
+  for (const raw of patterns) {
     if (!guard) return 'matches() is not enabled in this ruleset loader';
-    const raw = literal.startsWith('r') ? literal.slice(2, -1) : (JSON.parse(`"${literal.slice(1, -1).replace(/"/g, '\\"')}"`) as string);
     const problem = guard(raw);
     if (typeof problem === 'string') return `regex ${JSON.stringify(raw)} rejected: ${problem}`;
     if (problem) return { reason: `regex ${JSON.stringify(raw)} rejected: ${problem.reason}`, tooExpensive: true };
@@ -162,7 +159,7 @@ function compileRule(doc: RuleDoc, file: string, line: number, guard: RegexGuard
   }
   const costIssue = costProblem(parsed.ast);
   if (costIssue) return tooExpensive(costIssue);
-  const regexProblem = checkRegexes(doc.when, guard);
+  const regexProblem = checkRegexes(parsed.ast, guard);
   if (typeof regexProblem === 'string') return fail(regexProblem);
   if (regexProblem) return tooExpensive(regexProblem.reason);
   let run: (context: CelContext) => unknown;

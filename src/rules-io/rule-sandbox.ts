@@ -39,7 +39,7 @@ export const SANDBOX_LIMITS: SandboxLimits = {
   startupMs: 20_000,
   memoryMb: 96,
   evaluateRegex: REGEX_BUDGET,
-  checkRegex: { perPatternMs: 300, perLoadMs: 2000 },
+  checkRegex: { perPatternMs: 600, perLoadMs: 3000 },
 };
 
 export type SandboxOutcome =

@@ -92,3 +92,29 @@ t.test('matches() patterns are checked with recheck at load: catastrophic backtr
   const safe = compileFromTexts([{ name: 'policy.yaml', text: POLICY }, { name: 'ok.yaml', text: `rules:\n  - { id: rx, description: d, when: 'ua.browser.matches("^(Chrome|Firefox)$")', then: { score: 1 } }\n` }]);
   t.equal(safe.ok, true, 'a linear pattern is accepted');
 });
+
+t.test('every spelling of a matches() call is found in the parse tree and checked (not only `.matches("…")`)', async (t) => {
+  // YAML block scalars keep the CEL text exactly as written.
+  const rule = (when: string) => `rules:\n  - id: rx\n    description: d\n    when: |-\n      ${when.replace(/\n/g, '\n      ')}\n    then: { score: 1 }\n`;
+  const catastrophic = [
+    'ua.browser.matches ("^(a+)+$")',
+    'ua.browser.matches\n("^(a+)+$")',
+    'ua.browser.\nmatches("^(a+)+$")',
+    'matches(ua.browser, "^(a+)+$")',
+    'ua.browser.matches("""^(a+)+$""")',
+    "ua.browser.matches(r'^(a+)+$')",
+    'ua.browser.matches("\\x5e(a+)+$")',
+    'ua.os == "x" || ua.browser.matches("^ok$") && ua.browser.matches ("(a|a)*$")',
+  ];
+  for (const when of catastrophic) {
+    const [error] = errorsOf(rule(when));
+    t.equal(error?.rule, 'rx', JSON.stringify(when));
+    t.match(error?.reason, /catastrophic|rejected/, `${JSON.stringify(when)}: ${error?.reason}`);
+  }
+  for (const when of ['ua.browser.matches("" + "^(a+)+$")', 'matches(ua.browser, ua.os)', 'ua.browser.matches(ua.os + "x")']) {
+    const [error] = errorsOf(rule(when));
+    t.match(error?.reason, /literal/, JSON.stringify(when));
+  }
+  const escaped = compileFromTexts([{ name: 'policy.yaml', text: POLICY }, { name: 'ok.yaml', text: rule('ua.browser.matches("\\x5e(Chrome|Firefox)$")') }]);
+  t.equal(escaped.ok, true, 'an escaped linear pattern is read as CEL reads it, not refused or crashed on');
+});
