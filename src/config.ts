@@ -109,6 +109,9 @@ const NARROWEST_WIDE = { 4: 8, 6: 32 } as const;
  */
 export function trustProxyProblems(text: string, allowWide: boolean): string[] {
   const problems: string[] = [];
+  // Many narrow ranges can add up to "everyone" (256 × /8): the whole list is held to the same bound.
+  const covered = { 4: 0n, 6: 0n };
+  const refusedWide = { 4: false, 6: false };
   for (const raw of text.split(',')) {
     const entry = raw.trim();
     const shown = JSON.stringify(entry.slice(0, 64));
@@ -127,10 +130,21 @@ export function trustProxyProblems(text: string, allowWide: boolean): string[] {
     }
     if (!allowWide && prefix < NARROWEST_WIDE[family]) {
       problems.push(`TRUST_PROXY: ${shown} spans more than a /${NARROWEST_WIDE[family]} (IPv${family}); list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`);
+      refusedWide[family] = true;
+    }
+    covered[family] += 1n << BigInt((family === 4 ? 32 : 128) - prefix);
+  }
+  for (const family of [4, 6] as const) {
+    const limit = 1n << BigInt((family === 4 ? 32 : 128) - NARROWEST_WIDE[family]);
+    if (!allowWide && !refusedWide[family] && covered[family] > limit) {
+      problems.push(`TRUST_PROXY: the IPv${family} entries together span more than a /${NARROWEST_WIDE[family]}; list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`);
     }
   }
   return problems;
 }
+
+/** `production` in any case or padding: a near miss must not start the simulator and print a token. */
+const isProduction = (env: NodeJS.ProcessEnv): boolean => env.NODE_ENV?.trim().toLowerCase() === 'production';
 
 /** Checks across variables, on the raw environment so they are reported with the schema's problems. */
 function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
@@ -143,12 +157,12 @@ function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
   } else if (server) {
     // The simulator approves step-ups from a local page and ignores a configured webhook secret.
     const productionLike = ['REDIS_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WEBHOOK_SECRET_PREVIOUS'].filter(set);
-    if (env.NODE_ENV === 'production') productionLike.push('NODE_ENV=production');
+    if (isProduction(env)) productionLike.push('NODE_ENV=production');
     if (productionLike.length > 0) {
       problems.push(`DIDIT_API_KEY: required with ${productionLike.join(', ')}; the offline Didit simulator runs only when nothing production-like is configured`);
     }
   }
-  if (server && env.NODE_ENV === 'production' && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
+  if (server && isProduction(env) && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
   if (set('REDIS_URL') && !set('ID_HASH_KEY')) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
   if (set('TRUST_PROXY')) {
     const value = env.TRUST_PROXY!;
@@ -168,7 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean }
   const problems: string[] = [];
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   problems.push(...crossProblems(env, options.server === true));
-  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data), ...eventsProblems(parsed.data));
+  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data), ...eventsProblems(parsed.data), ...outboundUrlProblems('DIDIT_BASE_URL', parsed.data.DIDIT_BASE_URL));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const c = parsed.data;
   const embedded: string[] = [];
@@ -197,6 +211,21 @@ function callbackConfigProblems(c: Env): string[] {
   return problems;
 }
 
+/**
+ * A URL the service sends secrets or verdict-bearing requests to: https only (plain http only to this
+ * machine: a local relay, the simulator, a test receiver), and no credentials in it.
+ */
+function outboundUrlProblems(name: string, value: string | undefined): string[] {
+  if (value === undefined) return [];
+  const url = new URL(value);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  const problems: string[] = [];
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) problems.push(`${name}: must be https:// (http:// only to localhost, 127.0.0.0/8 or ::1)`);
+  if (url.username || url.password) problems.push(`${name}: no credentials in the URL`);
+  return problems;
+}
+
 /** Events leave for https only; plain http only to this machine (a local relay or a test receiver). */
 function eventsProblems(c: Env): string[] {
   const problems: string[] = [];
@@ -204,11 +233,7 @@ function eventsProblems(c: Env): string[] {
     if (c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
     return problems;
   }
-  const url = new URL(c.EVENTS_URL);
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) problems.push('EVENTS_URL: must be https:// (http:// only to localhost, 127.0.0.0/8 or ::1)');
-  if (url.username || url.password) problems.push('EVENTS_URL: no credentials in the URL (events are signed with EVENTS_SECRET)');
+  problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
   if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   for (const name of ['EVENTS_SECRET', 'EVENTS_SECRET_PREVIOUS'] as const) {
     const value = c[name];

@@ -155,3 +155,24 @@ t.test('a start that fails after the config (the port is taken): one line on std
   t.match(run.stderr, /^startup failed: .*EADDRINUSE/m);
   t.notMatch(run.stderr, /\n\s+at /, 'no stack trace');
 });
+
+t.test('found by an outside review: the same bounds hold however the values are spelled', async (t) => {
+  const everyone = Array.from({ length: 256 }, (_, i) => `${i}.0.0.0/8`).join(',');
+  t.match(problemsOf({ ...BASE, TRUST_PROXY: everyone }).join('\n'), /the IPv4 entries together span more than a \/8/, '256 × /8 is "trust everyone"');
+  t.match(problemsOf({ ...BASE, TRUST_PROXY: '10.0.0.0/8,11.0.0.0/9' }).join('\n'), /together span more than a \/8/, 'a /8 and a /9 add up past a /8');
+  t.same(problemsOf({ ...BASE, TRUST_PROXY: '10.0.0.0/9,11.0.0.0/9' }), [], 'two /9s are a /8: accepted');
+  t.match(problemsOf({ ...BASE, TRUST_PROXY: Array.from({ length: 3 }, (_, i) => `2001:db8:${i}::/32`).join(',') }).join('\n'), /IPv6 entries together span more than a \/32/);
+  t.same(problemsOf({ ...BASE, TRUST_PROXY: everyone, TRUST_PROXY_ALLOW_WIDE: 'true' }), [], 'allowed deliberately');
+
+  for (const spelling of ['Production', 'PRODUCTION', ' production ']) {
+    t.match(problemsOf({ ...BASE, NODE_ENV: spelling }).join('\n'), /DIDIT_API_KEY: required with NODE_ENV=production/, `NODE_ENV=${JSON.stringify(spelling)} is production`);
+  }
+
+  for (const url of ['http://didit.example.com', 'http://169.254.169.254/latest', 'file:///etc/passwd', 'ftp://127.0.0.1/', 'http://10.0.0.5/']) {
+    t.match(problemsOf({ ...BASE, ...DIDIT_ENV, DIDIT_BASE_URL: url }).join('\n'), /DIDIT_BASE_URL: must be https/, `${url} refused: the API key would travel in clear`);
+  }
+  t.match(problemsOf({ ...BASE, ...DIDIT_ENV, DIDIT_BASE_URL: 'https://user:pw@verification.didit.me' }).join('\n'), /DIDIT_BASE_URL: no credentials/);
+  for (const url of ['https://verification.didit.me', 'http://127.0.0.1:8090', 'http://localhost:8090', 'http://[::1]:8090']) {
+    t.same(problemsOf({ ...BASE, ...DIDIT_ENV, DIDIT_BASE_URL: url }), [], `${url} accepted`);
+  }
+});
