@@ -62,6 +62,8 @@ export function registerEvaluate(app: FastifyInstance, deps: { rules: RulesHolde
     if (problems.length > 0) throw new RiskError('RISK_ERR_VALIDATION', problems.slice(0, 5).join('; '), 'signals');
     const input = { signals: body.signals as Signals, degraded: body.degraded ?? [], now: body.now ? Date.parse(body.now) : deps.clock(), explainAll: true };
     if (body.ruleset) {
+      const bytes = body.ruleset.files.reduce((sum, file) => sum + Buffer.byteLength(file.text), 0);
+      if (bytes > MAX_EVALUATE_RULESET_BYTES) throw new RiskError('RISK_ERR_VALIDATION', `the ruleset's files total ${bytes} bytes; at most ${MAX_EVALUATE_RULESET_BYTES}`, 'ruleset');
       const outcome = await deps.sandbox.evaluate(body.ruleset.files, input);
       if (outcome.kind === 'ok') return outcome.decision;
       if (outcome.kind === 'rejected') throw rejection(outcome.errors);

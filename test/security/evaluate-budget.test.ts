@@ -8,6 +8,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { MAX_EVALUATE_RULESET_BYTES } from '../../src/routes/evaluate.js';
 import { startTestService } from '../helpers/service.js';
 import { expensiveCases, nested } from './expensive-rules.js';
 
@@ -175,4 +176,13 @@ t.test('the reported probe is refused by its shape, not by its run time', async 
   t.equal(reply.status, 422);
   t.match(reply.body.message, /\[probe\].*comprehensions nested 8 deep/);
   t.equal(reply.body.field, 'ruleset');
+});
+
+t.test('a supplied ruleset over 64 KiB of files is refused before the sandbox (the README says so)', async (t) => {
+  const padding = { name: 'padding.yaml', text: `# ${'x'.repeat(MAX_EVALUATE_RULESET_BYTES)}\n` };
+  const over = await timed('/v1/evaluate', evaluateBody([...SMALL, padding]));
+  t.equal(over.status, 400);
+  t.match(over.body, { code: 'RISK_ERR_VALIDATION', field: 'ruleset' });
+  const split = Array.from({ length: 4 }, (_, i) => ({ name: `pad-${i}.yaml`, text: `# ${'x'.repeat(MAX_EVALUATE_RULESET_BYTES / 4)}\n` }));
+  t.equal((await timed('/v1/evaluate', evaluateBody([...SMALL, ...split]))).status, 400, 'the total counts, not each file');
 });
