@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { sourceDate, updateData } from '../../src/data-io/data-update.js';
+import { DIDIT_ENV } from '../helpers/config-env.js';
 import { productionEntry, startServerProcess } from '../helpers/process.js';
 import { startRedis } from '../helpers/redis.js';
 
@@ -55,16 +56,8 @@ t.test('outside the embedded demo the shipped (old) Tor list is stale by default
   t.ok(shippedAge > 48, `the shipped Tor list is ${Math.round(shippedAge / 24)} days old`);
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  // Production-like: with REDIS_URL the simulator is refused, so a (here unreachable) Didit is configured.
-  const didit = {
-    DIDIT_API_KEY: 'staleness-didit-key',
-    DIDIT_BASE_URL: 'http://127.0.0.1:9',
-    DIDIT_WEBHOOK_SECRET: 'staleness-webhook-secret-0123456789',
-    DIDIT_WORKFLOW_PASSIVE: '11111111-1111-4111-8111-111111111111',
-    DIDIT_WORKFLOW_FLASHING: '22222222-2222-4222-8222-222222222222',
-    DIDIT_WORKFLOW_ACTIVE_3D: '33333333-3333-4333-8333-333333333333',
-  };
-  const env = { REDIS_URL: redis.url, ID_HASH_KEY: 'st:staleness-hash-key-0123456789abcdef', API_TOKENS: 'tests:staleness-token-0123456789', LOG_LEVEL: 'warn', ...didit };
+  // Production-like: with REDIS_URL the simulator is refused, so a (never contacted) Didit is configured.
+  const env = { REDIS_URL: redis.url, ID_HASH_KEY: 'st:staleness-hash-key-0123456789abcdef', API_TOKENS: 'tests:staleness-token-0123456789', LOG_LEVEL: 'warn', ...DIDIT_ENV };
   const entry = productionEntry();
   const cases: Array<[string, Record<string, string>, string[]]> = [
     ['production, nothing set: 48 h', env, ['stale_data:list_tor']],

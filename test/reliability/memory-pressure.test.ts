@@ -12,6 +12,7 @@ import { EvictingRedisError, openStore } from '../../src/open-store.js';
 import { createRedisClient, waitForReady } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { createPseudonymiser, parseHashKey } from '../../src/store/pseudonymise.js';
+import { DIDIT_ENV } from '../helpers/config-env.js';
 import { productionEntry, startServerProcess, type ServerProcess } from '../helpers/process.js';
 import { freePort, startRedis } from '../helpers/redis.js';
 import { until } from '../helpers/poll.js';
@@ -23,7 +24,8 @@ const PREFIX = 'mp:';
 const ids = createPseudonymiser(parseHashKey(HASH_KEY));
 const entry = productionEntry();
 const EVICTING = ['allkeys-lru', 'allkeys-lfu', 'allkeys-random', 'volatile-lru', 'volatile-lfu', 'volatile-random', 'volatile-ttl'];
-const env = (url: string, over: Record<string, string> = {}) => ({ REDIS_URL: url, REDIS_KEY_PREFIX: PREFIX, ID_HASH_KEY: HASH_KEY, API_TOKENS: `tests:${TOKEN}`, RATE_LIMIT_USER_PER_MIN: '100000', LOG_LEVEL: 'warn', TOR_LIST_MAX_AGE_HOURS: '0', ...over });
+// With REDIS_URL the simulator is refused: a (never contacted) Didit is configured.
+const env = (url: string, over: Record<string, string> = {}) => ({ ...DIDIT_ENV, REDIS_URL: url, REDIS_KEY_PREFIX: PREFIX, ID_HASH_KEY: HASH_KEY, API_TOKENS: `tests:${TOKEN}`, RATE_LIMIT_USER_PER_MIN: '100000', LOG_LEVEL: 'warn', TOR_LIST_MAX_AGE_HOURS: '0', ...over });
 
 /** The real entry point, expected to refuse to start: its exit code and output. */
 async function refusedStart(vars: Record<string, string>): Promise<{ code: number | null; output: string }> {
