@@ -110,7 +110,9 @@ export async function pendingSession(store: Store, user = `wh-user-${++counter}`
 export function approved(s: { sessionId: string; user: string }) {
   const ts = Math.floor(Date.now() / 1000);
   // vendor_data carries the caller's user id, as decide sends it to Didit.
-  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: ts, created_at: ts, session_id: s.sessionId, status: 'Approved', vendor_data: s.user, workflow_id: credentials.workflows.PASSIVE });
+  // v3 names the liveness method run: without it an Approved is held until the decision is fetched.
+  const decision = { session_id: s.sessionId, status: 'Approved', liveness_checks: [{ method: 'PASSIVE', status: 'Approved', score: 97.5 }] };
+  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: ts, created_at: ts, session_id: s.sessionId, status: 'Approved', vendor_data: s.user, workflow_id: credentials.workflows.PASSIVE, decision });
   return { body, headers: signWebhook(body, credentials.webhookSecret) };
 }
 
