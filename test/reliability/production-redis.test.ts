@@ -142,15 +142,8 @@ function suite(name: string, start: () => Promise<Backend>, withLimits = false) 
         const deliveries: number[] = [];
         for (let i = 0; i < 30; i++) deliveries.push((await deliver(replicas[i % 2]!, event.body, event.headers)).status);
         const webhookCounts = deliveries.reduce<Record<number, number>>((acc, c) => ({ ...acc, [c]: (acc[c] ?? 0) + 1 }), {});
-        // A counter call past its 100 ms deadline (a loaded CI box) counts per process for a second, by
-        // design; exactness is asserted when every count reached Redis, a bound otherwise.
-        let fallbacks = 0;
-        for (const r of replicas) fallbacks += await metric(r, /risk_degraded_total\{input="rate_limit_store"\} (\d+)/);
-        if (fallbacks === 0) t.same(webhookCounts, { 200: 20, 429: 10 }, 'exactly 20 deliveries a minute from one source across both replicas');
-        else {
-          t.comment(`${fallbacks} counts fell back to the per-process window: ${JSON.stringify(webhookCounts)}`);
-          t.ok((webhookCounts[200] ?? 0) <= 40, 'never more than the per-process budgets together');
-        }
+        // Signed deliveries are verified first and never refused for volume: only failed ones are limited (per process).
+        t.same(webhookCounts, { 200: 30 }, 'every authentic delivery answered, across both replicas');
       });
     }
 
