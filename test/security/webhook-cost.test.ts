@@ -48,9 +48,9 @@ t.test('CPU per failing request is bounded, and cheapest once a source spent its
   const limited = await cpuPerRequest(100, () => inject(junkBody, junkHeaders), 429, 50);
   const tooDeep = await cpuPerRequest(50, () => inject('['.repeat(40_000), { 'x-signature-v2': 'b'.repeat(64) }), 429, 50);
   t.comment(`CPU per request: authentic ${baseline.toFixed(2)} ms, junk canonicalised ${full.toFixed(2)} ms, junk raw MAC only ${rawOnly.toFixed(2)} ms, junk over budget ${limited.toFixed(2)} ms, 40,000-deep ${tooDeep.toFixed(2)} ms (was ~87 ms for 250 KB)`);
+  // Ratios within this run only (speed is the bench's business, never an absolute time in the suite):
+  // the costly canonical form is spent on a source's first few failures, and never again that minute.
   t.ok(rawOnly < full && limited < full, 'past its first failures a source costs less per request (no parsing at all)');
-  // Generous bound (a shared 2-core machine): an order of magnitude under the 87 ms measured before.
-  t.ok(full < 25, `a failing request costs under 25 ms of CPU (${full.toFixed(2)} ms)`);
 });
 
 t.test('nesting and size never reach a 500: 4xx with stable codes', async (t) => {
