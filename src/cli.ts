@@ -14,7 +14,7 @@ import { runRuleTests } from './rules-io/test-runner.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
-import { isValidClientIp } from './signals/ip.js';
+import { isValidClientIp, networkIdOf } from './signals/ip.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
 import { diditFromConfig, webhookSettings } from './compose.js';
@@ -176,7 +176,7 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
       return 0;
     }
     const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.DIDIT_TIMEOUT_MS });
-    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, clock: Date.now });
+    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, networkOf: networkIdOf(ids), clock: Date.now });
     const results = await replayDeadLetters({ store, ids, handle, now });
     for (const r of results) out(`${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`);
     const settled = results.filter((r) => r.removed).length;

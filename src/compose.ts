@@ -11,6 +11,7 @@ import { loadRuleDir } from './rules-io/load.js';
 import { createRuleSandbox, type RuleSandbox } from './rules-io/rule-sandbox.js';
 import { createEnricher } from './signals/enrich.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
+import { networkIdOf } from './signals/ip.js';
 import { sharedIpVelocity } from './store/ip-velocity-sync.js';
 import { watchGeoDatabases } from './data-io/geoip-watch.js';
 import { watchDirectory } from './lib/watch-directory.js';
@@ -258,6 +259,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ids,
     secrets: didit?.webhookSecrets ?? [],
     ...webhookSettings(config),
+    networkOf: networkIdOf(ids),
     clock,
     ...(client ? { client } : {}),
     ...(events ? { events: events.sink } : {}),

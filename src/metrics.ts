@@ -24,7 +24,7 @@ export const KNOWN_LABELS = {
   degradedInput: ['geoip', 'lists', 'store', 'signals', 'rules', 'ip_velocity_sync', 'rate_limit_store'],
   diditOperation: ['create_session', 'get_decision'],
   diditOutcome: allOf<DiditErrorCode | 'ok'>()(['ok', 'bad_request', 'auth', 'not_found', 'rate_limited', 'server', 'timeout', 'network', 'circuit_open', 'bad_response']),
-  webhookResult: allOf<WebhookResult>()(['verified', 'duplicate', 'rejected_signature', 'stale', 'malformed', 'ignored', 'unbound', 'expired', 'method_too_weak', 'out_of_order', 'retry_later', 'too_deep', 'hold', 'dead_letter']),
+  webhookResult: allOf<WebhookResult>()(['verified', 'duplicate', 'rejected_signature', 'stale', 'malformed', 'ignored', 'unbound', 'expired', 'method_too_weak', 'out_of_order', 'network_mismatch', 'retry_later', 'too_deep', 'hold', 'dead_letter']),
   /** Deliveries refused for the failures their source sent (the route's own result, beside the handler's). */
   webhookRouteResult: ['rate_limited'],
   rateLimit: ['user', 'caller'],

@@ -47,6 +47,8 @@ export interface SimSession {
   status: string;
   readonly createdAt: number;
   readonly hasPortrait: boolean;
+  /** The address the hosted flow was opened from: what Didit's IP analysis reports. */
+  ip?: string;
 }
 
 export interface Simulator {
@@ -57,13 +59,21 @@ export interface Simulator {
   webhookUrl: string | undefined;
   /** Counts of create calls that reached the handler, for the cost tests. */
   readonly stats: { createCalls: number; created: number; reused: number; decisionCalls: number; deliveries: number };
-  /** Opens the hosted link: Not Started → In Progress, with its webhook (what Didit does). */
-  start(sessionId: string): Promise<number[]>;
-  /** Moves a session to a status and delivers the webhook, as a user clicking would. */
-  complete(sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired'): Promise<number[]>;
+  /** Opens the hosted link from an address (default 192.0.2.10): Not Started → In Progress, with its webhook (what Didit does). */
+  start(sessionId: string, from?: FlowOrigin): Promise<number[]>;
+  /** Moves a session to a status and delivers the webhook, as a user clicking would (from `from.ip`). */
+  complete(sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired', from?: FlowOrigin): Promise<number[]>;
   /** The exact bytes and headers a webhook for this session and status would carry. */
   webhookFor(sessionId: string, status: string, timestampS?: number): { body: string; headers: Record<string, string> };
 }
+
+/** Where the user runs the hosted flow; Didit's IP analysis reports the address. */
+export interface FlowOrigin {
+  readonly ip?: string;
+}
+
+/** The address a flow is run from when a test names none (TEST-NET-1: nobody's network). */
+export const DEFAULT_FLOW_IP = '192.0.2.10';
 
 const UNFINISHED = new Set(['Not Started', 'In Progress', 'Resubmitted', 'Awaiting User']);
 const SEVEN_DAYS = 7 * 24 * 3600_000;
@@ -94,12 +104,13 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       session_url: `${options.publicBaseUrl}/session/${s.token}`,
       status: s.status,
       workflow_id: s.workflowId,
-      features: s.hasPortrait ? ['LIVENESS', 'FACE_MATCH'] : ['LIVENESS'],
+      features: s.hasPortrait ? ['LIVENESS', 'FACE_MATCH', 'IP_ANALYSIS'] : ['LIVENESS', 'IP_ANALYSIS'],
       vendor_data: s.vendorData,
       metadata: s.metadata,
       callback: s.callback,
       // Floats Didit writes differently from JavaScript (1e-05, and 100.0 folded into 100), so the signing is exercised.
       liveness_checks: finished ? [{ node_id: 'feature_liveness_1', method: s.method, status: featureStatus, score: s.status === 'Approved' ? 100.0 : 31.5, face_quality: 87.25, face_luminance: 0.00001, warnings: [] }] : null,
+      ip_analyses: finished && s.ip ? [{ node_id: 'feature_ip_1', status: 'Approved', ip_address: s.ip, is_vpn_or_tor: false, is_data_center: false, warnings: [] }] : null,
       face_matches: finished && s.hasPortrait ? [{ node_id: 'feature_face_match_1', status: featureStatus, score: s.status === 'Approved' ? 91.37 : 42.18, warnings: [] }] : null,
       created_at: new Date(s.createdAt).toISOString(),
     };
@@ -174,18 +185,20 @@ export function createSimulator(options: SimulatorOptions): Simulator {
   };
 
   /** The user opens the hosted link: Didit moves the session to In Progress and says so. */
-  const start = async (sessionId: string): Promise<number[]> => {
+  const start = async (sessionId: string, from: FlowOrigin = {}): Promise<number[]> => {
     const s = sessions.get(sessionId);
     if (!s) throw new Error(`no simulated session ${sessionId}`);
+    // Didit's IP analysis reports where the flow was run; the latest visit is the one that finishes it.
+    s.ip = from.ip ?? s.ip ?? DEFAULT_FLOW_IP;
     if (s.status !== 'Not Started') return [];
     s.status = 'In Progress';
     return [await deliver(sessionId, 'In Progress')];
   };
 
-  const complete = async (sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired') => {
+  const complete = async (sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired', from: FlowOrigin = {}) => {
     const s = sessions.get(sessionId);
     if (!s) throw new Error(`no simulated session ${sessionId}`);
-    const codes = await start(sessionId);
+    const codes = await start(sessionId, from);
     s.status = status;
     codes.push(await deliver(sessionId, status));
     return codes;
@@ -296,7 +309,7 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     const session = id ? sessions.get(id) : undefined;
     if (!session) return reply.status(404).type('text/html').send('<h1>Unknown session</h1>');
     expireStale();
-    await start(session.sessionId);
+    await start(session.sessionId, { ip: request.ip });
     const button = (action: string, label: string) =>
       `<form method="post" action="/session/${escapeHtml(session.token)}/${action}"><button type="submit">${label}</button></form>`;
     return reply.type('text/html').send(`<!doctype html><html><head><meta charset="utf-8"><title>Didit simulator</title></head><body>
@@ -312,7 +325,7 @@ ${button('approve', 'Approve')}${button('decline', 'Decline')}${button('abandon'
     const id = byToken.get(token);
     const verdict = ({ approve: 'Approved', decline: 'Declined', abandon: 'Abandoned' } as const)[action as 'approve'];
     if (!id || !verdict) return reply.status(404).type('text/html').send('<h1>Unknown session or action</h1>');
-    const codes = await complete(id, verdict);
+    const codes = await complete(id, verdict, { ip: request.ip });
     const session = sessions.get(id)!;
     // A second guard after the decide route's: whatever reached the session API directly (Didit's
     // API is reachable by anyone with the key), the browser is never sent to a refused callback.

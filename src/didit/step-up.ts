@@ -43,7 +43,9 @@ function minuteBudget(max: number) {
  * session per (workflow, vendor_data) for days, so its session id says nothing about who asked:
  * - the same context (device, network prefix, method, purpose class) takes it again;
  * - another context's live hand-out (within PENDING_TTL) keeps it: first come, first bound;
- * - a lapsed hand-out nobody opened (`Not Started`) is re-bound to this context;
+ * - a lapsed hand-out nobody opened (`Not Started`) is re-bound to this context, marked `rebound`:
+ *   the earlier link still works at Didit, so the webhook trusts an Approved of a re-bound session
+ *   only when Didit's IP analysis puts the selfie on this context's network;
  * - a flow already started (`In Progress`, …) elsewhere, or by someone we have no record of, is
  *   never re-bound: the one running it would teach trust to this device.
  */
@@ -75,7 +77,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
   });
 
   /** Records a hand-out of this session to this sign-in: the pending window starts now. */
-  const handOut = (request: OpenStepUp, context: PendingContext, session: { sessionId: string; workflowId: string; sealedUrl: string; diditStatus: string; lastEventTs: number }) =>
+  const handOut = (request: OpenStepUp, context: PendingContext, session: { sessionId: string; workflowId: string; sealedUrl: string; diditStatus: string; lastEventTs: number; rebound: boolean }) =>
     options.store.recordPending(
       {
         sessionId: session.sessionId,
@@ -93,6 +95,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
         lastEventTs: session.lastEventTs,
         grant: request.grant,
         purposeClass: context.purposeClass,
+        ...(session.rebound ? { rebound: true } : {}),
       },
       request.now,
     );
@@ -103,7 +106,7 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     const context = contextOf(request);
     const reusable = await store.findPending(context, now);
     const reusableUrl = reusable ? options.sealer.unseal(reusable.url) : undefined;
-    if (reusable && reusableUrl && (await handOut(request, context, { sessionId: reusable.sessionId, workflowId: reusable.workflowId, sealedUrl: reusable.url, diditStatus: reusable.diditStatus, lastEventTs: reusable.lastEventTs }))) {
+    if (reusable && reusableUrl && (await handOut(request, context, { sessionId: reusable.sessionId, workflowId: reusable.workflowId, sealedUrl: reusable.url, diditStatus: reusable.diditStatus, lastEventTs: reusable.lastEventTs, rebound: reusable.rebound === true }))) {
       return { status: 'reused', session_id: reusable.sessionId, url: reusableUrl, method, workflow_id: reusable.workflowId };
     }
     if (client.circuitOpen()) return unavailable(method, 'didit_circuit_open');
@@ -128,7 +131,9 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     // Handing this sign-in a flow bound to (or started by) another one would let that other device or
     // network ride on this user's selfie, or this one on theirs: keep the binding, use backup. The
     // store re-checks the binding atomically, for two sign-ins racing with the same Didit session.
-    const bound = bindable(existing, context, created.status, now) && (await handOut(request, context, { sessionId: created.session_id, workflowId, sealedUrl: options.sealer.seal(created.url), diditStatus: created.status, lastEventTs: existing?.lastEventTs ?? 0 }));
+    // Once handed to another context, the earlier link stays live at Didit: the flag outlives later hand-outs.
+    const rebound = !!existing && (existing.rebound === true || !sameContext(pendingContextOf(existing), context));
+    const bound = bindable(existing, context, created.status, now) && (await handOut(request, context, { sessionId: created.session_id, workflowId, sealedUrl: options.sealer.seal(created.url), diditStatus: created.status, lastEventTs: existing?.lastEventTs ?? 0, rebound }));
     if (!bound) return unavailable(method, !existing || existing.device !== context.device ? 'pending_on_other_device' : 'pending_in_other_context');
     return { status: existing ? 'reused' : 'created', session_id: created.session_id, url: created.url, method, workflow_id: workflowId };
   }

@@ -20,6 +20,7 @@ export type WebhookResult =
   | 'hold'
   | 'dead_letter'
   | 'out_of_order'
+  | 'network_mismatch'
   | 'retry_later';
 
 export interface WebhookOutcome {
@@ -42,6 +43,11 @@ export interface WebhookDeps {
   readonly claimTtlMs: number;
   readonly deadLetterTtlMs: number;
   readonly requireMethodMatch: boolean;
+  /**
+   * The pseudonymised network (the grant's `prefix`) of an address Didit reports, or undefined for
+   * one that is not an IP. Without it a re-bound session's Approved is held, never trusted.
+   */
+  readonly networkOf?: (ip: string) => string | undefined;
   /** Used to re-fetch the verdict when only X-Signature-Simple verified, or when an Approved names no method. */
   readonly client?: DiditClient;
   readonly clock: () => number;
@@ -97,6 +103,26 @@ export function methodRun(decision: unknown): StepUpRung | undefined {
     if (!weakest || rank(ran) < rank(weakest)) weakest = ran;
   }
   return weakest;
+}
+
+type IpAnalysis = { ip_address?: string | null } | null | undefined;
+
+/** The addresses Didit's IP analysis saw the flow from: v3's `ip_analyses[]`, or v1/v2's singular `ip_analysis`. */
+export function selfieAddresses(decision: unknown): string[] {
+  const d = decision as { ip_analyses?: IpAnalysis[] | null; ip_analysis?: IpAnalysis } | null | undefined;
+  const analyses = [...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []), ...(d?.ip_analysis ? [d.ip_analysis] : [])];
+  return analyses.map((a) => a?.ip_address).filter((ip): ip is string => typeof ip === 'string' && ip.length > 0);
+}
+
+/**
+ * Whether a re-bound session's selfie was taken on the bound sign-in's network: every address Didit
+ * reports maps to the grant's prefix, and there is at least one. The victim of a lapsed hand-out who
+ * finishes it later, from her own network, teaches nothing to the device it was re-bound to.
+ */
+function takenOnBoundNetwork(decision: unknown, prefix: string, networkOf: ((ip: string) => string | undefined) | undefined): 'yes' | 'no' | 'unknown' {
+  const addresses = selfieAddresses(decision);
+  if (!networkOf || addresses.length === 0) return 'unknown';
+  return addresses.every((ip) => networkOf(ip) === prefix) ? 'yes' : 'no';
 }
 
 /** Dead letters are kept a week: long enough to fix and replay, short enough not to become an archive. */
@@ -199,6 +225,19 @@ export function createWebhookHandler(deps: WebhookDeps) {
         }
         if (!ran) return keep('hold', 'method_unknown', event.session_id, diditStatus);
         if (rank(ran) < rank(session.method)) return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
+      }
+      if (session.rebound) {
+        let where = takenOnBoundNetwork(decision, session.grant.prefix, deps.networkOf);
+        if (where === 'unknown' && !fetched && deps.client && deps.networkOf) {
+          // The body carries no IP analysis (an older webhook shape): Didit's decision may.
+          try {
+            where = takenOnBoundNetwork(await deps.client.getDecision(event.session_id), session.grant.prefix, deps.networkOf);
+          } catch {
+            return { ...base, httpStatus: 503, result: 'retry_later', reason: 'decision_fetch_failed' };
+          }
+        }
+        if (where === 'unknown') return keep('hold', 'rebound_network_unknown', event.session_id, diditStatus);
+        if (where === 'no') return { ...base, httpStatus: 200, result: 'network_mismatch', reason: 'rebound_selfie_elsewhere' };
       }
     }
 

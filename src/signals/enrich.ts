@@ -4,7 +4,7 @@ import type { Pseudonymiser } from '../store/pseudonymise.js';
 import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
 import { LocalWindows } from '../lib/fixed-windows.js';
 import type { GeoIp } from './geoip.js';
-import { parseClientIp } from './ip.js';
+import { parseClientIp, trustNetworkId } from './ip.js';
 import type { IpLists } from './ip-lists.js';
 import { assessTravel, coarse } from './travel.js';
 import type { UserAgentParser } from './user-agent.js';
@@ -107,7 +107,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     const user = deps.ids.id('user', request.userId);
     const device = deps.ids.id('device', request.deviceId);
     const ipId = deps.ids.id('ip', ip.address);
-    const prefix = deps.ids.id('net', ip.prefix);
+    const prefix = trustNetworkId(deps.ids, ip);
     const travelNet = deps.ids.id('net', ip.travelNet);
     const country = geo.country || undefined;
     const place: Place | undefined =

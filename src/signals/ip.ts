@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import type { Pseudonymiser } from '../store/pseudonymise.js';
 
 export interface ClientIp {
   /** Canonical text: dotted quad, or compressed lowercase IPv6 (RFC 5952 style). */
@@ -121,4 +122,17 @@ export function parseClientIp(text: string): ClientIp {
   if (embedded) return ipv4(embedded.octets, embedded.octets.join('.'), embedded.form);
   const net64 = `${prefixOf(bytes, 8)}/64`;
   return { address, version: 6, prefix: net64, travelNet: net64, private: parsed.range() !== 'unicast', bytes, key: bigintOf(bytes) };
+}
+
+/**
+ * The pseudonymised network of an address as trust knows it (a grant's `prefix`), for an address
+ * reported by someone else (Didit's IP analysis); undefined for text that is not an IP.
+ */
+export function networkIdOf(ids: Pick<Pseudonymiser, 'id'>): (text: string) => string | undefined {
+  return (text) => (isIP(text) ? trustNetworkId(ids, parseClientIp(text)) : undefined);
+}
+
+/** The pseudonymised unit of network trust (see `ClientIp.prefix`): one definition for decide and the webhook. */
+export function trustNetworkId(ids: Pick<Pseudonymiser, 'id'>, ip: ClientIp): string {
+  return ids.id('net', ip.prefix);
 }

@@ -110,6 +110,13 @@ export interface StepUpSession {
   readonly grant: Omit<TrustGrant, 'grantedBy' | 'ttlMs'>;
   /** The class of the purpose it was handed out for (`normal`, `sensitive`); part of the reuse key. */
   readonly purposeClass?: string;
+  /**
+   * Set once the session has been handed to a context other than the one it was first bound to (a
+   * lapsed, unopened hand-out Didit gave back to another device, network or purpose). The earlier
+   * link still works at Didit, so its Approved teaches trust only when Didit saw the selfie taken
+   * from this binding's network.
+   */
+  readonly rebound?: boolean;
 }
 
 /**

@@ -69,7 +69,7 @@ t.test('two devices: a live hand-out stays with its device; a lapsed, unopened o
   t.match(later.verification, { status: 'reused', session_id: sessionId }, 'nobody opened it: re-bound to the device that asks now');
   const back = await decide({ user_id: user, device_id: 'laptop', ip: HOME });
   t.match(back.verification, { status: 'unavailable', reason: 'pending_on_other_device' }, 'and the laptop cannot take it back while the tablet holds it');
-  await simulator.complete(sessionId, 'Approved');
+  await simulator.complete(sessionId, 'Approved', { ip: HOME });
   t.same(await devicesOf(user), [service.ids.id('device', 'tablet')], 'the approval trusted the device it was last handed to');
   t.equal((await decide({ user_id: user, device_id: 'tablet', ip: HOME })).action, 'SKIP');
   t.not((await decide({ user_id: user, device_id: 'laptop', ip: HOME })).action, 'SKIP');
@@ -118,7 +118,7 @@ t.test('network and purpose: a stolen device id on another network cannot share 
   clock.advance(11 * MINUTE);
   const retry = await decide({ user_id: user, device_id: 'her-phone', ip: HOME, purpose: 'add_payee' });
   t.match(retry.verification, { status: 'reused', session_id: attacker.verification.session_id });
-  await simulator.complete(retry.verification.session_id, 'Approved');
+  await simulator.complete(retry.verification.session_id, 'Approved', { ip: HOME });
   t.not((await decide({ user_id: user, device_id: 'her-phone', ip: ELSEWHERE })).action, 'SKIP', 'the attacker’s network learnt nothing');
   t.equal((await decide({ user_id: user, device_id: 'her-phone', ip: HOME })).action, 'SKIP');
 });
@@ -168,4 +168,93 @@ t.test('Didit’s update-status cannot cancel a session nobody finished (why we 
   await simulator.complete(sessionId, 'Abandoned');
   t.equal((await patch('Declined')).status, 200, 'a finished session can be moved');
   t.equal(simulator.sessions.get(sessionId)?.status, 'Declined');
+});
+
+/** The webhook results counted so far, by result (the service's own metric). */
+async function webhookResults(): Promise<Record<string, number>> {
+  const families = await service.metrics.registry.getMetricsAsJSON();
+  const family = families.find((f) => f.name === 'risk_webhook_events_total');
+  return Object.fromEntries((family?.values ?? []).map((v) => [String(v.labels.result), v.value]));
+}
+
+// The re-binding hole: Didit gives a lapsed, unopened session back for days, and the first link to it
+// still works. When it was re-bound to another sign-in, whoever finishes the old link must not teach
+// trust to the sign-in that holds it now. Didit's IP analysis says where the selfie was taken: a
+// re-bound session is trusted only when that is the new binding's network.
+const VICTIM_NET = '89.160.20.112';
+const ATTACKER_NET = '2001:218::1';
+const rebindings = [
+  { name: 'another device on another network', victim: { device_id: 'her-laptop', ip: VICTIM_NET }, attacker: { device_id: 'his-phone', ip: ATTACKER_NET } },
+  { name: 'her device id (stolen) on another network', victim: { device_id: 'her-laptop', ip: VICTIM_NET }, attacker: { device_id: 'her-laptop', ip: ATTACKER_NET } },
+  { name: 'another device, another network, a sensitive purpose', victim: { device_id: 'her-laptop', ip: VICTIM_NET }, attacker: { device_id: 'his-phone', ip: ATTACKER_NET, purpose: 'change_password' } },
+  { name: 'another IPv4 network of the same /24', victim: { device_id: 'her-laptop', ip: VICTIM_NET }, attacker: { device_id: 'his-phone', ip: '89.160.20.113' } },
+];
+
+for (const [i, { name, victim, attacker }] of rebindings.entries()) {
+  t.test(`re-bound to ${name}: the victim's stale link, finished from her network, trusts nothing`, async (t) => {
+    const user = `rebind-victim-${i}`;
+    const hers = await decide({ user_id: user, ...victim });
+    t.equal(hers.verification.status, 'created');
+    clock.advance(11 * MINUTE); // she never opened it; the hand-out lapsed
+    const his = await decide({ user_id: user, ...attacker });
+    t.match(his.verification, { status: 'reused', session_id: hers.verification.session_id }, 'Didit handed the same session to the attacker’s sign-in');
+    const before = await webhookResults();
+    // She finds the old link (an open tab, an e-mail) and takes the selfie from her own network.
+    t.same(await simulator.complete(hers.verification.session_id, 'Approved', { ip: victim.ip }), [200, 200]);
+    const after = await webhookResults();
+    t.equal((after.network_mismatch ?? 0) - (before.network_mismatch ?? 0), 1, 'refused: the selfie was not taken on the re-bound sign-in’s network');
+    t.equal((after.verified ?? 0) - (before.verified ?? 0), 1, 'only the In Progress event was applied');
+    t.same(await devicesOf(user), [], 'no device was trusted');
+    t.not((await decide({ user_id: user, ...attacker })).action, 'SKIP', 'the attacker’s sign-in is still challenged');
+    t.not((await sessionStatus(hers.verification.session_id, user)).outcome, 'allow', 'the login service is not told to let the attacker in');
+  });
+}
+
+t.test('re-bound and finished on the new binding’s network (the user moved to another device): trusted', async (t) => {
+  const user = 'rebind-legit';
+  const first = await decide({ user_id: user, device_id: 'laptop', ip: VICTIM_NET });
+  clock.advance(11 * MINUTE);
+  const phone = await decide({ user_id: user, device_id: 'phone', ip: ATTACKER_NET });
+  t.match(phone.verification, { status: 'reused', session_id: first.verification.session_id });
+  // Privacy addresses rotate inside the /64: Didit may see another address of the same network.
+  await simulator.complete(first.verification.session_id, 'Approved', { ip: '2001:218::beef' });
+  t.same(await devicesOf(user), [service.ids.id('device', 'phone')], 'the device it was re-bound to is trusted');
+  t.equal((await decide({ user_id: user, device_id: 'phone', ip: ATTACKER_NET })).action, 'SKIP');
+});
+
+t.test('the flag outlives later hand-outs: re-bound, lapsed, handed again to the same context, still checked', async (t) => {
+  const user = 'rebind-twice';
+  const hers = await decide({ user_id: user, device_id: 'her-laptop', ip: VICTIM_NET });
+  clock.advance(11 * MINUTE);
+  await decide({ user_id: user, device_id: 'his-phone', ip: ATTACKER_NET });
+  clock.advance(11 * MINUTE);
+  const again = await decide({ user_id: user, device_id: 'his-phone', ip: ATTACKER_NET });
+  t.match(again.verification, { status: 'reused', session_id: hers.verification.session_id });
+  await simulator.complete(hers.verification.session_id, 'Approved', { ip: VICTIM_NET });
+  t.same(await devicesOf(user), []);
+});
+
+t.test('a re-bound session whose verdict names no network is held for an operator, never trusted', async (t) => {
+  const user = 'rebind-no-ip';
+  const hers = await decide({ user_id: user, device_id: 'her-laptop', ip: VICTIM_NET });
+  const sessionId = hers.verification.session_id;
+  clock.advance(11 * MINUTE);
+  await decide({ user_id: user, device_id: 'his-phone', ip: ATTACKER_NET });
+  // A workflow without IP analysis: neither the webhook nor Didit's decision reports an address.
+  const session = simulator.sessions.get(sessionId)!;
+  session.status = 'Approved';
+  delete session.ip;
+  const { body, headers } = simulator.webhookFor(sessionId, 'Approved');
+  const reply = await service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', headers, payload: body });
+  t.equal(reply.statusCode, 200);
+  const letters = await service.store.listDeadLetters(clock());
+  t.ok(letters.some((l) => l.reason === 'rebound_network_unknown'), 'kept as a hold, with its reason');
+  t.same(await devicesOf(user), [], 'nothing trusted');
+});
+
+t.test('a session never re-bound is trusted wherever the selfie was taken (the selfie is the proof; no IP check)', async (t) => {
+  const user = 'never-rebound';
+  const first = await decide({ user_id: user, device_id: 'laptop', ip: VICTIM_NET });
+  await simulator.complete(first.verification.session_id, 'Approved', { ip: '198.51.100.77' }); // finished on her phone, on mobile data
+  t.same(await devicesOf(user), [service.ids.id('device', 'laptop')]);
 });

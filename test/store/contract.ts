@@ -255,9 +255,12 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.equal((await store.getSession(base.sessionId, T0 + 2000))?.device, 'dev-a');
     t.equal(await store.recordPending({ ...base, createdAt: T0 + 2000, expiresAt: T0 + 2000 + 10 * 60_000 }, T0 + 2000), true, 'the same context hands it out again');
     const later = T0 + 30 * 60_000;
-    t.equal(await store.recordPending({ ...rival, createdAt: later, expiresAt: later + 10 * 60_000, updatedAt: later }, later), true, 'a lapsed binding can be re-bound');
+    t.equal(await store.recordPending({ ...rival, createdAt: later, expiresAt: later + 10 * 60_000, updatedAt: later, rebound: true }, later), true, 'a lapsed binding can be re-bound');
     const ctx = { user, prefix: 'pfx-1', method: 'PASSIVE' as const, purposeClass: 'normal' };
     t.equal((await store.findPending({ ...ctx, device: 'dev-b' }, later + 1000))?.device, 'dev-b');
+    t.equal((await store.findPending({ ...ctx, device: 'dev-b' }, later + 1000))?.rebound, true, 'the re-bound mark is kept with the record');
+    await store.updateSession(base.sessionId, { status: 'pending', diditStatus: 'In Progress', eventTs: 5 }, later + 2000);
+    t.equal((await store.getSession(base.sessionId, later + 2000))?.rebound, true, 'and survives a status update (the webhook reads it there)');
     t.equal(await store.findPending({ ...ctx, device: 'dev-a' }, later + 1000), undefined, 'the old context no longer finds it, even if its index entry is still there');
   });
 
