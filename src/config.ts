@@ -257,5 +257,5 @@ export function callbackPolicyOf(config: Env): CallbackPolicy {
   return { allowLoopbackHttp, allowedOrigins: 'origins' in parsed ? parsed.origins : new Set<string>() };
 }
 
-/** The documented variables, for the README table (kept in step by a test). */
+/** The documented variables, for the table in data/ops/README.md (kept in step by a test). */
 export const CONFIG_VARIABLES = Object.keys(envSchema.shape);

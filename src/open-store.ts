@@ -6,7 +6,7 @@ import { createRedisClient, evictingNodes, redisMemory, waitForReady } from './s
 import { createRedisStore } from './store/redis-store.js';
 import type { Retention, Store } from './store/store.js';
 
-/** Refused at start: see README "State and retention" for why and for REDIS_ALLOW_EVICTION. */
+/** Refused at start: see data/ops/README.md "State and retention" for why and for REDIS_ALLOW_EVICTION. */
 export class EvictingRedisError extends Error {
   constructor(readonly nodes: readonly string[]) {
     super(`redis maxmemory-policy evicts keys on ${nodes.join(', ')}: set maxmemory-policy noeviction (or REDIS_ALLOW_EVICTION=true to accept silent decision changes)`);

@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const service = await createService(config, { logger, watch: true, store, ...(didit ? { didit } : {}), ...(redis ? { redis } : {}) });
 
   if (config.embedded.length > 0) {
-    logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see README "Operating it")');
+    logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see data/ops/README.md)');
   }
   if (config.embedded.includes('maxmind-test-databases')) {
     logger.warn('GeoIP: MaxMind TEST databases (made-up data). Set GEOIP_CITY_DB and GEOIP_ASN_DB to real GeoLite2/GeoIP2 files, or run npm run data:update with MAXMIND_LICENSE_KEY');

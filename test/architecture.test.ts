@@ -101,3 +101,36 @@ t.test('the check catches each kind of violation (so it cannot pass vacuously)',
   }
   t.same(violations([{ file: at('routes/x.ts'), text: "import { evaluate } from '../engine/evaluate.js';\n// import x from '../app.js';" }]), []);
 });
+
+/**
+ * Tests mirror src/: a test of a module sits in the test folder named after the module's folder, so a
+ * reader finds it by the path. Beside them, folders named for a concern that crosses the layers, and
+ * the test support code.
+ */
+const CONCERN_FOLDERS = new Set(['reliability', 'security', 'privacy', 'ops', 'docs']);
+const SUPPORT_FOLDERS = new Set(['helpers', 'tools', 'bench']);
+
+export function misplacedTests(testDirs: string[], rootTests: string[], srcFolders: string[], srcRootFiles: string[]): string[] {
+  const problems: string[] = [];
+  for (const dir of testDirs) {
+    if (!srcFolders.includes(dir) && !CONCERN_FOLDERS.has(dir) && !SUPPORT_FOLDERS.has(dir)) problems.push(`test/${dir}/ mirrors no folder of src/ and names no declared concern`);
+  }
+  for (const file of rootTests) {
+    const module = file.replace(/\.test\.ts$/, '.ts');
+    if (file !== 'architecture.test.ts' && !srcRootFiles.includes(module)) problems.push(`test/${file} tests no root file of src/ (src/${module})`);
+  }
+  return problems;
+}
+
+t.test('test folders mirror src/ folders or name a concern that crosses them', async (t) => {
+  const srcEntries = readdirSync(src, { withFileTypes: true });
+  const testEntries = readdirSync('test', { withFileTypes: true });
+  const problems = misplacedTests(
+    testEntries.filter((d) => d.isDirectory()).map((d) => d.name),
+    testEntries.filter((d) => d.isFile() && d.name.endsWith('.test.ts')).map((d) => d.name),
+    srcEntries.filter((d) => d.isDirectory()).map((d) => d.name),
+    srcEntries.filter((d) => d.isFile()).map((d) => d.name),
+  );
+  t.same(problems, []);
+  t.match(misplacedTests(['rules', 'store'], ['cli.test.ts', 'service.test.ts'], ['store'], ['cli.ts']).join('\n'), /test\/rules\/ mirrors no folder[\s\S]*test\/service\.test\.ts tests no root file/, 'the check names each kind');
+});

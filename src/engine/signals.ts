@@ -1,6 +1,6 @@
 /**
  * The declared signal schema: every value a rule may read. This file is the contract with rule
- * authors; the README's signal table is generated from it and a test fails when the two drift.
+ * authors; the signal table in rules/README.md is generated from it and a test fails when the two drift.
  */
 export type SignalType = 'bool' | 'int' | 'double' | 'string' | 'map';
 
@@ -90,7 +90,7 @@ export function fieldName(spec: SignalSpec): string {
   return spec.name.slice(spec.name.indexOf('.') + 1);
 }
 
-/** Markdown table for the README; test/engine/signals-doc.test.ts keeps README in step. */
+/** Markdown table for rules/README.md (`npm run docs`); test/docs/readme.test.ts keeps it in step. */
 export function signalTableMarkdown(): string {
   const rows = SIGNALS.map((s: SignalSpec) => `| \`${s.name}\` | ${s.type} | ${s.source} | ${s.requiredForSkip ? 'yes' : ''} | ${s.doc} |`);
   return ['| signal | type | source | needed for SKIP | meaning |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');

@@ -104,10 +104,10 @@ t.test('EVENTS_URL: https anywhere, http only to loopback, a secret required; ch
   t.equal(defaults.EVENTS_INCLUDE_USER_ID, false, 'raw user ids are off by default');
 });
 
-t.test("the README's ten-line receiver verifies our events, refuses forgeries and dedupes", async (t) => {
-  const readme = readFileSync('README.md', 'utf8');
+t.test("the API page's ten-line receiver verifies our events, refuses forgeries and dedupes", async (t) => {
+  const readme = readFileSync('src/routes/README.md', 'utf8');
   const code = /A receiver in ten lines[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1];
-  t.ok(code, 'the README has the receiver');
+  t.ok(code, 'the API page has the receiver');
   t.ok(code!.trim().split('\n').length <= 10, `${code!.trim().split('\n').length} lines`);
   const dir = mkdtempSync(path.join(tmpdir(), 'readme-receiver-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -112,7 +112,7 @@ t.test('T33: ramp to twice the measured capacity: shed with 503 + Retry-After, a
   t.equal(server.child.exitCode, null, 'no crash');
   t.equal(rows[0]!.other, 0, 'below capacity every request is answered 200 or 503: no timeout, no reset');
   t.same(rows.map((r) => r.shed_without_retry_after), [0, 0, 0, 0], 'every 503 carries Retry-After');
-  // Not met with the production defaults (see README "Reliability"): shedding keys on event-loop
+  // Not met with the production defaults (see test/reliability/README.md): shedding keys on event-loop
   // delay > 250 ms, so requests queue in sockets before the loop lags; kept visible as TODO checks.
   // At and past the measured capacity the queue can outlast the client's deadline (seen: 17 of 7,439
   // at 2× in a CI run, 9 of 2,395 at 1× in another).

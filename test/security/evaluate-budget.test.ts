@@ -178,7 +178,7 @@ t.test('the reported probe is refused by its shape, not by its run time', async 
   t.equal(reply.body.field, 'ruleset');
 });
 
-t.test('a supplied ruleset over 64 KiB of files is refused before the sandbox (the README says so)', async (t) => {
+t.test('a supplied ruleset over 64 KiB of files is refused before the sandbox (the API page says so)', async (t) => {
   const padding = { name: 'padding.yaml', text: `# ${'x'.repeat(MAX_EVALUATE_RULESET_BYTES)}\n` };
   const over = await timed('/v1/evaluate', evaluateBody([...SMALL, padding]));
   t.equal(over.status, 400);

@@ -30,9 +30,9 @@ function assertCleanError(t: Pick<typeof import('tap').default, 'equal' | 'same'
   if (probe.length >= 4) t.notOk(reply.body.includes(probe), `${label}: the input is not echoed`);
 }
 
-t.test('the README route table matches the routes: authentication, scope, and each body limit probed', async (t) => {
-  const readme = readFileSync('README.md', 'utf8');
-  const section = readme.slice(readme.indexOf('### Routes and authentication'), readme.indexOf('### Configuration that fails closed'));
+t.test('the route table of data/ops/SECURITY.md matches the routes: authentication, scope, and each body limit probed', async (t) => {
+  const readme = readFileSync('data/ops/SECURITY.md', 'utf8');
+  const section = readme.slice(readme.indexOf('## Routes and authentication'), readme.indexOf('## Configuration that fails closed'));
   const rows = [...section.matchAll(/^\| `(GET|POST|PUT|PATCH|DELETE) ([^`]+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$/gm)].map((m) => ({
     key: `${m[1]} ${m[2]!.replace(/\{([a-z_]+)\}/g, ':$1')}`,
     public: m[3]!.startsWith('public'),
@@ -40,7 +40,7 @@ t.test('the README route table matches the routes: authentication, scope, and ea
     limit: /\d/.test(m[5]!) ? Number(m[5]!.replace(/[^\d]/g, '')) : undefined,
   }));
   const routes = service.app.routeAccess.filter((r) => r.method !== 'HEAD');
-  t.same(rows.map((r) => r.key).sort(), routes.map((r) => `${r.method} ${r.url}`).sort(), 'one README row per route');
+  t.same(rows.map((r) => r.key).sort(), routes.map((r) => `${r.method} ${r.url}`).sort(), 'one row per route');
   for (const route of routes) {
     const row = rows.find((r) => r.key === `${route.method} ${route.url}`);
     if (!row) continue;

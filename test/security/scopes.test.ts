@@ -20,7 +20,7 @@ const SAMPLES: Record<string, { url: string; payload?: unknown }> = {
   'DELETE /v1/users/:user_id': { url: '/v1/users/alice' },
   'POST /v1/evaluate': { url: '/v1/evaluate', payload: { signals: {} } },
 };
-/** What each scope is for (README "Who may call what"): the routes must declare exactly this. */
+/** What each scope is for (data/ops/SECURITY.md "Who may call what"): the routes must declare exactly this. */
 const EXPECTED_SCOPE: Record<string, Scope> = {
   'POST /v1/decide': 'decide',
   'GET /v1/sessions/:session_id': 'decide',
@@ -47,7 +47,7 @@ t.test('every token scope set × every route: the route answers, or 403 RISK_ERR
     const key = `${route.method} ${route.url}`;
     const sample = SAMPLES[key];
     if (!sample) {
-      t.fail(`${key}: a new route needs a sample request here (and a row in the README scope table)`);
+      t.fail(`${key}: a new route needs a sample request here (and a row in the scope table of data/ops/SECURITY.md)`);
       continue;
     }
     const scope = (route.access as { scope: Scope }).scope;

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { COMMAND_NAMES, main } from '../../src/cli.js';
-import { evaluate } from '../../src/engine/evaluate.js';
-import type { Signals } from '../../src/engine/signals.js';
-import { loadRuleDir } from '../../src/rules-io/load.js';
+import { COMMAND_NAMES, main } from '../src/cli.js';
+import { evaluate } from '../src/engine/evaluate.js';
+import type { Signals } from '../src/engine/signals.js';
+import { loadRuleDir } from '../src/rules-io/load.js';
 
 async function run(...args: string[]): Promise<{ code: number; text: string }> {
   const lines: string[] = [];
