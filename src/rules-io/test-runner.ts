@@ -19,7 +19,11 @@ const baseName = z.string().regex(FIXTURE_NAME, 'base names a fixture of fixture
 const instant = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/, 'now is an ISO date or date-time such as 2027-01-31T12:00:00Z')
-  .refine((s) => !Number.isNaN(Date.parse(s)), 'now is not a valid date');
+  // Date.parse rolls 2027-02-30 over into March; a date that is not in the calendar is a typo.
+  .refine((s) => {
+    const [y, m, d] = s.slice(0, 10).split('-').map(Number) as [number, number, number];
+    return m >= 1 && m <= 12 && new Date(Date.UTC(y, m - 1, d)).getUTCDate() === d && !Number.isNaN(Date.parse(s));
+  }, 'now is not a date in the calendar');
 
 const expectSchema = z
   .strictObject({
