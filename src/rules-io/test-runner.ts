@@ -141,6 +141,10 @@ function expectationProblems(testCase: TestCase, decision: Decision, scope: Scop
     if (problem) problems.push(problem);
     else if (fired.has(id)) problems.push(`${id} fired`);
   }
+  // Exact, like degraded and unknown: a shadow rule that fires unasked is reported too, and `{}` means none.
+  for (const other of decision.shadow) {
+    if (expect.shadow && !Object.hasOwn(expect.shadow, other.rule)) problems.push(`shadow ${other.rule}: ${other.action}, expected it not to fire`);
+  }
   for (const [id, rung] of Object.entries(expect.shadow ?? {})) {
     const problem = ruleProblem('shadow', id);
     if (problem) problems.push(problem);

@@ -143,6 +143,10 @@ t.test('a shadow expectation fails when the shadow rule answers otherwise', asyn
   t.same(failures(run({ ...shadowRules, ...withNetCase(cases) })), []);
   const wrong = run({ ...shadowRules, ...withNetCase(cases.replace('watch: FLASHING', 'watch: DENY')) });
   t.same(failures(wrong), [{ name: 'watch', problems: ['shadow watch: FLASHING, expected DENY'] }]);
+  const none = run({ ...shadowRules, ...withNetCase(cases.replace('watch: FLASHING', '')) });
+  t.same(failures(none), [{ name: 'watch', problems: ['shadow watch: FLASHING, expected it not to fire'] }], '{} asserts no shadow rule fired');
+  const quietWatch = run({ ...shadowRules, ...withNetCase(`${cases}  - name: nothing in shadow\n    signals: {}\n    expect: { shadow: {} }\n`) });
+  t.same(failures(quietWatch), []);
 });
 
 t.test('now decides which rules have expired; a date that is not one is refused', async (t) => {
