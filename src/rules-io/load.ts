@@ -35,7 +35,9 @@ export function isFixturesFile(name: string): boolean {
 }
 
 export function isRuleFile(name: string): boolean {
-  return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name) && !isFixturesFile(name);
+  return (
+    /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name) && !isFixturesFile(name)
+  );
 }
 
 export interface LoadOptions {

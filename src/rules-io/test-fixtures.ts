@@ -63,9 +63,14 @@ export function loadFixtures(files: readonly TextFile[]): Fixtures {
   const file = files.find((f) => isFixturesFile(f.name));
   if (!file) return NONE;
   const parsedYaml = parseYaml(file.name, file.text);
-  if ('reason' in parsedYaml) return { ...NONE, problems: [`${file.name}:${parsedYaml.line ?? 0}: ${parsedYaml.reason}`] };
+  if ('reason' in parsedYaml)
+    return { ...NONE, problems: [`${file.name}:${parsedYaml.line ?? 0}: ${parsedYaml.reason}`] };
   const parsed = fixturesFileSchema.safeParse(parsedYaml.content);
-  if (!parsed.success) return { ...NONE, problems: [`${file.name}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`] };
+  if (!parsed.success)
+    return {
+      ...NONE,
+      problems: [`${file.name}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`],
+    };
 
   const declared = parsed.data.fixtures;
   const names = Object.keys(declared);
@@ -81,7 +86,9 @@ export function loadFixtures(files: readonly TextFile[]): Fixtures {
     let below: SignalMap = {};
     if (fixture.base !== undefined) {
       if (chain.includes(fixture.base)) {
-        problems.push(`${file.name}: fixture ${name}: base ${fixture.base} is circular (${[...chain, name, fixture.base].join(' -> ')})`);
+        problems.push(
+          `${file.name}: fixture ${name}: base ${fixture.base} is circular (${[...chain, name, fixture.base].join(' -> ')})`,
+        );
         broken.add(name);
         return undefined;
       }

@@ -5,7 +5,15 @@ import { RUNGS } from '../engine/ladder.js';
 import type { CompiledRuleset } from '../engine/ruleset.js';
 import { SIGNAL_BY_NAME, SIGNALS, signalTypeProblems } from '../engine/signals.js';
 import { isRuleFile, isTestFile, parseYaml, type TextFile } from './load.js';
-import { FIXTURE_NAME, knownSignals, loadFixtures, mergeSignals, signalMapSchema, type Fixtures, type SignalMap } from './test-fixtures.js';
+import {
+  FIXTURE_NAME,
+  knownSignals,
+  loadFixtures,
+  mergeSignals,
+  signalMapSchema,
+  type Fixtures,
+  type SignalMap,
+} from './test-fixtures.js';
 
 /** Cases here run against the whole ruleset and may name any rule: how the files combine. */
 export const SCENARIOS_FILE = 'scenarios.test.yaml';
@@ -18,7 +26,10 @@ const DEGRADED = [...FAILED_INPUTS, 'signals', 'rules'] as const;
 const baseName = z.string().regex(FIXTURE_NAME, 'base names a fixture of fixtures.yaml, such as returning-user');
 const instant = z
   .string()
-  .regex(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/, 'now is an ISO date or date-time such as 2027-01-31T12:00:00Z')
+  .regex(
+    /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/,
+    'now is an ISO date or date-time such as 2027-01-31T12:00:00Z',
+  )
   // Date.parse rolls 2027-02-30 over into March; a date that is not in the calendar is a typo.
   .refine((s) => {
     const [y, m, d] = s.slice(0, 10).split('-').map(Number) as [number, number, number];
@@ -36,7 +47,10 @@ const expectSchema = z
     shadow: z.record(z.string(), z.enum(RUNGS)).optional(),
   })
   // A case that asserts nothing passes whatever the rules do.
-  .refine((e) => Object.keys(e).length > 0, 'expect needs at least one of action, score, degraded, unknown, fires, not_fires, shadow');
+  .refine(
+    (e) => Object.keys(e).length > 0,
+    'expect needs at least one of action, score, degraded, unknown, fires, not_fires, shadow',
+  );
 
 const testFileSchema = z.strictObject({
   /** A fixture name, or (as before fixtures) an inline signal map. */
@@ -72,25 +86,35 @@ export interface RuleTestReport {
   readonly passed: boolean;
 }
 
-const sameSet = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
+const sameSet = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
 const list = (names: readonly string[]): string => `[${[...names].sort().join(', ')}]`;
 
 function parseTestFile(file: TextFile): TestFile | string {
   const parsedYaml = parseYaml(file.name, file.text);
   if ('reason' in parsedYaml) return `${file.name}:${parsedYaml.line ?? 0}: ${parsedYaml.reason}`;
   const parsed = testFileSchema.safeParse(parsedYaml.content);
-  if (!parsed.success) return `${file.name}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
+  if (!parsed.success)
+    return `${file.name}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
   return parsed.data;
 }
 
 /** The signal map each case starts from, or the problems that stop the file: an unknown base is a load error, not a failed case. */
-function startingPoints(file: string, parsed: TestFile, fixtures: Fixtures): { bases: SignalMap[] } | { problems: string[] } {
+function startingPoints(
+  file: string,
+  parsed: TestFile,
+  fixtures: Fixtures,
+): { bases: SignalMap[] } | { problems: string[] } {
   const problems: string[] = [];
   const lookup = (name: string, where: string): SignalMap => {
     const found = fixtures.get(name);
     if (found) return found;
-    if (fixtures.names.includes(name)) problems.push(`${file}: ${where}base ${name}: the fixture has problems of its own (see fixtures.yaml)`);
-    else problems.push(`${file}: ${where}base ${name} is not a fixture${fixtures.names.length ? ` (fixtures.yaml has: ${fixtures.names.join(', ')})` : ' (there is no fixtures.yaml)'}`);
+    if (fixtures.names.includes(name))
+      problems.push(`${file}: ${where}base ${name}: the fixture has problems of its own (see fixtures.yaml)`);
+    else
+      problems.push(
+        `${file}: ${where}base ${name} is not a fixture${fixtures.names.length ? ` (fixtures.yaml has: ${fixtures.names.join(', ')})` : ' (there is no fixtures.yaml)'}`,
+      );
     return {};
   };
   const inline = typeof parsed.base === 'object' ? signalTypeProblems(parsed.base) : [];
@@ -103,8 +127,13 @@ function startingPoints(file: string, parsed: TestFile, fixtures: Fixtures): { b
 /** Each signal source a case says failed must have left at least one of its signals unknown, as it does in production. */
 function outageProblems(testCase: TestCase, merged: SignalMap): string[] {
   return (testCase.degraded ?? [])
-    .filter((input) => !SIGNALS.some((s) => s.source === input && (merged[s.name] === null || merged[s.name] === undefined)))
-    .map((input) => `degraded names ${input} but every ${input} signal is known (an outage leaves them unknown: set them to null, or use a fixture such as ${input}-down)`);
+    .filter(
+      (input) => !SIGNALS.some((s) => s.source === input && (merged[s.name] === null || merged[s.name] === undefined)),
+    )
+    .map(
+      (input) =>
+        `degraded names ${input} but every ${input} signal is known (an outage leaves them unknown: set them to null, or use a fixture such as ${input}-down)`,
+    );
 }
 
 interface Scope {
@@ -121,20 +150,27 @@ function expectationProblems(testCase: TestCase, decision: Decision, scope: Scop
   const ruleProblem = (key: string, id: string): string | undefined => {
     if (scope.ruleset.rules.some((r) => r.id === id)) return undefined;
     const other = scope.elsewhere(id);
-    return other ? `${key} names ${id}, a rule of ${other}: a case that needs rules of several files belongs in ${SCENARIOS_FILE}` : `${key} names unknown rule ${id}`;
+    return other
+      ? `${key} names ${id}, a rule of ${other}: a case that needs rules of several files belongs in ${SCENARIOS_FILE}`
+      : `${key} names unknown rule ${id}`;
   };
-  if (expect.action && decision.action !== expect.action) problems.push(`action ${decision.action}, expected ${expect.action}`);
-  if (expect.score !== undefined && decision.score !== expect.score) problems.push(`score ${decision.score}, expected ${expect.score}`);
-  if (expect.degraded && !sameSet(decision.degraded, expect.degraded)) problems.push(`degraded ${list(decision.degraded)}, expected ${list(expect.degraded)}`);
+  if (expect.action && decision.action !== expect.action)
+    problems.push(`action ${decision.action}, expected ${expect.action}`);
+  if (expect.score !== undefined && decision.score !== expect.score)
+    problems.push(`score ${decision.score}, expected ${expect.score}`);
+  if (expect.degraded && !sameSet(decision.degraded, expect.degraded))
+    problems.push(`degraded ${list(decision.degraded)}, expected ${list(expect.degraded)}`);
   if (expect.unknown) {
     const misspelt = expect.unknown.filter((name) => !SIGNAL_BY_NAME.has(name));
     if (misspelt.length > 0) problems.push(`unknown names no signal ${misspelt.join(', ')}`);
-    else if (!sameSet(decision.unknown, expect.unknown)) problems.push(`unknown ${list(decision.unknown)}, expected ${list(expect.unknown)}`);
+    else if (!sameSet(decision.unknown, expect.unknown))
+      problems.push(`unknown ${list(decision.unknown)}, expected ${list(expect.unknown)}`);
   }
   for (const id of expect.fires ?? []) {
     const problem = ruleProblem('fires', id);
     if (problem) problems.push(problem);
-    else if (!fired.has(id)) problems.push(`${id} did not fire (${decision.results.find((r) => r.rule === id)?.outcome})`);
+    else if (!fired.has(id))
+      problems.push(`${id} did not fire (${decision.results.find((r) => r.rule === id)?.outcome})`);
   }
   for (const id of expect.not_fires ?? []) {
     const problem = ruleProblem('not_fires', id);
@@ -143,7 +179,8 @@ function expectationProblems(testCase: TestCase, decision: Decision, scope: Scop
   }
   // Exact, like degraded and unknown: a shadow rule that fires unasked is reported too, and `{}` means none.
   for (const other of decision.shadow) {
-    if (expect.shadow && !Object.hasOwn(expect.shadow, other.rule)) problems.push(`shadow ${other.rule}: ${other.action}, expected it not to fire`);
+    if (expect.shadow && !Object.hasOwn(expect.shadow, other.rule))
+      problems.push(`shadow ${other.rule}: ${other.action}, expected it not to fire`);
   }
   for (const [id, rung] of Object.entries(expect.shadow ?? {})) {
     const problem = ruleProblem('shadow', id);
@@ -164,7 +201,14 @@ interface Coverage {
   unknownShown: boolean;
 }
 
-function runCases(file: string, parsed: TestFile, bases: readonly SignalMap[], scope: Scope, now: number, coverage: Coverage): CaseResult[] {
+function runCases(
+  file: string,
+  parsed: TestFile,
+  bases: readonly SignalMap[],
+  scope: Scope,
+  now: number,
+  coverage: Coverage,
+): CaseResult[] {
   return parsed.cases.map((testCase, i) => {
     const merged = mergeSignals(bases[i]!, testCase.signals);
     const problems = [...signalTypeProblems(testCase.signals), ...outageProblems(testCase, merged)];
@@ -226,11 +270,14 @@ export function runRuleTests(files: readonly TextFile[], ruleset: CompiledRulese
       if (!coverage.quiet.has(id)) problems.push(`${testFile.name}: rule ${id} has no case where it does not fire`);
     }
     if (own.length > 0 && !coverage.unknownShown) {
-      problems.push(`${testFile.name}: no case where a signal its rules read is unknown (set one to null and assert expect.unknown)`);
+      problems.push(
+        `${testFile.name}: no case where a signal its rules read is unknown (set one to null and assert expect.unknown)`,
+      );
     }
   }
   for (const [testName, ruleName] of testFileFor) {
-    if (!files.some((f) => f.name === testName || f.name === testName.replace(/\.yaml$/, '.yml'))) problems.push(`${ruleName}: no test file ${testName} beside it`);
+    if (!files.some((f) => f.name === testName || f.name === testName.replace(/\.yaml$/, '.yml')))
+      problems.push(`${ruleName}: no test file ${testName} beside it`);
   }
   return { cases, problems, passed: problems.length === 0 && cases.every((c) => c.passed) };
 }
