@@ -26,8 +26,18 @@ export function isBypassFile(name: string): boolean {
   return /^bypasses\.ya?ml$/.test(path.basename(name));
 }
 
+/**
+ * `fixtures.yaml`: the signal sets rule test cases start from (test-fixtures.ts). Test material only:
+ * the service never loads it and it is not part of the ruleset hash, so editing it changes no decision.
+ */
+export function isFixturesFile(name: string): boolean {
+  return /^fixtures\.ya?ml$/.test(path.basename(name));
+}
+
 export function isRuleFile(name: string): boolean {
-  return /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name);
+  return (
+    /\.ya?ml$/.test(name) && !isTestFile(name) && !isBypassFile(name) && !isPurposesFile(name) && !isFixturesFile(name)
+  );
 }
 
 export interface LoadOptions {
