@@ -24,16 +24,45 @@ export interface Session {
 }
 
 /** A pending step-up of ours, as a decide would have recorded it (Chrome on Windows, from Sweden). */
-export async function pendingSession(service: TestService, clock: TestClock, user: string, device = `device-of-${user}`): Promise<Session> {
+export async function pendingSession(
+  service: TestService,
+  clock: TestClock,
+  user: string,
+  device = `device-of-${user}`,
+): Promise<Session> {
   const context = { country: 'SE', city: 'Linköping', ua: { browser: 'Chrome', os: 'Windows' } };
-  const { id } = await seedPendingSession({ store: service.store, ids: service.ids, now: clock(), user, device, workflowId: WORKFLOWS.PASSIVE, context });
+  const { id } = await seedPendingSession({
+    store: service.store,
+    ids: service.ids,
+    now: clock(),
+    user,
+    device,
+    workflowId: WORKFLOWS.PASSIVE,
+    context,
+  });
   return { id, user, device };
 }
 
 /** Posts Didit's verdict for the session through the real route; `delayS` makes it newer than the last one. */
-export async function verdict(service: TestService, clock: TestClock, session: Session, status: string, delayS = 0, type = 'status.updated'): Promise<string> {
+export async function verdict(
+  service: TestService,
+  clock: TestClock,
+  session: Session,
+  status: string,
+  delayS = 0,
+  type = 'status.updated',
+): Promise<string> {
   const tsS = Math.floor(clock() / 1000) + delayS;
-  const { body, headers } = signedVerdict({ ...session, workflowId: WORKFLOWS.PASSIVE }, status, { tsS, secret: DIDIT_SECRET, type });
-  const response = await service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', headers: { 'content-type': 'application/json', ...headers }, payload: body });
+  const { body, headers } = signedVerdict({ ...session, workflowId: WORKFLOWS.PASSIVE }, status, {
+    tsS,
+    secret: DIDIT_SECRET,
+    type,
+  });
+  const response = await service.app.inject({
+    method: 'POST',
+    url: '/v1/webhooks/didit',
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: body,
+  });
   return (response.json() as { result: string }).result;
 }

@@ -57,7 +57,13 @@ export async function seedPendingSession(options: SeedOptions): Promise<SeededSe
     diditStatus: 'Not Started',
     updatedAt: now,
     lastEventTs: 0,
-    grant: { user: pseudonym, device: deviceId, ip: ids.id('ip', SEEDED_IP), prefix: ids.id('net', SEEDED_IP), ...options.context },
+    grant: {
+      user: pseudonym,
+      device: deviceId,
+      ip: ids.id('ip', SEEDED_IP),
+      prefix: ids.id('net', SEEDED_IP),
+      ...options.context,
+    },
   };
   await store.recordPending(session, now);
   return { id, user, device, pseudonym, method, workflowId };
@@ -76,9 +82,27 @@ export interface VerdictOptions {
  * Didit's delivery for the session, signed as Didit signs it. A v3 destination names the liveness
  * method run in `decision.liveness_checks`: without it the service holds an Approved.
  */
-export function signedVerdict(session: Pick<SeededSession, 'id' | 'user' | 'workflowId'> & { method?: StepUpRung }, status: string, options: VerdictOptions): { body: string; headers: Record<string, string> } {
+export function signedVerdict(
+  session: Pick<SeededSession, 'id' | 'user' | 'workflowId'> & { method?: StepUpRung },
+  status: string,
+  options: VerdictOptions,
+): { body: string; headers: Record<string, string> } {
   const { tsS, secret, type = 'status.updated', over = {} } = options;
-  const decision = { session_id: session.id, status, liveness_checks: [{ node_id: 'feature_liveness_1', method: session.method ?? 'PASSIVE', status, score: 97.5 }] };
-  const body = JSON.stringify({ webhook_type: type, timestamp: tsS, created_at: tsS, session_id: session.id, status, vendor_data: session.user, workflow_id: session.workflowId, decision, ...over });
+  const decision = {
+    session_id: session.id,
+    status,
+    liveness_checks: [{ node_id: 'feature_liveness_1', method: session.method ?? 'PASSIVE', status, score: 97.5 }],
+  };
+  const body = JSON.stringify({
+    webhook_type: type,
+    timestamp: tsS,
+    created_at: tsS,
+    session_id: session.id,
+    status,
+    vendor_data: session.user,
+    workflow_id: session.workflowId,
+    decision,
+    ...over,
+  });
   return { body, headers: signWebhook(body, secret) };
 }
