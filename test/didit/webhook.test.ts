@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { signWebhook } from '../../src/didit/signature.js';
 import type { StepUpRung } from '../../src/engine/ladder.js';
-import type { StepUpSession } from '../../src/store/store.js';
 import { startDiditStack } from '../helpers/didit.js';
+import { type SeededSession, seedPendingSession, signedVerdict } from '../helpers/pending-session.js';
 import { testClock } from '../helpers/service.js';
 
 const clock = testClock();
@@ -17,42 +16,16 @@ async function post(body: string, headers: Record<string, string>) {
   return { status: response.statusCode, body: response.json() as Record<string, any> };
 }
 
+const WORKFLOWS: Record<StepUpRung, string> = { PASSIVE: 'aaaaaaaa-1111-4111-8111-000000000001', FLASHING: 'aaaaaaaa-1111-4111-8111-000000000002', ACTIVE_3D: 'aaaaaaaa-1111-4111-8111-000000000003' };
 let counter = 0;
 /** A pending session of ours, as decide would have recorded it. */
-async function pendingSession(method: StepUpRung = 'PASSIVE', user = `user-${++counter}`): Promise<{ id: string; user: string; workflowId: string; method: StepUpRung }> {
-  const id = `00000000-0000-4000-8000-${String(++counter).padStart(12, '0')}`;
-  const workflowId = workflowOf(method);
-  const now = clock();
-  const u = service.ids.id('user', user);
-  const session: StepUpSession = {
-    sessionId: id,
-    user: u,
-    device: service.ids.id('device', `device-of-${user}`),
-    method,
-    workflowId,
-    url: 'http://127.0.0.1:1/session/x',
-    createdAt: now,
-    expiresAt: now + 10 * 60_000,
-    status: 'pending',
-    diditStatus: 'Not Started',
-    updatedAt: now,
-    lastEventTs: 0,
-    grant: { user: u, device: service.ids.id('device', `device-of-${user}`), ip: service.ids.id('ip', '89.160.20.112'), prefix: service.ids.id('net', '89.160.20.112') },
-  };
-  await service.store.recordPending(session, now);
-  return { id, user, workflowId, method };
+function pendingSession(method: StepUpRung = 'PASSIVE', user = `user-${++counter}`): Promise<SeededSession> {
+  return seedPendingSession({ store: service.store, ids: service.ids, now: clock(), user, method, workflowId: WORKFLOWS[method] });
 }
 
-function workflowOf(method: StepUpRung): string {
-  const ids: Record<StepUpRung, string> = { PASSIVE: 'aaaaaaaa-1111-4111-8111-000000000001', FLASHING: 'aaaaaaaa-1111-4111-8111-000000000002', ACTIVE_3D: 'aaaaaaaa-1111-4111-8111-000000000003' };
-  return ids[method];
-}
-
-function event(session: { id: string; user: string; workflowId: string; method?: StepUpRung }, status: string, over: Record<string, unknown> = {}, tsS = Math.floor(clock() / 1000)) {
-  // A v3 delivery names the liveness method run (Didit's decision shape, reference §3).
-  const decision = { session_id: session.id, status, liveness_checks: [{ node_id: 'feature_liveness_1', method: session.method ?? 'PASSIVE', status, score: 100.0 }] };
-  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: tsS, created_at: tsS, session_id: session.id, status, vendor_data: session.user, workflow_id: session.workflowId, decision, ...over });
-  return { body, headers: signWebhook(body, secret) };
+/** Didit's signed delivery for the session (a v3 one, naming the liveness method run: reference §3). */
+function event(session: Pick<SeededSession, 'id' | 'user' | 'workflowId'> & { method?: StepUpRung }, status: string, over: Record<string, unknown> = {}, tsS = Math.floor(clock() / 1000)) {
+  return signedVerdict(session, status, { tsS, secret, over });
 }
 
 async function trusted(user: string): Promise<number> {
@@ -125,7 +98,7 @@ t.test('a verified Approved grants trust once; its duplicates are 2xx and change
 t.test('verdicts not bound to a session we created change nothing', async (t) => {
   const before = grants;
   const cases: Array<[string, () => Promise<{ body: string; headers: Record<string, string> }>, string]> = [
-    ['unknown session', async () => event({ id: '00000000-0000-4000-8000-999999999999', user: 'nobody', workflowId: workflowOf('PASSIVE') }, 'Approved'), 'unbound'],
+    ['unknown session', async () => event({ id: '00000000-0000-4000-8000-999999999999', user: 'nobody', workflowId: WORKFLOWS.PASSIVE }, 'Approved'), 'unbound'],
     ['another workflow', async () => event({ ...(await pendingSession()), workflowId: 'bbbbbbbb-1111-4111-8111-000000000009' }, 'Approved'), 'unbound'],
     ['another user', async () => event({ ...(await pendingSession()), user: 'mallory' }, 'Approved'), 'unbound'],
     [

@@ -1,6 +1,5 @@
-import { signWebhook } from '../../src/didit/signature.js';
 import type { StepUpRung } from '../../src/engine/ladder.js';
-import type { StepUpSession } from '../../src/store/store.js';
+import { SEEDED_IP, seedPendingSession, signedVerdict } from '../helpers/pending-session.js';
 import type { TestClock, TestService } from '../helpers/service.js';
 
 export const DIDIT_SECRET = 'didit-webhook-secret-for-events-0123456789';
@@ -16,9 +15,7 @@ export const DIDIT = {
   webhookSecrets: [DIDIT_SECRET],
   workflows: WORKFLOWS,
 };
-export const RAW_IP = '89.160.20.112';
-
-let counter = 0;
+export const RAW_IP = SEEDED_IP;
 
 export interface Session {
   readonly id: string;
@@ -33,34 +30,16 @@ export async function pendingSession(
   user: string,
   device = `device-of-${user}`,
 ): Promise<Session> {
-  const id = `00000000-0000-4000-8000-${String(++counter).padStart(12, '0')}`;
-  const now = clock();
-  const u = service.ids.id('user', user);
-  const d = service.ids.id('device', device);
-  const session: StepUpSession = {
-    sessionId: id,
-    user: u,
-    device: d,
-    method: 'PASSIVE',
+  const context = { country: 'SE', city: 'Linköping', ua: { browser: 'Chrome', os: 'Windows' } };
+  const { id } = await seedPendingSession({
+    store: service.store,
+    ids: service.ids,
+    now: clock(),
+    user,
+    device,
     workflowId: WORKFLOWS.PASSIVE,
-    url: 'http://127.0.0.1:1/session/x',
-    createdAt: now,
-    expiresAt: now + 10 * 60_000,
-    status: 'pending',
-    diditStatus: 'Not Started',
-    updatedAt: now,
-    lastEventTs: 0,
-    grant: {
-      user: u,
-      device: d,
-      ip: service.ids.id('ip', RAW_IP),
-      prefix: service.ids.id('net', RAW_IP),
-      country: 'SE',
-      city: 'Linköping',
-      ua: { browser: 'Chrome', os: 'Windows' },
-    },
-  };
-  await service.store.recordPending(session, now);
+    context,
+  });
   return { id, user, device };
 }
 
@@ -73,22 +52,16 @@ export async function verdict(
   delayS = 0,
   type = 'status.updated',
 ): Promise<string> {
-  const ts = Math.floor(clock() / 1000) + delayS;
-  const body = JSON.stringify({
-    webhook_type: type,
-    timestamp: ts,
-    created_at: ts,
-    session_id: session.id,
-    status,
-    vendor_data: session.user,
-    workflow_id: WORKFLOWS.PASSIVE,
-    // v3 names the liveness method run: without it an Approved is held until the decision is fetched.
-    ...(status === 'Approved' ? { decision: { session_id: session.id, status, liveness_checks: [{ method: 'PASSIVE', status: 'Approved', score: 97.5 }] } } : {}),
+  const tsS = Math.floor(clock() / 1000) + delayS;
+  const { body, headers } = signedVerdict({ ...session, workflowId: WORKFLOWS.PASSIVE }, status, {
+    tsS,
+    secret: DIDIT_SECRET,
+    type,
   });
   const response = await service.app.inject({
     method: 'POST',
     url: '/v1/webhooks/didit',
-    headers: { 'content-type': 'application/json', ...signWebhook(body, DIDIT_SECRET) },
+    headers: { 'content-type': 'application/json', ...headers },
     payload: body,
   });
   return (response.json() as { result: string }).result;

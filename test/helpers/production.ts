@@ -5,9 +5,9 @@
  */
 import type { AddressInfo } from 'node:net';
 import { createSimulator, simulatorCredentials } from '../../src/didit/simulator.js';
-import { signWebhook } from '../../src/didit/signature.js';
 import { createPseudonymiser, parseHashKey } from '../../src/store/pseudonymise.js';
-import type { StepUpSession, Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/store.js';
+import { seedPendingSession, signedVerdict } from './pending-session.js';
 import { productionEntry, type ServerProcess } from './process.js';
 import { CHROME_WINDOWS } from './service.js';
 
@@ -85,34 +85,12 @@ export async function metric(server: ServerProcess, pattern: RegExp): Promise<nu
 let counter = 0;
 /** A pending step-up of ours in Redis, as the service's decide would have recorded it. */
 export async function pendingSession(store: Store, user = `wh-user-${++counter}`) {
-  const sessionId = `00000000-0000-4000-8000-${String(++counter).padStart(12, '0')}`;
-  const now = Date.now();
-  const u = ids.id('user', user);
-  const session: StepUpSession = {
-    sessionId,
-    user: u,
-    device: ids.id('device', `device-of-${user}`),
-    method: 'PASSIVE',
-    workflowId: credentials.workflows.PASSIVE,
-    url: 'http://127.0.0.1:1/session/x',
-    createdAt: now,
-    expiresAt: now + 10 * 60_000,
-    status: 'pending',
-    diditStatus: 'Not Started',
-    updatedAt: now,
-    lastEventTs: 0,
-    grant: { user: u, device: ids.id('device', `device-of-${user}`), ip: ids.id('ip', '89.160.20.112'), prefix: ids.id('net', '89.160.20.112') },
-  };
-  await store.recordPending(session, now);
-  return { sessionId, user, u };
+  const session = await seedPendingSession({ store, ids, now: Date.now(), user, workflowId: credentials.workflows.PASSIVE });
+  return { sessionId: session.id, user, u: session.pseudonym };
 }
 
+/** Didit's signed Approved for the session; vendor_data carries the caller's user id, as decide sends it to Didit. */
 export function approved(s: { sessionId: string; user: string }) {
-  const ts = Math.floor(Date.now() / 1000);
-  // vendor_data carries the caller's user id, as decide sends it to Didit.
-  // v3 names the liveness method run: without it an Approved is held until the decision is fetched.
-  const decision = { session_id: s.sessionId, status: 'Approved', liveness_checks: [{ method: 'PASSIVE', status: 'Approved', score: 97.5 }] };
-  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: ts, created_at: ts, session_id: s.sessionId, status: 'Approved', vendor_data: s.user, workflow_id: credentials.workflows.PASSIVE, decision });
-  return { body, headers: signWebhook(body, credentials.webhookSecret) };
+  const session = { id: s.sessionId, user: s.user, workflowId: credentials.workflows.PASSIVE };
+  return signedVerdict(session, 'Approved', { tsS: Math.floor(Date.now() / 1000), secret: credentials.webhookSecret });
 }
-
