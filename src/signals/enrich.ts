@@ -10,6 +10,7 @@ import { assessTravel, coarse } from './travel.js';
 import type { UserAgentParser } from './user-agent.js';
 import type { IpVelocity } from './ip-velocity.js';
 import type { Mutable } from '../lib/mutable.js';
+import { withDeadline } from '../lib/deadline.js';
 
 export interface EnrichDeps {
   /** The store gets this long (the Redis client has its own shorter command timeout). */
@@ -54,23 +55,6 @@ export interface Enriched {
 }
 
 const DAY = 24 * 3600_000;
-
-/** One promise and one timer per call (Promise.race plus finally would make three promises). */
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('store deadline')), ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
 
 function isHistory(value: unknown): value is History {
   const h = value as Partial<History> | null;
@@ -123,7 +107,7 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     let history: History | undefined;
     const ipDecides = deps.ipVelocity.hit(ipId, now);
     try {
-      const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250);
+      const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250, 'store deadline');
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) history = reply;
       else degraded.add('store');
