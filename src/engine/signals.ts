@@ -85,7 +85,7 @@ interface ValueOfType {
  * Signals as enrichment builds them: each name with its own value type, derived from the catalogue,
  * so a misspelt name or a value of the wrong kind fails to compile. Assignable to `Signals`.
  */
-export type TypedSignals = { -readonly [S in (typeof SIGNALS)[number] as S['name']]?: ValueOfType[S['type']] };
+export type TypedSignals = { [S in (typeof SIGNALS)[number] as S['name']]?: ValueOfType[S['type']] };
 
 export const SIGNAL_BY_NAME: ReadonlyMap<string, SignalSpec> = new Map(SIGNALS.map((s) => [s.name, s]));
 
