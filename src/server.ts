@@ -1,18 +1,20 @@
 import closeWithGrace from 'close-with-grace';
-import { callbackPolicyOf, ConfigError, loadConfig } from './config.js';
+import type { Logger } from 'pino';
+import { callbackPolicyOf, ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './routes/metrics-listener.js';
 import { updateData } from './data-io/data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
-import { createService, type DiditSettings } from './compose.js';
+import { createService, type DiditSettings, type Service } from './compose.js';
 import { openStore } from './open-store.js';
 import { createDrain } from './lib/drain.js';
 
-/** The only place that reads the environment, opens sockets and handles signals. */
-async function main(): Promise<void> {
-  let config;
+type Simulator = ReturnType<typeof createSimulator>;
+
+/** The settings, or exit 2 with every problem on stderr. */
+function readConfig(): Config {
   try {
-    config = loadConfig(process.env, { server: true });
+    return loadConfig(process.env, { server: true });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -20,27 +22,28 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = createLogger(config.LOG_LEVEL);
+}
 
-  // No Didit key: run the offline simulator on loopback (config refuses this when anything
-  // production-like is set). With a key, the simulator is never created.
-  let simulator: ReturnType<typeof createSimulator> | undefined;
-  let didit: DiditSettings | undefined;
-  if (!config.DIDIT_API_KEY) {
-    const credentials = simulatorCredentials();
-    const simulatorBase = `http://127.0.0.1:${config.SIMULATOR_PORT}`;
-    simulator = createSimulator({
-      ...credentials,
-      publicBaseUrl: simulatorBase,
-      webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
-      retryDelaysMs: [2000, 8000],
-      callbackPolicy: callbackPolicyOf(config),
-    });
-    didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };
-  }
-  const { store, redis } = await openStore(config, { logger });
-  const service = await createService(config, { logger, watch: true, store, ...(didit ? { didit } : {}), ...(redis ? { redis } : {}) });
+/**
+ * No Didit key: the offline simulator on loopback, and the Didit settings that point at it (config
+ * refuses this when anything production-like is set). With a key, the simulator is never created.
+ */
+function offlineDidit(config: Config): { simulator: Simulator; didit: DiditSettings } | undefined {
+  if (config.DIDIT_API_KEY) return undefined;
+  const credentials = simulatorCredentials();
+  const simulatorBase = `http://127.0.0.1:${config.SIMULATOR_PORT}`;
+  const simulator = createSimulator({
+    ...credentials,
+    publicBaseUrl: simulatorBase,
+    webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
+    retryDelaysMs: [2000, 8000],
+    callbackPolicy: callbackPolicyOf(config),
+  });
+  return { simulator, didit: { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } };
+}
 
+/** Says loudly which embedded defaults this run uses: each is fine for a try-out, wrong in production. */
+function warnEmbeddedDefaults(config: Config, service: Service, logger: Logger): void {
   if (config.embedded.length > 0) {
     logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see data/ops/README.md)');
   }
@@ -53,40 +56,37 @@ async function main(): Promise<void> {
     // Printed once to stdout for the quick start; never logged through pino.
     process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.apiTokens[0]!.token}\n\n`);
   }
+}
 
-  const metricsApp = createMetricsApp(service.metrics.registry);
+/** Refreshes the configured IP lists every LIST_REFRESH_MINUTES (none configured: nothing runs). */
+function scheduleListRefresh(config: Config, logger: Logger): void {
   const listUrls = {
     ...(config.TOR_LIST_URL ? { tor: config.TOR_LIST_URL } : {}),
     ...(config.VPN_LIST_URL ? { vpn: config.VPN_LIST_URL } : {}),
     ...(config.HOSTING_LIST_URL ? { hosting: config.HOSTING_LIST_URL } : {}),
     ...(config.RELAY_LIST_URL ? { relay: config.RELAY_LIST_URL } : {}),
   };
-  if (config.LIST_REFRESH_MINUTES > 0 && Object.keys(listUrls).length > 0) {
-    // Conditional GET, validate, atomic rename; the data watcher swaps the new lists in.
-    const refresh = () =>
-      updateData({ dataDir: config.DATA_DIR, maxmindBaseUrl: '', editions: {}, listUrls }).then(
-        (report) => logger.info({ lists: report }, 'list refresh'),
-        (error: Error) => logger.error({ err: error.message }, 'list refresh failed; the last good lists keep serving'),
-      );
-    setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
-  }
+  if (config.LIST_REFRESH_MINUTES <= 0 || Object.keys(listUrls).length === 0) return;
+  // Conditional GET, validate, atomic rename; the data watcher swaps the new lists in.
+  const refresh = () =>
+    updateData({ dataDir: config.DATA_DIR, maxmindBaseUrl: '', editions: {}, listUrls }).then(
+      (report) => logger.info({ lists: report }, 'list refresh'),
+      (error: Error) => logger.error({ err: error.message }, 'list refresh failed; the last good lists keep serving'),
+    );
+  setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
+}
 
-  // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
-  if (simulator) {
-    await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
-    logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
-  }
-  const drain = createDrain(service.app);
-  await service.app.listen({ port: config.PORT, host: config.HOST });
-  await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
-  logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
-
+/**
+ * SIGHUP reloads the rules. SIGTERM/SIGINT drain in-flight requests (new ones get 503 + Connection:
+ * close) and exit within 5 s; a second signal exits at once. SIGHUP is skipped by the drain: it
+ * reloads rules, it never stops us.
+ */
+function handleSignals(parts: { service: Service; metricsApp: ReturnType<typeof createMetricsApp>; simulator: Simulator | undefined; drain: ReturnType<typeof createDrain> }, logger: Logger): void {
+  const { service, metricsApp, simulator, drain } = parts;
   process.on('SIGHUP', () => {
     logger.info('SIGHUP: reloading rules');
     void service.rules.reload();
   });
-  // SIGTERM/SIGINT drain in-flight requests (new ones get 503 + Connection: close) and exit within
-  // 5 s; a second signal exits at once. SIGHUP is skipped here: it reloads rules, it never stops us.
   closeWithGrace({ delay: 5000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) logger.error({ err: { type: err.name, message: err.message } }, 'fatal error: shutting down');
     else logger.info({ signal }, 'shutting down: draining in-flight requests');
@@ -95,6 +95,29 @@ async function main(): Promise<void> {
     logger.info({ drain_ms: drained.ms, idle_connections: drained.left }, 'drained');
     await Promise.allSettled([service.close(), metricsApp.close(), simulator?.app.close()]);
   });
+}
+
+/** The only place that reads the environment, opens sockets and handles signals. */
+async function main(): Promise<void> {
+  const config = readConfig();
+  const logger = createLogger(config.LOG_LEVEL);
+  const offline = offlineDidit(config);
+  const { store, redis } = await openStore(config, { logger });
+  const service = await createService(config, { logger, watch: true, store, ...(offline ? { didit: offline.didit } : {}), ...(redis ? { redis } : {}) });
+  warnEmbeddedDefaults(config, service, logger);
+  const metricsApp = createMetricsApp(service.metrics.registry);
+  scheduleListRefresh(config, logger);
+
+  // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
+  if (offline) {
+    await offline.simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
+    logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+  }
+  const drain = createDrain(service.app);
+  await service.app.listen({ port: config.PORT, host: config.HOST });
+  await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
+  logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
+  handleSignals({ service, metricsApp, simulator: offline?.simulator, drain }, logger);
 }
 
 main().catch((error: unknown) => {

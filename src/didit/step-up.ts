@@ -2,6 +2,7 @@ import type { StepUpRung } from '../engine/ladder.js';
 import { pendingContextOf, pendingField, sameContext, type PendingContext, type StepUpSession, type Store } from '../store/store.js';
 import { DiditError, type DiditClient } from './client.js';
 import type { OpenStepUp, StepUpService, Verification } from './step-up-types.js';
+import { DeadlineExceeded, withDeadline } from '../lib/deadline.js';
 
 export interface StepUpOptions {
   readonly client: DiditClient;
@@ -146,12 +147,8 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
         const shared = await running;
         return shared.status === 'created' ? { ...shared, status: 'reused' } : shared;
       }
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('step-up deadline')), options.deadlineMs ?? 2000);
-      });
-      const attempt = Promise.race([openFresh(request), deadline]).finally(() => clearTimeout(timer)).catch((error: unknown) => {
-        const reason = error instanceof DiditError ? `didit_${error.code}` : (error as Error)?.message === 'step-up deadline' ? 'deadline' : 'store_unavailable';
+      const attempt = withDeadline(openFresh(request), options.deadlineMs ?? 2000, 'step-up deadline').catch((error: unknown) => {
+        const reason = error instanceof DiditError ? `didit_${error.code}` : error instanceof DeadlineExceeded ? 'deadline' : 'store_unavailable';
         options.log?.warn({ reason }, 'step-up session not opened; the login service should use its backup factor');
         return unavailable(request.method, reason);
       });

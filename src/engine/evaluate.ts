@@ -1,6 +1,6 @@
 import { toCelContext } from './cel-env.js';
 import { higher, rank, rungForScore, type Rung } from './ladder.js';
-import type { BypassContext, CompiledRule, CompiledRuleset } from './ruleset.js';
+import type { BypassContext, CompiledRule, CompiledRuleset, Policy } from './ruleset.js';
 import { SIGNALS, type Signals, type SignalValue } from './signals.js';
 import { classifyPurpose, UNDECLARED_PURPOSE_FLOOR, type PurposeClass } from './purposes.js';
 
@@ -34,23 +34,26 @@ export interface ShadowResult extends Reason {
   readonly action: Rung;
 }
 
-export interface Decision {
-  readonly action: Rung;
-  readonly score: number;
-  readonly reasons: readonly Reason[];
-  readonly shadow: readonly ShadowResult[];
+/** A decision's fields, writable only while `evaluate` builds one; everyone else sees `Decision`. */
+interface DecisionDraft {
+  action: Rung;
+  score: number;
+  reasons: readonly Reason[];
+  shadow: readonly ShadowResult[];
   /** Failed inputs plus `signals` when a needed signal was unknown without a failed input. */
-  readonly degraded: readonly string[];
+  degraded: readonly string[];
   /** Signals a rule or the SKIP check needed but could not read. */
-  readonly unknown: readonly string[];
-  readonly ruleset: string;
+  unknown: readonly string[];
+  ruleset: string;
   /** Every rule's outcome, for explain and replay. */
-  readonly results: readonly RuleResult[];
+  results: readonly RuleResult[];
   /** The bypass that shaped this decision, if any. */
-  readonly bypass?: string;
+  bypass?: string;
   /** The class of `request.purpose` in the ruleset's vocabulary (absent when no purpose was given). */
-  readonly purposeClass?: PurposeClass;
+  purposeClass?: PurposeClass;
 }
+
+export type Decision = Readonly<DecisionDraft>;
 
 const REQUIRED_FOR_SKIP: readonly string[] = SIGNALS.filter((s) => 'requiredForSkip' in s && s.requiredForSkip).map((s) => s.name);
 
@@ -84,11 +87,21 @@ function withPurposeClass(ruleset: CompiledRuleset, signals: Signals): { signals
   return { signals: { ...signals, 'request.purpose_class': purposeClass }, purposeClass };
 }
 
-function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decision {
-  const { now } = input;
-  const { signals, purposeClass } = withPurposeClass(ruleset, input.signals);
+/** What the rules said, before the score band, the floors and any bypass. */
+interface RulesOutcome {
+  readonly results: RuleResult[];
+  readonly reasons: Reason[];
+  readonly firedShadow: CompiledRule[];
+  readonly unknown: Set<string>;
+  readonly score: number;
+  /** The highest `min_action` of the enforced rules that fired. */
+  readonly minimum: Rung;
+  /** An enforced rule could not be evaluated (it read an unknown signal). */
+  readonly enforceUnknown: boolean;
+}
+
+function runRules(ruleset: CompiledRuleset, signals: Signals, input: EvaluationInput): RulesOutcome {
   const context = toCelContext(signals);
-  const policy = ruleset.policy;
   const results: RuleResult[] = [];
   const reasons: Reason[] = [];
   const firedShadow: CompiledRule[] = [];
@@ -96,9 +109,8 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
   let score = 0;
   let minimum: Rung = 'SKIP';
   let enforceUnknown = false;
-
   for (const rule of ruleset.rules) {
-    if (rule.expiresAt !== undefined && now > rule.expiresAt) {
+    if (rule.expiresAt !== undefined && input.now > rule.expiresAt) {
       results.push({ rule: rule.id, mode: rule.mode, outcome: 'expired', because: 'expired; skipped' });
       continue;
     }
@@ -119,50 +131,94 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
     if (rule.minAction) minimum = higher(minimum, rule.minAction);
     reasons.push({ rule: rule.id, because: text });
   }
+  return { results, reasons, firedShadow, unknown, score, minimum, enforceUnknown };
+}
 
-  let action = higher(rungForScore(policy.scoreBands, score), minimum);
+/** The floors this input is under: the decision goes below none of them, bypass or not. */
+interface Floors {
+  /** A signal needed for SKIP is unknown, or an enforced rule could not be evaluated. */
+  readonly degraded: boolean;
+  /** No verified history: `user.verified_count` is 0. */
+  readonly coldStart: boolean;
+  /** `request.purpose` is not declared in the ruleset's vocabulary. */
+  readonly undeclared: boolean;
+}
 
-  for (const name of REQUIRED_FOR_SKIP) if (signals[name as keyof Signals] === undefined) unknown.add(name);
-  const missingForSkip = REQUIRED_FOR_SKIP.some((name) => signals[name as keyof Signals] === undefined);
-  if ((missingForSkip || enforceUnknown) && rank(action) < rank(policy.degradedFloor)) {
+/** Which floors apply; adds the unknown signals needed for SKIP to `unknown`. */
+function floorsFor(signals: Signals, rules: RulesOutcome, purposeClass: PurposeClass | undefined): Floors {
+  let missingForSkip = false;
+  for (const name of REQUIRED_FOR_SKIP) {
+    if (signals[name as keyof Signals] !== undefined) continue;
+    rules.unknown.add(name);
+    missingForSkip = true;
+  }
+  return { degraded: missingForSkip || rules.enforceUnknown, coldStart: signals['user.verified_count'] === 0, undeclared: purposeClass === 'undeclared' };
+}
+
+/** Raises `action` to each floor that applies, with a reason for each floor that raised it. */
+function applyFloors(action: Rung, floors: Floors, policy: Policy, signals: Signals, unknown: ReadonlySet<string>, reasons: Reason[]): Rung {
+  if (floors.degraded && rank(action) < rank(policy.degradedFloor)) {
     action = policy.degradedFloor;
     reasons.push({ rule: 'floor:degraded', because: `unknown: ${[...unknown].sort().join(', ')}` });
   }
-  if (signals['user.verified_count'] === 0 && rank(action) < rank(policy.coldStartFloor)) {
+  if (floors.coldStart && rank(action) < rank(policy.coldStartFloor)) {
     action = policy.coldStartFloor;
     reasons.push({ rule: 'floor:cold-start', because: 'user.verified_count=0 (no verified history)' });
   }
   // Here, not only in the shipped rules: a rules edit must not be able to make an unknown purpose skip.
-  const undeclared = purposeClass === 'undeclared';
-  if (undeclared && rank(action) < rank(UNDECLARED_PURPOSE_FLOOR)) {
+  if (floors.undeclared && rank(action) < rank(UNDECLARED_PURPOSE_FLOOR)) {
     action = UNDECLARED_PURPOSE_FLOOR;
     reasons.push({ rule: 'floor:undeclared-purpose', because: `request.purpose=${JSON.stringify(signals['request.purpose'])} is not declared in purposes.yaml` });
   }
+  return action;
+}
 
-  // A bypass may lower friction down to its `lowest` rung, but never a DENY that a rule demands,
-  // and never below the floors: an exception is no licence to skip on unknown inputs or no history.
-  let bypassUsed: string | undefined;
-  const bypass = input.bypass ? ruleset.bypasses?.find((b) => b.expiresAt > now && b.matches(input.bypass!)) : undefined;
-  if (bypass && minimum !== 'DENY' && rank(action) > rank(bypass.lowest)) {
-    let floor = missingForSkip || enforceUnknown ? higher(bypass.lowest, policy.degradedFloor) : bypass.lowest;
-    if (signals['user.verified_count'] === 0) floor = higher(floor, policy.coldStartFloor);
-    if (undeclared) floor = higher(floor, UNDECLARED_PURPOSE_FLOOR);
-    if (rank(floor) < rank(action)) {
-      reasons.push({ rule: `bypass:${bypass.id}`, because: `${bypass.reason} (lowered ${action} to ${floor})` });
-      action = floor;
-      bypassUsed = bypass.id;
-    }
-  }
+/**
+ * A bypass may lower friction down to its `lowest` rung, but never a DENY that a rule demands, and
+ * never below the floors: an exception is no licence to skip on unknown inputs or no history.
+ * Returns the lowered action and the bypass, or undefined when no bypass lowers this decision.
+ */
+function applyBypass(ruleset: CompiledRuleset, input: EvaluationInput, action: Rung, minimum: Rung, floors: Floors, reasons: Reason[]): { action: Rung; bypass: string } | undefined {
+  const context = input.bypass;
+  if (!context) return undefined;
+  const bypass = ruleset.bypasses?.find((b) => b.expiresAt > input.now && b.matches(context));
+  if (!bypass || minimum === 'DENY' || rank(action) <= rank(bypass.lowest)) return undefined;
+  const policy = ruleset.policy;
+  let floor = floors.degraded ? higher(bypass.lowest, policy.degradedFloor) : bypass.lowest;
+  if (floors.coldStart) floor = higher(floor, policy.coldStartFloor);
+  if (floors.undeclared) floor = higher(floor, UNDECLARED_PURPOSE_FLOOR);
+  if (rank(floor) >= rank(action)) return undefined;
+  reasons.push({ rule: `bypass:${bypass.id}`, because: `${bypass.reason} (lowered ${action} to ${floor})` });
+  return { action: floor, bypass: bypass.id };
+}
 
-  const shadow: ShadowResult[] = firedShadow.map((rule) => {
+/**
+ * Precedence, each step working on what the one before left: rules (score and `min_action`) →
+ * score band → floors (degraded, cold start, undeclared purpose: they only raise) → bypass (only
+ * lowers, never below a floor nor a rule's DENY) → shadow (reports what each shadow rule would have
+ * made of the final action; it never changes it).
+ */
+function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decision {
+  const { signals, purposeClass } = withPurposeClass(ruleset, input.signals);
+  const policy = ruleset.policy;
+  const rules = runRules(ruleset, signals, input);
+  const { reasons, unknown, score } = rules;
+
+  let action = higher(rungForScore(policy.scoreBands, score), rules.minimum);
+  const floors = floorsFor(signals, rules, purposeClass);
+  action = applyFloors(action, floors, policy, signals, unknown, reasons);
+  const bypassed = applyBypass(ruleset, input, action, rules.minimum, floors, reasons);
+  if (bypassed) action = bypassed.action;
+
+  const shadow: ShadowResult[] = rules.firedShadow.map((rule) => {
     const withRule = higher(rungForScore(policy.scoreBands, score + rule.score), rule.minAction ?? 'SKIP');
     return { rule: rule.id, action: higher(action, withRule), because: because(rule, signals) };
   });
 
   const degraded = new Set(input.degraded ?? []);
   if (unknown.size > 0 && degraded.size === 0) degraded.add('signals');
-  const decision: { -readonly [K in keyof Decision]: Decision[K] } = { action, score, reasons, shadow, degraded: [...degraded].sort(), unknown: [...unknown].sort(), ruleset: ruleset.hash, results };
-  if (bypassUsed) decision.bypass = bypassUsed;
+  const decision: DecisionDraft = { action, score, reasons, shadow, degraded: [...degraded].sort(), unknown: [...unknown].sort(), ruleset: ruleset.hash, results: rules.results };
+  if (bypassed) decision.bypass = bypassed.bypass;
   if (purposeClass) decision.purposeClass = purposeClass;
   return decision;
 }

@@ -72,6 +72,21 @@ export type SignalValue = boolean | number | string | Readonly<Record<string, At
 /** What enrichment hands the engine: a flat map; an absent key is an unknown signal. */
 export type Signals = Partial<Record<SignalName, SignalValue>>;
 
+/** The TypeScript type of each declared signal type. */
+interface ValueOfType {
+  bool: boolean;
+  int: number;
+  double: number;
+  string: string;
+  map: Readonly<Record<string, AttributeValue>>;
+}
+
+/**
+ * Signals as enrichment builds them: each name with its own value type, derived from the catalogue,
+ * so a misspelt name or a value of the wrong kind fails to compile. Assignable to `Signals`.
+ */
+export type TypedSignals = { [S in (typeof SIGNALS)[number] as S['name']]?: ValueOfType[S['type']] };
+
 export const SIGNAL_BY_NAME: ReadonlyMap<string, SignalSpec> = new Map(SIGNALS.map((s) => [s.name, s]));
 
 /** The groups as they appear in CEL (`device`, `ip`, ...), each with its fields. */

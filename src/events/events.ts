@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Decision } from '../engine/evaluate.js';
 import type { Outbox } from '../store/outbox-contract.js';
 import type { SessionStatus, StepUpSession } from '../store/store.js';
+import { orFallback } from '../lib/deadline.js';
+import type { Mutable } from '../lib/mutable.js';
 
 export const EVENT_TYPES = [
   'device.trusted',
@@ -61,29 +63,12 @@ export interface DecideFacts {
 }
 
 function deviceOf(device: string, grant: StepUpSession['grant'] | undefined): DeviceFacts {
-  const facts: { -readonly [K in keyof DeviceFacts]: DeviceFacts[K] } = { id: device };
+  const facts: Mutable<DeviceFacts> = { id: device };
   if (grant?.ua?.browser) facts.browser = grant.ua.browser;
   if (grant?.ua?.os) facts.os = grant.ua.os;
   if (grant?.country) facts.country = grant.country;
   if (grant?.city) facts.city = grant.city;
   return facts;
-}
-
-/** Resolves after `ms` at the latest, with `fallback`: an outbox append never holds its caller longer. */
-function bounded<T>(work: Promise<T>, ms: number, fallback: T): Promise<T> {
-  return new Promise<T>((resolve) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(fallback);
-      },
-    );
-  });
 }
 
 /**
@@ -102,7 +87,7 @@ export function createEventSink(deps: EventSinkDeps) {
     if (facts.device) data.device = facts.device;
     Object.assign(data, facts.detail);
     const body = JSON.stringify({ id, type: facts.type, timestamp: new Date(now).toISOString(), data });
-    const appended = bounded(
+    const appended = orFallback(
       deps.outbox.append({ eventId: id, orderKey: facts.user, type: facts.type, body, at: now }),
       deps.deadlineMs,
       false,

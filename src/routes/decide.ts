@@ -5,11 +5,12 @@ import { evaluate } from '../engine/evaluate.js';
 import { isStepUp } from '../engine/ladder.js';
 import { RiskError } from '../errors.js';
 import { UserRateLimited } from '../store/store.js';
-import { children, type Metrics } from '../metrics.js';
+import { children, secondsSince, stageTimer, type Metrics } from '../metrics.js';
 import type { RulesHolder } from '../rules-io/rules-holder.js';
 import type { Enriched, Enricher, SignInRequest } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
+import type { Decision } from '../engine/evaluate.js';
 import { parseBody } from './validation.js';
 import { callbackProblem, MAX_CALLBACK_LENGTH, type CallbackPolicy } from '../lib/callback-url.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
@@ -66,8 +67,45 @@ export interface DecideDeps {
 
 const STRICT_CALLBACKS: CallbackPolicy = { allowLoopbackHttp: false };
 
+/** What enrich reads from the body; built by assignment, as on every sign-in. */
+function signInFrom(body: DecideBody): SignInRequest {
+  const signIn: Mutable<SignInRequest> = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
+  if (body.user_agent !== undefined) signIn.userAgent = body.user_agent;
+  if (body.attributes) signIn.attributes = body.attributes;
+  return signIn;
+}
+
+/** The decision's counters: one per action, input degraded, rule fired and shadow disagreement. */
+function countDecision(metrics: Metrics, decisions: (action: string) => { inc(): void }, decision: Decision, seconds: number): void {
+  decisions(decision.action).inc();
+  metrics.decideDuration.observe(seconds);
+  for (const input of decision.degraded) metrics.degraded.labels(input).inc();
+  for (const r of decision.results) if (r.outcome === 'fired') metrics.ruleFired.labels(r.rule, r.mode).inc();
+  for (const s of decision.shadow) metrics.shadow.labels(s.rule, decision.action, s.action).inc();
+}
+
+/** The decision log line. It carries the point-in-time signals: it is what `rules replay` reads. */
+function decisionLine(decisionId: string, enriched: Enriched, decision: Decision, verification: Verification, seconds: number): Record<string, unknown> {
+  const line: Record<string, unknown> = {
+    decision_id: decisionId,
+    user: enriched.user,
+    device: enriched.device,
+    action: decision.action,
+    score: decision.score,
+    rules: decision.reasons.map((r) => r.rule),
+    shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
+    ruleset: decision.ruleset,
+    degraded: decision.degraded,
+    verification: verification.status,
+    duration_ms: Math.round(seconds * 1e6) / 1e3,
+    signals: enriched.signals,
+  };
+  if (decision.bypass) line.bypass = decision.bypass;
+  return line;
+}
+
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
-  const stage = children((name) => deps.metrics.stageDuration.labels(name));
+  const stage = stageTimer(deps.metrics);
   const decisions = children((action) => deps.metrics.decisions.labels(action));
   const routeOptions = {
     bodyLimit: DECIDE_BODY_LIMIT,
@@ -91,12 +129,9 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const now = deps.clock();
     const decisionId = randomUUID();
 
-    const signIn: Mutable<SignInRequest> = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
-    if (body.user_agent !== undefined) signIn.userAgent = body.user_agent;
-    if (body.attributes) signIn.attributes = body.attributes;
     let enriched: Enriched;
     try {
-      enriched = await deps.enrich(signIn, now);
+      enriched = await deps.enrich(signInFrom(body), now);
     } catch (error) {
       if (!(error instanceof UserRateLimited)) throw error;
       deps.metrics.rateLimited.labels('user').inc();
@@ -107,7 +142,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
     if (decision.purposeClass === 'undeclared') deps.metrics.undeclaredPurpose.inc();
-    stage('evaluate').observe(Number(process.hrtime.bigint() - evaluateStarted) / 1e9);
+    stage('evaluate', evaluateStarted);
 
     let verification: Verification = { status: 'not_needed' };
     if (isStepUp(decision.action) && deps.stepUp) {
@@ -124,33 +159,12 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
         ...(body.callback ? { callback: body.callback } : {}),
         ...(body.portrait_image ? { portraitImage: body.portrait_image } : {}),
       });
-      stage('didit').observe(Number(process.hrtime.bigint() - diditStarted) / 1e9);
+      stage('didit', diditStarted);
     }
 
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    decisions(decision.action).inc();
-    deps.metrics.decideDuration.observe(seconds);
-    for (const input of decision.degraded) deps.metrics.degraded.labels(input).inc();
-    for (const r of decision.results) if (r.outcome === 'fired') deps.metrics.ruleFired.labels(r.rule, r.mode).inc();
-    for (const s of decision.shadow) deps.metrics.shadow.labels(s.rule, decision.action, s.action).inc();
-
-    // The decision line carries the point-in-time signals: it is what `rules replay` reads.
-    const line: Record<string, unknown> = {
-      decision_id: decisionId,
-      user: enriched.user,
-      device: enriched.device,
-      action: decision.action,
-      score: decision.score,
-      rules: decision.reasons.map((r) => r.rule),
-      shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
-      ruleset: decision.ruleset,
-      degraded: decision.degraded,
-      verification: verification.status,
-      duration_ms: Math.round(seconds * 1e6) / 1e3,
-      signals: enriched.signals,
-    };
-    if (decision.bypass) line.bypass = decision.bypass;
-    request.log.info(line, 'decision');
+    const seconds = secondsSince(started);
+    countDecision(deps.metrics, decisions, decision, seconds);
+    request.log.info(decisionLine(decisionId, enriched, decision, verification, seconds), 'decision');
     deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status });
 
     const answer: Record<string, unknown> = {

@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { doc, errorResponses } from './schemas.js';
+import { decisionFields, doc, errorResponses } from './schemas.js';
 import { evaluate } from '../engine/evaluate.js';
-import { RUNGS } from '../engine/ladder.js';
 import { formatLoadError, type LoadError } from '../engine/ruleset.js';
 import { signalTypeProblems, type Signals } from '../engine/signals.js';
 import { RiskError } from '../errors.js';
@@ -29,13 +28,8 @@ const evaluateBody = z.strictObject({
     .optional(),
 });
 
-const reason = z.object({ rule: z.string(), because: z.string() });
 const evaluateReply = z.object({
-  action: z.enum(RUNGS),
-  score: z.number(),
-  reasons: z.array(reason),
-  shadow: z.array(reason.extend({ action: z.enum(RUNGS) })),
-  degraded: z.array(z.string()),
+  ...decisionFields,
   unknown: z.array(z.string()),
   ruleset: z.string(),
   results: z.array(z.object({ rule: z.string(), mode: z.enum(['enforce', 'shadow']), outcome: z.string(), because: z.string() })),

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { RulesHolder } from '../rules-io/rules-holder.js';
 import type { Store } from '../store/store.js';
 import { doc, healthReply, readyReply } from './schemas.js';
+import { orFallback } from '../lib/deadline.js';
 
 export interface ReadinessCheck {
   readonly name: string;
@@ -22,7 +23,7 @@ export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
   app.get('/readyz', { config: { public: true }, schema: { summary: 'Ready to take traffic', response: { 200: doc(readyReply), 503: doc(readyReply) } } }, async (_request, reply) => {
     const failing: string[] = [];
     if (!deps.rules.current()) failing.push('rules');
-    const storeUp = await Promise.race([deps.store.ping().catch(() => false), new Promise<boolean>((r) => setTimeout(r, 500, false))]);
+    const storeUp = await orFallback(deps.store.ping(), 500, false);
     if (!storeUp) failing.push('store');
     for (const check of deps.checks) if (!(await check.check())) failing.push(check.name);
     const body = {

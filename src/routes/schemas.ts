@@ -17,13 +17,18 @@ export const verificationReply = z.union([
   z.object({ status: z.literal('unavailable'), method: z.enum(STEP_UP_RUNGS), reason: z.string() }),
 ]);
 
-export const decideReply = z.object({
-  decision_id: z.string().uuid(),
+/** What decide and evaluate both answer about a decision (fields in reply order: the schema serialises). */
+export const decisionFields = {
   action: z.enum(RUNGS),
   score: z.number(),
   reasons: z.array(reason),
   shadow: z.array(reason.extend({ action: z.enum(RUNGS) })),
   degraded: z.array(z.string()),
+};
+
+export const decideReply = z.object({
+  decision_id: z.string().uuid(),
+  ...decisionFields,
   ruleset: z.string(),
   signals: z.record(z.string(), z.union([z.boolean(), z.number(), z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]))])),
   verification: verificationReply,

@@ -96,6 +96,37 @@ export interface SharedIpVelocityOptions {
   readonly maxAddresses?: number;
 }
 
+type SyncClient = { riskIpVelocitySync(...args: Array<string | number>): Promise<Array<string | number>> };
+
+/** The sync script as a command on this client (defined once per client, however many counters share it). */
+function syncCommand(redis: Client): SyncClient {
+  if (!(redis as unknown as Partial<SyncClient>).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
+  return redis as unknown as SyncClient;
+}
+
+/** Per address, what it adds to the current bucket: counts older than the window are of no use to anyone any more. */
+function addsOf(batch: ReadonlyMap<string, BucketCounts>, addresses: readonly string[], firstBucket: number): number[] {
+  return addresses.map((address) => {
+    let n = 0;
+    for (const [b, count] of batch.get(address)!) if (b >= firstBucket) n += count;
+    return n;
+  });
+}
+
+/** Most addresses counted between two syncs: past it, the local counts start over (a flood of addresses must not grow memory). */
+const MAX_PENDING = 100_000;
+
+/** Counts one decide in this process: address → bucket number → count. */
+function countHit(pending: Map<string, BucketCounts>, ip: string, bucket: number): BucketCounts {
+  let mine = pending.get(ip);
+  if (!mine) {
+    if (pending.size >= MAX_PENDING) pending.clear();
+    pending.set(ip, (mine = new Map()));
+  }
+  mine.set(bucket, (mine.get(bucket) ?? 0) + 1);
+  return mine;
+}
+
 /**
  * Shared across replicas through Redis without a round trip per decide: each process counts locally
  * and, every `syncMs`, adds its counts to per-address 5-second buckets in Redis and reads back the totals of
@@ -105,11 +136,10 @@ export interface SharedIpVelocityOptions {
  * answering (and are added once it is back, up to a bound).
  */
 export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelocity {
-  const { redis, keyPrefix } = options;
+  const { keyPrefix } = options;
   const shards = options.shards ?? 16;
   const clock = options.clock ?? Date.now;
-  if (!(redis as unknown as { riskIpVelocitySync?: unknown }).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
-  const client = redis as unknown as { riskIpVelocitySync(...args: Array<string | number>): Promise<Array<string | number>> };
+  const client = syncCommand(options.redis);
 
   /**
    * The shared total per address from the last sync that read it, and that sync's bucket. Trusted
@@ -121,9 +151,21 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   let pending = new Map<string, BucketCounts>();
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */
   let inFlight = new Map<string, BucketCounts>();
-  const MAX_PENDING = 100_000;
 
-  let syncing: Promise<void> | undefined;
+  /** One script call for one shard's chunk; false when it failed (its counts are then pending again, within bounds). */
+  async function syncChunk(batch: ReadonlyMap<string, BucketCounts>, shard: number, addresses: string[], bucket: number): Promise<boolean> {
+    const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
+    try {
+      const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...addsOf(batch, addresses, bucket - WINDOW_BUCKETS + 1));
+      addresses.forEach((address, i) => shared.set(address, { total: Number(reply[i]), bucket }));
+      return true;
+    } catch {
+      if (pending.size + addresses.length <= MAX_PENDING) mergeCounts(pending, addresses.map((address) => [address, batch.get(address)!]));
+      return false;
+    }
+  }
+
+  /** Hands what was counted since the last sync to Redis, chunk by chunk, and keeps the totals it answers. */
   async function syncNow(): Promise<void> {
     const now = clock();
     if (pending.size === 0) return;
@@ -131,31 +173,12 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
     pending = new Map();
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
-    const first = bucket - WINDOW_BUCKETS + 1;
-    let failed = false;
-    await Promise.all(
-      chunkByShard(batch.keys(), shards).map(async ({ shard, addresses }) => {
-        const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
-        // Counts older than the window are of no use to anyone any more; newer ones go in the current bucket.
-        const adds = addresses.map((address) => {
-          let n = 0;
-          for (const [b, count] of batch.get(address)!) if (b >= first) n += count;
-          return n;
-        });
-        try {
-          const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...adds);
-          addresses.forEach((address, i) => shared.set(address, { total: Number(reply[i]), bucket }));
-        } catch {
-          failed = true;
-          // Keep what this chunk could not add for the next attempt, within bounds.
-          if (pending.size + addresses.length <= MAX_PENDING) mergeCounts(pending, addresses.map((address) => [address, batch.get(address)!]));
-        }
-      }),
-    );
+    const synced = await Promise.all(chunkByShard(batch.keys(), shards).map(({ shard, addresses }) => syncChunk(batch, shard, addresses, bucket)));
     inFlight = new Map();
-    if (failed) options.onSyncError?.();
+    if (synced.includes(false)) options.onSyncError?.();
   }
 
+  let syncing: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (!syncing) syncing = syncNow().finally(() => (syncing = undefined));
   }, options.syncMs ?? 1000);
@@ -164,12 +187,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   return {
     hit(ip, now) {
       const bucket = Math.floor(now / BUCKET_MS);
-      let mine = pending.get(ip);
-      if (!mine) {
-        if (pending.size >= MAX_PENDING) pending.clear();
-        pending.set(ip, (mine = new Map()));
-      }
-      mine.set(bucket, (mine.get(bucket) ?? 0) + 1);
+      const mine = countHit(pending, ip, bucket);
       const known = shared.get(ip);
       const sharedTotal = known && known.bucket >= bucket - 1 ? known.total : 0;
       return sharedTotal + sumWindow(inFlight.get(ip), bucket) + sumWindow(mine, bucket);

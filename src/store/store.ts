@@ -47,13 +47,8 @@ export interface History {
   readonly deviceDeclines24h: number;
 }
 
-export interface TrustGrant {
-  readonly user: string;
-  readonly device: string;
-  readonly ip: string;
-  readonly prefix: string;
-  readonly asn?: number;
-  readonly country?: string;
+/** A sighting the user proved by an Approved step-up: what the store then trusts for `ttlMs`. */
+export interface TrustGrant extends Sighting {
   /** The city's name at decide time, for notifications (events); the store's trust keeps no city. */
   readonly city?: string;
   readonly place?: Place;
