@@ -56,6 +56,7 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
   t.match(report, { decisions: 9, stepUps: 6, dead: ['never-fires'], noisy: ['noisy-flag'] });
   t.match(report.rules.find((r) => r.rule === 'risky-flag'), { fired: 5, stepUps: 4, precisionDeclines: 1 / 3 });
   const text = await cli(['report']);
+  t.comment(`npm run rules -- report\n${text.text}`);
   t.match(text.text, /risky-flag\s+5\s+4\s+50\.0%\s+25\.0%\s+25\.0%\s+0\.0%\s+0\.0%\s+1\s+1\s+50\.0%\s+33\.3%/, 'the table row of risky-flag');
   t.match(text.text, /dead \(never fired\): never-fires/);
   t.same((await redis.keys(`${prefix}*`)).sort(), keysBefore, 'the report wrote no key');
