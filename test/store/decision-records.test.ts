@@ -38,5 +38,5 @@ t.test('redis: the time index is trimmed past the retention on every write', asy
   const base = { user: 'u', device: 'd', action: 'SKIP' as const, score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {} };
   await records.put({ ...base, id: 'old', at: 1000 }, 1000);
   await records.put({ ...base, id: 'new', at: 5000 }, 5000);
-  t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, 0, -1), ['new']);
+  t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, '0', '-1'), ['new']);
 });
