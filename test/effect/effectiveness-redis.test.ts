@@ -72,6 +72,9 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
   const withoutTtl: string[] = [];
   for (const key of await redis.keys(`${prefix}{dr:*`)) if ((await redis.pttl(key)) < 0) withoutTtl.push(key);
   t.same(withoutTtl, [], 'every decision-record key has a TTL');
+  const recordKeys = await redis.keys(`${prefix}{dr:*:r:*`);
+  const usage = await Promise.all(recordKeys.map(async (k) => Number(await redis.call('MEMORY', 'USAGE', k))));
+  t.comment(`Redis MEMORY USAGE per decision record: mean ${Math.round(usage.reduce((a, b) => a + b, 0) / usage.length)} bytes over ${usage.length} records`);
   const ttl = await redis.pttl((await redis.keys(`${prefix}{dr:*:r:*`))[0]!);
   t.ok(ttl > 89 * 86_400_000 && ttl <= 90 * 86_400_000, `a record lives DECISION_RECORD_TTL_DAYS (${ttl} ms)`);
 });
