@@ -1,4 +1,4 @@
-// Ad-hoc: decide throughput with and without decision records, alternating in one process.
+// Decide cost with and without decision records, alternating in one process: npx tsx test/bench/decision-records.ts
 import { startTestService } from '../helpers/service.js';
 
 const service = await startTestService({ LOG_LEVEL: 'silent' });
