@@ -138,9 +138,14 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       return result;
     },
 
-    /** Waits for the record writes in flight (shutdown, tests). */
-    async flush(): Promise<void> {
-      await Promise.all([...inFlight]);
+    /** Waits for the record writes in flight (shutdown, tests), at most `maxMs`: a hung store never holds a shutdown. */
+    async flush(maxMs = 2000): Promise<void> {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, maxMs);
+        timer.unref();
+      });
+      await Promise.race([Promise.all([...inFlight]), deadline]).finally(() => clearTimeout(timer));
     },
 
     /** Runs the sweep every `intervalMs` (unref'd); returns the stop. */
