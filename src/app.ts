@@ -29,8 +29,8 @@ export interface AppDeps {
   readonly apiTokens: readonly ApiToken[];
   readonly clock?: () => number;
   readonly stepUp?: StepUpService;
-  /** Outgoing events (EVENTS_URL): the decide emits decision.denied / decision to it. */
-  readonly events?: EventSink;
+  /** What the decide tells about each decision: outgoing events (EVENTS_URL) and the decision records. */
+  readonly events?: Pick<EventSink, 'decided'>;
   /** Extra route plugins (Didit webhook, sessions, users), registered after auth. */
   readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
   readonly readiness?: readonly ReadinessCheck[];

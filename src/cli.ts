@@ -9,7 +9,10 @@ import { formatLoadError } from './engine/ruleset.js';
 import { SIGNAL_BY_NAME, type Signals } from './engine/signals.js';
 import { createLogger } from './logger.js';
 import { loadRuleDir, readRuleDir } from './rules-io/load.js';
-import { formatMatrix, replay } from './rules-io/replay.js';
+import { formatLabelled, formatMatrix, parseLabelLines, replay, type ReplayLabel } from './rules-io/replay.js';
+import { effectivenessReport, formatEffectiveness } from './rules-io/effectiveness-report.js';
+import type { CompiledRuleset } from './engine/ruleset.js';
+import type { DecisionRecords, StoredDecision } from './store/decision-records.js';
 import { runRuleTests } from './rules-io/test-runner.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
@@ -17,7 +20,7 @@ import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp, networkIdOf } from './signals/ip.js';
 import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
-import { diditFromConfig, webhookSettings } from './compose.js';
+import { decisionRecordsFor, diditFromConfig, webhookSettings } from './compose.js';
 import { createDiditClient } from './didit/client.js';
 import { listDeadLetters, replayDeadLetters } from './didit/dead-letters.js';
 import { createWebhookHandler } from './didit/webhook-handler.js';
@@ -120,11 +123,74 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
   }
 }
 
+/** `30d`, `12h`, `90m`: how far back a report reads. */
+export function parseSince(text: string): number | undefined {
+  const match = /^(\d{1,4})([dhm])$/.exec(text);
+  if (!match) return undefined;
+  return Number(match[1]) * { d: 86_400_000, h: 3_600_000, m: 60_000 }[match[2] as 'd' | 'h' | 'm'];
+}
+
+async function readLines(file: string): Promise<string[]> {
+  const lines: string[] = [];
+  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) lines.push(line);
+  return lines;
+}
+
+/** The configured store's decision records (read-only use), closed by the returned function. */
+async function openRecords(): Promise<{ records: DecisionRecords; kind: 'memory' | 'redis'; close(): Promise<void> }> {
+  const config = loadConfig(process.env);
+  const { store, redis } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 5000, requireReady: true });
+  return { records: decisionRecordsFor(config, redis), kind: store.kind, close: () => store.close() };
+}
+
+/** Stored records as decision lines, so replay reads them like the log. */
+function recordLines(stored: readonly StoredDecision[]): string[] {
+  return stored.map((d) => JSON.stringify({ msg: 'decision', decision_id: d.record.id, time: d.record.at, action: d.record.action, rules: d.record.rules, degraded: d.record.degraded, signals: d.record.signals }));
+}
+
+function labelsOf(stored: readonly StoredDecision[]): Map<string, ReplayLabel> {
+  return new Map(stored.filter((d) => d.label).map((d) => [d.record.id, d.label!.label]));
+}
+
+/** The report over records already read: the CLI and the tests (an embedded service's memory records) share it. */
+export function printReport(stored: readonly StoredDecision[], ruleset: Pick<CompiledRuleset, 'rules' | 'hash'>, since: number, json: boolean, out: Out): void {
+  const report = effectivenessReport(stored, ruleset, { since });
+  out(json ? JSON.stringify({ ruleset: ruleset.hash, ...report }, null, 2) : formatEffectiveness(report));
+}
+
+async function reportCommand(values: Record<string, unknown>, out: Out): Promise<number> {
+  const window = parseSince((values.since as string | undefined) ?? '30d');
+  if (window === undefined) {
+    out('--since takes a number and a unit: 30d, 12h or 90m');
+    return 2;
+  }
+  const loaded = await loadRuleDir((values.rules as string | undefined) ?? loadConfig(process.env).RULES_DIR);
+  if (!loaded.ok) {
+    for (const error of loaded.errors) out(formatLoadError(error));
+    return 1;
+  }
+  const opened = await openRecords();
+  try {
+    const now = Date.now();
+    if (opened.kind === 'memory') out('(note: no REDIS_URL: the memory store of this process is empty; the report reads a running service\'s records from Redis)');
+    printReport(await opened.records.list(now - window, now), loaded.ruleset, now - window, values.json === true, out);
+    return 0;
+  } finally {
+    await opened.close();
+  }
+}
+
 async function replayCommand(values: Record<string, unknown>, out: Out): Promise<number> {
   const log = values.log as string | undefined;
   const dir = values.rules as string | undefined;
+  const labelSource = values.labels as string | undefined;
   if (!log || !dir) {
-    out('usage: rules replay --log decisions.jsonl --rules candidate/ [--json] [--examples N]');
+    out('usage: rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 30d] [--json] [--examples N]');
+    return 2;
+  }
+  const window = parseSince((values.since as string | undefined) ?? '90d');
+  if (window === undefined) {
+    out('--since takes a number and a unit: 30d, 12h or 90m');
     return 2;
   }
   const loaded = await loadRuleDir(dir);
@@ -132,9 +198,19 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
     for (const error of loaded.errors) out(formatLoadError(error));
     return 1;
   }
-  const lines: string[] = [];
-  for await (const line of createInterface({ input: createReadStream(log), crlfDelay: Infinity })) lines.push(line);
-  const report = replay(lines, loaded.ruleset, Number(values.examples ?? 3));
+  let stored: StoredDecision[] | undefined;
+  if (log === 'store' || labelSource === 'store') {
+    const opened = await openRecords();
+    try {
+      const now = Date.now();
+      stored = await opened.records.list(now - window, now);
+    } finally {
+      await opened.close();
+    }
+  }
+  const lines = log === 'store' ? recordLines(stored!) : await readLines(log);
+  const labels = labelSource === undefined ? undefined : labelSource === 'store' ? labelsOf(stored!) : parseLabelLines(await readLines(labelSource));
+  const report = replay(lines, loaded.ruleset, Number(values.examples ?? 3), labels);
   if (values.json) {
     out(JSON.stringify({ candidate: loaded.ruleset.hash, ...report }, null, 2));
     return 0;
@@ -150,6 +226,7 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
     out('\nexamples:');
     for (const [cell, ids] of Object.entries(report.examples)) out(`  ${cell.padEnd(22)} ${ids.join(', ')}`);
   }
+  if (report.labelled) out(`\n${formatLabelled(report.labelled)}`);
   return 0;
 }
 
@@ -238,16 +315,30 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
   replay: {
     summary: 'replay logged decisions against a candidate ruleset: what would change, and which rules cause it',
-    usage: 'rules replay --log decisions.jsonl --rules candidate/ [--examples N] [--json]',
-    example: 'npm run rules -- replay --log decisions.jsonl --rules candidate/',
-    options: { log: { type: 'string' }, ...rulesDir, json: { type: 'boolean' }, examples: { type: 'string' } },
+    usage: 'rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 90d] [--examples N] [--json]',
+    example: 'npm run rules -- replay --log decisions.jsonl --rules candidate/ --labels store',
+    options: { log: { type: 'string' }, ...rulesDir, labels: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' }, examples: { type: 'string' } },
     describe: {
-      '--log': 'a file of decision lines (the service log; other lines are skipped)',
+      '--log': 'a file of decision lines (the service log; other lines are skipped), or `store`: the decision records',
       '--rules': 'the candidate rules directory',
+      '--labels': 'fraud / legitimate labels: `store` (POST /v1/feedback) or a file of {"decision_id","label"} lines',
+      '--since': 'with `store`: how far back to read (default 90d)',
       '--examples': 'decision ids shown per changed cell (default 3)',
       '--json': 'print JSON',
     },
     run: (values, _positionals, out) => replayCommand(values, out),
+  },
+  report: {
+    summary: 'rule effectiveness from the stored records: per rule, step-ups, outcomes, labels, precision; dead and noisy rules',
+    usage: 'rules report [--since 30d] [--rules DIR] [--json]',
+    example: 'npm run rules -- report --since 7d',
+    options: { since: { type: 'string' }, ...rulesDir, json: { type: 'boolean' } },
+    describe: {
+      '--since': 'how far back: 30d (default), 12h, 90m',
+      '--rules': 'the ruleset the dead rules are looked for in (default: RULES_DIR)',
+      '--json': 'print JSON',
+    },
+    run: (values, _positionals, out) => reportCommand(values, out),
   },
   'dead-letters': {
     summary: 'list or re-apply authentic Didit deliveries the webhook could not apply (kept 7 days)',

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import { callbackPolicyOf, type Config } from './config.js';
 import { openDatabase } from './data-io/geoip-files.js';
-import { createMetrics, stageTimer, type Metrics } from './metrics.js';
+import { createMetrics, KNOWN_LABELS, stageTimer, type Metrics } from './metrics.js';
 import { parseApiTokens, type ApiToken } from './routes/auth.js';
 import { createRulesHolder, type RulesHolder } from './rules-io/rules-holder.js';
 import { loadRuleDir } from './rules-io/load.js';
@@ -39,6 +39,12 @@ import { startEvents, type Events } from './events/service.js';
 import type { DispatcherTuning } from './events/dispatcher.js';
 import { createRedisOutbox } from './store/outbox-redis.js';
 import { createMemoryOutbox } from './store/outbox-memory.js';
+import { createMemoryDecisionRecords } from './store/decision-records-memory.js';
+import { createRedisDecisionRecords } from './store/decision-records-redis.js';
+import type { DecisionRecords } from './store/decision-records.js';
+import { createEffectiveness, type Effectiveness } from './events/effectiveness.js';
+import { registerFeedback } from './routes/feedback.js';
+import type { CompiledRuleset } from './engine/ruleset.js';
 
 export interface ServiceOptions {
   readonly logger: Logger;
@@ -84,6 +90,29 @@ export function webhookSettings(config: Config) {
     claimTtlMs: retentionFromConfig(config).claimMs,
     deadLetterTtlMs: DEAD_LETTER_TTL_MS,
     requireMethodMatch: config.DIDIT_REQUIRE_METHOD_MATCH,
+  };
+}
+
+/** How often each replica settles step-ups whose window lapsed (claims make concurrent sweeps count once). */
+export const EFFECTIVENESS_SWEEP_MS = 30_000;
+
+/** Decision records on the store's Redis when there is one, else bounded in this process. */
+export function decisionRecordsFor(config: Config, redis?: Redis | Cluster): DecisionRecords {
+  const ttlMs = config.DECISION_RECORD_TTL_DAYS * 86_400_000;
+  return redis ? createRedisDecisionRecords({ redis, keyPrefix: config.REDIS_KEY_PREFIX, ttlMs }) : createMemoryDecisionRecords({ ttlMs });
+}
+
+/**
+ * The metric label of a rule id: an id of the live ruleset (rule or bypass) or an engine floor, else
+ * `other`. Bounded by the ruleset, whatever a stored record names.
+ */
+export function ruleLabeller(current: () => CompiledRuleset | undefined): (rule: string) => string {
+  let cached: { hash: string; ids: Set<string> } | undefined;
+  const floors = new Set<string>(KNOWN_LABELS.floorRule);
+  return (rule) => {
+    const ruleset = current();
+    if (ruleset && cached?.hash !== ruleset.hash) cached = { hash: ruleset.hash, ids: new Set([...ruleset.rules.map((r) => r.id), ...(ruleset.bypasses ?? []).map((b) => `bypass:${b.id}`)]) };
+    return floors.has(rule) || cached?.ids.has(rule) ? rule : KNOWN_LABELS.otherRule;
   };
 }
 
@@ -142,6 +171,9 @@ export interface Service extends ServiceParts {
   readonly apiTokens: readonly ApiToken[];
   /** The outgoing events sink, when EVENTS_URL is set. */
   readonly events?: Events['sink'];
+  /** Decision records (outcomes, labels) and what joins verdicts and labels to rules. */
+  readonly records: DecisionRecords;
+  readonly effectiveness: Effectiveness;
   close(): Promise<void>;
 }
 
@@ -254,6 +286,20 @@ export async function createService(config: Config, options: ServiceOptions): Pr
         ...(config.DIDIT_CALLBACK_URL ? { callbackUrl: config.DIDIT_CALLBACK_URL } : {}),
       })
     : undefined;
+  const records = decisionRecordsFor(config, options.redis);
+  const effectiveness = createEffectiveness({
+    records,
+    counters: {
+      outcome: (rule, method, outcome, shadow) => (shadow ? metrics.shadowStepUpOutcomes : metrics.stepUpOutcomes).labels(rule, method, outcome).inc(),
+      feedback: (rule, label) => metrics.feedback.labels(rule, label).inc(),
+      failed: (operation) => metrics.effectivenessFailures.labels(operation).inc(),
+    },
+    ruleLabel: ruleLabeller(() => rules.current()),
+    pendingTtlMs,
+    clock,
+    log: logger,
+  });
+  const stopSweep = effectiveness.start(EFFECTIVENESS_SWEEP_MS);
   const handleWebhook = createWebhookHandler({
     store,
     ids,
@@ -262,7 +308,12 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     networkOf: networkIdOf(ids),
     clock,
     ...(client ? { client } : {}),
-    ...(events ? { events: events.sink } : {}),
+    events: {
+      async stepUpOutcome(applied) {
+        await events?.sink.stepUpOutcome(applied);
+        await effectiveness.stepUpOutcome(applied);
+      },
+    },
   });
   const rateLimits: RateLimitSettings = {
     keyPrefix: config.REDIS_KEY_PREFIX,
@@ -277,6 +328,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
     (app: FastifyInstance) => registerUsers(app, { store, ids, clock, ...(events ? { events: events.sink } : {}) }),
     (app: FastifyInstance) => registerEvaluate(app, { rules, clock, sandbox }),
+    (app: FastifyInstance) => registerFeedback(app, { effectiveness }),
   ];
   const app = buildApp({
     logger,
@@ -292,7 +344,12 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(options.redis ? { readiness: redisReadiness(options.redis, config.REDIS_ALLOW_EVICTION) } : {}),
     staleData: () => lists.stale(clock()).map((name) => `list_${name}`),
     ...(stepUp ? { stepUp } : {}),
-    ...(events ? { events: events.sink } : {}),
+    events: {
+      decided(facts) {
+        events?.sink.decided(facts);
+        effectiveness.decided(facts);
+      },
+    },
     plugins,
     rateLimits,
     pressure: { maxEventLoopDelayMs: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: config.PRESSURE_SAMPLE_INTERVAL_MS },
@@ -304,10 +361,15 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     app,
     apiTokens,
     ...(events ? { events: events.sink } : {}),
+    records,
+    effectiveness,
     async close() {
       ipVelocity.close();
+      stopSweep();
       for (const stop of stops) stop();
       await app.close();
+      // The decides' record writes, before the store's client closes.
+      await effectiveness.flush();
       // After the routes drained (their events are in the outbox), before the store's client closes.
       await events?.close();
       await sandbox.close();

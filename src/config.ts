@@ -62,6 +62,7 @@ const envSchema = z.object({
   PENDING_TTL_MINUTES: z.coerce.number().int().min(1).max(60).default(10),
   TRUST_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
   HISTORY_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(30),
+  DECISION_RECORD_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
   STEPUP_USER_MAX_PER_15M: z.coerce.number().int().min(1).default(20),
   STEPUP_DEVICE_MAX_PER_15M: z.coerce.number().int().min(1).default(5),
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),

@@ -3,6 +3,7 @@ import type { DiditErrorCode } from './didit/client.js';
 import type { WebhookResult } from './didit/webhook-handler.js';
 import { RUNGS } from './engine/ladder.js';
 import { GEO_DATABASES } from './signals/geoip.js';
+import { LABELS, STEP_UP_OUTCOMES } from './store/decision-records.js';
 
 /**
  * `values` must name every member of T: a new member of the union (a new webhook result, a new
@@ -30,6 +31,13 @@ export const KNOWN_LABELS = {
   rateLimit: ['user', 'caller'],
   stage: ['enrich', 'store', 'evaluate', 'didit'],
   reloadDataset: ['lists', ...GEO_DATABASES.map((db) => `geoip_${db}` as const)],
+  /** The engine's own reasons, beside the ruleset's rule and bypass ids (the other `rule` label values). */
+  floorRule: ['floor:degraded', 'floor:cold-start', 'floor:undeclared-purpose', 'floor:engine-error'],
+  /** The `rule` value of an id the live ruleset no longer has (a step-up raised before a reload). */
+  otherRule: 'other',
+  stepUpOutcome: STEP_UP_OUTCOMES,
+  feedbackLabel: LABELS,
+  effectivenessOperation: ['record', 'outcome', 'sweep'],
 } as const;
 
 /** Every metric in one place. Labels are bounded enums: never a user, device, IP or session id. */
@@ -58,6 +66,10 @@ export function createMetrics() {
     eventsOutboxDepth: new client.Gauge({ name: 'risk_events_outbox_depth', help: 'Events in the outbox not yet delivered, rejected or given up', registers: [registry] }),
     eventsOutboxOldestAge: new client.Gauge({ name: 'risk_events_outbox_oldest_age_seconds', help: 'Age of the oldest event in the outbox', registers: [registry] }),
     eventsCircuitOpen: new client.Gauge({ name: 'risk_events_circuit_open', help: '1 while the events receiver circuit breaker is open', registers: [registry] }),
+    stepUpOutcomes: new client.Counter({ name: 'risk_stepup_outcomes_total', help: 'Step-up outcomes (approved, declined, abandoned, in_review), once per rule that raised the step-up', labelNames: ['rule', 'method', 'outcome'] as const, registers: [registry] }),
+    shadowStepUpOutcomes: new client.Counter({ name: 'risk_shadow_stepup_outcomes_total', help: 'Partial evidence: outcomes of step-ups a shadow rule would have raised, counted only on sign-ins that stepped up for another reason', labelNames: ['rule', 'method', 'outcome'] as const, registers: [registry] }),
+    feedback: new client.Counter({ name: 'risk_feedback_total', help: 'Labels posted to /v1/feedback (a changed label counts again), per rule of the labelled decision', labelNames: ['rule', 'label'] as const, registers: [registry] }),
+    effectivenessFailures: new client.Counter({ name: 'risk_effectiveness_failures_total', help: 'Decision records, outcomes or sweeps the store did not take (rule effectiveness is missing that much evidence)', labelNames: ['operation'] as const, registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };
   // Bounded label values exist from the start, so rate() sees the first event and the series
@@ -69,6 +81,7 @@ export function createMetrics() {
   for (const limit of KNOWN_LABELS.rateLimit) m.rateLimited.labels(limit).inc(0);
   for (const stage of KNOWN_LABELS.stage) m.stageDuration.zero({ stage });
   for (const dataset of KNOWN_LABELS.reloadDataset) m.dataReloadFailures.labels(dataset).inc(0);
+  for (const operation of KNOWN_LABELS.effectivenessOperation) m.effectivenessFailures.labels(operation).inc(0);
   m.diditCircuitOpen.set(0);
   return m;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Decision } from '../engine/evaluate.js';
+import type { StepUpRung } from '../engine/ladder.js';
 import type { Outbox } from '../store/outbox-contract.js';
 import type { SessionStatus, StepUpSession } from '../store/store.js';
 import { orFallback } from '../lib/deadline.js';
@@ -57,9 +58,11 @@ export interface DecideFacts {
   readonly decisionId: string;
   readonly userId: string;
   readonly purpose: string;
-  readonly enriched: { readonly user: string; readonly device: string; readonly grant: StepUpSession['grant'] };
-  readonly decision: Pick<Decision, 'action' | 'score' | 'reasons' | 'ruleset' | 'degraded'>;
+  readonly enriched: { readonly user: string; readonly device: string; readonly grant: StepUpSession['grant']; readonly signals: Readonly<Record<string, unknown>> };
+  readonly decision: Pick<Decision, 'action' | 'score' | 'reasons' | 'ruleset' | 'degraded' | 'shadow'>;
   readonly verification: string;
+  /** The Didit session handed out for this decision, if one was (rule effectiveness joins its verdict back). */
+  readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
 }
 
 function deviceOf(device: string, grant: StepUpSession['grant'] | undefined): DeviceFacts {

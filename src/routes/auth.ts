@@ -2,8 +2,8 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest, RouteOptions, onRequestHookHandler } from 'fastify';
 import { RiskError } from '../errors.js';
 
-/** What a token may do: `decide` (decide, sessions), `users` (device list, revoke, erase), `rules` (evaluate). */
-export const SCOPES = ['decide', 'users', 'rules'] as const;
+/** What a token may do: `decide` (decide, sessions), `users` (device list, revoke, erase), `rules` (evaluate), `feedback` (fraud / legitimate labels). */
+export const SCOPES = ['decide', 'users', 'rules', 'feedback'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 declare module 'fastify' {

@@ -165,7 +165,8 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const seconds = secondsSince(started);
     countDecision(deps.metrics, decisions, decision, seconds);
     request.log.info(decisionLine(decisionId, enriched, decision, verification, seconds), 'decision');
-    deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status });
+    const stepUp = verification.status === 'created' || verification.status === 'reused' ? { sessionId: verification.session_id, method: verification.method } : undefined;
+    deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status, ...(stepUp ? { stepUp } : {}) });
 
     const answer: Record<string, unknown> = {
       decision_id: decisionId,

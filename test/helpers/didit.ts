@@ -3,6 +3,7 @@ import { createSimulator, simulatorCredentials, type Simulator } from '../../src
 import type { Store } from '../../src/store/store.js';
 import type { StepUpRung } from '../../src/engine/ladder.js';
 import { startTestService, type TestClock, type TestService } from './service.js';
+import type { ServiceOptions } from '../../src/compose.js';
 
 export interface DiditStack {
   service: TestService;
@@ -16,14 +17,14 @@ export interface DiditStack {
 }
 
 /** The service listening on loopback, wired to a simulator that speaks the Didit contract. */
-export async function startDiditStack(clock: TestClock, env: Record<string, string> = {}, webhookSecret?: string, store?: Store): Promise<DiditStack> {
+export async function startDiditStack(clock: TestClock, env: Record<string, string> = {}, webhookSecret?: string, store?: Store, extra: Partial<ServiceOptions> = {}): Promise<DiditStack> {
   const credentials = { ...simulatorCredentials(), ...(webhookSecret ? { webhookSecret } : {}) };
   const simulator = createSimulator({ ...credentials, publicBaseUrl: 'http://127.0.0.1:1', clock, retryDelaysMs: [10, 20] });
   await simulator.app.listen({ port: 0, host: '127.0.0.1' });
   const baseUrl = `http://127.0.0.1:${(simulator.app.server.address() as AddressInfo).port}`;
   const service = await startTestService(
     { DIDIT_TIMEOUT_MS: '300', ...env },
-    { clock, ...(store ? { store } : {}), didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } },
+    { clock, ...extra, ...(store ? { store } : {}), didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } },
   );
   await service.app.listen({ port: 0, host: '127.0.0.1' });
   simulator.webhookUrl = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}/v1/webhooks/didit`;

@@ -38,8 +38,9 @@ t.test('the exposition parses with a Prometheus text parser and has the required
     ...[...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult].map((result): [string, Record<string, string>] => ['risk_webhook_events_total', { result }]),
     ...KNOWN_LABELS.rateLimit.map((limit): [string, Record<string, string>] => ['risk_rate_limited_total', { limit }]),
     ...KNOWN_LABELS.reloadDataset.map((dataset): [string, Record<string, string>] => ['risk_data_reload_failures_total', { dataset }]),
+    ...KNOWN_LABELS.effectivenessOperation.map((operation): [string, Record<string, string>] => ['risk_effectiveness_failures_total', { operation }]),
   ];
-  t.equal(initialised.length, 5 + 7 + 2 * 10 + 16 + 2 + 5, 'the known label values (a new one changes this count on purpose)');
+  t.equal(initialised.length, 5 + 7 + 2 * 10 + 16 + 2 + 5 + 3, 'the known label values (a new one changes this count on purpose)');
   for (const [name, labels] of initialised) t.equal(sample(name, labels)?.value, '0', `${name}${JSON.stringify(labels)} is 0 before the first event`);
   for (const stage of KNOWN_LABELS.stage) t.ok(fresh.text.includes(`risk_stage_duration_seconds_count{stage="${stage}"} 0`), `stage ${stage} has a zero histogram`);
   t.match(fresh.text, /^risk_didit_circuit_open 0$/m);

@@ -93,7 +93,7 @@ t.test("the auth hook saw every route in the router's table, and each declared p
   t.same(routes.map((r) => `${r.method} ${r.url}`).sort(), router, 'no route was registered where the auth hook could not see it');
   t.same(routes.filter((r) => 'public' in r.access).map((r) => `${r.method} ${r.url}`).sort(), EXPECTED_PUBLIC, 'the public routes are exactly the expected ones');
   for (const route of protectedRoutes) t.ok('scope' in route.access, `${route.method} ${route.url} declares scope ${JSON.stringify((route.access as { scope?: string }).scope)}`);
-  for (const expected of ['POST /v1/decide', 'POST /v1/evaluate', 'GET /v1/sessions/:session_id', 'DELETE /v1/users/:user_id', 'GET /v1/users/:user_id/devices', 'DELETE /v1/users/:user_id/devices/:device_id']) {
+  for (const expected of ['POST /v1/decide', 'POST /v1/evaluate', 'GET /v1/sessions/:session_id', 'DELETE /v1/users/:user_id', 'GET /v1/users/:user_id/devices', 'DELETE /v1/users/:user_id/devices/:device_id', 'POST /v1/feedback']) {
     t.ok(router.includes(expected), `${expected} (registered by a plugin) is enumerated`);
   }
 });

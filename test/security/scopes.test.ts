@@ -19,6 +19,7 @@ const SAMPLES: Record<string, { url: string; payload?: unknown }> = {
   'DELETE /v1/users/:user_id/devices/:device_id': { url: '/v1/users/alice/devices/laptop' },
   'DELETE /v1/users/:user_id': { url: '/v1/users/alice' },
   'POST /v1/evaluate': { url: '/v1/evaluate', payload: { signals: {} } },
+  'POST /v1/feedback': { url: '/v1/feedback', payload: { decision_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10', label: 'fraud', source: 'fraud_team' } },
 };
 /** What each scope is for (data/ops/SECURITY.md "Who may call what"): the routes must declare exactly this. */
 const EXPECTED_SCOPE: Record<string, Scope> = {
@@ -30,6 +31,7 @@ const EXPECTED_SCOPE: Record<string, Scope> = {
   'DELETE /v1/users/:user_id/devices/:device_id': 'users',
   'DELETE /v1/users/:user_id': 'users',
   'POST /v1/evaluate': 'rules',
+  'POST /v1/feedback': 'feedback',
 };
 
 const service = await startTestService({ API_TOKENS });

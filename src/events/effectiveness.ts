@@ -1,0 +1,166 @@
+import { isStepUp, type Rung, type StepUpRung } from '../engine/ladder.js';
+import type { DecisionRecord, DecisionRecords, FeedbackLabel, Label, RecordedOutcome, StepUpOutcome } from '../store/decision-records.js';
+import type { SessionStatus, StepUpSession } from '../store/store.js';
+
+/** The slice of a decide the records keep (structural: events/ does not depend on signals/ or routes/). */
+export interface DecidedFacts {
+  readonly decisionId: string;
+  readonly purpose: string;
+  readonly enriched: { readonly user: string; readonly device: string; readonly signals: Readonly<Record<string, unknown>> };
+  readonly decision: {
+    readonly action: Rung;
+    readonly score: number;
+    readonly reasons: ReadonlyArray<{ readonly rule: string }>;
+    readonly shadow: ReadonlyArray<{ readonly rule: string; readonly action: Rung }>;
+    readonly ruleset: string;
+    readonly degraded: readonly string[];
+  };
+  /** The Didit session handed out for this decision, if one was. */
+  readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
+}
+
+export interface EffectivenessCounters {
+  /** A step-up's outcome, once per rule that raised it (`shadow`: a shadow rule that would have). */
+  outcome(rule: string, method: StepUpRung, outcome: StepUpOutcome, shadow: boolean): void;
+  feedback(rule: string, label: FeedbackLabel): void;
+  /** A record, outcome or sweep the store did not take: that much evidence is missing, nothing else changes. */
+  failed(operation: 'record' | 'outcome' | 'sweep'): void;
+}
+
+export interface EffectivenessDeps {
+  readonly records: DecisionRecords;
+  readonly counters: EffectivenessCounters;
+  /** A bounded metric label for a rule id: the live ruleset's ids and the floors, anything else one fixed value. */
+  readonly ruleLabel: (rule: string) => string;
+  /** How long a step-up may take before it counts as abandoned (PENDING_TTL_MINUTES). */
+  readonly pendingTtlMs: number;
+  readonly clock: () => number;
+  readonly log: { warn(obj: object, msg: string): void };
+  /** Record writes in flight at most; past it a decision is not recorded (counted), so a slow store never grows memory. */
+  readonly maxInFlight?: number;
+}
+
+const OUTCOME_OF: Partial<Record<SessionStatus, StepUpOutcome>> = { approved: 'approved', declined: 'declined', in_review: 'in_review', retry: 'abandoned' };
+
+/**
+ * Joins each step-up's outcome to the rules that raised it. The decide hands over its facts (not
+ * awaited: a record write never slows a sign-in); the webhook hands over each applied verdict; a
+ * sweep settles the step-ups whose window lapsed without one. Every outcome is claimed atomically
+ * on the decision's record, so it is counted once whichever replica or delivery gets there first.
+ */
+export function createEffectiveness(deps: EffectivenessDeps) {
+  const inFlight = new Set<Promise<void>>();
+  const maxInFlight = deps.maxInFlight ?? 10_000;
+
+  const count = (record: DecisionRecord, outcome: RecordedOutcome) => {
+    if (outcome === 'superseded' || !record.stepUp) return;
+    const method = record.stepUp.method;
+    for (const rule of new Set(record.rules)) deps.counters.outcome(deps.ruleLabel(rule), method, outcome, false);
+    // Partial evidence: only the sign-ins that stepped up anyway show what a shadow rule's step-up would meet.
+    for (const rule of new Set(record.shadow.filter((s) => isStepUp(s.action)).map((s) => s.rule))) deps.counters.outcome(deps.ruleLabel(rule), method, outcome, true);
+  };
+
+  const recordOf = (facts: DecidedFacts, now: number): DecisionRecord => ({
+    id: facts.decisionId,
+    at: now,
+    user: facts.enriched.user,
+    device: facts.enriched.device,
+    action: facts.decision.action,
+    score: facts.decision.score,
+    rules: facts.decision.reasons.map((r) => r.rule),
+    shadow: facts.decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
+    ruleset: facts.decision.ruleset,
+    degraded: [...facts.decision.degraded],
+    purpose: facts.purpose,
+    signals: facts.enriched.signals,
+    ...(facts.stepUp ? { stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: now + deps.pendingTtlMs } } : {}),
+  });
+
+  const api = {
+    /** Every decide. Never throws and never awaited by the decide. */
+    decided(facts: DecidedFacts): void {
+      if (inFlight.size >= maxInFlight) {
+        deps.counters.failed('record');
+        return;
+      }
+      const now = deps.clock();
+      const write = deps.records.put(recordOf(facts, now), now).catch((error: unknown) => {
+        deps.counters.failed('record');
+        deps.log.warn({ err: (error as Error)?.message }, 'decision record not stored: its outcome and labels will be missing from rule effectiveness');
+      });
+      inFlight.add(write);
+      void write.finally(() => inFlight.delete(write));
+    },
+
+    /**
+     * A verdict the webhook applied. Throws when the store fails, so the delivery is answered 503 and
+     * Didit's retry counts it (the claim makes the retry count it once).
+     */
+    async stepUpOutcome(applied: { readonly before: StepUpSession; readonly status: SessionStatus }): Promise<void> {
+      const outcome = OUTCOME_OF[applied.status];
+      if (!outcome) return;
+      const session = applied.before.sessionId;
+      const id = await deps.records.decisionOf(session);
+      if (!id) return;
+      const record = await deps.records.settle(id, session, outcome, deps.clock());
+      if (record) count(record, outcome);
+    },
+
+    /** Step-ups whose window lapsed with no verdict are abandoned: claimed once across replicas. */
+    async sweep(now = deps.clock(), batch = 500, maxBatches = 10): Promise<number> {
+      let settled = 0;
+      try {
+        for (let round = 0; round < maxBatches; round++) {
+          const due = await deps.records.lapsed(now, batch);
+          for (const { id, session } of due) {
+            const record = await deps.records.settle(id, session, 'abandoned', now, true);
+            if (record) {
+              count(record, 'abandoned');
+              settled += 1;
+            }
+          }
+          if (due.length < batch) break;
+        }
+      } catch (error) {
+        deps.counters.failed('sweep');
+        deps.log.warn({ err: (error as Error)?.message }, 'rule effectiveness sweep failed; the next one retries');
+      }
+      return settled;
+    },
+
+    /** A label from someone who learned the truth later; undefined for an unknown or expired decision. */
+    async feedback(id: string, given: Omit<Label, 'at'>): Promise<{ previous?: Label; record: DecisionRecord } | undefined> {
+      const now = deps.clock();
+      const label: Label = { ...given, at: now };
+      const result = await deps.records.label(id, label, now);
+      // A label only counts when it changes: the same label posted twice is one piece of evidence.
+      if (result && result.previous?.label !== label.label) for (const rule of new Set(result.record.rules)) deps.counters.feedback(deps.ruleLabel(rule), label.label);
+      return result;
+    },
+
+    /** Waits for the record writes in flight (shutdown, tests), at most `maxMs`: a hung store never holds a shutdown. */
+    async flush(maxMs = 2000): Promise<void> {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, maxMs);
+        timer.unref();
+      });
+      await Promise.race([Promise.all([...inFlight]), deadline]).finally(() => clearTimeout(timer));
+    },
+
+    /** Runs the sweep every `intervalMs` (unref'd); returns the stop. */
+    start(intervalMs: number): () => void {
+      let running = false;
+      const timer = setInterval(() => {
+        if (running) return;
+        running = true;
+        void api.sweep().finally(() => (running = false));
+      }, intervalMs);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
+  };
+  return api;
+}
+
+export type Effectiveness = ReturnType<typeof createEffectiveness>;

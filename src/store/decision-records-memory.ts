@@ -1,0 +1,87 @@
+import { claimable, type DecisionRecord, type DecisionRecords, type Label, type RecordedOutcome, type StoredDecision } from './decision-records.js';
+
+export interface MemoryDecisionRecordsOptions {
+  readonly ttlMs: number;
+  /** Records kept at most: the oldest go first (the embedded store is one process's memory). */
+  readonly maxRecords?: number;
+}
+
+interface Entry {
+  record: DecisionRecord;
+  outcome?: { outcome: RecordedOutcome; at: number };
+  label?: Label;
+}
+
+/** About 1.2 KB of heap each with their signals (measured): 50,000 take about 60 MB; a process needing more runs Redis. */
+export const MEMORY_RECORDS_MAX = 50_000;
+
+/** The embedded decision records: insertion order is time order, so the cap drops the oldest. */
+export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOptions): DecisionRecords {
+  const max = options.maxRecords ?? MEMORY_RECORDS_MAX;
+  const entries = new Map<string, Entry>();
+  const sessions = new Map<string, string>();
+  const open = new Map<string, { session: string; expiresAt: number }>();
+
+  const live = (entry: Entry | undefined, now: number): entry is Entry => !!entry && now - entry.record.at < options.ttlMs;
+  const drop = (id: string) => {
+    const entry = entries.get(id);
+    entries.delete(id);
+    open.delete(id);
+    const session = entry?.record.stepUp?.session;
+    if (session && sessions.get(session) === id) sessions.delete(session);
+  };
+  const copy = (entry: Entry): StoredDecision => ({ record: entry.record, ...(entry.outcome ? { outcome: { ...entry.outcome } } : {}), ...(entry.label ? { label: entry.label } : {}) });
+
+  const settle = async (id: string, session: string, outcome: RecordedOutcome, now: number, lapse = false) => {
+    const entry = entries.get(id);
+    if (!live(entry, now) || entry.record.stepUp?.session !== session) return undefined;
+    if (!claimable(entry.outcome?.outcome, outcome, lapse)) return undefined;
+    entry.outcome = { outcome, at: now };
+    open.delete(id);
+    return entry.record;
+  };
+
+  return {
+    kind: 'memory',
+    async put(record, now) {
+      entries.delete(record.id);
+      entries.set(record.id, { record });
+      while (entries.size > max) drop(entries.keys().next().value as string);
+      const step = record.stepUp;
+      if (!step) return;
+      const before = sessions.get(step.session);
+      sessions.set(step.session, record.id);
+      open.set(record.id, { session: step.session, expiresAt: step.expiresAt });
+      if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
+    },
+    async get(id, now) {
+      const entry = entries.get(id);
+      return live(entry, now) ? copy(entry) : undefined;
+    },
+    async decisionOf(session) {
+      return sessions.get(session);
+    },
+    settle,
+    async lapsed(now, limit) {
+      const due: Array<{ id: string; session: string }> = [];
+      for (const [id, o] of open) {
+        if (due.length >= limit) break;
+        if (o.expiresAt <= now) due.push({ id, session: o.session });
+      }
+      return due;
+    },
+    async label(id, label, now) {
+      const entry = entries.get(id);
+      if (!live(entry, now)) return undefined;
+      const previous = entry.label;
+      entry.label = label;
+      return { ...(previous ? { previous } : {}), record: entry.record };
+    },
+    async list(since, now) {
+      const out: StoredDecision[] = [];
+      for (const entry of entries.values()) if (entry.record.at >= since && live(entry, now)) out.push(copy(entry));
+      return out.sort((a, b) => a.record.at - b.record.at);
+    },
+    async close() {},
+  };
+}

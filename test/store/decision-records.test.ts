@@ -1,0 +1,42 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import t from 'tap';
+import { createMemoryDecisionRecords } from '../../src/store/decision-records-memory.js';
+import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
+import { loginPathOptions } from '../../src/store/redis-client.js';
+import { startRedis } from '../helpers/redis.js';
+import { decisionRecordsContract } from './decision-records-contract.js';
+
+const TTL = 90 * 86_400_000;
+const own = process.env.REDIS_URL ? undefined : await startRedis();
+const url = process.env.REDIS_URL ?? own!.url;
+const prefix = `test-${randomBytes(4).toString('hex')}:`;
+const redis = new Redis(url, { ...loginPathOptions(1000) });
+await new Promise((r) => redis.once('ready', r));
+t.teardown(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length) await redis.del(...keys);
+  redis.disconnect();
+  await own?.stop();
+});
+
+decisionRecordsContract(t, 'memory', async () => createMemoryDecisionRecords({ ttlMs: TTL }));
+decisionRecordsContract(t, 'redis', async () => createRedisDecisionRecords({ redis, keyPrefix: prefix, ttlMs: TTL }));
+
+t.test('memory: the number of records is capped, oldest dropped first', async (t) => {
+  const records = createMemoryDecisionRecords({ ttlMs: TTL, maxRecords: 10 });
+  const at = Date.parse('2026-11-25T12:00:00Z');
+  for (let i = 0; i < 25; i++) await records.put({ id: `d${i}`, at: at + i, user: 'u', device: 'd', action: 'PASSIVE', score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {}, stepUp: { session: `s${i}`, method: 'PASSIVE', expiresAt: at } }, at + i);
+  const kept = (await records.list(0, at + 25)).map((d) => d.record.id);
+  t.same(kept, Array.from({ length: 10 }, (_, i) => `d${i + 15}`));
+  t.equal((await records.lapsed(at + 100, 100)).length, 10, 'the open index shrinks with them');
+  t.equal(await records.decisionOf('s0'), undefined, 'and the session links');
+});
+
+t.test('redis: the time index is trimmed past the retention on every write', async (t) => {
+  const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}trim:`, ttlMs: 1000, shards: 1 });
+  const base = { user: 'u', device: 'd', action: 'SKIP' as const, score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {} };
+  await records.put({ ...base, id: 'old', at: 1000 }, 1000);
+  await records.put({ ...base, id: 'new', at: 5000 }, 5000);
+  t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, '0', '-1'), ['new']);
+});
