@@ -121,7 +121,9 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     if (country) sighting.country = country;
     const storeStarted = process.hrtime.bigint();
     let history: History | undefined;
-    const ipDecides = deps.ipVelocity.hit(ipId, now);
+    // Per /64 for IPv6: one subscriber holds a whole /64 and can rotate through it at will. IPv4 (and
+    // IPv4 embedded in IPv6, already unwrapped) counts per address, which is what `prefix` is there.
+    const ipDecides = deps.ipVelocity.hit(ip.version === 6 ? prefix : ipId, now);
     try {
       const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250);
       // A store that answers nonsense is as unknown as one that does not answer.
