@@ -15,7 +15,7 @@ import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp } from './signals/ip.js';
-import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import { createPseudonymiser, parseHashKey, pseudonymiserOf } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
 import { diditFromConfig, webhookSettings } from './compose.js';
 import { createDiditClient } from './didit/client.js';
@@ -86,7 +86,8 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
       return 1;
     }
     const sources = await loadSignalSources(config, logger);
-    const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now) };
+    // Explain changes nothing, so it migrates nothing either: during a rotation it reads what is under the current key.
+    const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now), migrate: async () => undefined };
     // Read-only here too: a velocity of this process alone, which records nothing shared.
     const enrich = createEnricher({ ...sources, store: readOnly, ids, ipVelocity: localIpVelocity() });
     const now = Date.now();
@@ -165,7 +166,8 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
     out('dead letters need the service\'s ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)');
     return 2;
   }
-  const ids = createPseudonymiser(parseHashKey(config.ID_HASH_KEY));
+  // Letters sealed before a rotation open under ID_HASH_KEY_PREVIOUS.
+  const ids = pseudonymiserOf(config.ID_HASH_KEY, config.ID_HASH_KEY_PREVIOUS || undefined);
   const { store } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
     const now = Date.now();

@@ -21,7 +21,7 @@ import { listDirectories, loadListsFromManifest } from './data-io/list-files.js'
 import { createMemoryStore } from './store/memory-store.js';
 import { redisReadiness } from './store/redis-client.js';
 import { retentionFromConfig } from './open-store.js';
-import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import { createPseudonymiser, pseudonymiserOf } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
 import { createBreaker } from './didit/breaker.js';
 import { createDiditClient } from './didit/client.js';
@@ -150,8 +150,9 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const clock = options.clock ?? Date.now;
   const metrics = createMetrics();
 
-  const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
-  const ids = createPseudonymiser(hashKey);
+  const ids = config.ID_HASH_KEY
+    ? pseudonymiserOf(config.ID_HASH_KEY, config.ID_HASH_KEY_PREVIOUS || undefined)
+    : createPseudonymiser({ kid: 'eph', secret: randomBytes(32).toString('base64url') });
 
   // Boot compiles here (nothing is served yet); later reloads are checked in the sandbox first.
   const sandbox = createRuleSandbox({ log: logger });

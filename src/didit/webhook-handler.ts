@@ -178,7 +178,7 @@ export function createWebhookHandler(deps: WebhookDeps) {
     if (!session) return { ...base, httpStatus: 200, result: 'unbound', reason: 'unknown_session' };
     // The session id is ours (we created it for this user and workflow); a stated vendor_data or
     // workflow_id must agree with it, an absent or null one is simply not stated.
-    if (vendorData !== undefined && deps.ids.id('user', vendorData) !== session.user) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
+    if (vendorData !== undefined && !deps.ids.matches('user', vendorData, session.user)) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
     if (workflowId !== undefined && workflowId !== session.workflowId) return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
 
     const status = sessionStatusOf(diditStatus);

@@ -1,6 +1,7 @@
 import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
+import { migrationOf } from '../store/rotation.js';
 import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
 import { LocalWindows } from '../lib/fixed-windows.js';
 import type { GeoIp } from './geoip.js';
@@ -125,7 +126,11 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     // IPv4 embedded in IPv6, already unwrapped) counts per address, which is what `prefix` is there.
     const ipDecides = deps.ipVelocity.hit(ip.version === 6 ? prefix : ipId, now);
     try {
-      const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250);
+      // During an ID_HASH_KEY rotation the user's state moves to the current pseudonyms first (one
+      // more round trip, inside the same deadline): a failed move is a failed store, never a cold start.
+      const migration = migrationOf(deps.ids, { user: request.userId, device: request.deviceId, ip: ip.address, nets: [ip.prefix, ip.travelNet] });
+      const work = migration ? deps.store.migrate(migration, now).then(() => deps.store.observe(sighting, now, deps.userLimit)) : deps.store.observe(sighting, now, deps.userLimit);
+      const reply = await withDeadline(work, deps.storeDeadlineMs ?? 250);
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) history = reply;
       else degraded.add('store');

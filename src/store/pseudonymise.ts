@@ -37,6 +37,11 @@ export function parseHashKey(text: string): HashKey {
   return { kid, secret };
 }
 
+/** The pseudonymiser of `ID_HASH_KEY` and, during a rotation, `ID_HASH_KEY_PREVIOUS`. */
+export function pseudonymiserOf(current: string, previous?: string): Pseudonymiser {
+  return createPseudonymiser(parseHashKey(current), previous ? parseHashKey(previous) : undefined);
+}
+
 export function createPseudonymiser(key: HashKey, previousKey?: HashKey): Pseudonymiser {
   if (previousKey && (previousKey.kid === key.kid || previousKey.secret === key.secret)) {
     throw new Error('ID_HASH_KEY_PREVIOUS must differ from ID_HASH_KEY in both key id and secret');
