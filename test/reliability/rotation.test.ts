@@ -9,7 +9,9 @@ import { Redis } from 'ioredis';
 import t from 'tap';
 import { createSimulator, simulatorCredentials } from '../../src/didit/simulator.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createMemoryStore } from '../../src/store/memory-store.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
+import type { Store } from '../../src/store/store.js';
 import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, startTestService, testClock, type TestService } from '../helpers/service.js';
 import { trustDirectly } from '../helpers/trust.js';
@@ -142,4 +144,26 @@ t.test('rotate under load: no trust grant is lost, keys move, a pre-rotation ste
   t.equal(erased.statusCode, 204);
   t.same(await scan(redis, `${PREFIX}{u:${oldIds.id('user', 'late-user')}}*`), [], 'nothing left under the old pseudonym');
   t.same(await scan(redis, `${PREFIX}{u:${newIds.id('user', 'late-user')}}*`), [], 'nothing left under the new pseudonym');
+});
+
+t.test('a migration that fails or hangs is a store failure: degraded, never SKIP, and it answers', async (t) => {
+  for (const [name, migrate] of [
+    ['fails', async () => { throw new Error('migration refused'); }],
+    ['hangs', () => new Promise<void>(() => undefined)],
+  ] as const) {
+    const memory = createMemoryStore();
+    const store: Store = { ...memory, migrate };
+    const service = await startTestService({ ID_HASH_KEY: NEW_KEY, ID_HASH_KEY_PREVIOUS: OLD_KEY }, { store });
+    t.teardown(() => service.close());
+    // A trusted device under the new key: only the failed migration stands between it and SKIP.
+    await trustDirectly(service, { user: 'stuck-user', device: 'home', ip: ipOf('rot-user-7') }, Date.now());
+    const reply = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: { user_id: 'stuck-user', device_id: 'home', ip: ipOf('rot-user-7'), user_agent: CHROME_WINDOWS } });
+    t.equal(reply.statusCode, 200, `${name}: answered`);
+    t.same(reply.json().degraded, ['store'], `${name}: the store is reported degraded`);
+    t.not(reply.json().action, 'SKIP', `${name}: no SKIP without the history`);
+    const healthy = await startTestService({ ID_HASH_KEY: NEW_KEY, ID_HASH_KEY_PREVIOUS: OLD_KEY }, { store: memory });
+    t.teardown(() => healthy.close());
+    const control = await healthy.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...healthy.auth }, payload: { user_id: 'stuck-user', device_id: 'home', ip: ipOf('rot-user-7'), user_agent: CHROME_WINDOWS } });
+    t.equal(control.json().action, 'SKIP', `${name}: the same store with a working migration SKIPs (the fixture holds)`);
+  }
 });
