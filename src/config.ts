@@ -3,7 +3,7 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib/callback-url.js';
 import { checkApiTokens } from './routes/auth.js';
-import { parseHashKey } from './store/pseudonymise.js';
+import { parseHashKey, type HashKey } from './store/pseudonymise.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const port = z.coerce.number().int().min(0).max(65535);
@@ -181,7 +181,8 @@ function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
 /** A rotation needs a current key, and a previous one that differs in both key id and secret. */
 function rotationProblems(current: string | undefined, previous: string): string[] {
   if (current === undefined || current === '') return ['ID_HASH_KEY_PREVIOUS: requires ID_HASH_KEY (the key rotated to)'];
-  let a, b;
+  let a: HashKey;
+  let b: HashKey;
   try {
     a = parseHashKey(current);
     b = parseHashKey(previous);

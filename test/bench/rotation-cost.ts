@@ -17,13 +17,22 @@ const ROUNDS = 5;
 async function service(env: Record<string, string>, prefix: string) {
   const redis = new Redis(server.url, loginPathOptions(500));
   await new Promise((r) => redis.once('ready', r));
-  const s = await startTestService({ ID_HASH_KEY: KEY, ...env }, { store: createRedisStore({ redis, keyPrefix: prefix }), redis });
-  for (let i = 0; i < USERS; i++) await trustDirectly(s, { user: `u${i}`, device: 'home', ip: `81.2.69.${i % 250}` }, Date.now());
+  const s = await startTestService(
+    { ID_HASH_KEY: KEY, ...env },
+    { store: createRedisStore({ redis, keyPrefix: prefix }), redis },
+  );
+  for (let i = 0; i < USERS; i++)
+    await trustDirectly(s, { user: `u${i}`, device: 'home', ip: `81.2.69.${i % 250}` }, Date.now());
   return s;
 }
 async function decideTimed(s: Awaited<ReturnType<typeof service>>, i: number): Promise<number> {
   const started = process.hrtime.bigint();
-  const reply = await s.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...s.auth }, payload: { user_id: `u${i}`, device_id: 'home', ip: `81.2.69.${i % 250}`, user_agent: CHROME_WINDOWS } });
+  const reply = await s.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...s.auth },
+    payload: { user_id: `u${i}`, device_id: 'home', ip: `81.2.69.${i % 250}`, user_agent: CHROME_WINDOWS },
+  });
   if (reply.json().action !== 'SKIP') throw new Error(`not SKIP: ${reply.body}`);
   return Number(process.hrtime.bigint() - started) / 1e6;
 }
@@ -41,8 +50,11 @@ for (let round = 0; round < ROUNDS; round++) {
     }
   }
 }
-const pct = (xs: number[], p: number) => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!.toFixed(2);
-console.log(`one key: p50 ${pct(times.plain, 0.5)} ms p90 ${pct(times.plain, 0.9)} ms | rotating: p50 ${pct(times.rotating, 0.5)} ms p90 ${pct(times.rotating, 0.9)} ms (${times.plain.length} decides each, interleaved)`);
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!.toFixed(2);
+console.log(
+  `one key: p50 ${pct(times.plain, 0.5)} ms p90 ${pct(times.plain, 0.9)} ms | rotating: p50 ${pct(times.rotating, 0.5)} ms p90 ${pct(times.rotating, 0.9)} ms (${times.plain.length} decides each, interleaved)`,
+);
 await plain.close();
 await rotating.close();
 await server.stop();
