@@ -17,8 +17,8 @@ import { runRuleTests } from './rules-io/test-runner.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
-import { isValidClientIp, networkIdOf } from './signals/ip.js';
-import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import { isValidClientIp, onTrustNetwork } from './signals/ip.js';
+import { createPseudonymiser, parseHashKey, pseudonymiserOf } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
 import { decisionRecordsFor, diditFromConfig, webhookSettings } from './compose.js';
 import { createDiditClient } from './didit/client.js';
@@ -89,7 +89,8 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
       return 1;
     }
     const sources = await loadSignalSources(config, logger);
-    const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now) };
+    // Explain changes nothing, so it migrates nothing either: during a rotation it reads what is under the current key.
+    const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now), migrate: async () => undefined };
     // Read-only here too: a velocity of this process alone, which records nothing shared.
     const enrich = createEnricher({ ...sources, store: readOnly, ids, ipVelocity: localIpVelocity() });
     const now = Date.now();
@@ -242,7 +243,8 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
     out('dead letters need the service\'s ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)');
     return 2;
   }
-  const ids = createPseudonymiser(parseHashKey(config.ID_HASH_KEY));
+  // Letters sealed before a rotation open under ID_HASH_KEY_PREVIOUS.
+  const ids = pseudonymiserOf(config.ID_HASH_KEY, config.ID_HASH_KEY_PREVIOUS || undefined);
   const { store } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
     const now = Date.now();
@@ -253,7 +255,7 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
       return 0;
     }
     const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.DIDIT_TIMEOUT_MS });
-    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, networkOf: networkIdOf(ids), clock: Date.now });
+    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, onNetwork: onTrustNetwork(ids), clock: Date.now });
     const results = await replayDeadLetters({ store, ids, handle, now });
     for (const r of results) out(`${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`);
     const settled = results.filter((r) => r.removed).length;

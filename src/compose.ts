@@ -11,7 +11,7 @@ import { loadRuleDir } from './rules-io/load.js';
 import { createRuleSandbox, type RuleSandbox } from './rules-io/rule-sandbox.js';
 import { createEnricher } from './signals/enrich.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
-import { networkIdOf } from './signals/ip.js';
+import { onTrustNetwork } from './signals/ip.js';
 import { sharedIpVelocity } from './store/ip-velocity-sync.js';
 import { watchGeoDatabases } from './data-io/geoip-watch.js';
 import { watchDirectory } from './lib/watch-directory.js';
@@ -22,7 +22,7 @@ import { listDirectories, loadListsFromManifest } from './data-io/list-files.js'
 import { createMemoryStore } from './store/memory-store.js';
 import { redisReadiness } from './store/redis-client.js';
 import { retentionFromConfig } from './open-store.js';
-import { createPseudonymiser, parseHashKey } from './store/pseudonymise.js';
+import { createPseudonymiser, pseudonymiserOf } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
 import { createBreaker } from './didit/breaker.js';
 import { createDiditClient } from './didit/client.js';
@@ -183,8 +183,9 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const clock = options.clock ?? Date.now;
   const metrics = createMetrics();
 
-  const hashKey = config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'eph', secret: randomBytes(32).toString('base64url') };
-  const ids = createPseudonymiser(hashKey);
+  const ids = config.ID_HASH_KEY
+    ? pseudonymiserOf(config.ID_HASH_KEY, config.ID_HASH_KEY_PREVIOUS || undefined)
+    : createPseudonymiser({ kid: 'eph', secret: randomBytes(32).toString('base64url') });
 
   // Boot compiles here (nothing is served yet); later reloads are checked in the sandbox first.
   const sandbox = createRuleSandbox({ log: logger });
@@ -305,7 +306,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ids,
     secrets: didit?.webhookSecrets ?? [],
     ...webhookSettings(config),
-    networkOf: networkIdOf(ids),
+    onNetwork: onTrustNetwork(ids),
     clock,
     ...(client ? { client } : {}),
     events: {

@@ -3,11 +3,21 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib/callback-url.js';
 import { checkApiTokens } from './routes/auth.js';
-import { parseHashKey } from './store/pseudonymise.js';
+import { parseHashKey, type HashKey } from './store/pseudonymise.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const port = z.coerce.number().int().min(0).max(65535);
 const ms = z.coerce.number().int().min(1);
+
+/** `kid:secret`, the same rules for the current key and the previous one. */
+const hashKey = z.string().optional().superRefine((value, ctx) => {
+  if (value === undefined || value === '') return;
+  try {
+    parseHashKey(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ID_HASH_KEY /, '') });
+  }
+});
 
 const envSchema = z.object({
   PORT: port.default(8080),
@@ -32,14 +42,9 @@ const envSchema = z.object({
   REDIS_KEY_PREFIX: z.string().max(32).default('risk:'),
   REDIS_COMMAND_TIMEOUT_MS: ms.default(100),
   REDIS_ALLOW_EVICTION: bool.default(false),
-  ID_HASH_KEY: z.string().optional().superRefine((value, ctx) => {
-    if (value === undefined || value === '') return;
-    try {
-      parseHashKey(value);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ID_HASH_KEY /, '') });
-    }
-  }),
+  ID_HASH_KEY: hashKey,
+  // The key rotated away from, read (and migrated from) while a rotation runs; see the README.
+  ID_HASH_KEY_PREVIOUS: hashKey,
   API_TOKENS: z.string().optional().superRefine((value, ctx) => {
     if (value === undefined || value === '') return;
     for (const problem of checkApiTokens(value).problems) ctx.addIssue({ code: 'custom', message: problem });
@@ -165,11 +170,29 @@ function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
   }
   if (server && isProduction(env) && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
   if (set('REDIS_URL') && !set('ID_HASH_KEY')) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
+  if (set('ID_HASH_KEY_PREVIOUS')) problems.push(...rotationProblems(env.ID_HASH_KEY, env.ID_HASH_KEY_PREVIOUS!));
   if (set('TRUST_PROXY')) {
     const value = env.TRUST_PROXY!;
     if (/^(true|\*|\d+)$/.test(value.trim())) problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
     else problems.push(...trustProxyProblems(value, env.TRUST_PROXY_ALLOW_WIDE === 'true' || env.TRUST_PROXY_ALLOW_WIDE === '1'));
   }
+  return problems;
+}
+
+/** A rotation needs a current key, and a previous one that differs in both key id and secret. */
+function rotationProblems(current: string | undefined, previous: string): string[] {
+  if (current === undefined || current === '') return ['ID_HASH_KEY_PREVIOUS: requires ID_HASH_KEY (the key rotated to)'];
+  let a: HashKey;
+  let b: HashKey;
+  try {
+    a = parseHashKey(current);
+    b = parseHashKey(previous);
+  } catch {
+    return []; // the malformed one is reported by its own check
+  }
+  const problems: string[] = [];
+  if (a.kid === b.kid) problems.push('ID_HASH_KEY_PREVIOUS: its key id must differ from ID_HASH_KEY\'s (the key id in front of a pseudonym says which key made it)');
+  if (a.secret === b.secret) problems.push('ID_HASH_KEY_PREVIOUS: its secret must differ from ID_HASH_KEY\'s (the same secret rotates nothing)');
   return problems;
 }
 

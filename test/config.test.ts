@@ -29,6 +29,23 @@ t.test('ID_HASH_KEY: kid:secret with a 1-8 character kid and a secret of at leas
   for (const value of ['k:0123456789abcdefghijkl', 'kid_2-AB:0123456789abcdefghijklmnopqrstuvwxyz']) t.same(problemsOf({ ...BASE, ID_HASH_KEY: value }), [], `${value} accepted`);
 });
 
+t.test('ID_HASH_KEY_PREVIOUS: the same strength rules, needs ID_HASH_KEY, differs from it in key id and secret', async (t) => {
+  for (const value of ['short', 'no-colon-but-long-enough-to-be-a-secret', 'toolongkid:0123456789abcdefghijklmn', 'k!:0123456789abcdefghijklmn', 'k:0123456789abcdefghi']) {
+    const problems = problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: value });
+    t.equal(problems.length, 1, `${JSON.stringify(value)} refused`);
+    t.match(problems[0], /^ID_HASH_KEY_PREVIOUS: /);
+    if (value.includes(':')) t.notOk(problems.join('\n').includes(value.slice(value.indexOf(':') + 1)), 'the secret is not echoed');
+  }
+  const secret = HASH_KEY.slice(HASH_KEY.indexOf(':') + 1);
+  t.match(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: `ct:another-secret-0123456789abcdef` }), [/^ID_HASH_KEY_PREVIOUS: its key id must differ/], 'the same key id is refused');
+  t.match(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: `old:${secret}` }), [/^ID_HASH_KEY_PREVIOUS: its secret must differ/], 'the same secret under another key id is refused');
+  t.equal(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: HASH_KEY }).length, 2, 'the current key itself is refused on both counts');
+  t.notOk(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: `old:${secret}` }).join('\n').includes(secret), 'no secret echoed');
+  t.match(problemsOf({ API_TOKENS: BASE.API_TOKENS, ID_HASH_KEY_PREVIOUS: 'old:0123456789abcdefghijklmnop' }), [/^ID_HASH_KEY_PREVIOUS: requires ID_HASH_KEY/]);
+  t.same(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: 'old:0123456789abcdefghijklmnop' }), [], 'a well-formed different key is accepted');
+  t.same(problemsOf({ ...BASE, ID_HASH_KEY_PREVIOUS: '' }), [], 'empty means no rotation');
+});
+
 t.test('API_TOKENS: name:token[:scopes], known scopes only, no repeated names or tokens, no token echoed', async (t) => {
   const T = '0123456789abcdefXYZ';
   const bad: Array<[string, RegExp]> = [

@@ -44,10 +44,10 @@ export interface WebhookDeps {
   readonly deadLetterTtlMs: number;
   readonly requireMethodMatch: boolean;
   /**
-   * The pseudonymised network (the grant's `prefix`) of an address Didit reports, or undefined for
-   * one that is not an IP. Without it a re-bound session's Approved is held, never trusted.
+   * Whether an address Didit reports lies in the network a grant's `prefix` names. Without it a
+   * re-bound session's Approved is held, never trusted.
    */
-  readonly networkOf?: (ip: string) => string | undefined;
+  readonly onNetwork?: (ip: string, prefix: string) => boolean;
   /** Used to re-fetch the verdict when only X-Signature-Simple verified, or when an Approved names no method. */
   readonly client?: DiditClient;
   readonly clock: () => number;
@@ -119,10 +119,10 @@ export function selfieAddresses(decision: unknown): string[] {
  * reports maps to the grant's prefix, and there is at least one. The victim of a lapsed hand-out who
  * finishes it later, from her own network, teaches nothing to the device it was re-bound to.
  */
-function takenOnBoundNetwork(decision: unknown, prefix: string, networkOf: ((ip: string) => string | undefined) | undefined): 'yes' | 'no' | 'unknown' {
+function takenOnBoundNetwork(decision: unknown, prefix: string, onNetwork: WebhookDeps['onNetwork']): 'yes' | 'no' | 'unknown' {
   const addresses = selfieAddresses(decision);
-  if (!networkOf || addresses.length === 0) return 'unknown';
-  return addresses.every((ip) => networkOf(ip) === prefix) ? 'yes' : 'no';
+  if (!onNetwork || addresses.length === 0) return 'unknown';
+  return addresses.every((ip) => onNetwork(ip, prefix)) ? 'yes' : 'no';
 }
 
 /** Dead letters are kept a week: long enough to fix and replay, short enough not to become an archive. */
@@ -204,7 +204,7 @@ export function createWebhookHandler(deps: WebhookDeps) {
     if (!session) return { ...base, httpStatus: 200, result: 'unbound', reason: 'unknown_session' };
     // The session id is ours (we created it for this user and workflow); a stated vendor_data or
     // workflow_id must agree with it, an absent or null one is simply not stated.
-    if (vendorData !== undefined && deps.ids.id('user', vendorData) !== session.user) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
+    if (vendorData !== undefined && !deps.ids.matches('user', vendorData, session.user)) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
     if (workflowId !== undefined && workflowId !== session.workflowId) return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
 
     const status = sessionStatusOf(diditStatus);
@@ -227,11 +227,11 @@ export function createWebhookHandler(deps: WebhookDeps) {
         if (rank(ran) < rank(session.method)) return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
       }
       if (session.rebound) {
-        let where = takenOnBoundNetwork(decision, session.grant.prefix, deps.networkOf);
-        if (where === 'unknown' && !fetched && deps.client && deps.networkOf) {
+        let where = takenOnBoundNetwork(decision, session.grant.prefix, deps.onNetwork);
+        if (where === 'unknown' && !fetched && deps.client && deps.onNetwork) {
           // The body carries no IP analysis (an older webhook shape): Didit's decision may.
           try {
-            where = takenOnBoundNetwork(await deps.client.getDecision(event.session_id), session.grant.prefix, deps.networkOf);
+            where = takenOnBoundNetwork(await deps.client.getDecision(event.session_id), session.grant.prefix, deps.onNetwork);
           } catch {
             return { ...base, httpStatus: 503, result: 'retry_later', reason: 'decision_fetch_failed' };
           }

@@ -59,7 +59,7 @@ export const SIGNALS = [
 
   { name: 'velocity.decides_1h', type: 'int', source: 'store', doc: 'Decides for this user in the last hour, this one included.' },
   { name: 'velocity.distinct_ips_1h', type: 'int', source: 'store', doc: 'Distinct IPs (network prefixes) for this user in the last hour, this one included.' },
-  { name: 'velocity.ip_decides_1m', type: 'int', source: 'store', doc: 'Decides from this IP (any user) in about the last minute (55-60 s), this one included; with Redis, other replicas\' decides count within a second (CGNAT and offices share IPs: use as score).' },
+  { name: 'velocity.ip_decides_1m', type: 'int', source: 'store', doc: 'Decides from this IP (any user; an IPv6 address counts with its whole /64) in about the last minute (55-60 s), this one included; with Redis, other replicas\' decides count within a second (CGNAT and offices share IPs: use as score).' },
   { name: 'velocity.declines_24h', type: 'int', source: 'store', requiredForSkip: true, doc: 'Declined step-ups for this user in the last 24 hours (all devices).' },
   { name: 'velocity.declines_device_24h', type: 'int', source: 'store', requiredForSkip: true, doc: 'Declined step-ups in the last 24 hours that this device asked for.' },
   { name: 'velocity.declines_elsewhere_24h', type: 'int', source: 'store', requiredForSkip: true, doc: 'Declined step-ups for this user in the last 24 hours that other devices asked for (an attacker with the password declines on his own devices: rules may raise new devices on it, never lock a trusted one out).' },

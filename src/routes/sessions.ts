@@ -30,7 +30,7 @@ export function registerSessions(app: FastifyInstance, deps: { store: Store; ids
     } catch {
       throw new RiskError('RISK_ERR_UNAVAILABLE', 'state store unavailable');
     }
-    if (!session || (user_id !== undefined && deps.ids.id('user', user_id) !== session.user)) throw new RiskError('RISK_ERR_NOT_FOUND', 'no such session');
+    if (!session || (user_id !== undefined && !deps.ids.matches('user', user_id, session.user))) throw new RiskError('RISK_ERR_NOT_FOUND', 'no such session');
     const timedOut = session.status === 'pending' && session.expiresAt <= now;
     return {
       session_id,

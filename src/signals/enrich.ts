@@ -1,6 +1,7 @@
 import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals, TypedSignals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
+import { migrationOf } from '../store/rotation.js';
 import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
 import { LocalWindows } from '../lib/fixed-windows.js';
 import type { GeoIp, GeoResult } from './geoip.js';
@@ -183,13 +184,17 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
    * Step 2, the one round trip: record this sighting and read the user's history. A failed, late or
    * nonsensical store leaves the history unknown (degraded); the per-user limit then counts here.
    */
-  async function readHistory(found: Lookups, now: number, degraded: Set<string>): Promise<History | undefined> {
+  async function readHistory(request: SignInRequest, found: Lookups, now: number, degraded: Set<string>): Promise<History | undefined> {
     const { geo, user, device, ipId, prefix, country } = found;
     const sighting: Mutable<Sighting> = { user, device, ip: ipId, prefix };
     if (geo.asn !== undefined) sighting.asn = geo.asn;
     if (country) sighting.country = country;
     try {
-      const reply = await withDeadline(deps.store.observe(sighting, now, deps.userLimit), deps.storeDeadlineMs ?? 250, 'store deadline');
+      // During an ID_HASH_KEY rotation the user's state moves to the current pseudonyms first (one
+      // more round trip, inside the same deadline): a failed move is a failed store, never a cold start.
+      const migration = migrationOf(deps.ids, { user: request.userId, device: request.deviceId, ip: found.ip.address, nets: [found.ip.prefix, found.ip.travelNet] });
+      const work = migration ? deps.store.migrate(migration, now).then(() => deps.store.observe(sighting, now, deps.userLimit)) : deps.store.observe(sighting, now, deps.userLimit);
+      const reply = await withDeadline(work, deps.storeDeadlineMs ?? 250, 'store deadline');
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) return reply;
       degraded.add('store');
@@ -211,8 +216,10 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     timer?.('enrich', started);
 
     const storeStarted = process.hrtime.bigint();
-    const ipDecides = deps.ipVelocity.hit(found.ipId, now);
-    const history = await readHistory(found, now, degraded);
+    // Per /64 for IPv6: one subscriber holds a whole /64 and can rotate through it at will. IPv4 (and
+    // IPv4 embedded in IPv6, already unwrapped) counts per address, which is what `prefix` is there.
+    const ipDecides = deps.ipVelocity.hit(found.ip.version === 6 ? found.prefix : found.ipId, now);
+    const history = await readHistory(request, found, now, degraded);
     timer?.('store', storeStarted);
 
     const signals = requestSignals(request, found);

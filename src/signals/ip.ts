@@ -125,11 +125,12 @@ export function parseClientIp(text: string): ClientIp {
 }
 
 /**
- * The pseudonymised network of an address as trust knows it (a grant's `prefix`), for an address
- * reported by someone else (Didit's IP analysis); undefined for text that is not an IP.
+ * Whether an address reported by someone else (Didit's IP analysis) lies in the network a grant's
+ * `prefix` names, under the current ID_HASH_KEY or, during a rotation, the previous one; false for
+ * text that is not an IP.
  */
-export function networkIdOf(ids: Pick<Pseudonymiser, 'id'>): (text: string) => string | undefined {
-  return (text) => (isIP(text) ? trustNetworkId(ids, parseClientIp(text)) : undefined);
+export function onTrustNetwork(ids: Pick<Pseudonymiser, 'matches'>): (text: string, prefix: string) => boolean {
+  return (text, prefix) => isIP(text) !== 0 && ids.matches('net', parseClientIp(text).prefix, prefix);
 }
 
 /** The pseudonymised unit of network trust (see `ClientIp.prefix`): one definition for decide and the webhook. */

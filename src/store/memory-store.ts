@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
-import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Place, type Retention, type Sighting, type StepUpSession, type Store, type TrustGrant, type TrustedDevice, type UaFamily, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, supersedes } from './store.js';
+import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Place, type Retention, type Migration, type Sighting, type StepUpSession, type Store, type TrustGrant, type TrustedDevice, type UaFamily, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, supersedes } from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -44,6 +44,46 @@ function countSince(times: readonly number[], since: number): number {
   return n;
 }
 
+/** Replaces the first occurrence of each previous pseudonym with its current one (see Migration). */
+function renamer(renames: Migration['renames']): (text: string) => string {
+  return (text) => {
+    for (const [from, to] of renames) {
+      const at = text.indexOf(from);
+      if (at >= 0) text = text.slice(0, at) + to + text.slice(at + from.length);
+    }
+    return text;
+  };
+}
+
+const newer = <T extends { at: number }>(a: T | undefined, b: T | undefined): T | undefined => (!a ? b : !b ? a : b.at > a.at ? b : a);
+
+/** Merges `from` into `into` under renamed identifiers, as the Redis migration script does: newer entries win, windows unite. */
+function absorb(into: UserState, from: UserState, rename: (text: string) => string): void {
+  for (const [id, d] of from.devices) {
+    const name = rename(id);
+    const had = into.devices.get(name);
+    if (!had) {
+      into.devices.set(name, { ...d });
+      continue;
+    }
+    const trust = newer(had.trust, d.trust);
+    into.devices.set(name, { firstSeen: Math.min(had.firstSeen, d.firstSeen), lastSeen: Math.max(had.lastSeen, d.lastSeen), seen: Math.max(had.seen, d.seen), ...(trust ? { trust } : {}) });
+  }
+  for (const [key, trust] of from.networks) {
+    const name = rename(key);
+    into.networks.set(name, newer(into.networks.get(name), trust)!);
+  }
+  const place = newer(into.place, from.place && { ...from.place, travelNet: rename(from.place.travelNet) });
+  if (place) into.place = place;
+  if (from.lastVerifiedAt !== undefined) into.lastVerifiedAt = Math.max(into.lastVerifiedAt ?? 0, from.lastVerifiedAt);
+  into.decides = [...into.decides, ...from.decides].sort((a, b) => a - b).slice(-CAPS.recentEvents);
+  const unite = (a: Array<[string, number]>, b: Array<[string, number]>) => [...a, ...b.map(([id, at]): [string, number] => [rename(id), at])].sort((x, y) => x[1] - y[1]).slice(-CAPS.recentEvents);
+  into.networksSeen = unite(into.networksSeen, from.networksSeen);
+  into.declines = unite(into.declines, from.declines);
+  into.sessionsOpened = unite(into.sessionsOpened, from.sessionsOpened);
+  if (!into.limitWindow && from.limitWindow) into.limitWindow = { ...from.limitWindow };
+}
+
 /** Drops the least recently used entries of a map above its cap (Map iteration order is insertion order). */
 function capMap<V>(map: Map<string, V>, cap: number, age: (v: V) => number): void {
   if (map.size <= cap) return;
@@ -65,12 +105,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const claims = new LRUCache<string, { at: number; owner: string }>({ max: 500_000 });
   const deadLetters = new Map<string, { letter: DeadLetter; expiresAt: number }>();
 
+  const emptyState = (): UserState => ({ devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [] });
+
   // No whole-user reset: each key family lapses on its own clock, as the Redis keys do with their
   // own TTLs (sightings HISTORY_TTL after the last one, trust entries at their expiry, windows by time).
   const userState = (user: string): UserState => {
     let state = users.get(user);
     if (!state) {
-      state = { devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [] };
+      state = emptyState();
       users.set(user, state);
     }
     return state;
@@ -256,6 +298,24 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async removeDeadLetter(id) {
       deadLetters.delete(id);
+    },
+
+    async migrate(m, _now) {
+      const rename = renamer(m.renames);
+      const source = m.from !== m.to ? users.get(m.from) : undefined;
+      const target = users.get(m.to);
+      if (source || target) {
+        // Rebuilt in one synchronous step: nothing else runs in between, as in the Redis script.
+        const merged = emptyState();
+        if (target) absorb(merged, target, rename);
+        if (source) absorb(merged, source, rename);
+        capMap(merged.devices, CAPS.devices, (d) => d.lastSeen);
+        capMap(merged.networks, CAPS.networks, (t) => t.at);
+        users.set(m.to, merged);
+        if (source) users.delete(m.from);
+      }
+      // The pending index stays: a session record holds the pseudonyms it was opened under, so it
+      // matches no context under the current ones; it still completes (the webhook finds it by id).
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

@@ -15,8 +15,15 @@ export interface Pseudonymiser {
   id(kind: IdKind, value: string): string;
   /** AES-256-GCM under a key derived from the same secret: for values a store must give back (session URLs). */
   seal(plain: string): string;
-  /** Undoes seal(); undefined when the value was sealed under another key or tampered with. */
+  /** Undoes seal() (under the previous key too, during a rotation); undefined when sealed under another key or tampered with. */
   unseal(sealed: string): string | undefined;
+  /**
+   * The pseudonymiser of `ID_HASH_KEY_PREVIOUS` while a rotation runs: what was stored before it is
+   * found under these pseudonyms and moved to the current ones when the user is next touched.
+   */
+  readonly previous?: Pseudonymiser;
+  /** Whether `pseudonym` is this value's, under the current key or (during a rotation) the previous one. */
+  matches(kind: IdKind, value: string, pseudonym: string): boolean;
 }
 
 /** `ID_HASH_KEY` is `kid:secret`; the secret must carry at least 128 bits. */
@@ -30,12 +37,27 @@ export function parseHashKey(text: string): HashKey {
   return { kid, secret };
 }
 
-export function createPseudonymiser(key: HashKey): Pseudonymiser {
+/** The pseudonymiser of `ID_HASH_KEY` and, during a rotation, `ID_HASH_KEY_PREVIOUS`. */
+export function pseudonymiserOf(current: string, previous?: string): Pseudonymiser {
+  return createPseudonymiser(parseHashKey(current), previous ? parseHashKey(previous) : undefined);
+}
+
+export function createPseudonymiser(key: HashKey, previousKey?: HashKey): Pseudonymiser {
+  if (previousKey && (previousKey.kid === key.kid || previousKey.secret === key.secret)) {
+    throw new Error('ID_HASH_KEY_PREVIOUS must differ from ID_HASH_KEY in both key id and secret');
+  }
+  const previous = previousKey ? createPseudonymiser(previousKey) : undefined;
   const sealKey = createHmac('sha256', key.secret).update('seal\0v1').digest();
   // Returning users repeat the same ids: a bounded cache saves five HMACs (~25 µs) per decide.
   const cache = new ReadCache<string, string>(50_000);
-  return {
+  const self: Pseudonymiser = {
     kid: key.kid,
+    ...(previous ? { previous } : {}),
+    matches(kind, value, pseudonym) {
+      // The kid in front says which key made it, so at most one HMAC is computed.
+      if (pseudonym.startsWith(`${key.kid}.`)) return self.id(kind, value) === pseudonym;
+      return previous !== undefined && previous.matches(kind, value, pseudonym);
+    },
     seal(plain) {
       const iv = randomBytes(12);
       const cipher = createCipheriv('aes-256-gcm', sealKey, iv);
@@ -44,7 +66,7 @@ export function createPseudonymiser(key: HashKey): Pseudonymiser {
     },
     unseal(sealed) {
       const prefix = `${key.kid}.`;
-      if (!sealed.startsWith(prefix)) return undefined;
+      if (!sealed.startsWith(prefix)) return previous?.unseal(sealed);
       try {
         const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
         const decipher = createDecipheriv('aes-256-gcm', sealKey, raw.subarray(0, 12));
@@ -64,4 +86,5 @@ export function createPseudonymiser(key: HashKey): Pseudonymiser {
       return pseudonym;
     },
   };
+  return self;
 }

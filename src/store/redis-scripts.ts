@@ -194,3 +194,159 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 `;
+
+/**
+ * ID_HASH_KEY rotation: a user's families (in MIGRATION_FAMILIES order; the pending index is left
+ * to lapse, see Migration) move from the previous pseudonym's keys to the current one's. A merge
+ * never lets an older entry replace a newer one: trust entries by grant time, the place by time,
+ * sightings field by field (first min, last max, count max), windows united, the rate-limit window
+ * kept where it is. Every step is idempotent, so repeating it (two replicas, a retried call) adds nothing.
+ */
+const MIGRATION_LIB = `${LIVE}
+local KINDS = { {'h', 'seen'}, {'h', 'trust'}, {'h', 'trust'}, {'s'}, {'h', 'max'}, {'z'}, {'z'}, {'z'}, {'h', 'keep'}, {'z'}, {'set'} }
+local N = #KINDS
+local function num(v, n) return tonumber(field(v, n)) or 0 end
+-- R: previous pseudonym, current one, ... Each occurs at most once in a field or member.
+local function ren(text, R)
+  for i = 1, #R, 2 do
+    local at = string.find(text, R[i], 1, true)
+    if at then text = string.sub(text, 1, at - 1) .. R[i + 1] .. string.sub(text, at + #R[i]) end
+  end
+  return text
+end
+local function pick(rule, have, incoming)
+  if not have then return incoming end
+  if rule == 'keep' then return have end
+  if rule == 'max' then if (tonumber(incoming) or 0) > (tonumber(have) or 0) then return incoming end return have end
+  if rule == 'trust' then if num(incoming, 2) > num(have, 2) then return incoming end return have end
+  return math.min(num(have, 1), num(incoming, 1)) .. '|' .. math.max(num(have, 2), num(incoming, 2)) .. '|' .. math.max(num(have, 3), num(incoming, 3))
+end
+local function putHash(key, rule, f, v)
+  local have = redis.call('HGET', key, f)
+  local win = pick(rule, have, v)
+  if win ~= have then redis.call('HSET', key, f, win) end
+end
+local function putZ(key, m, score)
+  local have = redis.call('ZSCORE', key, m)
+  if not have or tonumber(have) < tonumber(score) then redis.call('ZADD', key, score, m) end
+end
+local function putPlace(key, v)
+  local have = redis.call('GET', key)
+  if not have or num(v, 5) > num(have, 5) then redis.call('SET', key, v, 'KEEPTTL') end
+end
+local function snapshot(keys)
+  local dump, any = {}, false
+  for i = 1, N do
+    local key, kind = keys[i], KINDS[i][1]
+    local ttl = redis.call('PTTL', key)
+    if ttl ~= -2 then
+      any = true
+      local data
+      if kind == 'h' then data = redis.call('HGETALL', key)
+      elseif kind == 'z' then data = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      elseif kind == 'set' then data = redis.call('SMEMBERS', key)
+      else data = { redis.call('GET', key) } end
+      dump[tostring(i)] = { d = data, t = ttl }
+    end
+  end
+  if any then return dump end
+  return nil
+end
+-- Renames the destination's own entries still under a previous pseudonym, then absorbs the dump.
+local function merge(keys, dump, R, capDevices, capNets, recent)
+  for i = 1, N do
+    local key, kind, rule = keys[i], KINDS[i][1], KINDS[i][2]
+    local before = redis.call('PTTL', key)
+    if #R > 0 and before ~= -2 then
+      if kind == 'h' then
+        local all = redis.call('HGETALL', key)
+        for j = 1, #all, 2 do
+          local name = ren(all[j], R)
+          if name ~= all[j] then redis.call('HDEL', key, all[j]); putHash(key, rule, name, all[j + 1]) end
+        end
+      elseif kind == 'z' then
+        local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+        for j = 1, #all, 2 do
+          local name = ren(all[j], R)
+          if name ~= all[j] then redis.call('ZREM', key, all[j]); putZ(key, name, all[j + 1]) end
+        end
+      elseif kind == 's' then
+        local v = redis.call('GET', key)
+        if v and ren(v, R) ~= v then redis.call('SET', key, ren(v, R), 'KEEPTTL') end
+      end
+    end
+    local entry = dump and dump[tostring(i)]
+    local want = before
+    if entry then
+      local data = entry.d
+      if kind == 'h' then for j = 1, #data, 2 do putHash(key, rule, ren(data[j], R), data[j + 1]) end
+      elseif kind == 'z' then for j = 1, #data, 2 do putZ(key, ren(data[j], R), data[j + 1]) end
+      elseif kind == 'set' then for j = 1, #data do redis.call('SADD', key, data[j]) end
+      elseif data[1] then putPlace(key, ren(data[1], R)) end
+      if entry.t > want then want = entry.t end
+    end
+    -- Every key keeps a TTL: the longer of the two (a key emptied and refilled above lost its own).
+    local now = redis.call('PTTL', key)
+    if now ~= -2 and want > 0 and (now == -1 or now < want) then redis.call('PEXPIRE', key, want) end
+  end
+  cap(keys[1], capDevices, 2)
+  cap(keys[2], capDevices, 2)
+  cap(keys[3], capNets, 2)
+  for _, i in ipairs({ 6, 7, 8, 10 }) do redis.call('ZREMRANGEBYRANK', keys[i], 0, -(recent + 1)) end
+end
+-- Removes from the source exactly what the dump copied: an entry written there since stays for the next touch.
+local function prune(keys, dump)
+  for i = 1, N do
+    local entry = dump[tostring(i)]
+    if entry then
+      local key, kind, data = keys[i], KINDS[i][1], entry.d
+      if kind == 'h' then
+        for j = 1, #data, 2 do if redis.call('HGET', key, data[j]) == data[j + 1] then redis.call('HDEL', key, data[j]) end end
+      elseif kind == 'z' then
+        for j = 1, #data, 2 do if redis.call('ZSCORE', key, data[j]) == data[j + 1] then redis.call('ZREM', key, data[j]) end end
+      elseif kind == 'set' then
+        for j = 1, #data do redis.call('SREM', key, data[j]) end
+      elseif data[1] and redis.call('GET', key) == data[1] then redis.call('DEL', key) end
+    end
+  end
+end
+local function renames(from)
+  local R = {}
+  for i = from, #ARGV do R[#R + 1] = ARGV[i] end
+  return R
+end
+`;
+
+/** The families a migration moves, in the scripts' order. */
+export const MIGRATION_FAMILIES = ['seen', 'dtrust', 'ntrust', 'place', 'meta', 'decides', 'nets', 'declines', 'limit', 'opens', 'sessions'] as const;
+
+/** One Redis (both users' keys on one node): KEYS previous 1..11, current 12..22. ARGV: capDevices, capNets, recent, renames... Atomic. */
+export const MIGRATE = `${MIGRATION_LIB}
+local from, to = {}, {}
+for i = 1, N do from[i] = KEYS[i]; to[i] = KEYS[N + i] end
+local dump = snapshot(from)
+merge(to, dump, renames(4), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if dump then prune(from, dump) end
+return 1
+`;
+
+/** Cluster, step 1 on the previous user's slot: KEYS previous 1..11; the dump as JSON, '' when there is nothing. */
+export const MIGRATION_SNAPSHOT = `${MIGRATION_LIB}
+local dump = snapshot(KEYS)
+if dump then return cjson.encode(dump) end
+return ''
+`;
+
+/** Cluster, step 2 on the current user's slot: KEYS current 1..11. ARGV: capDevices, capNets, recent, dump JSON or '', renames... */
+export const MIGRATION_MERGE = `${MIGRATION_LIB}
+local dump = nil
+if ARGV[4] ~= '' then dump = cjson.decode(ARGV[4]) end
+merge(KEYS, dump, renames(5), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return 1
+`;
+
+/** Cluster, step 3 on the previous user's slot: KEYS previous 1..11. ARGV: dump JSON. */
+export const MIGRATION_PRUNE = `${MIGRATION_LIB}
+prune(KEYS, cjson.decode(ARGV[1]))
+return 1
+`;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { BIND_SESSION, LIST_DEVICES, OBSERVE, PUT_DEAD_LETTER, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
+import { BIND_SESSION, LIST_DEVICES, MIGRATE, MIGRATION_FAMILIES, MIGRATION_MERGE, MIGRATION_PRUNE, MIGRATION_SNAPSHOT, OBSERVE, PUT_DEAD_LETTER, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
 import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive } from './store.js';
 
 type Client = Redis | Cluster;
@@ -14,6 +14,10 @@ interface Scripts {
   riskUpdateSession(...args: Array<string | number>): Promise<string | null>;
   riskBindSession(...args: Array<string | number>): Promise<number>;
   riskPutDeadLetter(...args: Array<string | number>): Promise<number>;
+  riskMigrate(...args: Array<string | number>): Promise<number>;
+  riskMigrationSnapshot(...args: Array<string | number>): Promise<string>;
+  riskMigrationMerge(...args: Array<string | number>): Promise<number>;
+  riskMigrationPrune(...args: Array<string | number>): Promise<number>;
 }
 
 export interface RedisStoreOptions {
@@ -42,9 +46,14 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     ['riskUpdateSession', UPDATE_SESSION, 1],
     ['riskBindSession', BIND_SESSION, 1],
     ['riskPutDeadLetter', PUT_DEAD_LETTER, 2],
+    ['riskMigrate', MIGRATE, 2 * MIGRATION_FAMILIES.length],
+    ['riskMigrationSnapshot', MIGRATION_SNAPSHOT, MIGRATION_FAMILIES.length],
+    ['riskMigrationMerge', MIGRATION_MERGE, MIGRATION_FAMILIES.length],
+    ['riskMigrationPrune', MIGRATION_PRUNE, MIGRATION_FAMILIES.length],
   ];
   for (const [name, lua, numberOfKeys] of scripts) redis.defineCommand(name, { lua, numberOfKeys });
   const r = redis as unknown as Client & Scripts;
+  const cluster = (redis as { isCluster?: boolean }).isCluster === true;
 
   const k = (user: string) => {
     const tag = `${prefix}{u:${user}}`;
@@ -229,6 +238,24 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async removeDeadLetter(id) {
       await redis.multi().del(deadLetterKey(id)).zrem(deadLetterIndex, id).exec();
+    },
+
+    async migrate(m) {
+      const previous = k(m.from);
+      const current = k(m.to);
+      const from = MIGRATION_FAMILIES.map((family) => previous[family]);
+      const to = MIGRATION_FAMILIES.map((family) => current[family]);
+      const limits = [CAPS.devices, CAPS.networks, CAPS.recentEvents];
+      const renames = m.renames.flat();
+      if (!cluster) {
+        await r.riskMigrate(...from, ...to, ...limits, ...renames);
+        return;
+      }
+      // The two users hash to two slots: copy, merge, then remove exactly what was copied. A crash
+      // between the steps leaves the entries in both places; the next touch merges them again.
+      const dump = await r.riskMigrationSnapshot(...from);
+      await r.riskMigrationMerge(...to, ...limits, dump, ...renames);
+      if (dump !== '') await r.riskMigrationPrune(...from, dump);
     },
 
     async listDevices(user, now): Promise<TrustedDevice[]> {

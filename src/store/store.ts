@@ -189,6 +189,19 @@ export interface ObserveLimit {
   readonly perMinute: number;
 }
 
+/**
+ * Moves what a user has under the previous key's pseudonym to the current one (ID_HASH_KEY rotation).
+ * `renames` pairs the previous pseudonym of each identifier this request knows (device, address,
+ * networks) with its current one: entries under it, wherever they sit, are renamed. Entries of
+ * identifiers not seen yet keep their previous pseudonym until they are (reads of the user's other
+ * devices find nothing under the current one, so they are renamed on their own next touch).
+ */
+export interface Migration {
+  readonly from: string;
+  readonly to: string;
+  readonly renames: ReadonlyArray<readonly [string, string]>;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'redis';
   /**
@@ -228,6 +241,12 @@ export interface Store {
   /** Dead letters still within their lifetime, oldest first. */
   listDeadLetters(now: number): Promise<DeadLetter[]>;
   removeDeadLetter(id: string): Promise<void>;
+  /**
+   * Merges the `from` user's families into the `to` user's and renames entries, atomically on one
+   * Redis (on a Cluster the two users live in two slots: copy, merge, then remove what was copied,
+   * each step idempotent). A merge never replaces a newer entry: a grant made meanwhile survives.
+   */
+  migrate(migration: Migration, now: number): Promise<void>;
   listDevices(user: string, now: number): Promise<TrustedDevice[]>;
   revokeDevice(user: string, device: string, now: number): Promise<boolean>;
   erase(user: string): Promise<void>;

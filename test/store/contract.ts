@@ -339,4 +339,106 @@ export function storeContract(t: Test, name: string, makeStore: () => Promise<St
     t.same(await store.listDevices(user, T0 + 1), []);
     t.match(await store.observe(sighting(user), T0 + 2), { deviceKnown: false, deviceSeenCount: 0, declines24h: 0, verifiedCount: 0 });
   });
+
+  // ID_HASH_KEY rotation. Pseudonyms here carry a key id in front, as real ones do ('p.' previous, 'c.' current).
+  const rotation = () => {
+    const id = unique('r');
+    const pair = (name: string) => [`p.${name}-${id}`, `c.${name}-${id}`] as const;
+    const [pUser, cUser] = pair('user');
+    const dev1 = pair('dev1');
+    const dev2 = pair('dev2');
+    const ip = pair('ip');
+    const net = pair('net');
+    const travel = pair('net24');
+    const at = (which: 0 | 1, device = dev1) => ({ user: [pUser, cUser][which]!, device: device[which], ip: ip[which], prefix: net[which], asn: 29518, country: 'SE' });
+    const grantAt = (which: 0 | 1, over: Partial<TrustGrant> = {}): TrustGrant => ({
+      ...at(which),
+      place: { lat: 58.4, lon: 15.6, accuracyKm: 76, travelNet: travel[which] },
+      ua: { browser: 'Chrome', os: 'Windows' },
+      grantedBy: `sess-${id}`,
+      ttlMs: 90 * DAY,
+      ...over,
+    });
+    const migration = (...renamed: Array<readonly [string, string]>) => ({ from: pUser, to: cUser, renames: renamed.length ? renamed : [dev1, ip, net, travel] });
+    return { pUser, cUser, dev1, dev2, ip, net, travel, at, grantAt, migration };
+  };
+
+  withStore('rotation: migrate moves trust, sightings, declines, step-up opens and the place to the current pseudonyms', async (t, store) => {
+    const r = rotation();
+    await store.trust(r.grantAt(0), T0);
+    await store.observe(r.at(0), T0 + 1000);
+    await store.observe(r.at(0), T0 + 2000);
+    await store.recordDecline(r.pUser, T0 + 3000, r.dev1[0]);
+    await store.countSessionOpen(r.pUser, r.dev1[0], 15 * 60_000, T0 + 3000);
+    t.equal((await store.peek(r.at(1), T0 + 4000)).deviceKnown, false, 'before the migration nothing is under the current pseudonyms');
+    await store.migrate(r.migration(), T0 + 4000);
+    const h = await store.observe(r.at(1), T0 + 5000);
+    t.match(h, { deviceKnown: true, ipKnown: true, prefixKnown: true, asnKnown: true, countryKnown: true, verifiedCount: 1, deviceSeenCount: 2, deviceFirstSeenAt: T0, declines24h: 1, deviceDeclines24h: 1, decides1h: 3, distinctIps1h: 1, lastVerifiedAt: T0, deviceUa: { browser: 'Chrome', os: 'Windows' } });
+    t.equal(h.lastPlace?.travelNet, r.travel[1], 'the place names the current network pseudonym');
+    t.same((await store.listDevices(r.cUser, T0 + 5000)).map((d) => d.device), [r.dev1[1]]);
+    t.same(await store.countSessionOpen(r.cUser, r.dev1[1], 15 * 60_000, T0 + 6000), { device: 2, user: 2 }, 'the step-up lockout counts the opens from before');
+    t.match(await store.peek(r.at(0), T0 + 6000), { deviceKnown: false, verifiedCount: 0, deviceSeenCount: 0, declines24h: 0, decides1h: 0 }, 'nothing is left under the previous pseudonym');
+    t.same(await store.listDevices(r.pUser, T0 + 6000), []);
+    // The grant keeps its session: revoking that session still undoes it.
+    await store.revokeGrant(r.cUser, r.grantAt(1).grantedBy, T0 + 7000);
+    t.match(await store.peek(r.at(1), T0 + 7000), { deviceKnown: false, ipKnown: false, prefixKnown: false }, 'the migrated grant is still revocable by its session');
+  });
+
+  withStore('rotation: a device the request does not know keeps its previous pseudonym until its own touch', async (t, store) => {
+    const r = rotation();
+    await store.trust(r.grantAt(0), T0);
+    await store.trust(r.grantAt(0, { device: r.dev2[0], grantedBy: 'other' }), T0 + 1);
+    await store.migrate(r.migration(), T0 + 1000);
+    t.same((await store.listDevices(r.cUser, T0 + 1000)).map((d) => d.device).sort(), [r.dev1[1], r.dev2[0]].sort(), 'the other device is listed under its previous pseudonym');
+    t.match(await store.peek(r.at(1, r.dev2), T0 + 1000), { deviceKnown: false, verifiedCount: 2 }, 'not yet found under its current one');
+    await store.migrate(r.migration(r.dev2, r.ip, r.net), T0 + 2000);
+    t.match(await store.observe(r.at(1, r.dev2), T0 + 2000), { deviceKnown: true, verifiedCount: 2 }, 'renamed on its own touch');
+    t.same((await store.listDevices(r.cUser, T0 + 2000)).map((d) => d.device).sort(), [r.dev1[1], r.dev2[1]].sort());
+  });
+
+  withStore('rotation: a merge never replaces a newer entry, repeats add nothing, and later writes under the previous pseudonym follow', async (t, store) => {
+    const r = rotation();
+    await store.trust(r.grantAt(0, { grantedBy: 'old-session' }), T0);
+    await store.observe(r.at(0), T0 + 1000);
+    // Meanwhile a replica with the current key granted the same device anew.
+    await store.trust(r.grantAt(1, { grantedBy: 'new-session' }), T0 + HOUR);
+    await store.observe(r.at(1), T0 + HOUR + 1);
+    await store.migrate(r.migration(), T0 + HOUR + 2);
+    await store.migrate(r.migration(), T0 + HOUR + 3);
+    t.match(await store.listDevices(r.cUser, T0 + HOUR + 4), [{ device: r.dev1[1], firstVerifiedAt: T0 + HOUR }], 'the newer grant won');
+    const h = await store.peek(r.at(1), T0 + HOUR + 4);
+    t.equal(h.decides1h, 2, 'each decide of the hour counted once, under either pseudonym, though migrated twice');
+    t.equal(h.deviceSeenCount, 1, 'sightings merge by the larger count: a repeated migration adds none');
+    await store.revokeGrant(r.cUser, 'old-session', T0 + HOUR + 5);
+    t.equal((await store.peek(r.at(1), T0 + HOUR + 5)).deviceKnown, true, 'revoking the older session does not undo the newer grant');
+    // A webhook for a session opened before the rotation grants under the previous pseudonym: the next touch moves it.
+    await store.trust(r.grantAt(0, { device: r.dev2[0], grantedBy: 'late' }), T0 + HOUR + 6);
+    await store.migrate(r.migration(r.dev2, r.ip, r.net), T0 + HOUR + 7);
+    t.match(await store.peek(r.at(1, r.dev2), T0 + HOUR + 7), { deviceKnown: true, verifiedCount: 2 });
+    await store.migrate({ from: `p.nobody-${r.cUser}`, to: `c.nobody-${r.cUser}`, renames: [] }, T0 + HOUR + 8);
+    t.same(await store.listDevices(`c.nobody-${r.cUser}`, T0 + HOUR + 8), [], 'a user without state stays without state');
+  });
+
+  withStore('rotation: concurrent migrations and grants under both pseudonyms lose no grant', async (t, store) => {
+    const users = Array.from({ length: 40 }, () => rotation());
+    await Promise.all(users.map((r) => store.trust(r.grantAt(0, { grantedBy: 'before' }), T0)));
+    // Two replicas migrate at once; a grant under the previous pseudonym lands while they do (on a
+    // Cluster between a copy and its removal), and one under the current pseudonym too.
+    await Promise.all(users.flatMap((r) => [
+      store.migrate(r.migration(), T0 + 10),
+      store.migrate(r.migration(), T0 + 11),
+      store.trust(r.grantAt(0, { device: r.dev2[0], grantedBy: 'late-previous' }), T0 + 12),
+      store.trust(r.grantAt(1, { grantedBy: 'current' }), T0 + 13),
+      store.observe(r.at(0), T0 + 14),
+    ]));
+    let lost = 0;
+    for (const r of users) {
+      await store.migrate(r.migration(r.dev2, r.ip, r.net), T0 + 20);
+      await store.migrate(r.migration(), T0 + 21);
+      const one = await store.peek(r.at(1), T0 + 22);
+      const two = await store.peek(r.at(1, r.dev2), T0 + 22);
+      if (!one.deviceKnown || !two.deviceKnown || one.verifiedCount !== 2) lost += 1;
+    }
+    t.equal(lost, 0, `every user of ${users.length} keeps both trusted devices`);
+  });
 }
