@@ -57,7 +57,9 @@ let inFault = false;
 const sessions: string[] = [];
 const headers = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
 
+const byStatus: Record<string, number> = {};
 function count(status: number) {
+  byStatus[status] = (byStatus[status] ?? 0) + 1;
   if (status < 500) return;
   if (inFault) counts.status5xxInFault += 1;
   else counts.status5xx += 1;
@@ -181,6 +183,7 @@ const summary = {
   status_5xx_outside_faults: counts.status5xx,
   status_5xx_in_faults: counts.status5xxInFault,
   client_errors: counts.errors,
+  by_status: byStatus,
   simulator: simulator.stats,
 };
 process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
