@@ -17,6 +17,7 @@ import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
 import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
+import { limitInFlight, type InFlight } from './lib/in-flight.js';
 import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
 
 export interface AppDeps {
@@ -42,6 +43,8 @@ export interface AppDeps {
   readonly rateLimits?: RateLimitSettings;
   /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
   readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
+  /** Shed decides with 503 + Retry-After beyond this many in flight (0 disables; lib/in-flight.ts). */
+  readonly maxDecidesInFlight?: number;
   /** Socket caps and header/body deadlines (lib/connection-limits.ts); defaults apply where unset. */
   readonly connections?: Partial<ConnectionLimits>;
 }
@@ -135,14 +138,29 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Auth first: its onRoute hook must see every route, this one included.
   registerCallerAuth(app, deps.apiTokens);
   app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+  // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
+  const overloaded = (reply: FastifyReply) => reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
+  let inFlight: InFlight | undefined;
+  if (deps.maxDecidesInFlight && deps.maxDecidesInFlight > 0) {
+    // Registered before the routes' own onRequest hooks (auth, caller limit): a shed decide costs no work.
+    inFlight = limitInFlight(app, {
+      max: deps.maxDecidesInFlight,
+      applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
+      retryAfterS: 1,
+      shed: (reply) => {
+        deps.metrics.shed.labels('in_flight').inc();
+        return overloaded(reply);
+      },
+    });
+  }
   if (deps.pressure && deps.pressure.maxEventLoopDelayMs > 0) {
-    // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
     void app.register(underPressure, {
       maxEventLoopDelay: deps.pressure.maxEventLoopDelayMs,
       sampleInterval: deps.pressure.sampleIntervalMs,
       retryAfter: 5,
       pressureHandler: (_request, reply) => {
-        void reply.status(503).header('retry-after', '5').send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
+        deps.metrics.shed.labels('event_loop').inc();
+        void overloaded(reply.header('retry-after', '5'));
       },
     });
   }
@@ -159,6 +177,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       clock: deps.clock ?? Date.now,
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
       ...(deps.events ? { events: deps.events } : {}),
+      ...(inFlight ? { leaveInFlight: inFlight.release } : {}),
       ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
     for (const plugin of deps.plugins ?? []) plugin(scope);

@@ -353,6 +353,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     },
     plugins,
     rateLimits,
+    maxDecidesInFlight: config.MAX_DECIDES_IN_FLIGHT,
     pressure: { maxEventLoopDelayMs: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: config.PRESSURE_SAMPLE_INTERVAL_MS },
     connections: { max: config.HTTP_MAX_CONNECTIONS, perAddress: config.HTTP_MAX_CONNECTIONS_PER_ADDRESS },
     ...(config.TRUST_PROXY ? { trustProxy: config.TRUST_PROXY.split(',').map((s) => s.trim()) } : {}),

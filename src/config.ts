@@ -76,6 +76,7 @@ const envSchema = z.object({
   DIDIT_REVIEW_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(168),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
   PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
+  MAX_DECIDES_IN_FLIGHT: z.coerce.number().int().min(0).default(32),
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
   RATE_LIMIT_WEBHOOK_PER_MIN: z.coerce.number().int().min(1).default(120),

@@ -29,6 +29,8 @@ export const KNOWN_LABELS = {
   /** Deliveries refused for the failures their source sent (the route's own result, beside the handler's). */
   webhookRouteResult: ['rate_limited'],
   rateLimit: ['user', 'caller'],
+  /** Why a request was shed with 503: too many decides in flight, or a lagging event loop. */
+  shedReason: ['in_flight', 'event_loop'],
   stage: ['enrich', 'store', 'evaluate', 'didit'],
   reloadDataset: ['lists', ...GEO_DATABASES.map((db) => `geoip_${db}` as const)],
   /** The engine's own reasons, beside the ruleset's rule and bypass ids (the other `rule` label values). */
@@ -61,6 +63,7 @@ export function createMetrics() {
     bypassUsed: new client.Counter({ name: 'risk_bypass_used_total', help: 'Decisions lowered by a bypass', labelNames: ['bypass'] as const, registers: [registry] }),
     dataReloadFailures: new client.Counter({ name: 'risk_data_reload_failures_total', help: 'Rejected GeoIP or list updates (the previous data keeps serving)', labelNames: ['dataset'] as const, registers: [registry] }),
     rateLimited: new client.Counter({ name: 'risk_rate_limited_total', help: 'Decides refused by a rate limit (user: shared per user; caller: per process)', labelNames: ['limit'] as const, registers: [registry] }),
+    shed: new client.Counter({ name: 'risk_shed_total', help: 'Requests refused with 503 + Retry-After under overload, by reason (in_flight: MAX_DECIDES_IN_FLIGHT; event_loop: PRESSURE_MAX_EVENT_LOOP_DELAY_MS)', labelNames: ['reason'] as const, registers: [registry] }),
     undeclaredPurpose: new client.Counter({ name: 'risk_undeclared_purpose_total', help: 'Decides whose purpose is not declared in rules/purposes.yaml (treated as sensitive; no label: the purpose is caller text)', registers: [registry] }),
     events: new client.Counter({ name: 'risk_events_total', help: 'Outgoing events by type and result (queued, dropped, delivered, rejected, retry, expired)', labelNames: ['type', 'result'] as const, registers: [registry] }),
     eventsOutboxDepth: new client.Gauge({ name: 'risk_events_outbox_depth', help: 'Events in the outbox not yet delivered, rejected or given up', registers: [registry] }),
@@ -79,6 +82,7 @@ export function createMetrics() {
   for (const operation of KNOWN_LABELS.diditOperation) for (const outcome of KNOWN_LABELS.diditOutcome) m.diditRequests.labels(operation, outcome).inc(0);
   for (const result of [...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult]) m.webhookEvents.labels(result).inc(0);
   for (const limit of KNOWN_LABELS.rateLimit) m.rateLimited.labels(limit).inc(0);
+  for (const reason of KNOWN_LABELS.shedReason) m.shed.labels(reason).inc(0);
   for (const stage of KNOWN_LABELS.stage) m.stageDuration.zero({ stage });
   for (const dataset of KNOWN_LABELS.reloadDataset) m.dataReloadFailures.labels(dataset).inc(0);
   for (const operation of KNOWN_LABELS.effectivenessOperation) m.effectivenessFailures.labels(operation).inc(0);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { evaluate } from '../engine/evaluate.js';
 import { isStepUp } from '../engine/ladder.js';
@@ -63,6 +63,8 @@ export interface DecideDeps {
   readonly callbackPolicy?: CallbackPolicy;
   /** Outgoing events: appended to the outbox, never awaited here (not on the decide's critical path). */
   readonly events?: Pick<EventSink, 'decided'>;
+  /** Frees the decide's in-flight slot (lib/in-flight.ts) before the Didit call, which waits without CPU. */
+  readonly leaveInFlight?: (request: FastifyRequest) => void;
 }
 
 const STRICT_CALLBACKS: CallbackPolicy = { allowLoopbackHttp: false };
@@ -146,6 +148,7 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
 
     let verification: Verification = { status: 'not_needed' };
     if (isStepUp(decision.action) && deps.stepUp) {
+      deps.leaveInFlight?.(request);
       const diditStarted = process.hrtime.bigint();
       verification = await deps.stepUp.open({
         decisionId,

@@ -42,9 +42,11 @@ export interface TestService extends Service {
 }
 
 export async function startTestService(env: Record<string, string> = {}, options: Partial<ServiceOptions> = {}): Promise<TestService> {
-  // Several services share one test process and block its event loop while they load data, so load
-  // shedding is off here unless a test turns it on (test/ops/pressure.test.ts does).
-  const config = loadConfig({ API_TOKENS: `tests:${TEST_TOKEN}`, ID_HASH_KEY: TEST_HASH_KEY, LOG_LEVEL: 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', ...env });
+  // Several services share one test process and block its event loop while they load data, and
+  // functional tests fire bursts of concurrent decides (100 at once for the step-up dedupe), so load
+  // shedding is off here unless a test turns it on (test/ops/pressure.test.ts does). Processes
+  // started from the real entry point (startServerProcess) keep the production defaults.
+  const config = loadConfig({ API_TOKENS: `tests:${TEST_TOKEN}`, ID_HASH_KEY: TEST_HASH_KEY, LOG_LEVEL: 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', MAX_DECIDES_IN_FLIGHT: '0', ...env });
   const { lines, stream } = captureLogs();
   const service = await createService(config, { logger: createLogger(config.LOG_LEVEL, stream), ...options });
   await service.app.ready();

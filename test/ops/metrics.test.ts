@@ -26,7 +26,7 @@ t.test('/metrics is served only on the internal listener', async (t) => {
 });
 
 t.test('the exposition parses with a Prometheus text parser and has the required series', async (t) => {
-  const required = ['risk_decisions_total', 'risk_rule_fired_total', 'risk_decide_duration_seconds', 'risk_stage_duration_seconds', 'risk_degraded_total', 'risk_didit_requests_total', 'risk_didit_circuit_open', 'risk_webhook_events_total', 'risk_ruleset_info', 'risk_rules_last_reload_success', 'risk_data_age_seconds', 'risk_store_up', 'risk_rate_limited_total', 'risk_data_reload_failures_total', 'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds'];
+  const required = ['risk_decisions_total', 'risk_rule_fired_total', 'risk_decide_duration_seconds', 'risk_stage_duration_seconds', 'risk_degraded_total', 'risk_didit_requests_total', 'risk_didit_circuit_open', 'risk_webhook_events_total', 'risk_ruleset_info', 'risk_rules_last_reload_success', 'risk_data_age_seconds', 'risk_store_up', 'risk_rate_limited_total', 'risk_shed_total', 'risk_data_reload_failures_total', 'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds'];
   // Before the first event: every counter with label values known in advance already has a 0 series.
   const fresh = await scrape();
   const sample = (name: string, labels: Record<string, string>) =>
@@ -37,10 +37,11 @@ t.test('the exposition parses with a Prometheus text parser and has the required
     ...KNOWN_LABELS.diditOperation.flatMap((operation) => KNOWN_LABELS.diditOutcome.map((outcome): [string, Record<string, string>] => ['risk_didit_requests_total', { operation, outcome }])),
     ...[...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult].map((result): [string, Record<string, string>] => ['risk_webhook_events_total', { result }]),
     ...KNOWN_LABELS.rateLimit.map((limit): [string, Record<string, string>] => ['risk_rate_limited_total', { limit }]),
+    ...KNOWN_LABELS.shedReason.map((reason): [string, Record<string, string>] => ['risk_shed_total', { reason }]),
     ...KNOWN_LABELS.reloadDataset.map((dataset): [string, Record<string, string>] => ['risk_data_reload_failures_total', { dataset }]),
     ...KNOWN_LABELS.effectivenessOperation.map((operation): [string, Record<string, string>] => ['risk_effectiveness_failures_total', { operation }]),
   ];
-  t.equal(initialised.length, 5 + 7 + 2 * 10 + 16 + 2 + 5 + 3, 'the known label values (a new one changes this count on purpose)');
+  t.equal(initialised.length, 5 + 7 + 2 * 10 + 16 + 2 + 2 + 5 + 3, 'the known label values (a new one changes this count on purpose)');
   for (const [name, labels] of initialised) t.equal(sample(name, labels)?.value, '0', `${name}${JSON.stringify(labels)} is 0 before the first event`);
   for (const stage of KNOWN_LABELS.stage) t.ok(fresh.text.includes(`risk_stage_duration_seconds_count{stage="${stage}"} 0`), `stage ${stage} has a zero histogram`);
   t.match(fresh.text, /^risk_didit_circuit_open 0$/m);

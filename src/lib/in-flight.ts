@@ -1,0 +1,64 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+/**
+ * Load shedding on concurrency. Past capacity a Node process does not slow down evenly: it reads
+ * every readable socket, starts each request, and they all wait together for CPU, so every answer
+ * is late (T33 saw accepted p99 of 2 s at 1.5× capacity). Event-loop delay reacts only once that
+ * queue has formed. A bound on requests in flight (Little's law: capacity × target latency) refuses
+ * the excess at once, in `onRequest`, before auth, body parsing or any store call: a 503 costs a
+ * fraction of a decide, so the process keeps up with the ones it accepts.
+ */
+export interface InFlightOptions {
+  /** Requests admitted at once; the next is answered 503 until one of them has been answered. */
+  readonly max: number;
+  /** Which requests count (and may be shed); others pass untouched. */
+  readonly applies: (request: FastifyRequest) => boolean;
+  /** Seconds in the Retry-After of a shed answer. */
+  readonly retryAfterS: number;
+  /** Sends the 503 (the app's stable error body) and counts it. */
+  readonly shed: (reply: FastifyReply) => FastifyReply;
+}
+
+export interface InFlight {
+  /** Admitted and not yet answered (or aborted), less those released early. */
+  readonly current: number;
+  /**
+   * Gives the request's slot back before its answer: for a wait that uses no CPU here (the Didit
+   * call, up to its 1.5 s deadline), so a slow Didit does not fill the bound and shed healthy decides.
+   */
+  release(request: FastifyRequest): void;
+}
+
+export function limitInFlight(app: FastifyInstance, options: InFlightOptions): InFlight {
+  if (!(options.max >= 1)) throw new Error('in-flight limit must be at least 1');
+  let current = 0;
+  const releases = new WeakMap<FastifyRequest, () => void>();
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!options.applies(request)) return done();
+    if (current >= options.max) {
+      void options.shed(reply.header('retry-after', String(options.retryAfterS)));
+      return;
+    }
+    current += 1;
+    // 'close' follows 'finish' on an answered response and fires alone on an aborted one: one
+    // release per admission either way (a guard, as both events are listened to).
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      current -= 1;
+    };
+    reply.raw.once('finish', release);
+    reply.raw.once('close', release);
+    releases.set(request, release);
+    done();
+  });
+  return {
+    get current() {
+      return current;
+    },
+    release(request) {
+      releases.get(request)?.();
+    },
+  };
+}
