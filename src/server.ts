@@ -1,16 +1,30 @@
 import closeWithGrace from 'close-with-grace';
-import { callbackPolicyOf, ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './routes/metrics-listener.js';
 import { updateData } from './data-io/data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
-import { createService, type DiditSettings } from './compose.js';
+import { createService, type DiditEndpoint } from './compose.js';
 import { openStore } from './open-store.js';
 import { createDrain } from './lib/drain.js';
 
+/** The simulator standing in for Didit, and the endpoint the service calls it at. */
+function embeddedSimulator(config: Config, port: number): { app: ReturnType<typeof createSimulator>['app']; port: number; didit: DiditEndpoint } {
+  const credentials = simulatorCredentials();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const simulator = createSimulator({
+    ...credentials,
+    publicBaseUrl: baseUrl,
+    webhookUrl: `http://127.0.0.1:${config.listen.port}/v1/webhooks/didit`,
+    retryDelaysMs: [2000, 8000],
+    callbackPolicy: config.callbacks,
+  });
+  return { app: simulator.app, port, didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } };
+}
+
 /** The only place that reads the environment, opens sockets and handles signals. */
 async function main(): Promise<void> {
-  let config;
+  let config: Config;
   try {
     config = loadConfig(process.env, { server: true });
   } catch (error) {
@@ -20,24 +34,12 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = createLogger(config.LOG_LEVEL);
+  const logger = createLogger(config.log.level);
 
-  // No Didit key: run the offline simulator on loopback (config refuses this when anything
-  // production-like is set). With a key, the simulator is never created.
-  let simulator: ReturnType<typeof createSimulator> | undefined;
-  let didit: DiditSettings | undefined;
-  if (!config.DIDIT_API_KEY) {
-    const credentials = simulatorCredentials();
-    const simulatorBase = `http://127.0.0.1:${config.SIMULATOR_PORT}`;
-    simulator = createSimulator({
-      ...credentials,
-      publicBaseUrl: simulatorBase,
-      webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
-      retryDelaysMs: [2000, 8000],
-      callbackPolicy: callbackPolicyOf(config),
-    });
-    didit = { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows };
-  }
+  // No Didit key: the offline simulator on loopback (config refuses this when anything production-like
+  // is set). With a key, the simulator is never created.
+  const simulator = config.simulator ? embeddedSimulator(config, config.simulator.port) : undefined;
+  const didit = simulator?.didit;
   const { store, redis } = await openStore(config, { logger });
   const service = await createService(config, { logger, watch: true, store, ...(didit ? { didit } : {}), ...(redis ? { redis } : {}) });
 
@@ -55,31 +57,26 @@ async function main(): Promise<void> {
   }
 
   const metricsApp = createMetricsApp(service.metrics.registry);
-  const listUrls = {
-    ...(config.TOR_LIST_URL ? { tor: config.TOR_LIST_URL } : {}),
-    ...(config.VPN_LIST_URL ? { vpn: config.VPN_LIST_URL } : {}),
-    ...(config.HOSTING_LIST_URL ? { hosting: config.HOSTING_LIST_URL } : {}),
-    ...(config.RELAY_LIST_URL ? { relay: config.RELAY_LIST_URL } : {}),
-  };
-  if (config.LIST_REFRESH_MINUTES > 0 && Object.keys(listUrls).length > 0) {
+  const { refreshMs, urls: listUrls } = config.data.lists;
+  if (refreshMs > 0 && Object.keys(listUrls).length > 0) {
     // Conditional GET, validate, atomic rename; the data watcher swaps the new lists in.
     const refresh = () =>
-      updateData({ dataDir: config.DATA_DIR, maxmindBaseUrl: '', editions: {}, listUrls }).then(
+      updateData({ dataDir: config.data.dir, maxmindBaseUrl: '', editions: {}, listUrls }).then(
         (report) => logger.info({ lists: report }, 'list refresh'),
         (error: Error) => logger.error({ err: error.message }, 'list refresh failed; the last good lists keep serving'),
       );
-    setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
+    setInterval(() => void refresh(), refreshMs).unref();
   }
 
   // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
   if (simulator) {
-    await simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
-    logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+    await simulator.app.listen({ port: simulator.port, host: '127.0.0.1' });
+    logger.warn({ simulator: simulator.didit.baseUrl }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
   const drain = createDrain(service.app);
-  await service.app.listen({ port: config.PORT, host: config.HOST });
-  await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
-  logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
+  await service.app.listen({ ...config.listen });
+  await metricsApp.listen({ ...config.metrics });
+  logger.info({ port: config.listen.port, metrics_port: config.metrics.port, ruleset: service.rules.current()?.hash }, 'risk engine listening');
 
   process.on('SIGHUP', () => {
     logger.info('SIGHUP: reloading rules');
