@@ -18,7 +18,7 @@ const ms = z.coerce.number().int().min(1);
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-const envSchema = z.object({
+export const envSchema = z.object({
   PORT: port.default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(9464),
@@ -271,7 +271,11 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean }
   const problems: string[] = [];
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   problems.push(...crossProblems(env, options.server === true));
-  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data), ...eventsProblems(parsed.data), ...outboundUrlProblems('DIDIT_BASE_URL', parsed.data.DIDIT_BASE_URL));
+  // The checks of values against each other run on what the schema accepted, even when another
+  // variable is wrong, so one run reports everything; a variable the schema refused is not judged twice.
+  const refused = new Set(parsed.success ? [] : parsed.error.issues.map((issue) => String(issue.path[0])));
+  const accepted = Object.fromEntries(Object.entries(env).filter(([name, value]) => !refused.has(name) && value !== undefined && value !== '')) as Partial<Env>;
+  problems.push(...callbackConfigProblems(accepted), ...eventsProblems(accepted, env.EVENTS_URL !== undefined && env.EVENTS_URL !== ''), ...outboundUrlProblems('DIDIT_BASE_URL', accepted.DIDIT_BASE_URL));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(shape(parsed.data, isProduction(env)));
 }
@@ -391,7 +395,7 @@ function deepFreeze<T>(value: T): T {
 }
 
 /** The allowed origins and the default callback obey the same rule as a decide's `callback`. */
-function callbackConfigProblems(c: Env): string[] {
+function callbackConfigProblems(c: Partial<Env>): string[] {
   const allowLoopbackHttp = !c.DIDIT_API_KEY;
   let allowedOrigins: ReadonlySet<string> | undefined;
   const problems: string[] = [];
@@ -422,20 +426,22 @@ function outboundUrlProblems(name: string, value: string | undefined): string[] 
   return problems;
 }
 
-/** Events leave for https only; plain http only to this machine (a local relay or a test receiver). */
-function eventsProblems(c: Env): string[] {
+/**
+ * Events leave for https only; plain http only to this machine (a local relay or a test receiver).
+ * `urlSet`: EVENTS_URL was given, even if the schema refused it (then only the secrets are judged here).
+ */
+function eventsProblems(c: Partial<Env>, urlSet: boolean): string[] {
   const problems: string[] = [];
-  if (!c.EVENTS_URL) {
-    if (c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
-    return problems;
+  if (!urlSet && c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
+  if (urlSet) {
+    problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
+    if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   }
-  problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
-  if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   for (const name of ['EVENTS_SECRET', 'EVENTS_SECRET_PREVIOUS'] as const) {
     const value = c[name];
     if (value === undefined) continue;
     const key = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(value);
-    const bytes = key ? Buffer.from(key[1]!, 'base64').length : 0;
+    const bytes = key?.[1] ? Buffer.from(key[1], 'base64').length : 0;
     if (bytes < 24 || bytes > 64) problems.push(`${name}: expected whsec_<base64 of 24-64 random bytes>`);
   }
   return problems;
@@ -445,7 +451,7 @@ function eventsProblems(c: Env): string[] {
  * What a decide's `callback` may be: https (http to loopback only while the embedded simulator
  * stands in for Didit), restricted to CALLBACK_ALLOWED_ORIGINS when set.
  */
-function callbackPolicyOf(config: Env): CallbackPolicy {
+function callbackPolicyOf(config: Partial<Env>): CallbackPolicy {
   const allowLoopbackHttp = !config.DIDIT_API_KEY;
   const parsed = config.CALLBACK_ALLOWED_ORIGINS === undefined ? undefined : parseAllowedOrigins(config.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
   if (!parsed) return { allowLoopbackHttp };
