@@ -11,11 +11,17 @@ import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
 import type { EventSink } from './events/events.js';
+import type { WebhookHandler } from './didit/webhook-handler.js';
+import type { RuleSandbox } from './rules-io/rule-sandbox.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
-import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
+import { callerLimitHook, registerRateLimits, webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
+import { registerDiditWebhook } from './routes/didit-webhook.js';
+import { registerSessions } from './routes/sessions.js';
+import { registerUsers } from './routes/users.js';
+import { registerEvaluate } from './routes/evaluate.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
 import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
 
@@ -31,8 +37,10 @@ export interface AppDeps {
   readonly stepUp?: StepUpService;
   /** Outgoing events (EVENTS_URL): the decide emits decision.denied / decision to it. */
   readonly events?: EventSink;
-  /** Extra route plugins (Didit webhook, sessions, users), registered after auth. */
-  readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
+  /** Applies Didit's signed verdicts (POST /v1/webhooks/didit). */
+  readonly handleWebhook: WebhookHandler;
+  /** Where a supplied ruleset is compiled for POST /v1/evaluate (a worker with a deadline). */
+  readonly sandbox: RuleSandbox;
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
   readonly callbackPolicy?: CallbackPolicy;
@@ -79,7 +87,9 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
 
 export const MAX_PARAM_LENGTH = 256;
 
+/** Every route of the service, registered here from the one dependency object. */
 export function buildApp(deps: AppDeps): FastifyInstance {
+  const clock = deps.clock ?? Date.now;
   const connections: ConnectionLimits = { ...CONNECTION_LIMITS, ...deps.connections };
   const options: FastifyHttpOptions<Server> = {
     loggerInstance: deps.logger,
@@ -156,12 +166,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       enrich: deps.enrich,
       stepUp: deps.stepUp,
       metrics: deps.metrics,
-      clock: deps.clock ?? Date.now,
+      clock,
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
       ...(deps.events ? { events: deps.events } : {}),
       ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
-    for (const plugin of deps.plugins ?? []) plugin(scope);
+    registerDiditWebhook(scope, { handle: deps.handleWebhook, metrics: deps.metrics, ...(limits ? { failures: webhookFailureLimit(limits, clock) } : {}) });
+    registerSessions(scope, { store: deps.store, ids: deps.ids, clock });
+    registerUsers(scope, { store: deps.store, ids: deps.ids, clock, ...(deps.events ? { events: deps.events } : {}) });
+    registerEvaluate(scope, { rules: deps.rules, clock, sandbox: deps.sandbox });
   });
   return app;
 }

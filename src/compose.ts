@@ -19,7 +19,7 @@ import type { IpLists } from './signals/ip-lists.js';
 import { instrumentStore } from './store/instrumented-store.js';
 import { loadSignalSources } from './data-io/load-sources.js';
 import { listDirectories, loadListsFromManifest } from './data-io/list-files.js';
-import { createMemoryStore } from './store/memory-store.js';
+import { openMemoryStore } from './open-store.js';
 import { redisReadiness } from './store/redis-client.js';
 import { createPseudonymiser } from './store/pseudonymise.js';
 import type { Store } from './store/store.js';
@@ -28,11 +28,7 @@ import { createDiditClient } from './didit/client.js';
 import { createStepUpService } from './didit/step-up.js';
 import { createWebhookHandler, DEAD_LETTER_TTL_MS } from './didit/webhook-handler.js';
 import type { Cluster, Redis } from 'ioredis';
-import { webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
-import { registerDiditWebhook } from './routes/didit-webhook.js';
-import { registerSessions } from './routes/sessions.js';
-import { registerUsers } from './routes/users.js';
-import { registerEvaluate } from './routes/evaluate.js';
+import type { RateLimitSettings } from './routes/rate-limit.js';
 import { startEvents, type Events } from './events/service.js';
 import type { DispatcherTuning } from './events/dispatcher.js';
 import { createRedisOutbox } from './store/outbox-redis.js';
@@ -41,7 +37,7 @@ import { createMemoryOutbox } from './store/outbox-memory.js';
 export interface ServiceOptions {
   readonly logger: Logger;
   readonly clock?: () => number;
-  /** A store built by the caller (server.ts builds Redis); the memory store otherwise. */
+  /** The store openStore chose (server.ts, the CLI, Redis tests); the memory store otherwise. */
   readonly store?: Store;
   /** Watch the rules directory and GeoIP files and hot-swap them (server.ts and the reload tests). */
   readonly watch?: boolean;
@@ -182,7 +178,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   ageTimer.unref();
   stops.push(() => clearInterval(ageTimer));
 
-  const store = instrumentStore(options.store ?? createMemoryStore({ retention: config.retention }), (up) => metrics.storeUp.set(up ? 1 : 0));
+  const store = instrumentStore(options.store ?? openMemoryStore(config), (up) => metrics.storeUp.set(up ? 1 : 0));
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
   // Shared through Redis when there is one (synced each second), else exact in this process.
@@ -242,12 +238,6 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     onFallback: () => metrics.degraded.labels('rate_limit_store').inc(),
     ...(options.redis ? { redis: options.redis } : {}),
   };
-  const plugins = [
-    (app: FastifyInstance) => registerDiditWebhook(app, { handle: handleWebhook, metrics, failures: webhookFailureLimit(rateLimits, clock) }),
-    (app: FastifyInstance) => registerSessions(app, { store, ids, clock }),
-    (app: FastifyInstance) => registerUsers(app, { store, ids, clock, ...(events ? { events: events.sink } : {}) }),
-    (app: FastifyInstance) => registerEvaluate(app, { rules, clock, sandbox }),
-  ];
   const app = buildApp({
     logger,
     rules,
@@ -263,7 +253,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     staleData: () => lists.stale(clock()).map((name) => `list_${name}`),
     ...(stepUp ? { stepUp } : {}),
     ...(events ? { events: events.sink } : {}),
-    plugins,
+    handleWebhook,
+    sandbox,
     rateLimits,
     pressure: config.pressure,
     connections: config.http.connections,

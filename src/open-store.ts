@@ -19,6 +19,11 @@ export interface OpenedStore {
   readonly redis?: Redis | Cluster;
 }
 
+/** The in-process store, with the configured retention: openStore's choice without Redis, and the service's default. */
+export function openMemoryStore(config: Pick<Config, 'retention'>): Store {
+  return createMemoryStore({ retention: config.retention });
+}
+
 export interface OpenStoreOptions {
   readonly logger: Logger;
   /** How long to wait for Redis at start; past it decisions are degraded (never SKIP) until it is up. */
@@ -34,8 +39,7 @@ export interface OpenStoreOptions {
  * all open it here, so retention and client options cannot differ between them.
  */
 export async function openStore(config: Config, options: OpenStoreOptions): Promise<OpenedStore> {
-  const { retention } = config;
-  if (!config.redis) return { store: createMemoryStore({ retention }) };
+  if (!config.redis) return { store: openMemoryStore(config) };
   const { url, keyPrefix, commandTimeoutMs, allowEviction } = config.redis;
   const redis = createRedisClient(url, options.commandTimeoutMs ?? commandTimeoutMs);
   redis.on('error', (error: Error) => options.logger.warn({ err: error.message }, 'redis error'));
@@ -58,5 +62,5 @@ export async function openStore(config: Config, options: OpenStoreOptions): Prom
     }
     options.logger.error({ err: (error as Error).message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is');
   }
-  return { store: createRedisStore({ redis, keyPrefix, retention }), redis };
+  return { store: createRedisStore({ redis, keyPrefix, retention: config.retention }), redis };
 }
