@@ -106,6 +106,8 @@ function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metr
 export interface Service extends ServiceParts {
   readonly app: FastifyInstance;
   readonly apiTokens: readonly ApiToken[];
+  /** The token generated for this run when API_TOKENS is unset. */
+  readonly generatedToken?: string;
   /** The outgoing events sink, when EVENTS_URL is set. */
   readonly events?: Events['sink'];
   close(): Promise<void>;
@@ -187,7 +189,9 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     : localIpVelocity();
   const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.limits.userPerMinute } }, timer);
 
-  const apiTokens = config.auth.apiTokens.length > 0 ? config.auth.apiTokens : [{ name: 'embedded', token: randomBytes(24).toString('base64url') }];
+  // No API_TOKENS: one token for this run, which server.ts prints once for the quick start.
+  const generated = config.auth.apiTokens.length > 0 ? undefined : { name: 'embedded', token: randomBytes(24).toString('base64url') };
+  const apiTokens = generated ? [generated] : config.auth.apiTokens;
   const parts: ServiceParts = { config, logger, store, metrics, rules, sandbox, lists, ids, clock };
 
   const events = eventsFromConfig(config, options, metrics, clock, ids);
@@ -264,6 +268,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...parts,
     app,
     apiTokens,
+    ...(generated ? { generatedToken: generated.token } : {}),
     ...(events ? { events: events.sink } : {}),
     async close() {
       ipVelocity.close();

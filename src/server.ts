@@ -51,9 +51,9 @@ async function main(): Promise<void> {
   }
   if (config.embedded.includes('memory-store')) logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
   if (config.embedded.includes('ephemeral-id-hash-key')) logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
-  if (config.embedded.includes('generated-api-token')) {
+  if (service.generatedToken) {
     // Printed once to stdout for the quick start; never logged through pino.
-    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.apiTokens[0]!.token}\n\n`);
+    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.generatedToken}\n\n`);
   }
 
   const metricsApp = createMetricsApp(service.metrics.registry);
