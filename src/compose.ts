@@ -84,7 +84,7 @@ export interface ServiceParts {
 function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metrics, clock: () => number, ids: ReturnType<typeof createPseudonymiser>): Events | undefined {
   if (!config.events) return undefined;
   const { outbox: limits, ...settings } = config.events;
-  const outbox = options.redis && config.redis
+  const outbox = options.redis
     ? createRedisOutbox({ redis: options.redis, keyPrefix: config.redis.keyPrefix, ...limits, ...(options.events?.leaseMs ? { leaseMs: options.events.leaseMs } : {}) })
     : createMemoryOutbox({ maxEntries: limits.maxEntries });
   return startEvents(settings, {
@@ -184,7 +184,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
   // Shared through Redis when there is one (synced each second), else exact in this process.
-  const ipVelocity = options.redis && config.redis
+  const ipVelocity = options.redis
     ? sharedIpVelocity({ redis: options.redis, keyPrefix: config.redis.keyPrefix, onSyncError: () => metrics.degraded.labels('ip_velocity_sync').inc() })
     : localIpVelocity();
   const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.limits.userPerMinute } }, timer);
@@ -234,8 +234,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     ...(events ? { events: events.sink } : {}),
   });
   const rateLimits: RateLimitSettings = {
-    // The prefix is read only with a Redis client; the in-process fallback has no key space to share.
-    keyPrefix: config.redis?.keyPrefix ?? '',
+    keyPrefix: config.redis.keyPrefix,
     ids,
     callerPerMinute: config.limits.callerPerMinute,
     webhookPerMinute: config.limits.webhookPerMinute,
@@ -253,7 +252,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     embedded: config.embedded,
     callbackPolicy: config.callbacks,
-    ...(options.redis ? { readiness: redisReadiness(options.redis, config.redis?.allowEviction ?? false) } : {}),
+    ...(options.redis ? { readiness: redisReadiness(options.redis, config.redis.allowEviction) } : {}),
     staleData: () => lists.stale(clock()).map((name) => `list_${name}`),
     ...(stepUp ? { stepUp } : {}),
     ...(events ? { events: events.sink } : {}),

@@ -143,8 +143,8 @@ export interface Config {
       readonly maxAgeMs: Readonly<Record<ListName, number>>;
     };
   };
-  /** Present with REDIS_URL; the memory store otherwise. */
-  readonly redis?: { readonly url: string; readonly keyPrefix: string; readonly commandTimeoutMs: number; readonly allowEviction: boolean };
+  /** `url` with REDIS_URL (the memory store otherwise); the rest also applies to a client a test passes in. */
+  readonly redis: { readonly url?: string; readonly keyPrefix: string; readonly commandTimeoutMs: number; readonly allowEviction: boolean };
   /** No key: pseudonyms use a random per-process key (the service) or read no history (the CLI). */
   readonly ids: { readonly hashKey?: HashKey };
   readonly auth: {
@@ -310,7 +310,7 @@ function shape(c: Env, production: boolean): Config {
         maxAgeMs: listMaxAges(c),
       },
     },
-    ...(c.REDIS_URL ? { redis: { url: c.REDIS_URL, keyPrefix: c.REDIS_KEY_PREFIX, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS, allowEviction: c.REDIS_ALLOW_EVICTION } } : {}),
+    redis: { ...(c.REDIS_URL ? { url: c.REDIS_URL } : {}), keyPrefix: c.REDIS_KEY_PREFIX, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS, allowEviction: c.REDIS_ALLOW_EVICTION },
     ids: c.ID_HASH_KEY ? { hashKey: parseHashKey(c.ID_HASH_KEY) } : {},
     auth: {
       apiTokens: c.API_TOKENS ? parseApiTokens(c.API_TOKENS) : [],

@@ -39,8 +39,8 @@ export interface OpenStoreOptions {
  * all open it here, so retention and client options cannot differ between them.
  */
 export async function openStore(config: Config, options: OpenStoreOptions): Promise<OpenedStore> {
-  if (!config.redis) return { store: openMemoryStore(config) };
   const { url, keyPrefix, commandTimeoutMs, allowEviction } = config.redis;
+  if (!url) return { store: openMemoryStore(config) };
   const redis = createRedisClient(url, options.commandTimeoutMs ?? commandTimeoutMs);
   redis.on('error', (error: Error) => options.logger.warn({ err: error.message }, 'redis error'));
   try {

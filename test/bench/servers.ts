@@ -46,8 +46,8 @@ if (mode === 'bare' || mode === 'bare-lua') {
   process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`);
 } else {
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', RATE_LIMIT_USER_PER_MIN: '100000000', RATE_LIMIT_CALLER_PER_MIN: '100000000' });
-  const redis = config.redis ? createRedisClient(config.redis.url, 500) : undefined;
-  const store = redis && config.redis ? createRedisStore({ redis, keyPrefix: config.redis.keyPrefix }) : undefined;
+  const redis = config.redis.url ? createRedisClient(config.redis.url, 500) : undefined;
+  const store = redis ? createRedisStore({ redis, keyPrefix: config.redis.keyPrefix }) : undefined;
   // Logs go to /dev/null through pino's own destination, synchronous as pino's default stdout is in
   // production (`npm start`): the cost of writing the decision line stays in. BENCH_LOG_SYNC=0 and
   // BENCH_LOG_MIN compare the asynchronous, buffered destination (measured: about 5 µs more a decide).
