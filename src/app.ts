@@ -11,11 +11,19 @@ import type { Store } from './store/store.js';
 import type { Pseudonymiser } from './store/pseudonymise.js';
 import type { StepUpService } from './didit/step-up-types.js';
 import type { EventSink } from './events/events.js';
+import type { WebhookHandler } from './didit/webhook-handler.js';
+import type { RuleSandbox } from './rules-io/rule-sandbox.js';
 import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
-import { callerLimitHook, registerRateLimits, type RateLimitSettings } from './routes/rate-limit.js';
+import { callerLimitHook, registerRateLimits, webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
+import { registerDiditWebhook } from './routes/didit-webhook.js';
+import { registerSessions } from './routes/sessions.js';
+import { registerUsers } from './routes/users.js';
+import { registerEvaluate } from './routes/evaluate.js';
+import { registerFeedback } from './routes/feedback.js';
+import type { Effectiveness } from './events/effectiveness.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
 import { limitInFlight, type InFlight } from './lib/in-flight.js';
 import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
@@ -30,10 +38,16 @@ export interface AppDeps {
   readonly apiTokens: readonly ApiToken[];
   readonly clock?: () => number;
   readonly stepUp?: StepUpService;
-  /** What the decide tells about each decision: outgoing events (EVENTS_URL) and the decision records. */
-  readonly events?: Pick<EventSink, 'decided'>;
-  /** Extra route plugins (Didit webhook, sessions, users), registered after auth. */
-  readonly plugins?: ReadonlyArray<(app: FastifyInstance) => void>;
+  /** Outgoing events (EVENTS_URL): device revokes and erasures (the users routes). */
+  readonly events?: EventSink;
+  /** What the decide tells about each decision: outgoing events and the decision records (rule effectiveness). */
+  readonly decisions?: Pick<EventSink, 'decided'>;
+  /** Labels for POST /v1/feedback (rule effectiveness). */
+  readonly effectiveness?: Pick<Effectiveness, 'feedback'>;
+  /** Applies Didit's signed verdicts (POST /v1/webhooks/didit). */
+  readonly handleWebhook: WebhookHandler;
+  /** Where a supplied ruleset is compiled for POST /v1/evaluate (a worker with a deadline). */
+  readonly sandbox: RuleSandbox;
   readonly readiness?: readonly ReadinessCheck[];
   readonly embedded?: readonly string[];
   readonly callbackPolicy?: CallbackPolicy;
@@ -82,7 +96,9 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
 
 export const MAX_PARAM_LENGTH = 256;
 
+/** Every route of the service, registered here from the one dependency object. */
 export function buildApp(deps: AppDeps): FastifyInstance {
+  const clock = deps.clock ?? Date.now;
   const connections: ConnectionLimits = { ...CONNECTION_LIMITS, ...deps.connections };
   const options: FastifyHttpOptions<Server> = {
     loggerInstance: deps.logger,
@@ -174,13 +190,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       enrich: deps.enrich,
       stepUp: deps.stepUp,
       metrics: deps.metrics,
-      clock: deps.clock ?? Date.now,
+      clock,
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
-      ...(deps.events ? { events: deps.events } : {}),
+      ...(deps.decisions ? { events: deps.decisions } : {}),
       ...(inFlight ? { leaveInFlight: inFlight.release } : {}),
       ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
     });
-    for (const plugin of deps.plugins ?? []) plugin(scope);
+    registerDiditWebhook(scope, { handle: deps.handleWebhook, metrics: deps.metrics, ...(limits ? { failures: webhookFailureLimit(limits, clock) } : {}) });
+    registerSessions(scope, { store: deps.store, ids: deps.ids, clock });
+    registerUsers(scope, { store: deps.store, ids: deps.ids, clock, ...(deps.events ? { events: deps.events } : {}) });
+    registerEvaluate(scope, { rules: deps.rules, clock, sandbox: deps.sandbox });
+    if (deps.effectiveness) registerFeedback(scope, { effectiveness: deps.effectiveness });
   });
   return app;
 }

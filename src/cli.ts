@@ -18,9 +18,9 @@ import { loadSignalSources } from './data-io/load-sources.js';
 import { localIpVelocity } from './signals/ip-velocity.js';
 import { createEnricher } from './signals/enrich.js';
 import { isValidClientIp, onTrustNetwork } from './signals/ip.js';
-import { createPseudonymiser, parseHashKey, pseudonymiserOf } from './store/pseudonymise.js';
+import { createPseudonymiser } from './store/pseudonymise.js';
 import { openStore } from './open-store.js';
-import { decisionRecordsFor, diditFromConfig, webhookSettings } from './compose.js';
+import { decisionRecordsFor, webhookSettings } from './compose.js';
 import { createDiditClient } from './didit/client.js';
 import { listDeadLetters, replayDeadLetters } from './didit/dead-letters.js';
 import { createWebhookHandler } from './didit/webhook-handler.js';
@@ -80,15 +80,15 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
   }
   const config = loadConfig(process.env);
   const logger = createLogger('silent');
-  const ids = createPseudonymiser(config.ID_HASH_KEY ? parseHashKey(config.ID_HASH_KEY) : { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' });
+  const ids = createPseudonymiser(config.ids.hashKey ?? { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' });
   const { store } = await openStore(config, { logger, waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
-    const loaded = await loadRuleDir((values.rules as string | undefined) ?? config.RULES_DIR, { ids });
+    const loaded = await loadRuleDir((values.rules as string | undefined) ?? config.rules.dir, { ids });
     if (!loaded.ok) {
       for (const error of loaded.errors) out(formatLoadError(error));
       return 1;
     }
-    const sources = await loadSignalSources(config, logger);
+    const sources = await loadSignalSources(config.data, logger);
     // Explain changes nothing, so it migrates nothing either: during a rotation it reads what is under the current key.
     const readOnly: Store = { ...store, observe: (s, now) => store.peek(s, now), migrate: async () => undefined };
     // Read-only here too: a velocity of this process alone, which records nothing shared.
@@ -107,7 +107,7 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
       return 0;
     }
     const d = result.decision;
-    out(`action: ${d.action}   score: ${d.score}   ruleset: ${d.ruleset}${d.degraded.length ? `   degraded: ${d.degraded.join(', ')}` : ''}${config.ID_HASH_KEY ? '' : '\n(note: ID_HASH_KEY is not set, so the user\'s history cannot be read: every history signal is a cold start)'}`);
+    out(`action: ${d.action}   score: ${d.score}   ruleset: ${d.ruleset}${d.degraded.length ? `   degraded: ${d.degraded.join(', ')}` : ''}${config.ids.hashKey ? '' : '\n(note: ID_HASH_KEY is not set, so the user\'s history cannot be read: every history signal is a cold start)'}`);
     out('\nsignals:');
     for (const [name, value] of Object.entries(signals).sort()) out(`  ${name.padEnd(26)} ${JSON.stringify(value)}`);
     out('\nrules:');
@@ -165,7 +165,7 @@ async function reportCommand(values: Record<string, unknown>, out: Out): Promise
     out('--since takes a number and a unit: 30d, 12h or 90m');
     return 2;
   }
-  const loaded = await loadRuleDir((values.rules as string | undefined) ?? loadConfig(process.env).RULES_DIR);
+  const loaded = await loadRuleDir((values.rules as string | undefined) ?? loadConfig(process.env).rules.dir);
   if (!loaded.ok) {
     for (const error of loaded.errors) out(formatLoadError(error));
     return 1;
@@ -238,13 +238,13 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
     return 2;
   }
   const config = loadConfig(process.env);
-  const didit = diditFromConfig(config);
-  if (!config.ID_HASH_KEY || !didit) {
+  const { didit, ids: { hashKey } } = config;
+  if (!hashKey || !didit) {
     out('dead letters need the service\'s ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)');
     return 2;
   }
   // Letters sealed before a rotation open under ID_HASH_KEY_PREVIOUS.
-  const ids = pseudonymiserOf(config.ID_HASH_KEY, config.ID_HASH_KEY_PREVIOUS || undefined);
+  const ids = createPseudonymiser(hashKey, config.ids.previousHashKey);
   const { store } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
     const now = Date.now();
@@ -254,7 +254,7 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
       out(`${letters.length} dead letter(s)`);
       return 0;
     }
-    const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.DIDIT_TIMEOUT_MS });
+    const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.stepUp.timeoutMs });
     const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, onNetwork: onTrustNetwork(ids), clock: Date.now });
     const results = await replayDeadLetters({ store, ids, handle, now });
     for (const r of results) out(`${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`);

@@ -2,8 +2,14 @@ import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib/callback-url.js';
-import { checkApiTokens } from './routes/auth.js';
+import { geoipPaths } from './data-io/geoip-files.js';
+import type { StepUpRung } from './engine/ladder.js';
+import type { EventsSettings } from './events/service.js';
+import { checkApiTokens, parseApiTokens, type ApiToken } from './routes/auth.js';
+import type { GeoDatabase } from './signals/geoip.js';
+import type { ListName } from './signals/ip-lists.js';
 import { parseHashKey, type HashKey } from './store/pseudonymise.js';
+import type { Retention } from './store/store.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const port = z.coerce.number().int().min(0).max(65535);
@@ -19,12 +25,15 @@ const hashKey = z.string().optional().superRefine((value, ctx) => {
   }
 });
 
-const envSchema = z.object({
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const envSchema = z.object({
   PORT: port.default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(9464),
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   RULES_DIR: z.string().min(1).default('rules'),
   DATA_DIR: z.string().min(1).default('data'),
   GEOIP_CITY_DB: z.string().optional(),
@@ -95,9 +104,92 @@ const envSchema = z.object({
 
 export type Env = z.infer<typeof envSchema>;
 
-export interface Config extends Env {
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** Tor list staleness when nothing is configured, outside the embedded demo. */
+export const DEFAULT_TOR_MAX_AGE_HOURS = 48;
+
+/** A real Didit account: present only when DIDIT_API_KEY (and what it requires) is set. */
+export interface DiditSettings {
+  readonly baseUrl: string;
+  readonly apiKey: string;
+  /** Current first, then the previous one during a rotation. */
+  readonly webhookSecrets: readonly string[];
+  readonly workflows: Readonly<Record<StepUpRung, string>>;
+}
+
+/** Outgoing events: present only when EVENTS_URL is set. */
+export interface EventsConfig extends EventsSettings {
+  readonly outbox: { readonly maxEntries: number; readonly ttlMs: number };
+}
+
+/**
+ * The validated configuration, grouped by what uses it and already in the units its users take
+ * (milliseconds, parsed tokens and keys, resolved paths). Nothing outside this file reads a variable.
+ */
+export interface Config {
+  /** NODE_ENV is production (in any case or padding). */
+  readonly production: boolean;
   /** Which embedded defaults are in use, for the loud startup log and /readyz. */
   readonly embedded: readonly string[];
+  readonly listen: { readonly port: number; readonly host: string };
+  readonly metrics: { readonly port: number; readonly host: string };
+  readonly log: { readonly level: LogLevel };
+  readonly rules: { readonly dir: string };
+  readonly data: {
+    readonly dir: string;
+    /** The GeoIP files to open: the operator's, or the embedded MaxMind test databases when neither city nor ASN is set. */
+    readonly geoip: Partial<Record<GeoDatabase, string>>;
+    readonly lists: {
+      /** 0: no refresh timer. */
+      readonly refreshMs: number;
+      readonly urls: Partial<Record<'tor' | 'vpn' | 'hosting' | 'relay', string>>;
+      /** Per list; 0: never stale. */
+      readonly maxAgeMs: Readonly<Record<ListName, number>>;
+    };
+  };
+  /** `url` with REDIS_URL (the memory store otherwise); the rest also applies to a client a test passes in. */
+  readonly redis: { readonly url?: string; readonly keyPrefix: string; readonly commandTimeoutMs: number; readonly allowEviction: boolean };
+  /**
+   * No key: pseudonyms use a random per-process key (the service) or read no history (the CLI).
+   * `previousHashKey` during an ID_HASH_KEY rotation: read under it, moved to `hashKey` on touch.
+   */
+  readonly ids: { readonly hashKey?: HashKey; readonly previousHashKey?: HashKey };
+  readonly auth: {
+    /** Empty: the server generates one token and prints it (embedded `generated-api-token`). */
+    readonly apiTokens: readonly ApiToken[];
+    /** Proxy addresses and CIDRs whose X-Forwarded-For is believed; empty: none. */
+    readonly trustProxy: readonly string[];
+  };
+  /** Every key family's lifetime; reviewMs is how long a Didit review may still end in trust. */
+  readonly retention: Retention & { readonly reviewMs: number; readonly decisionRecordMs: number };
+  readonly limits: {
+    readonly userPerMinute: number;
+    readonly callerPerMinute: number;
+    readonly webhookPerMinute: number;
+    readonly stepUpsPerUserPer15m: number;
+    readonly stepUpsPerDevicePer15m: number;
+    readonly stepUpsPerMinute: number;
+  };
+  /** What a decide's `callback` may be (and the simulator's redirect): the same rule everywhere. */
+  readonly callbacks: CallbackPolicy;
+  readonly stepUp: {
+    /** DIDIT_CALLBACK_URL: where the user returns when a decide names no callback. */
+    readonly callbackUrl?: string;
+    /** One Didit request's deadline (the simulator's too). */
+    readonly timeoutMs: number;
+  };
+  readonly webhook: { readonly toleranceS: number; readonly requireMethodMatch: boolean };
+  /** A real Didit; exactly one of `didit` and `simulator` is set. */
+  readonly didit?: DiditSettings;
+  /** No Didit key: the offline simulator on loopback (the server refuses this when anything production-like is set). */
+  readonly simulator?: { readonly port: number };
+  readonly events?: EventsConfig;
+  /** Shed load when the event loop lags this much; 0 disables. */
+  readonly pressure: { readonly maxEventLoopDelayMs: number; readonly sampleIntervalMs: number; readonly maxDecidesInFlight: number };
+  readonly http: { readonly connections: { readonly max: number; readonly perAddress: number } };
 }
 
 export class ConfigError extends Error {
@@ -207,20 +299,135 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean }
   const problems: string[] = [];
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   problems.push(...crossProblems(env, options.server === true));
-  if (parsed.success) problems.push(...callbackConfigProblems(parsed.data), ...eventsProblems(parsed.data), ...outboundUrlProblems('DIDIT_BASE_URL', parsed.data.DIDIT_BASE_URL));
+  // The checks of values against each other run on what the schema accepted, even when another
+  // variable is wrong, so one run reports everything; a variable the schema refused is not judged twice.
+  const refused = new Set(parsed.success ? [] : parsed.error.issues.map((issue) => String(issue.path[0])));
+  const accepted = Object.fromEntries(Object.entries(env).filter(([name, value]) => !refused.has(name) && value !== undefined && value !== '')) as Partial<Env>;
+  problems.push(...callbackConfigProblems(accepted), ...eventsProblems(accepted, env.EVENTS_URL !== undefined && env.EVENTS_URL !== ''), ...outboundUrlProblems('DIDIT_BASE_URL', accepted.DIDIT_BASE_URL));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
-  const c = parsed.data;
+  return deepFreeze(shape(parsed.data, isProduction(env)));
+}
+
+/** The one place variables become settings: units converted, lists split, secrets parsed, defaults decided. */
+function shape(c: Env, production: boolean): Config {
   const embedded: string[] = [];
   if (!c.REDIS_URL) embedded.push('memory-store');
   if (!c.GEOIP_CITY_DB && !c.GEOIP_ASN_DB) embedded.push('maxmind-test-databases');
   if (!c.DIDIT_API_KEY) embedded.push('didit-simulator');
   if (!c.ID_HASH_KEY) embedded.push('ephemeral-id-hash-key');
   if (!c.API_TOKENS) embedded.push('generated-api-token');
-  return Object.freeze({ ...c, embedded });
+  const didit = diditOf(c);
+  return {
+    production,
+    embedded,
+    listen: { port: c.PORT, host: c.HOST },
+    metrics: { port: c.METRICS_PORT, host: c.METRICS_HOST },
+    log: { level: c.LOG_LEVEL },
+    rules: { dir: c.RULES_DIR },
+    data: {
+      dir: c.DATA_DIR,
+      geoip: geoipPaths({ dataDir: c.DATA_DIR, city: c.GEOIP_CITY_DB, asn: c.GEOIP_ASN_DB, anon: c.GEOIP_ANON_DB, connection: c.GEOIP_CONNECTION_DB }),
+      lists: {
+        refreshMs: c.LIST_REFRESH_MINUTES * MINUTE,
+        urls: {
+          ...(c.TOR_LIST_URL ? { tor: c.TOR_LIST_URL } : {}),
+          ...(c.VPN_LIST_URL ? { vpn: c.VPN_LIST_URL } : {}),
+          ...(c.HOSTING_LIST_URL ? { hosting: c.HOSTING_LIST_URL } : {}),
+          ...(c.RELAY_LIST_URL ? { relay: c.RELAY_LIST_URL } : {}),
+        },
+        maxAgeMs: listMaxAges(c),
+      },
+    },
+    redis: { ...(c.REDIS_URL ? { url: c.REDIS_URL } : {}), keyPrefix: c.REDIS_KEY_PREFIX, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS, allowEviction: c.REDIS_ALLOW_EVICTION },
+    ids: {
+      ...(c.ID_HASH_KEY ? { hashKey: parseHashKey(c.ID_HASH_KEY) } : {}),
+      ...(c.ID_HASH_KEY_PREVIOUS ? { previousHashKey: parseHashKey(c.ID_HASH_KEY_PREVIOUS) } : {}),
+    },
+    auth: {
+      apiTokens: c.API_TOKENS ? parseApiTokens(c.API_TOKENS) : [],
+      trustProxy: c.TRUST_PROXY ? c.TRUST_PROXY.split(',').map((s) => s.trim()) : [],
+    },
+    retention: {
+      trustMs: c.TRUST_TTL_DAYS * DAY,
+      historyMs: c.HISTORY_TTL_DAYS * DAY,
+      pendingMs: c.PENDING_TTL_MINUTES * MINUTE,
+      // Session records and claims outlive a Didit review, whose Approved still trusts.
+      claimMs: Math.max(24, c.DIDIT_REVIEW_TTL_HOURS) * HOUR,
+      reviewMs: c.DIDIT_REVIEW_TTL_HOURS * HOUR,
+      decisionRecordMs: c.DECISION_RECORD_TTL_DAYS * DAY,
+    },
+    limits: {
+      userPerMinute: c.RATE_LIMIT_USER_PER_MIN,
+      callerPerMinute: c.RATE_LIMIT_CALLER_PER_MIN,
+      webhookPerMinute: c.RATE_LIMIT_WEBHOOK_PER_MIN,
+      stepUpsPerUserPer15m: c.STEPUP_USER_MAX_PER_15M,
+      stepUpsPerDevicePer15m: c.STEPUP_DEVICE_MAX_PER_15M,
+      stepUpsPerMinute: c.STEPUP_GLOBAL_MAX_PER_MIN,
+    },
+    callbacks: callbackPolicyOf(c),
+    stepUp: { timeoutMs: c.DIDIT_TIMEOUT_MS, ...(c.DIDIT_CALLBACK_URL ? { callbackUrl: c.DIDIT_CALLBACK_URL } : {}) },
+    webhook: { toleranceS: c.WEBHOOK_TOLERANCE_S, requireMethodMatch: c.DIDIT_REQUIRE_METHOD_MATCH },
+    ...(didit ? { didit } : { simulator: { port: c.SIMULATOR_PORT } }),
+    ...(c.EVENTS_URL && c.EVENTS_SECRET ? { events: eventsOf(c, c.EVENTS_URL, c.EVENTS_SECRET) } : {}),
+    pressure: { maxEventLoopDelayMs: c.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: c.PRESSURE_SAMPLE_INTERVAL_MS, maxDecidesInFlight: c.MAX_DECIDES_IN_FLIGHT },
+    http: { connections: { max: c.HTTP_MAX_CONNECTIONS, perAddress: c.HTTP_MAX_CONNECTIONS_PER_ADDRESS } },
+  };
+}
+
+/** The cross checks made DIDIT_API_KEY require the rest, so a key alone never gets here half-configured. */
+function diditOf(c: Env): DiditSettings | undefined {
+  if (!c.DIDIT_API_KEY || !c.DIDIT_BASE_URL || !c.DIDIT_WEBHOOK_SECRET || !c.DIDIT_WORKFLOW_PASSIVE || !c.DIDIT_WORKFLOW_FLASHING || !c.DIDIT_WORKFLOW_ACTIVE_3D) return undefined;
+  return {
+    baseUrl: c.DIDIT_BASE_URL,
+    apiKey: c.DIDIT_API_KEY,
+    webhookSecrets: [c.DIDIT_WEBHOOK_SECRET, ...(c.DIDIT_WEBHOOK_SECRET_PREVIOUS ? [c.DIDIT_WEBHOOK_SECRET_PREVIOUS] : [])],
+    workflows: { PASSIVE: c.DIDIT_WORKFLOW_PASSIVE, FLASHING: c.DIDIT_WORKFLOW_FLASHING, ACTIVE_3D: c.DIDIT_WORKFLOW_ACTIVE_3D },
+  };
+}
+
+function eventsOf(c: Env, url: string, secret: string): EventsConfig {
+  const retryMs = c.EVENTS_RETRY_HOURS * HOUR;
+  return {
+    url,
+    secrets: [secret, ...(c.EVENTS_SECRET_PREVIOUS ? [c.EVENTS_SECRET_PREVIOUS] : [])],
+    includeUserId: c.EVENTS_INCLUDE_USER_ID,
+    decisions: c.EVENTS_DECISIONS,
+    maxConcurrency: c.EVENTS_MAX_CONCURRENCY,
+    timeoutMs: c.EVENTS_TIMEOUT_MS,
+    retryMs,
+    // Two command deadlines (250 ms by default, the enricher's store deadline): an append never
+    // holds a webhook or a revoke longer than a store read does.
+    appendDeadlineMs: c.REDIS_COMMAND_TIMEOUT_MS * 2 + 50,
+    // A Redis outbox entry outlives its last retry by an hour.
+    outbox: { maxEntries: c.EVENTS_OUTBOX_MAX, ttlMs: retryMs + HOUR },
+  };
+}
+
+function listMaxAges(c: Env): Record<ListName, number> {
+  const ms = (hours: number) => hours * HOUR;
+  // Tor exits churn by the hour (TorDNSEL drops an exit after 48 h), so outside the embedded demo
+  // (the memory store, whose shipped list is months old) an unset limit means 48 h; an explicit 0 turns it off.
+  const torDefault = !c.REDIS_URL ? c.LIST_MAX_AGE_HOURS : c.LIST_MAX_AGE_HOURS || DEFAULT_TOR_MAX_AGE_HOURS;
+  return {
+    tor: ms(c.TOR_LIST_MAX_AGE_HOURS ?? torDefault),
+    vpn: ms(c.LIST_MAX_AGE_HOURS),
+    relay: ms(c.LIST_MAX_AGE_HOURS),
+    hosting: ms(c.LIST_MAX_AGE_HOURS),
+    hosting_asn: ms(c.LIST_MAX_AGE_HOURS),
+  };
+}
+
+/** Settings are shared by every part: none may change them for the others. */
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
 }
 
 /** The allowed origins and the default callback obey the same rule as a decide's `callback`. */
-function callbackConfigProblems(c: Env): string[] {
+function callbackConfigProblems(c: Partial<Env>): string[] {
   const allowLoopbackHttp = !c.DIDIT_API_KEY;
   let allowedOrigins: ReadonlySet<string> | undefined;
   const problems: string[] = [];
@@ -251,20 +458,22 @@ function outboundUrlProblems(name: string, value: string | undefined): string[] 
   return problems;
 }
 
-/** Events leave for https only; plain http only to this machine (a local relay or a test receiver). */
-function eventsProblems(c: Env): string[] {
+/**
+ * Events leave for https only; plain http only to this machine (a local relay or a test receiver).
+ * `urlSet`: EVENTS_URL was given, even if the schema refused it (then only the secrets are judged here).
+ */
+function eventsProblems(c: Partial<Env>, urlSet: boolean): string[] {
   const problems: string[] = [];
-  if (!c.EVENTS_URL) {
-    if (c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
-    return problems;
+  if (!urlSet && c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
+  if (urlSet) {
+    problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
+    if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   }
-  problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
-  if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   for (const name of ['EVENTS_SECRET', 'EVENTS_SECRET_PREVIOUS'] as const) {
     const value = c[name];
     if (value === undefined) continue;
     const key = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(value);
-    const bytes = key ? Buffer.from(key[1]!, 'base64').length : 0;
+    const bytes = key?.[1] ? Buffer.from(key[1], 'base64').length : 0;
     if (bytes < 24 || bytes > 64) problems.push(`${name}: expected whsec_<base64 of 24-64 random bytes>`);
   }
   return problems;
@@ -274,7 +483,7 @@ function eventsProblems(c: Env): string[] {
  * What a decide's `callback` may be: https (http to loopback only while the embedded simulator
  * stands in for Didit), restricted to CALLBACK_ALLOWED_ORIGINS when set.
  */
-export function callbackPolicyOf(config: Env): CallbackPolicy {
+function callbackPolicyOf(config: Partial<Env>): CallbackPolicy {
   const allowLoopbackHttp = !config.DIDIT_API_KEY;
   const parsed = config.CALLBACK_ALLOWED_ORIGINS === undefined ? undefined : parseAllowedOrigins(config.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
   if (!parsed) return { allowLoopbackHttp };

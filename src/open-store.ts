@@ -4,7 +4,7 @@ import type { Config } from './config.js';
 import { createMemoryStore } from './store/memory-store.js';
 import { createRedisClient, evictingNodes, redisMemory, waitForReady } from './store/redis-client.js';
 import { createRedisStore } from './store/redis-store.js';
-import type { Retention, Store } from './store/store.js';
+import type { Store } from './store/store.js';
 
 /** Refused at start: see data/ops/README.md "State and retention" for why and for REDIS_ALLOW_EVICTION. */
 export class EvictingRedisError extends Error {
@@ -19,15 +19,9 @@ export interface OpenedStore {
   readonly redis?: Redis | Cluster;
 }
 
-/** Every key family's lifetime, from the config: the one place retention is read. */
-export function retentionFromConfig(config: Config): Retention {
-  return {
-    trustMs: config.TRUST_TTL_DAYS * 86_400_000,
-    historyMs: config.HISTORY_TTL_DAYS * 86_400_000,
-    pendingMs: config.PENDING_TTL_MINUTES * 60_000,
-    // Session records and claims outlive a Didit review, whose Approved still trusts (DIDIT_REVIEW_TTL_HOURS).
-    claimMs: Math.max(24, config.DIDIT_REVIEW_TTL_HOURS) * 3600_000,
-  };
+/** The in-process store, with the configured retention: openStore's choice without Redis, and the service's default. */
+export function openMemoryStore(config: Pick<Config, 'retention'>): Store {
+  return createMemoryStore({ retention: config.retention });
 }
 
 export interface OpenStoreOptions {
@@ -45,16 +39,16 @@ export interface OpenStoreOptions {
  * all open it here, so retention and client options cannot differ between them.
  */
 export async function openStore(config: Config, options: OpenStoreOptions): Promise<OpenedStore> {
-  const retention = retentionFromConfig(config);
-  if (!config.REDIS_URL) return { store: createMemoryStore({ retention }) };
-  const redis = createRedisClient(config.REDIS_URL, options.commandTimeoutMs ?? config.REDIS_COMMAND_TIMEOUT_MS);
+  const { url, keyPrefix, commandTimeoutMs, allowEviction } = config.redis;
+  if (!url) return { store: openMemoryStore(config) };
+  const redis = createRedisClient(url, options.commandTimeoutMs ?? commandTimeoutMs);
   redis.on('error', (error: Error) => options.logger.warn({ err: error.message }, 'redis error'));
   try {
     await waitForReady(redis, options.waitMs ?? 5000);
     // Checked again by readiness: a server reached only later, or reconfigured, shows there.
     const evicting = evictingNodes(await redisMemory(redis));
     if (evicting.length > 0) {
-      if (!config.REDIS_ALLOW_EVICTION) {
+      if (!allowEviction) {
         redis.disconnect();
         throw new EvictingRedisError(evicting);
       }
@@ -68,5 +62,5 @@ export async function openStore(config: Config, options: OpenStoreOptions): Prom
     }
     options.logger.error({ err: (error as Error).message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is');
   }
-  return { store: createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX, retention }), redis };
+  return { store: createRedisStore({ redis, keyPrefix, retention: config.retention }), redis };
 }

@@ -1,11 +1,11 @@
 import closeWithGrace from 'close-with-grace';
 import type { Logger } from 'pino';
-import { callbackPolicyOf, ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetricsApp } from './routes/metrics-listener.js';
 import { updateData } from './data-io/data-update.js';
 import { createSimulator, simulatorCredentials } from './didit/simulator.js';
-import { createService, type DiditSettings, type Service } from './compose.js';
+import { createService, type DiditEndpoint, type Service } from './compose.js';
 import { openStore } from './open-store.js';
 import { createDrain } from './lib/drain.js';
 
@@ -25,21 +25,22 @@ function readConfig(): Config {
 }
 
 /**
- * No Didit key: the offline simulator on loopback, and the Didit settings that point at it (config
+ * No Didit key: the offline simulator on loopback, and the endpoint the service calls it at (config
  * refuses this when anything production-like is set). With a key, the simulator is never created.
  */
-function offlineDidit(config: Config): { simulator: Simulator; didit: DiditSettings } | undefined {
-  if (config.DIDIT_API_KEY) return undefined;
+function offlineDidit(config: Config): { simulator: Simulator; port: number; didit: DiditEndpoint } | undefined {
+  if (!config.simulator) return undefined;
   const credentials = simulatorCredentials();
-  const simulatorBase = `http://127.0.0.1:${config.SIMULATOR_PORT}`;
+  const port = config.simulator.port;
+  const baseUrl = `http://127.0.0.1:${port}`;
   const simulator = createSimulator({
     ...credentials,
-    publicBaseUrl: simulatorBase,
-    webhookUrl: `http://127.0.0.1:${config.PORT}/v1/webhooks/didit`,
+    publicBaseUrl: baseUrl,
+    webhookUrl: `http://127.0.0.1:${config.listen.port}/v1/webhooks/didit`,
     retryDelaysMs: [2000, 8000],
-    callbackPolicy: callbackPolicyOf(config),
+    callbackPolicy: config.callbacks,
   });
-  return { simulator, didit: { baseUrl: simulatorBase, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } };
+  return { simulator, port, didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } };
 }
 
 /** Says loudly which embedded defaults this run uses: each is fine for a try-out, wrong in production. */
@@ -52,28 +53,23 @@ function warnEmbeddedDefaults(config: Config, service: Service, logger: Logger):
   }
   if (config.embedded.includes('memory-store')) logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
   if (config.embedded.includes('ephemeral-id-hash-key')) logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
-  if (config.embedded.includes('generated-api-token')) {
+  if (service.generatedToken) {
     // Printed once to stdout for the quick start; never logged through pino.
-    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.apiTokens[0]!.token}\n\n`);
+    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.generatedToken}\n\n`);
   }
 }
 
 /** Refreshes the configured IP lists every LIST_REFRESH_MINUTES (none configured: nothing runs). */
 function scheduleListRefresh(config: Config, logger: Logger): void {
-  const listUrls = {
-    ...(config.TOR_LIST_URL ? { tor: config.TOR_LIST_URL } : {}),
-    ...(config.VPN_LIST_URL ? { vpn: config.VPN_LIST_URL } : {}),
-    ...(config.HOSTING_LIST_URL ? { hosting: config.HOSTING_LIST_URL } : {}),
-    ...(config.RELAY_LIST_URL ? { relay: config.RELAY_LIST_URL } : {}),
-  };
-  if (config.LIST_REFRESH_MINUTES <= 0 || Object.keys(listUrls).length === 0) return;
+  const { refreshMs, urls: listUrls } = config.data.lists;
+  if (refreshMs <= 0 || Object.keys(listUrls).length === 0) return;
   // Conditional GET, validate, atomic rename; the data watcher swaps the new lists in.
   const refresh = () =>
-    updateData({ dataDir: config.DATA_DIR, maxmindBaseUrl: '', editions: {}, listUrls }).then(
+    updateData({ dataDir: config.data.dir, maxmindBaseUrl: '', editions: {}, listUrls }).then(
       (report) => logger.info({ lists: report }, 'list refresh'),
       (error: Error) => logger.error({ err: error.message }, 'list refresh failed; the last good lists keep serving'),
     );
-  setInterval(() => void refresh(), config.LIST_REFRESH_MINUTES * 60_000).unref();
+  setInterval(() => void refresh(), refreshMs).unref();
 }
 
 /**
@@ -100,7 +96,7 @@ function handleSignals(parts: { service: Service; metricsApp: ReturnType<typeof 
 /** The only place that reads the environment, opens sockets and handles signals. */
 async function main(): Promise<void> {
   const config = readConfig();
-  const logger = createLogger(config.LOG_LEVEL);
+  const logger = createLogger(config.log.level);
   const offline = offlineDidit(config);
   const { store, redis } = await openStore(config, { logger });
   const service = await createService(config, { logger, watch: true, store, ...(offline ? { didit: offline.didit } : {}), ...(redis ? { redis } : {}) });
@@ -110,13 +106,13 @@ async function main(): Promise<void> {
 
   // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
   if (offline) {
-    await offline.simulator.app.listen({ port: config.SIMULATOR_PORT, host: '127.0.0.1' });
-    logger.warn({ simulator: `http://127.0.0.1:${config.SIMULATOR_PORT}` }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+    await offline.simulator.app.listen({ port: offline.port, host: '127.0.0.1' });
+    logger.warn({ simulator: offline.didit.baseUrl }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
   }
   const drain = createDrain(service.app);
-  await service.app.listen({ port: config.PORT, host: config.HOST });
-  await metricsApp.listen({ port: config.METRICS_PORT, host: config.METRICS_HOST });
-  logger.info({ port: config.PORT, metrics_port: config.METRICS_PORT, ruleset: service.rules.current()?.hash }, 'risk engine listening');
+  await service.app.listen({ ...config.listen });
+  await metricsApp.listen({ ...config.metrics });
+  logger.info({ port: config.listen.port, metrics_port: config.metrics.port, ruleset: service.rules.current()?.hash }, 'risk engine listening');
   handleSignals({ service, metricsApp, simulator: offline?.simulator, drain }, logger);
 }
 

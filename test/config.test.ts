@@ -1,6 +1,7 @@
 import { createServer, type AddressInfo } from 'node:net';
 import t from 'tap';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { z } from 'zod';
+import { CONFIG_VARIABLES, ConfigError, envSchema, loadConfig, type Config } from '../src/config.js';
 import { DIDIT_ENV } from './helpers/config-env.js';
 import { runUntilExit } from './helpers/process.js';
 
@@ -192,4 +193,228 @@ t.test('found by an outside review: the same bounds hold however the values are 
   for (const url of ['https://verification.didit.me', 'http://127.0.0.1:8090', 'http://localhost:8090', 'http://[::1]:8090']) {
     t.same(problemsOf({ ...BASE, ...DIDIT_ENV, DIDIT_BASE_URL: url }), [], `${url} accepted`);
   }
+});
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const EVENTS_SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+const EVENTS = { EVENTS_URL: 'https://events.example.com/hooks', EVENTS_SECRET };
+const REDIS = { REDIS_URL: 'redis://127.0.0.1:6379', ID_HASH_KEY: HASH_KEY };
+const load = (env: Record<string, string> = {}): Config => loadConfig(env);
+
+/**
+ * What each variable means when unset, read from the shaped settings (in their units). Keyed by
+ * variable: a variable added to the schema without a row here fails the first test.
+ */
+const DEFAULTS: Record<string, () => [unknown, unknown]> = {
+  PORT: () => [load().listen.port, 8080],
+  HOST: () => [load().listen.host, '127.0.0.1'],
+  METRICS_PORT: () => [load().metrics.port, 9464],
+  METRICS_HOST: () => [load().metrics.host, '127.0.0.1'],
+  LOG_LEVEL: () => [load().log.level, 'info'],
+  RULES_DIR: () => [load().rules.dir, 'rules'],
+  DATA_DIR: () => [load().data.dir, 'data'],
+  GEOIP_CITY_DB: () => [load().data.geoip.city, 'data/maxmind-test/GeoIP2-City-Test.mmdb'],
+  GEOIP_ASN_DB: () => [load().data.geoip.asn, 'data/maxmind-test/GeoLite2-ASN-Test.mmdb'],
+  GEOIP_ANON_DB: () => [load().data.geoip.anon, 'data/maxmind-test/GeoIP2-Anonymous-IP-Test.mmdb'],
+  GEOIP_CONNECTION_DB: () => [load().data.geoip.connection, 'data/maxmind-test/GeoIP2-Connection-Type-Test.mmdb'],
+  LIST_REFRESH_MINUTES: () => [load().data.lists.refreshMs, 0],
+  TOR_LIST_URL: () => [load().data.lists.urls.tor, undefined],
+  VPN_LIST_URL: () => [load().data.lists.urls.vpn, undefined],
+  HOSTING_LIST_URL: () => [load().data.lists.urls.hosting, undefined],
+  RELAY_LIST_URL: () => [load().data.lists.urls.relay, undefined],
+  LIST_MAX_AGE_HOURS: () => [load().data.lists.maxAgeMs, { tor: 0, vpn: 0, relay: 0, hosting: 0, hosting_asn: 0 }],
+  // The embedded demo's shipped Tor list is months old; with Redis an unset limit is 48 h.
+  TOR_LIST_MAX_AGE_HOURS: () => [[load().data.lists.maxAgeMs.tor, load(REDIS).data.lists.maxAgeMs.tor], [0, 48 * HOUR]],
+  REDIS_URL: () => [load().redis.url, undefined],
+  REDIS_KEY_PREFIX: () => [load().redis.keyPrefix, 'risk:'],
+  REDIS_COMMAND_TIMEOUT_MS: () => [load().redis.commandTimeoutMs, 100],
+  REDIS_ALLOW_EVICTION: () => [load().redis.allowEviction, false],
+  ID_HASH_KEY: () => [[load().ids.hashKey, load().embedded.includes('ephemeral-id-hash-key')], [undefined, true]],
+  ID_HASH_KEY_PREVIOUS: () => [load().ids.previousHashKey, undefined],
+  DECISION_RECORD_TTL_DAYS: () => [load().retention.decisionRecordMs, 90 * DAY],
+  MAX_DECIDES_IN_FLIGHT: () => [load().pressure.maxDecidesInFlight, 32],
+  API_TOKENS: () => [[load().auth.apiTokens, load().embedded.includes('generated-api-token')], [[], true]],
+  TRUST_PROXY: () => [load().auth.trustProxy, []],
+  TRUST_PROXY_ALLOW_WIDE: () => [problemsOf({ TRUST_PROXY: '0.0.0.0/0' }, false).length, 1],
+  NODE_ENV: () => [load().production, false],
+  DIDIT_BASE_URL: () => [load().didit, undefined],
+  DIDIT_API_KEY: () => [[load().didit, load().simulator], [undefined, { port: 8090 }]],
+  DIDIT_WEBHOOK_SECRET: () => [load().didit?.webhookSecrets, undefined],
+  DIDIT_WEBHOOK_SECRET_PREVIOUS: () => [load(DIDIT_ENV).didit?.webhookSecrets, [DIDIT_ENV.DIDIT_WEBHOOK_SECRET]],
+  DIDIT_WORKFLOW_PASSIVE: () => [load().didit?.workflows, undefined],
+  DIDIT_WORKFLOW_FLASHING: () => [load().didit?.workflows, undefined],
+  DIDIT_WORKFLOW_ACTIVE_3D: () => [load().didit?.workflows, undefined],
+  DIDIT_CALLBACK_URL: () => [load().stepUp.callbackUrl, undefined],
+  // Loopback http only while the simulator stands in for Didit; any https origin otherwise.
+  CALLBACK_ALLOWED_ORIGINS: () => [[load().callbacks, load(DIDIT_ENV).callbacks], [{ allowLoopbackHttp: true }, { allowLoopbackHttp: false }]],
+  DIDIT_TIMEOUT_MS: () => [load().stepUp.timeoutMs, 1500],
+  SIMULATOR_PORT: () => [load().simulator?.port, 8090],
+  PENDING_TTL_MINUTES: () => [load().retention.pendingMs, 10 * MINUTE],
+  TRUST_TTL_DAYS: () => [load().retention.trustMs, 90 * DAY],
+  HISTORY_TTL_DAYS: () => [load().retention.historyMs, 30 * DAY],
+  STEPUP_USER_MAX_PER_15M: () => [load().limits.stepUpsPerUserPer15m, 20],
+  STEPUP_DEVICE_MAX_PER_15M: () => [load().limits.stepUpsPerDevicePer15m, 5],
+  STEPUP_GLOBAL_MAX_PER_MIN: () => [load().limits.stepUpsPerMinute, 480],
+  WEBHOOK_TOLERANCE_S: () => [load().webhook.toleranceS, 300],
+  DIDIT_REQUIRE_METHOD_MATCH: () => [load().webhook.requireMethodMatch, true],
+  DIDIT_REVIEW_TTL_HOURS: () => [[load().retention.reviewMs, load().retention.claimMs], [168 * HOUR, 168 * HOUR]],
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: () => [load().pressure.maxEventLoopDelayMs, 250],
+  PRESSURE_SAMPLE_INTERVAL_MS: () => [load().pressure.sampleIntervalMs, 500],
+  RATE_LIMIT_USER_PER_MIN: () => [load().limits.userPerMinute, 120],
+  RATE_LIMIT_CALLER_PER_MIN: () => [load().limits.callerPerMinute, 60_000],
+  RATE_LIMIT_WEBHOOK_PER_MIN: () => [load().limits.webhookPerMinute, 120],
+  EVENTS_URL: () => [load().events, undefined],
+  EVENTS_SECRET: () => [problemsOf({ EVENTS_URL: EVENTS.EVENTS_URL }, false), ['EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)']],
+  EVENTS_SECRET_PREVIOUS: () => [load(EVENTS).events?.secrets, [EVENTS_SECRET]],
+  EVENTS_INCLUDE_USER_ID: () => [load(EVENTS).events?.includeUserId, false],
+  EVENTS_DECISIONS: () => [load(EVENTS).events?.decisions, false],
+  EVENTS_MAX_CONCURRENCY: () => [load(EVENTS).events?.maxConcurrency, 8],
+  EVENTS_TIMEOUT_MS: () => [load(EVENTS).events?.timeoutMs, 10_000],
+  EVENTS_RETRY_HOURS: () => [load(EVENTS).events?.retryMs, 24 * HOUR],
+  EVENTS_OUTBOX_MAX: () => [load(EVENTS).events?.outbox.maxEntries, 100_000],
+  HTTP_MAX_CONNECTIONS: () => [load().http.connections.max, 4096],
+  HTTP_MAX_CONNECTIONS_PER_ADDRESS: () => [load().http.connections.perAddress, 256],
+};
+
+t.test('every variable has a default, and the shaped settings carry it', async (t) => {
+  t.same(Object.keys(DEFAULTS).sort(), [...CONFIG_VARIABLES].sort(), 'one row per variable of the schema');
+  for (const [name, read] of Object.entries(DEFAULTS)) {
+    const [actual, expected] = read();
+    t.same(actual, expected, `${name} unset`);
+  }
+  t.same(load().embedded, ['memory-store', 'maxmind-test-databases', 'didit-simulator', 'ephemeral-id-hash-key', 'generated-api-token'], 'nothing set: every embedded default named');
+});
+
+t.test('the settings are in the units their users take', async (t) => {
+  const c = load({
+    PENDING_TTL_MINUTES: '7',
+    TRUST_TTL_DAYS: '3',
+    HISTORY_TTL_DAYS: '2',
+    DIDIT_REVIEW_TTL_HOURS: '12',
+    LIST_REFRESH_MINUTES: '5',
+    LIST_MAX_AGE_HOURS: '2',
+    TOR_LIST_MAX_AGE_HOURS: '1',
+    TOR_LIST_URL: 'https://lists.example.com/tor',
+    DIDIT_TIMEOUT_MS: '900',
+    ...EVENTS,
+    EVENTS_RETRY_HOURS: '30',
+    ...REDIS,
+    REDIS_COMMAND_TIMEOUT_MS: '200',
+    TRUST_PROXY: '10.0.0.0/9 , 192.168.1.1',
+    API_TOKENS: `login:${TOKEN}:decide,ops:${TOKEN}X`,
+    ...DIDIT_ENV,
+    DIDIT_WEBHOOK_SECRET_PREVIOUS: 'previous-webhook-secret-0123',
+    DIDIT_CALLBACK_URL: 'https://app.example.com/back',
+    GEOIP_CITY_DB: '/geo/city.mmdb',
+  });
+  t.same(c.retention, { pendingMs: 7 * MINUTE, trustMs: 3 * DAY, historyMs: 2 * DAY, reviewMs: 12 * HOUR, claimMs: 24 * HOUR, decisionRecordMs: 90 * DAY }, 'retention in ms; claims outlive a day at least');
+  t.equal(load({ DIDIT_REVIEW_TTL_HOURS: '48' }).retention.claimMs, 48 * HOUR, 'claims outlive a longer review');
+  t.equal(c.data.lists.refreshMs, 5 * MINUTE);
+  t.same(c.data.lists.maxAgeMs, { tor: HOUR, vpn: 2 * HOUR, relay: 2 * HOUR, hosting: 2 * HOUR, hosting_asn: 2 * HOUR });
+  t.same(c.data.lists.urls, { tor: 'https://lists.example.com/tor' });
+  t.same(load({ ...REDIS, LIST_MAX_AGE_HOURS: '0', TOR_LIST_MAX_AGE_HOURS: '0' }).data.lists.maxAgeMs.tor, 0, 'an explicit 0 turns the Tor limit off');
+  t.same(c.data.geoip, { city: '/geo/city.mmdb' }, 'an operator database: no embedded test database beside it');
+  t.equal(c.stepUp.timeoutMs, 900);
+  t.equal(c.stepUp.callbackUrl, 'https://app.example.com/back');
+  t.equal(c.events?.retryMs, 30 * HOUR);
+  t.equal(c.events?.outbox.ttlMs, 31 * HOUR, 'an outbox entry outlives its last retry by an hour');
+  t.equal(c.events?.appendDeadlineMs, 450, 'two command deadlines and a margin');
+  t.same(c.redis, { url: REDIS.REDIS_URL, keyPrefix: 'risk:', commandTimeoutMs: 200, allowEviction: false });
+  t.same(c.auth.trustProxy, ['10.0.0.0/9', '192.168.1.1']);
+  t.same(c.auth.apiTokens.map((a) => [a.name, a.scopes?.length]), [['login', 1], ['ops', 4]], 'tokens parsed once, scopes and all');
+  t.same(c.ids.hashKey, { kid: 'ct', secret: 'config-test-hash-key-0123456789' });
+  t.same(c.didit, {
+    baseUrl: DIDIT_ENV.DIDIT_BASE_URL,
+    apiKey: DIDIT_ENV.DIDIT_API_KEY,
+    webhookSecrets: [DIDIT_ENV.DIDIT_WEBHOOK_SECRET, 'previous-webhook-secret-0123'],
+    workflows: { PASSIVE: DIDIT_ENV.DIDIT_WORKFLOW_PASSIVE, FLASHING: DIDIT_ENV.DIDIT_WORKFLOW_FLASHING, ACTIVE_3D: DIDIT_ENV.DIDIT_WORKFLOW_ACTIVE_3D },
+  });
+  t.equal(c.simulator, undefined, 'a real Didit: no simulator');
+  t.same(c.embedded, [], 'nothing embedded');
+  t.equal(load({ NODE_ENV: ' Production ', ...DIDIT_ENV, API_TOKENS: `a:${TOKEN}` }).production, true);
+  t.throws(() => {
+    (c.retention as { trustMs: number }).trustMs = 1;
+  }, TypeError, 'the settings are frozen, groups included');
+  t.throws(() => {
+    (c.auth.trustProxy as string[]).push('0.0.0.0/0');
+  }, TypeError, 'and their lists');
+});
+
+type JsonField = { type?: string; enum?: string[]; minimum?: number; maximum?: number; minLength?: number; maxLength?: number; pattern?: string; format?: string };
+
+/** Variables whose checks are not in the schema's shape (refinements and cross checks): a bad value of each. */
+const REFINED_BAD: Record<string, string[]> = {
+  ID_HASH_KEY: ['short', 'k:0123456789abcdefghij'],
+  ID_HASH_KEY_PREVIOUS: ['short', 'k:0123456789abcdefghij'],
+  API_TOKENS: ['a:b', `a:${TOKEN}:admin`],
+  TRUST_PROXY: ['garbage', '0.0.0.0/0'],
+  EVENTS_SECRET: ['not-a-whsec-secret'],
+  EVENTS_SECRET_PREVIOUS: ['whsec_AAAA'],
+};
+/** Free text by design: a path (a missing file degrades, test/data-io) and NODE_ENV (anything but production is development). */
+const FREE_TEXT = ['GEOIP_CITY_DB', 'GEOIP_ASN_DB', 'GEOIP_ANON_DB', 'GEOIP_CONNECTION_DB', 'NODE_ENV'];
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+/** Bad values of a variable, generated from its schema: off each bound, the wrong type, outside an enum, a non-URL. */
+function badValuesOf(name: string, field: JsonField): string[] {
+  const bad: string[] = [...(REFINED_BAD[name] ?? [])];
+  if (field.type === 'integer' || field.type === 'number') {
+    bad.push('eighty', '1e', '0x');
+    if (field.type === 'integer') bad.push(`${(field.minimum ?? 0) + 1}.5`);
+    if (field.minimum !== undefined) bad.push(String(field.minimum - 1));
+    if (field.maximum !== undefined && field.maximum < MAX_SAFE) bad.push(String(field.maximum + 1));
+  }
+  if (field.enum) bad.push('nope', field.enum[0]!.toUpperCase() === field.enum[0] ? ' x' : field.enum[0]!.toUpperCase(), `${field.enum[0]} `);
+  if (field.format === 'uri') bad.push('not a url', 'example.com/no-scheme');
+  if (field.pattern) bad.push('x', ' ');
+  if (field.minLength !== undefined && field.minLength >= 1) bad.push('x'.repeat(field.minLength - 1));
+  if (field.maxLength !== undefined) bad.push('x'.repeat(field.maxLength + 1));
+  return bad;
+}
+
+/** Where a variable is judged: some checks need the variable they qualify (a secret needs its URL). */
+const CONTEXT: Record<string, Record<string, string>> = {
+  EVENTS_SECRET: { EVENTS_URL: EVENTS.EVENTS_URL },
+  EVENTS_SECRET_PREVIOUS: EVENTS,
+};
+
+const FIELDS = (z.toJSONSchema(envSchema, { io: 'input', unrepresentable: 'any' }).properties ?? {}) as Record<string, JsonField>;
+
+t.test('a bad value of every variable is refused, naming the variable (generated from the schema)', async (t) => {
+  const withoutBad = CONFIG_VARIABLES.filter((name) => badValuesOf(name, FIELDS[name]!).length === 0);
+  t.same(withoutBad.sort(), [...FREE_TEXT].sort(), 'only free-text variables have no bad value');
+  let tried = 0;
+  for (const name of CONFIG_VARIABLES) {
+    for (const value of badValuesOf(name, FIELDS[name]!)) {
+      const problems = problemsOf({ ...BASE, ...CONTEXT[name], [name]: value }, false);
+      t.ok(problems.some((p) => p.startsWith(`${name}: `)), `${name}=${JSON.stringify(value)} refused: ${problems[0] ?? '(accepted)'}`);
+      tried += 1;
+    }
+  }
+  t.ok(tried > 3 * CONFIG_VARIABLES.length, `${tried} bad values tried`);
+});
+
+t.test('the bounds themselves are accepted: the bad values are refused for being past them', async (t) => {
+  for (const name of CONFIG_VARIABLES) {
+    const field = FIELDS[name]!;
+    if (field.type !== 'integer' && field.type !== 'number') continue;
+    for (const bound of [field.minimum, field.maximum]) {
+      if (bound === undefined || bound >= MAX_SAFE) continue;
+      t.same(problemsOf({ ...BASE, ...EVENTS, [name]: String(bound) }, false), [], `${name}=${bound} accepted`);
+    }
+  }
+});
+
+t.test('one bad value of every variable at once: every one reported in one run, no secret echoed', async (t) => {
+  const env: Record<string, string> = { ...EVENTS };
+  for (const name of CONFIG_VARIABLES) {
+    const [value] = badValuesOf(name, FIELDS[name]!);
+    if (value !== undefined) env[name] = value;
+  }
+  const problems = problemsOf(env);
+  for (const name of CONFIG_VARIABLES.filter((n) => !FREE_TEXT.includes(n))) t.ok(problems.some((p) => p.startsWith(`${name}: `)), `${name} reported`);
+  t.ok(problems.every((p) => !p.includes('\n') && CONFIG_VARIABLES.some((name) => p.startsWith(`${name}: `))), 'one line each, each naming a variable');
+  t.notOk(problems.join('\n').includes(TOKEN), 'no token echoed');
 });

@@ -16,16 +16,13 @@ export async function openDatabase(file: string): Promise<LoadedDatabase> {
   return readerFromBuffer(buffer, file);
 }
 
-export function geoipPaths(config: { DATA_DIR: string; GEOIP_CITY_DB?: string | undefined; GEOIP_ASN_DB?: string | undefined; GEOIP_ANON_DB?: string | undefined; GEOIP_CONNECTION_DB?: string | undefined }): Partial<Record<GeoDatabase, string>> {
-  const embedded = !config.GEOIP_CITY_DB && !config.GEOIP_ASN_DB;
-  const pick = (own: string | undefined, db: GeoDatabase) => own ?? (embedded ? path.join(config.DATA_DIR, EMBEDDED_GEOIP[db]) : undefined);
+/** The files to open: the operator's, or (neither city nor ASN set) the embedded MaxMind test databases. */
+export function geoipPaths(files: { dataDir: string } & Partial<Record<GeoDatabase, string | undefined>>): Partial<Record<GeoDatabase, string>> {
+  const embedded = !files.city && !files.asn;
   const paths: Partial<Record<GeoDatabase, string>> = {};
-  const entries: Array<[GeoDatabase, string | undefined]> = [
-    ['city', pick(config.GEOIP_CITY_DB, 'city')],
-    ['asn', pick(config.GEOIP_ASN_DB, 'asn')],
-    ['anon', pick(config.GEOIP_ANON_DB, 'anon')],
-    ['connection', pick(config.GEOIP_CONNECTION_DB, 'connection')],
-  ];
-  for (const [db, file] of entries) if (file) paths[db] = file;
+  for (const db of ['city', 'asn', 'anon', 'connection'] as const) {
+    const file = files[db] ?? (embedded ? path.join(files.dataDir, EMBEDDED_GEOIP[db]) : undefined);
+    if (file) paths[db] = file;
+  }
   return paths;
 }

@@ -42,7 +42,7 @@ export async function microBenchmarks(): Promise<Record<string, number>> {
 /** GeoIP (City + ASN + Anonymous + Connection-Type), lists, UA from a warm cache, five HMAC pseudonyms. */
 async function enrichment(iterations = 50_000): Promise<number> {
   const config = loadConfig({ LOG_LEVEL: 'silent' });
-  const sources = await loadSignalSources(config, createLogger('silent'));
+  const sources = await loadSignalSources(config.data, createLogger('silent'));
   const store = createMemoryStore();
   const history = await store.peek({ user: 'u', device: 'd', ip: 'i', prefix: 'p' }, 0);
   const enrich = createEnricher({ ...sources, store: { ...store, observe: async () => history }, ids: createPseudonymiser({ kid: 'm', secret: 'micro-benchmark-secret-0123456789' }), ipVelocity: localIpVelocity() });

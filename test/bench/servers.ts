@@ -13,7 +13,6 @@ import { createRedisStore } from '../../src/store/redis-store.js';
 import { OBSERVE } from '../../src/store/redis-scripts.js';
 import { parseClientIp } from '../../src/signals/ip.js';
 import { createMetricsApp } from '../../src/routes/metrics-listener.js';
-import { geoipPaths } from '../../src/data-io/geoip-files.js';
 import maxmind, { type AsnResponse, type CityResponse } from 'maxmind';
 import { USERS_PER_ROUND, seedIdentity } from './traffic.js';
 
@@ -47,17 +46,17 @@ if (mode === 'bare' || mode === 'bare-lua') {
   process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`);
 } else {
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', RATE_LIMIT_USER_PER_MIN: '100000000', RATE_LIMIT_CALLER_PER_MIN: '100000000' });
-  const redis = config.REDIS_URL ? createRedisClient(config.REDIS_URL, 500) : undefined;
-  const store = redis ? createRedisStore({ redis, keyPrefix: config.REDIS_KEY_PREFIX }) : undefined;
+  const redis = config.redis.url ? createRedisClient(config.redis.url, 500) : undefined;
+  const store = redis ? createRedisStore({ redis, keyPrefix: config.redis.keyPrefix }) : undefined;
   // Logs go to /dev/null through pino's own destination, synchronous as pino's default stdout is in
   // production (`npm start`): the cost of writing the decision line stays in. BENCH_LOG_SYNC=0 and
   // BENCH_LOG_MIN compare the asynchronous, buffered destination (measured: about 5 µs more a decide).
   const pino = (await import('pino')).default;
-  const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: '/dev/null', sync: process.env.BENCH_LOG_SYNC !== '0', minLength: Number(process.env.BENCH_LOG_MIN ?? 0) }));
+  const logger = createLogger(config.log.level, pino.destination({ dest: '/dev/null', sync: process.env.BENCH_LOG_SYNC !== '0', minLength: Number(process.env.BENCH_LOG_MIN ?? 0) }));
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
   // Every user of every round has a verified device and network, granted from where its address
   // really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP.
-  const files = geoipPaths(config);
+  const files = config.data.geoip;
   const city = await maxmind.open<CityResponse>(files.city!);
   const asn = await maxmind.open<AsnResponse>(files.asn!);
   const now = Date.now();

@@ -173,7 +173,7 @@ export async function runScenario(t: Test, stack: DiditStack, clock: TestClock):
   t.same([await feedback('risky-flag', 'fraud'), await feedback('risky-flag', 'legitimate'), await feedback('watch-flag', 'fraud'), await feedback('noisy-flag', 'fraud')], [2, 1, 2, 1], 'risk_feedback_total per rule');
 
   // The report, from the stored records.
-  const loaded = await loadRuleDir(service.config.RULES_DIR);
+  const loaded = await loadRuleDir(service.config.rules.dir);
   if (!loaded.ok) throw new Error('rules');
   const stored = await service.records.list(0, clock());
   const report = effectivenessReport(stored, loaded.ruleset, { since: 0 });

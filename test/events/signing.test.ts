@@ -73,7 +73,7 @@ t.test('EVENTS_URL: https anywhere, http only to loopback, a secret required; ch
     'http://[::1]:9000/x',
   ];
   for (const url of accepted)
-    t.equal(loadConfig({ ...base, EVENTS_URL: url, EVENTS_SECRET: secret }).EVENTS_URL, url, url);
+    t.equal(loadConfig({ ...base, EVENTS_URL: url, EVENTS_SECRET: secret }).events?.url, url, url);
   const refused: Array<[Record<string, string>, RegExp]> = [
     [{ EVENTS_URL: 'http://events.example.com/hooks', EVENTS_SECRET: secret }, /EVENTS_URL: must be https/],
     [{ EVENTS_URL: 'http://10.0.0.5/hooks', EVENTS_SECRET: secret }, /EVENTS_URL: must be https/],
@@ -99,9 +99,10 @@ t.test('EVENTS_URL: https anywhere, http only to loopback, a secret required; ch
   ];
   for (const [env, problem] of refused)
     t.throws(() => loadConfig({ ...base, ...env }), problem, `${env.EVENTS_URL ?? '(no url)'} ${problem}`);
-  const defaults = loadConfig(base);
-  t.equal(defaults.EVENTS_DECISIONS, false, 'every-decision events are off by default');
-  t.equal(defaults.EVENTS_INCLUDE_USER_ID, false, 'raw user ids are off by default');
+  t.equal(loadConfig(base).events, undefined, 'no EVENTS_URL: no events');
+  const defaults = loadConfig({ ...base, EVENTS_URL: 'https://events.example.com/', EVENTS_SECRET: secret }).events;
+  t.equal(defaults?.decisions, false, 'every-decision events are off by default');
+  t.equal(defaults?.includeUserId, false, 'raw user ids are off by default');
 });
 
 t.test("the API page's ten-line receiver verifies our events, refuses forgeries and dedupes", async (t) => {

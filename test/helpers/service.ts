@@ -48,7 +48,7 @@ export async function startTestService(env: Record<string, string> = {}, options
   // started from the real entry point (startServerProcess) keep the production defaults.
   const config = loadConfig({ API_TOKENS: `tests:${TEST_TOKEN}`, ID_HASH_KEY: TEST_HASH_KEY, LOG_LEVEL: 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', MAX_DECIDES_IN_FLIGHT: '0', ...env });
   const { lines, stream } = captureLogs();
-  const service = await createService(config, { logger: createLogger(config.LOG_LEVEL, stream), ...options });
+  const service = await createService(config, { logger: createLogger(config.log.level, stream), ...options });
   await service.app.ready();
   return Object.assign(service, { logs: lines, auth: { authorization: `Bearer ${TEST_TOKEN}` } });
 }

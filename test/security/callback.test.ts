@@ -1,5 +1,5 @@
 import t from 'tap';
-import { callbackPolicyOf, ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
 import { callbackProblem, type CallbackPolicy } from '../../src/lib/callback-url.js';
 import { createSimulator, simulatorCredentials } from '../../src/didit/simulator.js';
 import { startDiditStack } from '../helpers/didit.js';
@@ -108,7 +108,7 @@ t.test('the rule itself: hostile URLs are refused in every mode, good ones accep
 });
 
 t.test('with CALLBACK_ALLOWED_ORIGINS only the listed origins pass, port and all', async (t) => {
-  const policy = callbackPolicyOf(loadConfig({ CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com, https://xn--bcher-kva.example:8443' }));
+  const policy = loadConfig({ CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com, https://xn--bcher-kva.example:8443' }).callbacks;
   const accepted = ['https://app.example.com/cb', 'https://APP.example.com/cb?x=1', 'https://app.example.com:443/cb', 'https://xn--bcher-kva.example:8443/return', 'https://bücher.example:8443/return'.normalize()];
   const refused = [
     ...HOSTILE_EVERYWHERE,
