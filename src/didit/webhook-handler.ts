@@ -138,6 +138,16 @@ export const deadLetterId = (rawBody: Buffer): string => createHash('sha256').up
  * applies it. An authentic delivery that cannot be applied is kept as a dead letter, never dropped.
  */
 export function createWebhookHandler(deps: WebhookDeps) {
+  /**
+   * Undoes exactly what this session granted, under the pseudonym it was granted under and, during an
+   * ID_HASH_KEY rotation, under the user's current one: a sign-in since the switch has moved the grant there.
+   */
+  const revokeSessionGrant = async (session: StepUpSession, vendorData: string | undefined, now: number): Promise<void> => {
+    await deps.store.revokeGrant(session.user, session.sessionId, now);
+    const current = vendorData !== undefined ? deps.ids.id('user', vendorData) : undefined;
+    if (current !== undefined && current !== session.user) await deps.store.revokeGrant(current, session.sessionId, now);
+  };
+
   return async function handle(rawBody: Buffer, headers: SignatureHeaders, options: HandleOptions = {}): Promise<WebhookOutcome> {
     const now = deps.clock();
     const verified = verifyWebhookSignature({
@@ -264,10 +274,10 @@ export function createWebhookHandler(deps: WebhookDeps) {
         await deps.store.trust({ ...session.grant, grantedBy: session.sessionId, ttlMs: deps.trustTtlMs }, now);
         // A newer reversal may have landed between our update and the grant: the latest event wins.
         const latest = await deps.store.getSession(event.session_id, now);
-        if (latest && latest.status !== 'approved') await deps.store.revokeGrant(session.user, session.sessionId, now);
+        if (latest && latest.status !== 'approved') await revokeSessionGrant(session, vendorData, now);
       } else {
         // A reviewer's late Declined (or any newer non-approved state) undoes exactly what this session granted.
-        await deps.store.revokeGrant(session.user, session.sessionId, now);
+        await revokeSessionGrant(session, vendorData, now);
       }
       // A decline is counted when the session turns declined, not per delivery of it.
       if (status === 'declined' && session.status !== 'declined') await deps.store.recordDecline(session.user, now, session.device);
