@@ -200,7 +200,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     registerSessions(scope, { store: deps.store, ids: deps.ids, clock });
     registerUsers(scope, { store: deps.store, ids: deps.ids, clock, ...(deps.events ? { events: deps.events } : {}) });
     registerEvaluate(scope, { rules: deps.rules, clock, sandbox: deps.sandbox });
-    if (deps.effectiveness) registerFeedback(scope, { effectiveness: deps.effectiveness });
+    if (deps.effectiveness) registerFeedback(scope, { effectiveness: deps.effectiveness, sealNote: (note) => deps.ids.seal(note) });
   });
   return app;
 }

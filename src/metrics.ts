@@ -71,7 +71,7 @@ export function createMetrics() {
     eventsCircuitOpen: new client.Gauge({ name: 'risk_events_circuit_open', help: '1 while the events receiver circuit breaker is open', registers: [registry] }),
     stepUpOutcomes: new client.Counter({ name: 'risk_stepup_outcomes_total', help: 'Step-up outcomes (approved, declined, abandoned, in_review), once per rule that raised the step-up', labelNames: ['rule', 'method', 'outcome'] as const, registers: [registry] }),
     shadowStepUpOutcomes: new client.Counter({ name: 'risk_shadow_stepup_outcomes_total', help: 'Partial evidence: outcomes of step-ups a shadow rule would have raised, counted only on sign-ins that stepped up for another reason', labelNames: ['rule', 'method', 'outcome'] as const, registers: [registry] }),
-    feedback: new client.Counter({ name: 'risk_feedback_total', help: 'Labels posted to /v1/feedback (a changed label counts again), per rule of the labelled decision', labelNames: ['rule', 'label'] as const, registers: [registry] }),
+    feedback: new client.Counter({ name: 'risk_feedback_total', help: 'Decisions labelled through /v1/feedback (the first label of each; a replacement is kept in the record and the report), per rule of the labelled decision', labelNames: ['rule', 'label'] as const, registers: [registry] }),
     effectivenessFailures: new client.Counter({ name: 'risk_effectiveness_failures_total', help: 'Decision records, outcomes or sweeps the store did not take (rule effectiveness is missing that much evidence)', labelNames: ['operation'] as const, registers: [registry] }),
     storeUp: new client.Gauge({ name: 'risk_store_up', help: '1 when the state store answered its last call', registers: [registry] }),
   };

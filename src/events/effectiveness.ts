@@ -133,8 +133,9 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       const now = deps.clock();
       const label: Label = { ...given, at: now };
       const result = await deps.records.label(id, label, now);
-      // A label only counts when it changes: the same label posted twice is one piece of evidence.
-      if (result && result.previous?.label !== label.label) for (const rule of new Set(result.record.rules)) deps.counters.feedback(deps.ruleLabel(rule), label.label);
+      // A decision's first label counts; a replacement is kept in the record (the report reads it) but
+      // not counted again, so flipping one decision's label cannot inflate the per-rule series.
+      if (result && result.previous === undefined) for (const rule of new Set(result.record.rules)) deps.counters.feedback(deps.ruleLabel(rule), label.label);
       return result;
     },
 

@@ -26,7 +26,11 @@ export const feedbackReply = z.object({
  * Labels for outcomes learned later ("this wasn't me", a confirmed takeover, a cleared false alarm).
  * A second label replaces the first; both are audited with the caller's name.
  */
-export function registerFeedback(app: FastifyInstance, deps: { effectiveness: Pick<Effectiveness, 'feedback'> }): void {
+/**
+ * `sealNote`: the free-text note may name people or addresses, so it is stored sealed (it is for an
+ * investigator with the key, never for the report or a metric).
+ */
+export function registerFeedback(app: FastifyInstance, deps: { effectiveness: Pick<Effectiveness, 'feedback'>; sealNote: (note: string) => string }): void {
   const options = {
     config: { scope: 'feedback' as const },
     schema: { summary: 'Label a decision fraud or legitimate', body: doc(feedbackBody), response: { 200: doc(feedbackReply), ...errorResponses(400, 401, 403, 404, 415, 503) } },
@@ -36,7 +40,7 @@ export function registerFeedback(app: FastifyInstance, deps: { effectiveness: Pi
     const caller = (request as { caller?: string }).caller ?? '';
     let result: Awaited<ReturnType<Effectiveness['feedback']>>;
     try {
-      result = await deps.effectiveness.feedback(body.decision_id, { label: body.label, source: body.source, ...(body.note !== undefined ? { note: body.note } : {}), by: caller });
+      result = await deps.effectiveness.feedback(body.decision_id, { label: body.label, source: body.source, ...(body.note !== undefined ? { note: deps.sealNote(body.note) } : {}), by: caller });
     } catch {
       throw new RiskError('RISK_ERR_UNAVAILABLE', 'decision records unavailable');
     }

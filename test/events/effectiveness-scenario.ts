@@ -169,8 +169,12 @@ export async function runScenario(t: Test, stack: DiditStack, clock: TestClock):
   for (const [name, l] of [['B', 'fraud'], ['C', 'fraud'], ['F', 'fraud'], ['G', 'legitimate'], ['G', 'legitimate']] as const) t.equal((await label(ids[name]!, l)).statusCode, 200, `${name} labelled ${l}`);
 
   const feedback = (rule: string, l: string) => value(metrics.feedback, { rule, label: l });
-  // risky-flag: A fraud, then A legitimate (a change counts again), B fraud; watch-flag: B, C fraud; G twice the same: once, and G has no rule.
-  t.same([await feedback('risky-flag', 'fraud'), await feedback('risky-flag', 'legitimate'), await feedback('watch-flag', 'fraud'), await feedback('noisy-flag', 'fraud')], [2, 1, 2, 1], 'risk_feedback_total per rule');
+  // risky-flag: A fraud, then A legitimate (a replacement is kept in the record, not counted again: a
+  // flipped label must not inflate the series), B fraud; watch-flag: B, C fraud; G twice: once, and G has no rule.
+  t.same([await feedback('risky-flag', 'fraud'), await feedback('risky-flag', 'legitimate'), await feedback('watch-flag', 'fraud'), await feedback('noisy-flag', 'fraud')], [2, 0, 2, 1], 'risk_feedback_total per rule');
+  for (let i = 0; i < 10; i++) await label(ids.A!, i % 2 === 0 ? 'fraud' : 'legitimate');
+  t.same([await feedback('risky-flag', 'fraud'), await feedback('risky-flag', 'legitimate')], [2, 0], 'ten flips of one decision add nothing');
+  await label(ids.A!, 'legitimate', 'support');
 
   // The report, from the stored records.
   const loaded = await loadRuleDir(service.config.rules.dir);

@@ -20,7 +20,9 @@ t.test('a label for a known decision is stored and audited with the caller; the 
   t.equal(reply.statusCode, 200);
   t.same(reply.json(), { decision_id: id, label: 'fraud' });
   const stored = await service.records.get(id, clock());
-  t.match(stored?.label, { label: 'fraud', source: 'fraud_team', note: 'ATO confirmed, ticket 4411', by: 'fraud' });
+  t.match(stored?.label, { label: 'fraud', source: 'fraud_team', by: 'fraud' });
+  t.notOk(JSON.stringify(stored).includes('ticket 4411'), 'the note is not stored in clear (it may name people or addresses)');
+  t.equal(service.ids.unseal(stored?.label?.note ?? ''), 'ATO confirmed, ticket 4411', 'it is stored sealed, for an investigator with the key');
   t.ok(service.logs.some((l) => l.includes('"audit":"feedback_label"') && l.includes('"caller":"fraud"')));
   t.notOk(service.logs.some((l) => l.includes('ticket 4411')), 'the note stays out of the logs');
 });
