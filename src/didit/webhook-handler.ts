@@ -114,14 +114,22 @@ export function selfieAddresses(decision: unknown): string[] {
   return analyses.map((a) => a?.ip_address).filter((ip): ip is string => typeof ip === 'string' && ip.length > 0);
 }
 
+/** Whether an IP analysis entry names no address we can read (null, not an object, no or an empty address). */
+function unreadableAnalysis(decision: unknown): boolean {
+  const d = decision as { ip_analyses?: unknown; ip_analysis?: unknown } | null | undefined;
+  const analyses = [...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []), ...(d?.ip_analysis !== undefined && d?.ip_analysis !== null ? [d.ip_analysis] : [])];
+  return analyses.some((a) => typeof (a as { ip_address?: unknown } | null)?.ip_address !== 'string' || (a as { ip_address: string }).ip_address.length === 0);
+}
+
 /**
  * Whether a re-bound session's selfie was taken on the bound sign-in's network: every address Didit
  * reports maps to the grant's prefix, and there is at least one. The victim of a lapsed hand-out who
  * finishes it later, from her own network, teaches nothing to the device it was re-bound to.
  */
-function takenOnBoundNetwork(decision: unknown, prefix: string, onNetwork: WebhookDeps['onNetwork']): 'yes' | 'no' | 'unknown' {
+export function takenOnBoundNetwork(decision: unknown, prefix: string, onNetwork: WebhookDeps['onNetwork']): 'yes' | 'no' | 'unknown' {
   const addresses = selfieAddresses(decision);
-  if (!onNetwork || addresses.length === 0) return 'unknown';
+  // One unreadable entry among readable ones could hide where the selfie was taken: not known.
+  if (!onNetwork || addresses.length === 0 || unreadableAnalysis(decision)) return 'unknown';
   return addresses.every((ip) => onNetwork(ip, prefix)) ? 'yes' : 'no';
 }
 

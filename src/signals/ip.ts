@@ -130,8 +130,19 @@ export function parseClientIp(text: string): ClientIp {
  * text that is not an IP.
  */
 export function onTrustNetwork(ids: Pick<Pseudonymiser, 'matches'>): (text: string, prefix: string) => boolean {
-  return (text, prefix) => isIP(text) !== 0 && ids.matches('net', parseClientIp(text).prefix, prefix);
+  return (text, prefix) => {
+    // A zone id names an interface of the reporting machine, not a network.
+    if (isIP(text) === 0 || text.includes('%')) return false;
+    const ip = parseClientIp(text);
+    // A /64 that many unrelated clients share (SIIT and other forms left in ::/64, local-use NAT64)
+    // says nothing about who took the selfie.
+    if (ip.version === 6 && SHARED_V6_PREFIX.test(ip.prefix)) return false;
+    return ids.matches('net', ip.prefix, prefix);
+  };
 }
+
+/** IPv6 /64s behind which unrelated clients sit: the all-zero /64 and the local-use NAT64 prefix 64:ff9b:1::/48. */
+const SHARED_V6_PREFIX = /^(::|64:ff9b:1:[0-9a-f:]*)\/64$/;
 
 /** The pseudonymised unit of network trust (see `ClientIp.prefix`): one definition for decide and the webhook. */
 export function trustNetworkId(ids: Pick<Pseudonymiser, 'id'>, ip: ClientIp): string {
