@@ -17,6 +17,12 @@ export interface InFlightOptions {
   readonly retryAfterS: number;
   /** Sends the 503 (the app's stable error body) and counts it. */
   readonly shed: (reply: FastifyReply) => FastifyReply;
+  /**
+   * How long an admitted request may take to deliver its body before its slot is given back (it
+   * keeps waiting, unbounded, as a wait that costs no CPU): a caller that sends headers and stalls
+   * its body must not hold slots and shed everyone else's decides. Default 1,000 ms.
+   */
+  readonly bodyDeadlineMs?: number;
 }
 
 export interface InFlight {
@@ -33,6 +39,7 @@ export function limitInFlight(app: FastifyInstance, options: InFlightOptions): I
   if (!(options.max >= 1)) throw new Error('in-flight limit must be at least 1');
   let current = 0;
   const releases = new WeakMap<FastifyRequest, () => void>();
+  const bodyTimers = new WeakMap<FastifyRequest, NodeJS.Timeout>();
   app.addHook('onRequest', (request, reply, done) => {
     if (!options.applies(request)) return done();
     if (current >= options.max) {
@@ -51,6 +58,13 @@ export function limitInFlight(app: FastifyInstance, options: InFlightOptions): I
     reply.raw.once('finish', release);
     reply.raw.once('close', release);
     releases.set(request, release);
+    const stalled = setTimeout(release, options.bodyDeadlineMs ?? 1000);
+    stalled.unref();
+    bodyTimers.set(request, stalled);
+    done();
+  });
+  app.addHook('preHandler', (request, _reply, done) => {
+    clearTimeout(bodyTimers.get(request));
     done();
   });
   return {

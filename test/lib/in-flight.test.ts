@@ -1,11 +1,12 @@
 import Fastify, { type FastifyReply } from 'fastify';
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { limitInFlight } from '../../src/lib/in-flight.js';
 
 /** A fastify app on a real socket with a decide-like route whose answers the test releases by hand. */
-async function harness(t: Test, max: number) {
+async function harness(t: Test, max: number, bodyDeadlineMs?: number) {
   const app = Fastify();
   const gates: Array<() => void> = [];
   let shedCount = 0;
@@ -13,6 +14,7 @@ async function harness(t: Test, max: number) {
     max,
     applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
     retryAfterS: 1,
+    ...(bodyDeadlineMs !== undefined ? { bodyDeadlineMs } : {}),
     shed: (reply: FastifyReply) => {
       shedCount += 1;
       return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded' });
@@ -97,4 +99,34 @@ t.test('a client that hangs up frees its slot; release() frees it early, once', 
 
 t.test('the bound must be at least 1', async (t) => {
   t.throws(() => limitInFlight(Fastify(), { max: 0, applies: () => true, retryAfterS: 1, shed: (r) => r }));
+});
+
+t.test('a caller that sends headers and stalls its body holds no slot past the body deadline (outside review)', async (t) => {
+  const h = await harness(t, 2, 300);
+  // Two authenticated-looking decides whose bodies never come: they are admitted in onRequest.
+  const stallers = [0, 1].map(() => {
+    const socket = net.connect(h.port, '127.0.0.1');
+    socket.write('POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+    return socket;
+  });
+  t.teardown(() => stallers.forEach((s) => s.destroy()));
+  t.ok(await h.waitFor(() => h.limit.current === 2), 'both stalled requests hold a slot at first');
+  const during = await h.send('POST', '/decide', {});
+  t.equal(during.status, 503, 'within the body deadline the bound holds');
+  t.ok(await h.waitFor(() => h.limit.current === 0), 'past the deadline the stalled requests gave their slots back');
+  const healthy = h.send('POST', '/decide', {});
+  t.ok(await h.waitFor(() => h.handled() === 1), 'a healthy decide is admitted again');
+  h.gates.forEach((open) => open());
+  t.equal((await healthy).status, 200);
+});
+
+t.test('a request that delivered its body keeps its slot however long its handler runs', async (t) => {
+  const h = await harness(t, 1, 100);
+  const slow = h.send('POST', '/decide', {});
+  t.ok(await h.waitFor(() => h.handled() === 1));
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(h.limit.current, 1, 'the body deadline no longer applies once the handler runs');
+  t.equal((await h.send('POST', '/decide', {})).status, 503);
+  h.gates.forEach((open) => open());
+  t.equal((await slow).status, 200);
 });
