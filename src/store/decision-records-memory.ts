@@ -4,10 +4,16 @@ export interface MemoryDecisionRecordsOptions {
   readonly ttlMs: number;
   /** Records kept at most: the oldest go first (the embedded store is one process's memory). */
   readonly maxRecords?: number;
+  /**
+   * Bytes of record JSON kept at most (default 64 MiB): a record with the largest attributes a caller
+   * may send is ~10 KB, so a count alone would not bound the heap.
+   */
+  readonly maxBytes?: number;
 }
 
 interface Entry {
   record: DecisionRecord;
+  bytes: number;
   outcome?: { outcome: RecordedOutcome; at: number };
   label?: Label;
 }
@@ -18,6 +24,8 @@ export const MEMORY_RECORDS_MAX = 50_000;
 /** The embedded decision records: insertion order is time order, so the cap drops the oldest. */
 export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOptions): DecisionRecords {
   const max = options.maxRecords ?? MEMORY_RECORDS_MAX;
+  const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+  let bytes = 0;
   const entries = new Map<string, Entry>();
   const sessions = new Map<string, string>();
   const open = new Map<string, { session: string; expiresAt: number }>();
@@ -25,6 +33,7 @@ export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOption
   const live = (entry: Entry | undefined, now: number): entry is Entry => !!entry && now - entry.record.at < options.ttlMs;
   const drop = (id: string) => {
     const entry = entries.get(id);
+    if (entry) bytes -= entry.bytes;
     entries.delete(id);
     open.delete(id);
     const session = entry?.record.stepUp?.session;
@@ -44,9 +53,11 @@ export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOption
   return {
     kind: 'memory',
     async put(record, now) {
-      entries.delete(record.id);
-      entries.set(record.id, { record });
-      while (entries.size > max) drop(entries.keys().next().value as string);
+      if (entries.has(record.id)) drop(record.id);
+      const size = JSON.stringify(record).length;
+      entries.set(record.id, { record, bytes: size });
+      bytes += size;
+      while (entries.size > max || (bytes > maxBytes && entries.size > 1)) drop(entries.keys().next().value as string);
       const step = record.stepUp;
       if (!step) return;
       const before = sessions.get(step.session);

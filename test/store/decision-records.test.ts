@@ -33,6 +33,17 @@ t.test('memory: the number of records is capped, oldest dropped first', async (t
   t.equal(await records.decisionOf('s0'), undefined, 'and the session links');
 });
 
+t.test('memory: the bytes kept are capped too, whatever the records carry (outside review: ~10 KB each with the largest attributes)', async (t) => {
+  const records = createMemoryDecisionRecords({ ttlMs: TTL, maxBytes: 50_000 });
+  const at = Date.parse('2026-11-25T12:00:00Z');
+  const attributes = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`k${i}`, 'v'.repeat(256)]));
+  for (let i = 0; i < 40; i++) await records.put({ id: `b${i}`, at: at + i, user: 'u', device: 'd', action: 'SKIP', score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: { 'request.attributes': attributes } }, at + i);
+  const kept = (await records.list(0, at + 40)).map((d) => d.record.id);
+  const size = JSON.stringify((await records.get('b39', at + 40))!.record).length;
+  t.ok(kept.length * size <= 50_000 && kept.length >= 1, `${kept.length} records of ${size} bytes kept under 50,000 bytes`);
+  t.equal(kept.at(-1), 'b39', 'the newest kept, the oldest dropped');
+});
+
 t.test('redis: the time index is trimmed past the retention on every write', async (t) => {
   const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}trim:`, ttlMs: 1000, shards: 1 });
   const base = { user: 'u', device: 'd', action: 'SKIP' as const, score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {} };
