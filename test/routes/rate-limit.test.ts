@@ -88,8 +88,12 @@ t.test('a decide is one script on Redis: the per-user limit rides in it, a refus
   const names = commands.map((c) => c[0]!.toLowerCase());
   const history = commands.filter((c) => /^eval/i.test(c[0]!) && c[3]?.endsWith(':seen'));
   // The per-address window is synced once a second for all decides together, never per decide.
-  const others = commands.filter((c) => !history.includes(c) && !(/^eval/i.test(c[0]!) && c[3]?.includes('{ipv:')));
+  // The decision record (rule effectiveness) is written after the reply, never awaited by it
+  // (test/events/effectiveness-failures.test.ts: a hung records store does not hold a decide).
+  const records = commands.filter((c) => /^eval/i.test(c[0]!) && c.some((arg) => arg.includes('{dr:')));
+  const others = commands.filter((c) => !history.includes(c) && !records.includes(c) && !(/^eval/i.test(c[0]!) && c[3]?.includes('{ipv:')));
   t.equal(history.length, 3, 'one script per decide (the history, with the limit in it), limited or not');
+  t.equal(records.length, 2, 'one decision record per answered decide, off the reply path; none for the refused one');
   t.same(others.map((c) => c[0]), [], 'nothing else on the decide path');
   t.notOk(names.some((c) => c === 'multi' || c === 'incr'), 'no MULTI and no separate counter');
   const seen = await monitor.keys('rl2:*:decides');
