@@ -17,7 +17,12 @@ import { registerCallerAuth, type ApiToken } from './routes/auth.js';
 import { clientErrorHandler, refuseConnect } from './routes/client-errors.js';
 import { registerDecide } from './routes/decide.js';
 import { registerHealth, type ReadinessCheck } from './routes/health.js';
-import { callerLimitHook, registerRateLimits, webhookFailureLimit, type RateLimitSettings } from './routes/rate-limit.js';
+import {
+  callerLimitHook,
+  registerRateLimits,
+  webhookFailureLimit,
+  type RateLimitSettings,
+} from './routes/rate-limit.js';
 import { registerDiditWebhook } from './routes/didit-webhook.js';
 import { registerSessions } from './routes/sessions.js';
 import { registerUsers } from './routes/users.js';
@@ -26,7 +31,13 @@ import { registerFeedback } from './routes/feedback.js';
 import type { Effectiveness } from './events/effectiveness.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
 import { limitInFlight, type InFlight } from './lib/in-flight.js';
-import { addressMatcher, CONNECTION_LIMITS, guardConnections, httpServerOptions, type ConnectionLimits } from './lib/connection-limits.js';
+import {
+  addressMatcher,
+  CONNECTION_LIMITS,
+  guardConnections,
+  httpServerOptions,
+  type ConnectionLimits,
+} from './lib/connection-limits.js';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -66,7 +77,10 @@ export interface AppDeps {
 /** fastify's own error codes → our stable codes; anything unexpected becomes a generic 500. */
 function mapError(error: unknown): { status: number; body: ErrorBody } {
   if (error instanceof RiskError) {
-    return { status: error.statusCode, body: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) } };
+    return {
+      status: error.statusCode,
+      body: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) },
+    };
   }
   const e = error as { code?: string; statusCode?: number; message?: string };
   const known: Record<string, [ErrorCode, string]> = {
@@ -85,9 +99,12 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
   if (hit) return { status: ERROR_STATUS[hit[0]], body: { code: hit[0], message: hit[1] } };
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     // JSON syntax errors and prototype-poisoning rejections arrive as plain 400s from the parser.
-    if (e.statusCode === 429) return { status: 429, body: { code: 'RISK_ERR_RATE_LIMITED', message: 'rate limit exceeded' } };
-    if (e.statusCode === 413) return { status: 413, body: { code: 'RISK_ERR_BODY_TOO_LARGE', message: 'request body is too large' } };
-    if (e.statusCode === 415) return { status: 415, body: { code: 'RISK_ERR_UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } };
+    if (e.statusCode === 429)
+      return { status: 429, body: { code: 'RISK_ERR_RATE_LIMITED', message: 'rate limit exceeded' } };
+    if (e.statusCode === 413)
+      return { status: 413, body: { code: 'RISK_ERR_BODY_TOO_LARGE', message: 'request body is too large' } };
+    if (e.statusCode === 415)
+      return { status: 415, body: { code: 'RISK_ERR_UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } };
     if (e.statusCode === 404) return { status: 404, body: { code: 'RISK_ERR_NOT_FOUND', message: 'not found' } };
     return { status: 400, body: { code: 'RISK_ERR_MALFORMED_BODY', message: 'the body could not be parsed' } };
   }
@@ -132,12 +149,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = mapError(error);
-    if (status >= 500) request.log.error({ err: { type: (error as Error)?.name, message: (error as Error)?.message } }, 'request failed');
+    if (status >= 500)
+      request.log.error(
+        { err: { type: (error as Error)?.name, message: (error as Error)?.message } },
+        'request failed',
+      );
     return reply.status(status).send(body);
   });
   // JSON only: fastify's built-in text/plain parser would hand a string to routes documented as 415 for it.
   app.removeContentTypeParser('text/plain');
-  app.setNotFoundHandler((_request, reply) => reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }));
+  app.setNotFoundHandler((_request, reply) =>
+    reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }),
+  );
 
   // Route schemas document the API (OpenAPI at /docs/json); zod does the validating, so fastify's
   // own validation and serialisation are pass-through.
@@ -146,7 +169,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   void app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Step-up risk engine', version: '0.1.0', description: 'Decides SKIP / PASSIVE / FLASHING / ACTIVE_3D / DENY for a sign-in and drives Didit step-ups.' },
+      info: {
+        title: 'Step-up risk engine',
+        version: '0.1.0',
+        description: 'Decides SKIP / PASSIVE / FLASHING / ACTIVE_3D / DENY for a sign-in and drives Didit step-ups.',
+      },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
@@ -155,7 +182,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerCallerAuth(app, deps.apiTokens);
   app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
-  const overloaded = (reply: FastifyReply) => reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
+  const overloaded = (reply: FastifyReply) =>
+    reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
   let inFlight: InFlight | undefined;
   if (deps.maxDecidesInFlight && deps.maxDecidesInFlight > 0) {
     // Registered before the routes' own onRequest hooks (auth, caller limit): a shed decide costs no work.
@@ -184,7 +212,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const limits = deps.rateLimits;
   void app.register(async (scope) => {
     if (limits) await registerRateLimits(scope, limits);
-    registerHealth(scope, { rules: deps.rules, store: deps.store, checks: deps.readiness ?? [], embedded: deps.embedded ?? [], ...(deps.staleData ? { staleData: deps.staleData } : {}) });
+    registerHealth(scope, {
+      rules: deps.rules,
+      store: deps.store,
+      checks: deps.readiness ?? [],
+      embedded: deps.embedded ?? [],
+      ...(deps.staleData ? { staleData: deps.staleData } : {}),
+    });
     registerDecide(scope, {
       rules: deps.rules,
       enrich: deps.enrich,
@@ -194,13 +228,22 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
       ...(deps.decisions ? { events: deps.decisions } : {}),
       ...(inFlight ? { leaveInFlight: inFlight.release } : {}),
-      ...(limits ? { callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()) } : {}),
+      ...(limits
+        ? {
+            callerLimit: callerLimitHook(limits.callerPerMinute, () => deps.metrics.rateLimited.labels('caller').inc()),
+          }
+        : {}),
     });
-    registerDiditWebhook(scope, { handle: deps.handleWebhook, metrics: deps.metrics, ...(limits ? { failures: webhookFailureLimit(limits, clock) } : {}) });
+    registerDiditWebhook(scope, {
+      handle: deps.handleWebhook,
+      metrics: deps.metrics,
+      ...(limits ? { failures: webhookFailureLimit(limits, clock) } : {}),
+    });
     registerSessions(scope, { store: deps.store, ids: deps.ids, clock });
     registerUsers(scope, { store: deps.store, ids: deps.ids, clock, ...(deps.events ? { events: deps.events } : {}) });
     registerEvaluate(scope, { rules: deps.rules, clock, sandbox: deps.sandbox });
-    if (deps.effectiveness) registerFeedback(scope, { effectiveness: deps.effectiveness, sealNote: (note) => deps.ids.seal(note) });
+    if (deps.effectiveness)
+      registerFeedback(scope, { effectiveness: deps.effectiveness, sealNote: (note) => deps.ids.seal(note) });
   });
   return app;
 }

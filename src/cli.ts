@@ -39,7 +39,9 @@ async function check(dir: string, out: Out): Promise<number> {
   const expired = result.ruleset.rules.filter((r) => r.expiresAt !== undefined && r.expiresAt < now);
   for (const rule of expired) out(`${rule.file}:${rule.line} [${rule.id}]: expired; it no longer runs`);
   const shadow = result.ruleset.rules.filter((r) => r.mode === 'shadow').length;
-  out(`ok: ${result.ruleset.rules.length} rules (${shadow} shadow, ${expired.length} expired), ${result.ruleset.bypasses?.length ?? 0} bypasses, ruleset ${result.ruleset.hash}`);
+  out(
+    `ok: ${result.ruleset.rules.length} rules (${shadow} shadow, ${expired.length} expired), ${result.ruleset.bypasses?.length ?? 0} bypasses, ruleset ${result.ruleset.hash}`,
+  );
   return 0;
 }
 
@@ -48,7 +50,10 @@ async function test(dir: string, out: Out): Promise<number> {
   if (!result.ok) return check(dir, out);
   const report = runRuleTests(await readRuleDir(dir), result.ruleset);
   const width = Math.max(...report.cases.map((c) => c.file.length), 4);
-  for (const c of report.cases) out(`${c.passed ? 'pass' : 'FAIL'}  ${c.file.padEnd(width)}  ${c.name}${c.passed ? '' : `\n        ${c.problems.join('\n        ')}`}`);
+  for (const c of report.cases)
+    out(
+      `${c.passed ? 'pass' : 'FAIL'}  ${c.file.padEnd(width)}  ${c.name}${c.passed ? '' : `\n        ${c.problems.join('\n        ')}`}`,
+    );
   for (const problem of report.problems) out(`FAIL  ${problem}`);
   const failedCases = report.cases.filter((c) => !c.passed).length;
   out(`\nrule cases: ${report.cases.length - failedCases} pass, ${failedCases + report.problems.length} fail`);
@@ -75,12 +80,16 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
   const device = values.device as string | undefined;
   const ip = values.ip as string | undefined;
   if (!user || !device || !ip || !isValidClientIp(ip)) {
-    out('usage: rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]');
+    out(
+      'usage: rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]',
+    );
     return 2;
   }
   const config = loadConfig(process.env);
   const logger = createLogger('silent');
-  const ids = createPseudonymiser(config.ids.hashKey ?? { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' });
+  const ids = createPseudonymiser(
+    config.ids.hashKey ?? { kid: 'cli', secret: 'explain-without-id-hash-key-history-is-empty' },
+  );
   const { store } = await openStore(config, { logger, waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
   try {
     const loaded = await loadRuleDir((values.rules as string | undefined) ?? config.rules.dir, { ids });
@@ -94,29 +103,53 @@ async function explainCommand(values: Record<string, unknown>, out: Out): Promis
     // Read-only here too: a velocity of this process alone, which records nothing shared.
     const enrich = createEnricher({ ...sources, store: readOnly, ids, ipVelocity: localIpVelocity() });
     const now = Date.now();
-    const enriched = await enrich({ userId: user, deviceId: device, ip, purpose: (values.purpose as string | undefined) ?? 'login', ...(values.ua ? { userAgent: values.ua as string } : {}) }, now);
+    const enriched = await enrich(
+      {
+        userId: user,
+        deviceId: device,
+        ip,
+        purpose: (values.purpose as string | undefined) ?? 'login',
+        ...(values.ua ? { userAgent: values.ua as string } : {}),
+      },
+      now,
+    );
     const signals: Record<string, unknown> = { ...enriched.signals };
     for (const override of (values.signal as string[] | undefined) ?? []) {
       const [name, value] = parseOverride(override);
       if (value === undefined) delete signals[name];
       else signals[name] = value;
     }
-    const result = explain(loaded.ruleset, { signals: signals as Signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
+    const result = explain(loaded.ruleset, {
+      signals: signals as Signals,
+      degraded: enriched.degraded,
+      now,
+      bypass: enriched.bypass,
+    });
     if (values.json) {
       out(JSON.stringify({ signals, ...result }, null, 2));
       return 0;
     }
     const d = result.decision;
-    out(`action: ${d.action}   score: ${d.score}   ruleset: ${d.ruleset}${d.degraded.length ? `   degraded: ${d.degraded.join(', ')}` : ''}${config.ids.hashKey ? '' : '\n(note: ID_HASH_KEY is not set, so the user\'s history cannot be read: every history signal is a cold start)'}`);
+    out(
+      `action: ${d.action}   score: ${d.score}   ruleset: ${d.ruleset}${d.degraded.length ? `   degraded: ${d.degraded.join(', ')}` : ''}${config.ids.hashKey ? '' : "\n(note: ID_HASH_KEY is not set, so the user's history cannot be read: every history signal is a cold start)"}`,
+    );
     out('\nsignals:');
     for (const [name, value] of Object.entries(signals).sort()) out(`  ${name.padEnd(26)} ${JSON.stringify(value)}`);
     out('\nrules:');
-    for (const r of d.results) out(`  ${r.outcome.padEnd(10)} ${r.rule.padEnd(28)} ${r.mode === 'shadow' ? '[shadow] ' : ''}${r.because}`);
-    for (const reason of d.reasons.filter((x) => x.rule.includes(':'))) out(`  ${'applied'.padEnd(10)} ${reason.rule.padEnd(28)} ${reason.because}`);
+    for (const r of d.results)
+      out(`  ${r.outcome.padEnd(10)} ${r.rule.padEnd(28)} ${r.mode === 'shadow' ? '[shadow] ' : ''}${r.because}`);
+    for (const reason of d.reasons.filter((x) => x.rule.includes(':')))
+      out(`  ${'applied'.padEnd(10)} ${reason.rule.padEnd(28)} ${reason.because}`);
     if (d.shadow.length) out(`\nshadow: ${d.shadow.map((s) => `${s.rule} would set ${s.action}`).join('; ')}`);
     out('\nsmallest single-signal changes:');
-    for (const c of result.lower.slice(0, 5)) out(`  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`);
-    for (const c of result.higher.slice(0, 5)) out(`  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`);
+    for (const c of result.lower.slice(0, 5))
+      out(
+        `  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`,
+      );
+    for (const c of result.higher.slice(0, 5))
+      out(
+        `  would be ${c.action} if ${c.signal} were ${JSON.stringify(c.to)} (is ${JSON.stringify(c.from ?? 'unknown')})`,
+      );
     if (!result.lower.length && !result.higher.length) out('  none: no single signal moves this decision one rung');
     return 0;
   } finally {
@@ -140,13 +173,28 @@ async function readLines(file: string): Promise<string[]> {
 /** The configured store's decision records (read-only use), closed by the returned function. */
 async function openRecords(): Promise<{ records: DecisionRecords; kind: 'memory' | 'redis'; close(): Promise<void> }> {
   const config = loadConfig(process.env);
-  const { store, redis } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 5000, requireReady: true });
+  const { store, redis } = await openStore(config, {
+    logger: createLogger('silent'),
+    waitMs: 3000,
+    commandTimeoutMs: 5000,
+    requireReady: true,
+  });
   return { records: decisionRecordsFor(config, redis), kind: store.kind, close: () => store.close() };
 }
 
 /** Stored records as decision lines, so replay reads them like the log. */
 function recordLines(stored: readonly StoredDecision[]): string[] {
-  return stored.map((d) => JSON.stringify({ msg: 'decision', decision_id: d.record.id, time: d.record.at, action: d.record.action, rules: d.record.rules, degraded: d.record.degraded, signals: d.record.signals }));
+  return stored.map((d) =>
+    JSON.stringify({
+      msg: 'decision',
+      decision_id: d.record.id,
+      time: d.record.at,
+      action: d.record.action,
+      rules: d.record.rules,
+      degraded: d.record.degraded,
+      signals: d.record.signals,
+    }),
+  );
 }
 
 function labelsOf(stored: readonly StoredDecision[]): Map<string, ReplayLabel> {
@@ -154,7 +202,13 @@ function labelsOf(stored: readonly StoredDecision[]): Map<string, ReplayLabel> {
 }
 
 /** The report over records already read: the CLI and the tests (an embedded service's memory records) share it. */
-export function printReport(stored: readonly StoredDecision[], ruleset: Pick<CompiledRuleset, 'rules' | 'hash'>, since: number, json: boolean, out: Out): void {
+export function printReport(
+  stored: readonly StoredDecision[],
+  ruleset: Pick<CompiledRuleset, 'rules' | 'hash'>,
+  since: number,
+  json: boolean,
+  out: Out,
+): void {
   const report = effectivenessReport(stored, ruleset, { since });
   out(json ? JSON.stringify({ ruleset: ruleset.hash, ...report }, null, 2) : formatEffectiveness(report));
 }
@@ -173,7 +227,10 @@ async function reportCommand(values: Record<string, unknown>, out: Out): Promise
   const opened = await openRecords();
   try {
     const now = Date.now();
-    if (opened.kind === 'memory') out('(note: no REDIS_URL: the memory store of this process is empty; the report reads a running service\'s records from Redis)');
+    if (opened.kind === 'memory')
+      out(
+        "(note: no REDIS_URL: the memory store of this process is empty; the report reads a running service's records from Redis)",
+      );
     printReport(await opened.records.list(now - window, now), loaded.ruleset, now - window, values.json === true, out);
     return 0;
   } finally {
@@ -186,7 +243,9 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
   const dir = values.rules as string | undefined;
   const labelSource = values.labels as string | undefined;
   if (!log || !dir) {
-    out('usage: rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 30d] [--json] [--examples N]');
+    out(
+      'usage: rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 30d] [--json] [--examples N]',
+    );
     return 2;
   }
   const window = parseSince((values.since as string | undefined) ?? '90d');
@@ -210,14 +269,23 @@ async function replayCommand(values: Record<string, unknown>, out: Out): Promise
     }
   }
   const lines = log === 'store' ? recordLines(stored!) : await readLines(log);
-  const labels = labelSource === undefined ? undefined : labelSource === 'store' ? labelsOf(stored!) : parseLabelLines(await readLines(labelSource));
+  const labels =
+    labelSource === undefined
+      ? undefined
+      : labelSource === 'store'
+        ? labelsOf(stored!)
+        : parseLabelLines(await readLines(labelSource));
   const report = replay(lines, loaded.ruleset, Number(values.examples ?? 3), labels);
   if (values.json) {
     out(JSON.stringify({ candidate: loaded.ruleset.hash, ...report }, null, 2));
     return 0;
   }
-  out(`replayed ${report.decisions} decisions against ruleset ${loaded.ruleset.hash} (${report.skipped} lines were not decisions)`);
-  out(`${report.changed} changed (${report.decisions ? ((100 * report.changed) / report.decisions).toFixed(2) : '0.00'}%)\n`);
+  out(
+    `replayed ${report.decisions} decisions against ruleset ${loaded.ruleset.hash} (${report.skipped} lines were not decisions)`,
+  );
+  out(
+    `${report.changed} changed (${report.decisions ? ((100 * report.changed) / report.decisions).toFixed(2) : '0.00'}%)\n`,
+  );
   out(formatMatrix(report));
   if (report.responsible.length) {
     out('\nrules behind the changes:');
@@ -238,26 +306,55 @@ async function deadLettersCommand(action: string | undefined, out: Out): Promise
     return 2;
   }
   const config = loadConfig(process.env);
-  const { didit, ids: { hashKey } } = config;
+  const {
+    didit,
+    ids: { hashKey },
+  } = config;
   if (!hashKey || !didit) {
-    out('dead letters need the service\'s ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)');
+    out(
+      "dead letters need the service's ID_HASH_KEY (they are sealed under it), its store and the Didit settings (DIDIT_API_KEY, DIDIT_BASE_URL, DIDIT_WEBHOOK_SECRET, workflows)",
+    );
     return 2;
   }
   // Letters sealed before a rotation open under ID_HASH_KEY_PREVIOUS.
   const ids = createPseudonymiser(hashKey, config.ids.previousHashKey);
-  const { store } = await openStore(config, { logger: createLogger('silent'), waitMs: 3000, commandTimeoutMs: 1000, requireReady: true });
+  const { store } = await openStore(config, {
+    logger: createLogger('silent'),
+    waitMs: 3000,
+    commandTimeoutMs: 1000,
+    requireReady: true,
+  });
   try {
     const now = Date.now();
     if (action === 'list') {
       const letters = await listDeadLetters(store, ids, now);
-      for (const l of letters) out(`${l.letter.id}  ${new Date(l.letter.at).toISOString()}  ${l.letter.reason.padEnd(16)}  ${l.sessionId ?? '?'}  ${l.status ?? (l.content ? '?' : '(sealed under another ID_HASH_KEY)')}`);
+      for (const l of letters)
+        out(
+          `${l.letter.id}  ${new Date(l.letter.at).toISOString()}  ${l.letter.reason.padEnd(16)}  ${l.sessionId ?? '?'}  ${l.status ?? (l.content ? '?' : '(sealed under another ID_HASH_KEY)')}`,
+        );
       out(`${letters.length} dead letter(s)`);
       return 0;
     }
-    const client = createDiditClient({ baseUrl: didit.baseUrl, apiKey: didit.apiKey, workflows: didit.workflows, timeoutMs: config.stepUp.timeoutMs });
-    const handle = createWebhookHandler({ store, ids, secrets: didit.webhookSecrets, ...webhookSettings(config), client, onNetwork: onTrustNetwork(ids), clock: Date.now });
+    const client = createDiditClient({
+      baseUrl: didit.baseUrl,
+      apiKey: didit.apiKey,
+      workflows: didit.workflows,
+      timeoutMs: config.stepUp.timeoutMs,
+    });
+    const handle = createWebhookHandler({
+      store,
+      ids,
+      secrets: didit.webhookSecrets,
+      ...webhookSettings(config),
+      client,
+      onNetwork: onTrustNetwork(ids),
+      clock: Date.now,
+    });
     const results = await replayDeadLetters({ store, ids, handle, now });
-    for (const r of results) out(`${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`);
+    for (const r of results)
+      out(
+        `${r.id}  ${r.outcome.result}${'reason' in r.outcome && r.outcome.reason ? ` (${r.outcome.reason})` : ''}  ${r.removed ? 'settled, removed' : 'kept'}`,
+      );
     const settled = results.filter((r) => r.removed).length;
     out(`replayed ${results.length}: ${settled} settled, ${results.length - settled} kept`);
     return settled === results.length ? 0 : 1;
@@ -299,10 +396,20 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: (_values, positionals, out) => test(positionals[0] ?? 'rules', out),
   },
   explain: {
-    summary: "one decision with every signal and rule, read-only against the configured store",
-    usage: 'rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]',
+    summary: 'one decision with every signal and rule, read-only against the configured store',
+    usage:
+      'rules explain --user ID --device ID --ip IP [--ua UA] [--purpose P] [--signal name=value ...] [--rules DIR] [--json]',
     example: 'npm run rules -- explain --user alice --device laptop --ip 89.160.20.112 --signal device.known=true',
-    options: { user: { type: 'string' }, device: { type: 'string' }, ip: { type: 'string' }, ua: { type: 'string' }, purpose: { type: 'string' }, signal: { type: 'string', multiple: true }, ...rulesDir, json: { type: 'boolean' } },
+    options: {
+      user: { type: 'string' },
+      device: { type: 'string' },
+      ip: { type: 'string' },
+      ua: { type: 'string' },
+      purpose: { type: 'string' },
+      signal: { type: 'string', multiple: true },
+      ...rulesDir,
+      json: { type: 'boolean' },
+    },
     describe: {
       '--user': 'the user id, as the login service sends it',
       '--device': 'the device id',
@@ -317,9 +424,17 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
   replay: {
     summary: 'replay logged decisions against a candidate ruleset: what would change, and which rules cause it',
-    usage: 'rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 90d] [--examples N] [--json]',
+    usage:
+      'rules replay --log decisions.jsonl|store --rules candidate/ [--labels labels.jsonl|store] [--since 90d] [--examples N] [--json]',
     example: 'npm run rules -- replay --log decisions.jsonl --rules candidate/ --labels store',
-    options: { log: { type: 'string' }, ...rulesDir, labels: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' }, examples: { type: 'string' } },
+    options: {
+      log: { type: 'string' },
+      ...rulesDir,
+      labels: { type: 'string' },
+      since: { type: 'string' },
+      json: { type: 'boolean' },
+      examples: { type: 'string' },
+    },
     describe: {
       '--log': 'a file of decision lines (the service log; other lines are skipped), or `store`: the decision records',
       '--rules': 'the candidate rules directory',
@@ -331,7 +446,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: (values, _positionals, out) => replayCommand(values, out),
   },
   report: {
-    summary: 'rule effectiveness from the stored records: per rule, step-ups, outcomes, labels, precision; dead and noisy rules',
+    summary:
+      'rule effectiveness from the stored records: per rule, step-ups, outcomes, labels, precision; dead and noisy rules',
     usage: 'rules report [--since 30d] [--rules DIR] [--json]',
     example: 'npm run rules -- report --since 7d',
     options: { since: { type: 'string' }, ...rulesDir, json: { type: 'boolean' } },
@@ -347,7 +463,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     usage: 'rules dead-letters list | rules dead-letters replay',
     example: 'npm run rules -- dead-letters list',
     options: {},
-    describe: { list: 'print each dead letter (id, time, reason, session, status)', replay: 'apply each again through the webhook handler; settled ones are removed' },
+    describe: {
+      list: 'print each dead letter (id, time, reason, session, status)',
+      replay: 'apply each again through the webhook handler; settled ones are removed',
+    },
     positionals: true,
     run: (_values, positionals, out) => deadLettersCommand(positionals[0], out),
   },
@@ -375,7 +494,10 @@ export const COMMAND_NAMES = (): string[] => Object.keys(COMMANDS);
 
 const isCommand = (name: string | undefined): name is string => name !== undefined && Object.hasOwn(COMMANDS, name);
 
-export async function main(argv: string[], out: Out = (line = '') => process.stdout.write(`${line}\n`)): Promise<number> {
+export async function main(
+  argv: string[],
+  out: Out = (line = '') => process.stdout.write(`${line}\n`),
+): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || (name === 'help' && rest.length === 0)) {
     overview(out);
@@ -396,9 +518,14 @@ export async function main(argv: string[], out: Out = (line = '') => process.std
     return 2;
   }
   const command = COMMANDS[name]!;
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: rest, allowPositionals: command.positionals ?? false, strict: true, options: { ...command.options, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: command.positionals ?? false,
+      strict: true,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+    });
   } catch (error) {
     out(`${(error as Error).message}\n`);
     help(name, out);

@@ -51,7 +51,11 @@ export interface ServiceOptions {
   /** Didit endpoint and secrets: from the config, or the embedded simulator's. */
   readonly didit?: DiditEndpoint;
   /** Outgoing events: another fetch (tests) and loop timings. */
-  readonly events?: { readonly fetch?: typeof fetch; readonly tuning?: Partial<DispatcherTuning>; readonly leaseMs?: number };
+  readonly events?: {
+    readonly fetch?: typeof fetch;
+    readonly tuning?: Partial<DispatcherTuning>;
+    readonly leaseMs?: number;
+  };
 }
 
 /** A Didit endpoint: the configured account, or the embedded simulator's (server.ts, tests), maybe with another fetch. */
@@ -78,7 +82,9 @@ export const EFFECTIVENESS_SWEEP_MS = 30_000;
 /** Decision records on the store's Redis when there is one, else bounded in this process. */
 export function decisionRecordsFor(config: Config, redis?: Redis | Cluster): DecisionRecords {
   const ttlMs = config.retention.decisionRecordMs;
-  return redis ? createRedisDecisionRecords({ redis, keyPrefix: config.redis.keyPrefix, ttlMs }) : createMemoryDecisionRecords({ ttlMs });
+  return redis
+    ? createRedisDecisionRecords({ redis, keyPrefix: config.redis.keyPrefix, ttlMs })
+    : createMemoryDecisionRecords({ ttlMs });
 }
 
 /**
@@ -90,7 +96,11 @@ export function ruleLabeller(current: () => CompiledRuleset | undefined): (rule:
   const floors = new Set<string>(KNOWN_LABELS.floorRule);
   return (rule) => {
     const ruleset = current();
-    if (ruleset && cached?.hash !== ruleset.hash) cached = { hash: ruleset.hash, ids: new Set([...ruleset.rules.map((r) => r.id), ...(ruleset.bypasses ?? []).map((b) => `bypass:${b.id}`)]) };
+    if (ruleset && cached?.hash !== ruleset.hash)
+      cached = {
+        hash: ruleset.hash,
+        ids: new Set([...ruleset.rules.map((r) => r.id), ...(ruleset.bypasses ?? []).map((b) => `bypass:${b.id}`)]),
+      };
     return floors.has(rule) || cached?.ids.has(rule) ? rule : KNOWN_LABELS.otherRule;
   };
 }
@@ -109,11 +119,22 @@ export interface ServiceParts {
 }
 
 /** EVENTS_URL set: the outbox (Redis Stream with Redis, else in process), the sink and the delivery worker. */
-function eventsFromConfig(config: Config, options: ServiceOptions, metrics: Metrics, clock: () => number, ids: ReturnType<typeof createPseudonymiser>): Events | undefined {
+function eventsFromConfig(
+  config: Config,
+  options: ServiceOptions,
+  metrics: Metrics,
+  clock: () => number,
+  ids: ReturnType<typeof createPseudonymiser>,
+): Events | undefined {
   if (!config.events) return undefined;
   const { outbox: limits, ...settings } = config.events;
   const outbox = options.redis
-    ? createRedisOutbox({ redis: options.redis, keyPrefix: config.redis.keyPrefix, ...limits, ...(options.events?.leaseMs ? { leaseMs: options.events.leaseMs } : {}) })
+    ? createRedisOutbox({
+        redis: options.redis,
+        keyPrefix: config.redis.keyPrefix,
+        ...limits,
+        ...(options.events?.leaseMs ? { leaseMs: options.events.leaseMs } : {}),
+      })
     : createMemoryOutbox({ maxEntries: limits.maxEntries });
   return startEvents(settings, {
     outbox,
@@ -173,7 +194,17 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   // A server that hot-reloads starts its sandbox now, so reloads are checked there from the start.
   if (options.watch) void sandbox.warm();
 
-  const { geoip, lists, userAgents, geoipPaths: paths } = await loadSignalSources(config.data, logger, (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds), clock);
+  const {
+    geoip,
+    lists,
+    userAgents,
+    geoipPaths: paths,
+  } = await loadSignalSources(
+    config.data,
+    logger,
+    (dataset, seconds) => metrics.dataAge.labels(dataset).set(seconds),
+    clock,
+  );
   const stops: Array<() => void> = [];
   if (options.watch) {
     // Lists are replaced by `npm run data:update` with atomic renames: reload the ones that parse.
@@ -185,7 +216,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
             metrics.dataReloadFailures.labels('lists').inc();
             logger.error({ list: failure }, 'list update rejected; the previous list keeps serving');
           }
-          for (const snap of snapshots) metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
+          for (const snap of snapshots)
+            metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
         },
         () => metrics.dataReloadFailures.labels('lists').inc(),
       );
@@ -207,7 +239,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
 
   // Ages grow while the process runs: refresh the gauges the staleness alert reads.
   const ageTimer = setInterval(() => {
-    for (const snap of lists.snapshots()) metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
+    for (const snap of lists.snapshots())
+      metrics.dataAge.labels(`list_${snap.name}`).set(Math.max(0, (clock() - snap.asOf) / 1000));
   }, 60_000);
   ageTimer.unref();
   stops.push(() => clearInterval(ageTimer));
@@ -217,12 +250,20 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const timer = stageTimer(metrics);
   // Shared through Redis when there is one (synced each second), else exact in this process.
   const ipVelocity = options.redis
-    ? sharedIpVelocity({ redis: options.redis, keyPrefix: config.redis.keyPrefix, onSyncError: () => metrics.degraded.labels('ip_velocity_sync').inc() })
+    ? sharedIpVelocity({
+        redis: options.redis,
+        keyPrefix: config.redis.keyPrefix,
+        onSyncError: () => metrics.degraded.labels('ip_velocity_sync').inc(),
+      })
     : localIpVelocity();
-  const enrich = createEnricher({ geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.limits.userPerMinute } }, timer);
+  const enrich = createEnricher(
+    { geoip, lists, userAgents, store, ids, ipVelocity, userLimit: { perMinute: config.limits.userPerMinute } },
+    timer,
+  );
 
   // No API_TOKENS: one token for this run, which server.ts prints once for the quick start.
-  const generated = config.auth.apiTokens.length > 0 ? undefined : { name: 'embedded', token: randomBytes(24).toString('base64url') };
+  const generated =
+    config.auth.apiTokens.length > 0 ? undefined : { name: 'embedded', token: randomBytes(24).toString('base64url') };
   const apiTokens = generated ? [generated] : config.auth.apiTokens;
   const parts: ServiceParts = { config, logger, store, metrics, rules, sandbox, lists, ids, clock };
 
@@ -259,7 +300,8 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const effectiveness = createEffectiveness({
     records,
     counters: {
-      outcome: (rule, method, outcome, shadow) => (shadow ? metrics.shadowStepUpOutcomes : metrics.stepUpOutcomes).labels(rule, method, outcome).inc(),
+      outcome: (rule, method, outcome, shadow) =>
+        (shadow ? metrics.shadowStepUpOutcomes : metrics.stepUpOutcomes).labels(rule, method, outcome).inc(),
       feedback: (rule, label) => metrics.feedback.labels(rule, label).inc(),
       failed: (operation) => metrics.effectivenessFailures.labels(operation).inc(),
     },

@@ -16,14 +16,17 @@ const port = z.coerce.number().int().min(0).max(65535);
 const ms = z.coerce.number().int().min(1);
 
 /** `kid:secret`, the same rules for the current key and the previous one. */
-const hashKey = z.string().optional().superRefine((value, ctx) => {
-  if (value === undefined || value === '') return;
-  try {
-    parseHashKey(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ID_HASH_KEY /, '') });
-  }
-});
+const hashKey = z
+  .string()
+  .optional()
+  .superRefine((value, ctx) => {
+    if (value === undefined || value === '') return;
+    try {
+      parseHashKey(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ID_HASH_KEY /, '') });
+    }
+  });
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -47,17 +50,26 @@ export const envSchema = z.object({
   RELAY_LIST_URL: z.string().url().optional(),
   LIST_MAX_AGE_HOURS: z.coerce.number().min(0).default(0),
   TOR_LIST_MAX_AGE_HOURS: z.coerce.number().min(0).optional(),
-  REDIS_URL: z.string().regex(/^(rediss?|redis\+cluster|redis\+sentinel):\/\/\S+$/, 'expected redis://, rediss://, redis+cluster:// or redis+sentinel:// URL').optional(),
+  REDIS_URL: z
+    .string()
+    .regex(
+      /^(rediss?|redis\+cluster|redis\+sentinel):\/\/\S+$/,
+      'expected redis://, rediss://, redis+cluster:// or redis+sentinel:// URL',
+    )
+    .optional(),
   REDIS_KEY_PREFIX: z.string().max(32).default('risk:'),
   REDIS_COMMAND_TIMEOUT_MS: ms.default(100),
   REDIS_ALLOW_EVICTION: bool.default(false),
   ID_HASH_KEY: hashKey,
   // The key rotated away from, read (and migrated from) while a rotation runs; see the README.
   ID_HASH_KEY_PREVIOUS: hashKey,
-  API_TOKENS: z.string().optional().superRefine((value, ctx) => {
-    if (value === undefined || value === '') return;
-    for (const problem of checkApiTokens(value).problems) ctx.addIssue({ code: 'custom', message: problem });
-  }),
+  API_TOKENS: z
+    .string()
+    .optional()
+    .superRefine((value, ctx) => {
+      if (value === undefined || value === '') return;
+      for (const problem of checkApiTokens(value).problems) ctx.addIssue({ code: 'custom', message: problem });
+    }),
   TRUST_PROXY: z.string().optional(),
   TRUST_PROXY_ALLOW_WIDE: bool.default(false),
   NODE_ENV: z.string().optional(),
@@ -66,9 +78,18 @@ export const envSchema = z.object({
   DIDIT_WEBHOOK_SECRET: z.string().min(16).optional(),
   DIDIT_WEBHOOK_SECRET_PREVIOUS: z.string().min(16).optional(),
   // Didit's ids as its docs print them (36 hex-and-dash characters); zod's .uuid() refuses some of them.
-  DIDIT_WORKFLOW_PASSIVE: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
-  DIDIT_WORKFLOW_FLASHING: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
-  DIDIT_WORKFLOW_ACTIVE_3D: z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id').optional(),
+  DIDIT_WORKFLOW_PASSIVE: z
+    .string()
+    .regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id')
+    .optional(),
+  DIDIT_WORKFLOW_FLASHING: z
+    .string()
+    .regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id')
+    .optional(),
+  DIDIT_WORKFLOW_ACTIVE_3D: z
+    .string()
+    .regex(/^[0-9a-fA-F-]{36}$/, 'expected a Didit workflow id')
+    .optional(),
   DIDIT_CALLBACK_URL: z.string().url().optional(),
   CALLBACK_ALLOWED_ORIGINS: z.string().min(1).optional(),
   DIDIT_TIMEOUT_MS: ms.default(1500),
@@ -82,7 +103,12 @@ export const envSchema = z.object({
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),
   WEBHOOK_TOLERANCE_S: z.coerce.number().int().min(1).max(3600).default(300),
   DIDIT_REQUIRE_METHOD_MATCH: bool.default(true),
-  DIDIT_REVIEW_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(168),
+  DIDIT_REVIEW_TTL_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 90)
+    .default(168),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
   PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
   MAX_DECIDES_IN_FLIGHT: z.coerce.number().int().min(0).default(32),
@@ -151,7 +177,12 @@ export interface Config {
     };
   };
   /** `url` with REDIS_URL (the memory store otherwise); the rest also applies to a client a test passes in. */
-  readonly redis: { readonly url?: string; readonly keyPrefix: string; readonly commandTimeoutMs: number; readonly allowEviction: boolean };
+  readonly redis: {
+    readonly url?: string;
+    readonly keyPrefix: string;
+    readonly commandTimeoutMs: number;
+    readonly allowEviction: boolean;
+  };
   /**
    * No key: pseudonyms use a random per-process key (the service) or read no history (the CLI).
    * `previousHashKey` during an ID_HASH_KEY rotation: read under it, moved to `hashKey` on touch.
@@ -188,7 +219,11 @@ export interface Config {
   readonly simulator?: { readonly port: number };
   readonly events?: EventsConfig;
   /** Shed load when the event loop lags this much; 0 disables. */
-  readonly pressure: { readonly maxEventLoopDelayMs: number; readonly sampleIntervalMs: number; readonly maxDecidesInFlight: number };
+  readonly pressure: {
+    readonly maxEventLoopDelayMs: number;
+    readonly sampleIntervalMs: number;
+    readonly maxDecidesInFlight: number;
+  };
   readonly http: { readonly connections: { readonly max: number; readonly perAddress: number } };
 }
 
@@ -217,7 +252,13 @@ export function trustProxyProblems(text: string, allowWide: boolean): string[] {
     const [address = '', bits, ...rest] = entry.split('/');
     const version = isIP(address) as 0 | 4 | 6;
     const width = version === 4 ? 32 : 128;
-    if (version === 0 || address.includes('%') || rest.length > 0 || (bits !== undefined && !/^(0|[1-9]\d{0,2})$/.test(bits)) || Number(bits ?? width) > width) {
+    if (
+      version === 0 ||
+      address.includes('%') ||
+      rest.length > 0 ||
+      (bits !== undefined && !/^(0|[1-9]\d{0,2})$/.test(bits)) ||
+      Number(bits ?? width) > width
+    ) {
       problems.push(`TRUST_PROXY: ${shown} is not an IP address or CIDR (address/prefix-length)`);
       continue;
     }
@@ -228,7 +269,9 @@ export function trustProxyProblems(text: string, allowWide: boolean): string[] {
       prefix -= 96;
     }
     if (!allowWide && prefix < NARROWEST_WIDE[family]) {
-      problems.push(`TRUST_PROXY: ${shown} spans more than a /${NARROWEST_WIDE[family]} (IPv${family}); list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`);
+      problems.push(
+        `TRUST_PROXY: ${shown} spans more than a /${NARROWEST_WIDE[family]} (IPv${family}); list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`,
+      );
       refusedWide[family] = true;
     }
     covered[family] += 1n << BigInt((family === 4 ? 32 : 128) - prefix);
@@ -236,7 +279,9 @@ export function trustProxyProblems(text: string, allowWide: boolean): string[] {
   for (const family of [4, 6] as const) {
     const limit = 1n << BigInt((family === 4 ? 32 : 128) - NARROWEST_WIDE[family]);
     if (!allowWide && !refusedWide[family] && covered[family] > limit) {
-      problems.push(`TRUST_PROXY: the IPv${family} entries together span more than a /${NARROWEST_WIDE[family]}; list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`);
+      problems.push(
+        `TRUST_PROXY: the IPv${family} entries together span more than a /${NARROWEST_WIDE[family]}; list your proxies' networks, or set TRUST_PROXY_ALLOW_WIDE=true`,
+      );
     }
   }
   return problems;
@@ -250,7 +295,13 @@ function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
   const problems: string[] = [];
   const set = (name: string) => env[name] !== undefined && env[name] !== '';
   if (set('DIDIT_API_KEY')) {
-    for (const name of ['DIDIT_BASE_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WORKFLOW_PASSIVE', 'DIDIT_WORKFLOW_FLASHING', 'DIDIT_WORKFLOW_ACTIVE_3D'] as const) {
+    for (const name of [
+      'DIDIT_BASE_URL',
+      'DIDIT_WEBHOOK_SECRET',
+      'DIDIT_WORKFLOW_PASSIVE',
+      'DIDIT_WORKFLOW_FLASHING',
+      'DIDIT_WORKFLOW_ACTIVE_3D',
+    ] as const) {
       if (!set(name)) problems.push(`${name}: required when DIDIT_API_KEY is set`);
     }
   } else if (server) {
@@ -258,23 +309,32 @@ function crossProblems(env: NodeJS.ProcessEnv, server: boolean): string[] {
     const productionLike = ['REDIS_URL', 'DIDIT_WEBHOOK_SECRET', 'DIDIT_WEBHOOK_SECRET_PREVIOUS'].filter(set);
     if (isProduction(env)) productionLike.push('NODE_ENV=production');
     if (productionLike.length > 0) {
-      problems.push(`DIDIT_API_KEY: required with ${productionLike.join(', ')}; the offline Didit simulator runs only when nothing production-like is configured`);
+      problems.push(
+        `DIDIT_API_KEY: required with ${productionLike.join(', ')}; the offline Didit simulator runs only when nothing production-like is configured`,
+      );
     }
   }
-  if (server && isProduction(env) && !set('API_TOKENS')) problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
-  if (set('REDIS_URL') && !set('ID_HASH_KEY')) problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
+  if (server && isProduction(env) && !set('API_TOKENS'))
+    problems.push('API_TOKENS: required with NODE_ENV=production (a generated token would be printed to stdout)');
+  if (set('REDIS_URL') && !set('ID_HASH_KEY'))
+    problems.push('ID_HASH_KEY: required with REDIS_URL (pseudonyms must survive restarts and match across replicas)');
   if (set('ID_HASH_KEY_PREVIOUS')) problems.push(...rotationProblems(env.ID_HASH_KEY, env.ID_HASH_KEY_PREVIOUS!));
   if (set('TRUST_PROXY')) {
     const value = env.TRUST_PROXY!;
-    if (/^(true|\*|\d+)$/.test(value.trim())) problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
-    else problems.push(...trustProxyProblems(value, env.TRUST_PROXY_ALLOW_WIDE === 'true' || env.TRUST_PROXY_ALLOW_WIDE === '1'));
+    if (/^(true|\*|\d+)$/.test(value.trim()))
+      problems.push('TRUST_PROXY: list proxy addresses or CIDRs; "trust all" and hop counts are refused');
+    else
+      problems.push(
+        ...trustProxyProblems(value, env.TRUST_PROXY_ALLOW_WIDE === 'true' || env.TRUST_PROXY_ALLOW_WIDE === '1'),
+      );
   }
   return problems;
 }
 
 /** A rotation needs a current key, and a previous one that differs in both key id and secret. */
 function rotationProblems(current: string | undefined, previous: string): string[] {
-  if (current === undefined || current === '') return ['ID_HASH_KEY_PREVIOUS: requires ID_HASH_KEY (the key rotated to)'];
+  if (current === undefined || current === '')
+    return ['ID_HASH_KEY_PREVIOUS: requires ID_HASH_KEY (the key rotated to)'];
   let a: HashKey;
   let b: HashKey;
   try {
@@ -284,8 +344,12 @@ function rotationProblems(current: string | undefined, previous: string): string
     return []; // the malformed one is reported by its own check
   }
   const problems: string[] = [];
-  if (a.kid === b.kid) problems.push('ID_HASH_KEY_PREVIOUS: its key id must differ from ID_HASH_KEY\'s (the key id in front of a pseudonym says which key made it)');
-  if (a.secret === b.secret) problems.push('ID_HASH_KEY_PREVIOUS: its secret must differ from ID_HASH_KEY\'s (the same secret rotates nothing)');
+  if (a.kid === b.kid)
+    problems.push(
+      "ID_HASH_KEY_PREVIOUS: its key id must differ from ID_HASH_KEY's (the key id in front of a pseudonym says which key made it)",
+    );
+  if (a.secret === b.secret)
+    problems.push("ID_HASH_KEY_PREVIOUS: its secret must differ from ID_HASH_KEY's (the same secret rotates nothing)");
   return problems;
 }
 
@@ -297,13 +361,20 @@ function rotationProblems(current: string | undefined, previous: string): string
 export function loadConfig(env: NodeJS.ProcessEnv, options: { server?: boolean } = {}): Config {
   const parsed = envSchema.safeParse(env);
   const problems: string[] = [];
-  if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
+  if (!parsed.success)
+    for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   problems.push(...crossProblems(env, options.server === true));
   // The checks of values against each other run on what the schema accepted, even when another
   // variable is wrong, so one run reports everything; a variable the schema refused is not judged twice.
   const refused = new Set(parsed.success ? [] : parsed.error.issues.map((issue) => String(issue.path[0])));
-  const accepted = Object.fromEntries(Object.entries(env).filter(([name, value]) => !refused.has(name) && value !== undefined && value !== '')) as Partial<Env>;
-  problems.push(...callbackConfigProblems(accepted), ...eventsProblems(accepted, env.EVENTS_URL !== undefined && env.EVENTS_URL !== ''), ...outboundUrlProblems('DIDIT_BASE_URL', accepted.DIDIT_BASE_URL));
+  const accepted = Object.fromEntries(
+    Object.entries(env).filter(([name, value]) => !refused.has(name) && value !== undefined && value !== ''),
+  ) as Partial<Env>;
+  problems.push(
+    ...callbackConfigProblems(accepted),
+    ...eventsProblems(accepted, env.EVENTS_URL !== undefined && env.EVENTS_URL !== ''),
+    ...outboundUrlProblems('DIDIT_BASE_URL', accepted.DIDIT_BASE_URL),
+  );
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(shape(parsed.data, isProduction(env)));
 }
@@ -326,7 +397,13 @@ function shape(c: Env, production: boolean): Config {
     rules: { dir: c.RULES_DIR },
     data: {
       dir: c.DATA_DIR,
-      geoip: geoipPaths({ dataDir: c.DATA_DIR, city: c.GEOIP_CITY_DB, asn: c.GEOIP_ASN_DB, anon: c.GEOIP_ANON_DB, connection: c.GEOIP_CONNECTION_DB }),
+      geoip: geoipPaths({
+        dataDir: c.DATA_DIR,
+        city: c.GEOIP_CITY_DB,
+        asn: c.GEOIP_ASN_DB,
+        anon: c.GEOIP_ANON_DB,
+        connection: c.GEOIP_CONNECTION_DB,
+      }),
       lists: {
         refreshMs: c.LIST_REFRESH_MINUTES * MINUTE,
         urls: {
@@ -338,7 +415,12 @@ function shape(c: Env, production: boolean): Config {
         maxAgeMs: listMaxAges(c),
       },
     },
-    redis: { ...(c.REDIS_URL ? { url: c.REDIS_URL } : {}), keyPrefix: c.REDIS_KEY_PREFIX, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS, allowEviction: c.REDIS_ALLOW_EVICTION },
+    redis: {
+      ...(c.REDIS_URL ? { url: c.REDIS_URL } : {}),
+      keyPrefix: c.REDIS_KEY_PREFIX,
+      commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS,
+      allowEviction: c.REDIS_ALLOW_EVICTION,
+    },
     ids: {
       ...(c.ID_HASH_KEY ? { hashKey: parseHashKey(c.ID_HASH_KEY) } : {}),
       ...(c.ID_HASH_KEY_PREVIOUS ? { previousHashKey: parseHashKey(c.ID_HASH_KEY_PREVIOUS) } : {}),
@@ -369,19 +451,38 @@ function shape(c: Env, production: boolean): Config {
     webhook: { toleranceS: c.WEBHOOK_TOLERANCE_S, requireMethodMatch: c.DIDIT_REQUIRE_METHOD_MATCH },
     ...(didit ? { didit } : { simulator: { port: c.SIMULATOR_PORT } }),
     ...(c.EVENTS_URL && c.EVENTS_SECRET ? { events: eventsOf(c, c.EVENTS_URL, c.EVENTS_SECRET) } : {}),
-    pressure: { maxEventLoopDelayMs: c.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, sampleIntervalMs: c.PRESSURE_SAMPLE_INTERVAL_MS, maxDecidesInFlight: c.MAX_DECIDES_IN_FLIGHT },
+    pressure: {
+      maxEventLoopDelayMs: c.PRESSURE_MAX_EVENT_LOOP_DELAY_MS,
+      sampleIntervalMs: c.PRESSURE_SAMPLE_INTERVAL_MS,
+      maxDecidesInFlight: c.MAX_DECIDES_IN_FLIGHT,
+    },
     http: { connections: { max: c.HTTP_MAX_CONNECTIONS, perAddress: c.HTTP_MAX_CONNECTIONS_PER_ADDRESS } },
   };
 }
 
 /** The cross checks made DIDIT_API_KEY require the rest, so a key alone never gets here half-configured. */
 function diditOf(c: Env): DiditSettings | undefined {
-  if (!c.DIDIT_API_KEY || !c.DIDIT_BASE_URL || !c.DIDIT_WEBHOOK_SECRET || !c.DIDIT_WORKFLOW_PASSIVE || !c.DIDIT_WORKFLOW_FLASHING || !c.DIDIT_WORKFLOW_ACTIVE_3D) return undefined;
+  if (
+    !c.DIDIT_API_KEY ||
+    !c.DIDIT_BASE_URL ||
+    !c.DIDIT_WEBHOOK_SECRET ||
+    !c.DIDIT_WORKFLOW_PASSIVE ||
+    !c.DIDIT_WORKFLOW_FLASHING ||
+    !c.DIDIT_WORKFLOW_ACTIVE_3D
+  )
+    return undefined;
   return {
     baseUrl: c.DIDIT_BASE_URL,
     apiKey: c.DIDIT_API_KEY,
-    webhookSecrets: [c.DIDIT_WEBHOOK_SECRET, ...(c.DIDIT_WEBHOOK_SECRET_PREVIOUS ? [c.DIDIT_WEBHOOK_SECRET_PREVIOUS] : [])],
-    workflows: { PASSIVE: c.DIDIT_WORKFLOW_PASSIVE, FLASHING: c.DIDIT_WORKFLOW_FLASHING, ACTIVE_3D: c.DIDIT_WORKFLOW_ACTIVE_3D },
+    webhookSecrets: [
+      c.DIDIT_WEBHOOK_SECRET,
+      ...(c.DIDIT_WEBHOOK_SECRET_PREVIOUS ? [c.DIDIT_WEBHOOK_SECRET_PREVIOUS] : []),
+    ],
+    workflows: {
+      PASSIVE: c.DIDIT_WORKFLOW_PASSIVE,
+      FLASHING: c.DIDIT_WORKFLOW_FLASHING,
+      ACTIVE_3D: c.DIDIT_WORKFLOW_ACTIVE_3D,
+    },
   };
 }
 
@@ -437,7 +538,10 @@ function callbackConfigProblems(c: Partial<Env>): string[] {
     else allowedOrigins = parsed.origins;
   }
   if (c.DIDIT_CALLBACK_URL !== undefined && problems.length === 0) {
-    const problem = callbackProblem(c.DIDIT_CALLBACK_URL, { allowLoopbackHttp, ...(allowedOrigins ? { allowedOrigins } : {}) });
+    const problem = callbackProblem(c.DIDIT_CALLBACK_URL, {
+      allowLoopbackHttp,
+      ...(allowedOrigins ? { allowedOrigins } : {}),
+    });
     if (problem) problems.push(`DIDIT_CALLBACK_URL: ${problem}`);
   }
   return problems;
@@ -453,7 +557,8 @@ function outboundUrlProblems(name: string, value: string | undefined): string[] 
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
   const problems: string[] = [];
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) problems.push(`${name}: must be https:// (http:// only to localhost, 127.0.0.0/8 or ::1)`);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback))
+    problems.push(`${name}: must be https:// (http:// only to localhost, 127.0.0.0/8 or ::1)`);
   if (url.username || url.password) problems.push(`${name}: no credentials in the URL`);
   return problems;
 }
@@ -467,7 +572,8 @@ function eventsProblems(c: Partial<Env>, urlSet: boolean): string[] {
   if (!urlSet && c.EVENTS_SECRET) problems.push('EVENTS_SECRET: set without EVENTS_URL');
   if (urlSet) {
     problems.push(...outboundUrlProblems('EVENTS_URL', c.EVENTS_URL));
-    if (!c.EVENTS_SECRET) problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
+    if (!c.EVENTS_SECRET)
+      problems.push('EVENTS_SECRET: required with EVENTS_URL (whsec_<base64 of 24-64 random bytes>)');
   }
   for (const name of ['EVENTS_SECRET', 'EVENTS_SECRET_PREVIOUS'] as const) {
     const value = c[name];
@@ -485,7 +591,10 @@ function eventsProblems(c: Partial<Env>, urlSet: boolean): string[] {
  */
 function callbackPolicyOf(config: Partial<Env>): CallbackPolicy {
   const allowLoopbackHttp = !config.DIDIT_API_KEY;
-  const parsed = config.CALLBACK_ALLOWED_ORIGINS === undefined ? undefined : parseAllowedOrigins(config.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
+  const parsed =
+    config.CALLBACK_ALLOWED_ORIGINS === undefined
+      ? undefined
+      : parseAllowedOrigins(config.CALLBACK_ALLOWED_ORIGINS, allowLoopbackHttp);
   if (!parsed) return { allowLoopbackHttp };
   // loadConfig refuses a bad list; should one get here anyway, it allows nothing rather than anything.
   return { allowLoopbackHttp, allowedOrigins: 'origins' in parsed ? parsed.origins : new Set<string>() };

@@ -9,7 +9,9 @@ import type { Store } from './store/store.js';
 /** Refused at start: see data/ops/README.md "State and retention" for why and for REDIS_ALLOW_EVICTION. */
 export class EvictingRedisError extends Error {
   constructor(readonly nodes: readonly string[]) {
-    super(`redis maxmemory-policy evicts keys on ${nodes.join(', ')}: set maxmemory-policy noeviction (or REDIS_ALLOW_EVICTION=true to accept silent decision changes)`);
+    super(
+      `redis maxmemory-policy evicts keys on ${nodes.join(', ')}: set maxmemory-policy noeviction (or REDIS_ALLOW_EVICTION=true to accept silent decision changes)`,
+    );
   }
 }
 
@@ -52,7 +54,10 @@ export async function openStore(config: Config, options: OpenStoreOptions): Prom
         redis.disconnect();
         throw new EvictingRedisError(evicting);
       }
-      options.logger.warn({ evicting }, 'redis may evict keys (REDIS_ALLOW_EVICTION=true): evicted counters and pending step-ups change decisions silently');
+      options.logger.warn(
+        { evicting },
+        'redis may evict keys (REDIS_ALLOW_EVICTION=true): evicted counters and pending step-ups change decisions silently',
+      );
     }
   } catch (error) {
     if (error instanceof EvictingRedisError) throw error;
@@ -60,7 +65,10 @@ export async function openStore(config: Config, options: OpenStoreOptions): Prom
       redis.disconnect();
       throw error;
     }
-    options.logger.error({ err: (error as Error).message }, 'redis not ready at start: decisions are degraded (never SKIP) until it is');
+    options.logger.error(
+      { err: (error as Error).message },
+      'redis not ready at start: decisions are degraded (never SKIP) until it is',
+    );
   }
   return { store: createRedisStore({ redis, keyPrefix, retention: config.retention }), redis };
 }

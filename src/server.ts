@@ -40,22 +40,40 @@ function offlineDidit(config: Config): { simulator: Simulator; port: number; did
     retryDelaysMs: [2000, 8000],
     callbackPolicy: config.callbacks,
   });
-  return { simulator, port, didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } };
+  return {
+    simulator,
+    port,
+    didit: {
+      baseUrl,
+      apiKey: credentials.apiKey,
+      webhookSecrets: [credentials.webhookSecret],
+      workflows: credentials.workflows,
+    },
+  };
 }
 
 /** Says loudly which embedded defaults this run uses: each is fine for a try-out, wrong in production. */
 function warnEmbeddedDefaults(config: Config, service: Service, logger: Logger): void {
   if (config.embedded.length > 0) {
-    logger.warn({ embedded_defaults: config.embedded }, 'EMBEDDED DEFAULTS IN USE: not for production (see data/ops/README.md)');
+    logger.warn(
+      { embedded_defaults: config.embedded },
+      'EMBEDDED DEFAULTS IN USE: not for production (see data/ops/README.md)',
+    );
   }
   if (config.embedded.includes('maxmind-test-databases')) {
-    logger.warn('GeoIP: MaxMind TEST databases (made-up data). Set GEOIP_CITY_DB and GEOIP_ASN_DB to real GeoLite2/GeoIP2 files, or run npm run data:update with MAXMIND_LICENSE_KEY');
+    logger.warn(
+      'GeoIP: MaxMind TEST databases (made-up data). Set GEOIP_CITY_DB and GEOIP_ASN_DB to real GeoLite2/GeoIP2 files, or run npm run data:update with MAXMIND_LICENSE_KEY',
+    );
   }
-  if (config.embedded.includes('memory-store')) logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
-  if (config.embedded.includes('ephemeral-id-hash-key')) logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
+  if (config.embedded.includes('memory-store'))
+    logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
+  if (config.embedded.includes('ephemeral-id-hash-key'))
+    logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
   if (service.generatedToken) {
     // Printed once to stdout for the quick start; never logged through pino.
-    process.stdout.write(`\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.generatedToken}\n\n`);
+    process.stdout.write(
+      `\n  API token for this run (set API_TOKENS=name:token to choose your own):\n  Authorization: Bearer ${service.generatedToken}\n\n`,
+    );
   }
 }
 
@@ -77,7 +95,15 @@ function scheduleListRefresh(config: Config, logger: Logger): void {
  * close) and exit within 5 s; a second signal exits at once. SIGHUP is skipped by the drain: it
  * reloads rules, it never stops us.
  */
-function handleSignals(parts: { service: Service; metricsApp: ReturnType<typeof createMetricsApp>; simulator: Simulator | undefined; drain: ReturnType<typeof createDrain> }, logger: Logger): void {
+function handleSignals(
+  parts: {
+    service: Service;
+    metricsApp: ReturnType<typeof createMetricsApp>;
+    simulator: Simulator | undefined;
+    drain: ReturnType<typeof createDrain>;
+  },
+  logger: Logger,
+): void {
   const { service, metricsApp, simulator, drain } = parts;
   process.on('SIGHUP', () => {
     logger.info('SIGHUP: reloading rules');
@@ -99,7 +125,13 @@ async function main(): Promise<void> {
   const logger = createLogger(config.log.level);
   const offline = offlineDidit(config);
   const { store, redis } = await openStore(config, { logger });
-  const service = await createService(config, { logger, watch: true, store, ...(offline ? { didit: offline.didit } : {}), ...(redis ? { redis } : {}) });
+  const service = await createService(config, {
+    logger,
+    watch: true,
+    store,
+    ...(offline ? { didit: offline.didit } : {}),
+    ...(redis ? { redis } : {}),
+  });
   warnEmbeddedDefaults(config, service, logger);
   const metricsApp = createMetricsApp(service.metrics.registry);
   scheduleListRefresh(config, logger);
@@ -107,12 +139,18 @@ async function main(): Promise<void> {
   // Sockets open only once everything above has loaded: a failed start leaves nothing listening.
   if (offline) {
     await offline.simulator.app.listen({ port: offline.port, host: '127.0.0.1' });
-    logger.warn({ simulator: offline.didit.baseUrl }, 'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page');
+    logger.warn(
+      { simulator: offline.didit.baseUrl },
+      'DIDIT: offline SIMULATOR in use (no DIDIT_API_KEY); step-up URLs open its Approve / Decline page',
+    );
   }
   const drain = createDrain(service.app);
   await service.app.listen({ ...config.listen });
   await metricsApp.listen({ ...config.metrics });
-  logger.info({ port: config.listen.port, metrics_port: config.metrics.port, ruleset: service.rules.current()?.hash }, 'risk engine listening');
+  logger.info(
+    { port: config.listen.port, metrics_port: config.metrics.port, ruleset: service.rules.current()?.hash },
+    'risk engine listening',
+  );
   handleSignals({ service, metricsApp, simulator: offline?.simulator, drain }, logger);
 }
 

@@ -37,7 +37,8 @@ function sourceFiles(dir: string): string[] {
 export function importsOf(text: string): string[] {
   const code = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
   const found: string[] = [];
-  for (const match of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm)) found.push(match[1]!);
+  for (const match of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm))
+    found.push(match[1]!);
   return found;
 }
 
@@ -53,8 +54,10 @@ export function violations(files: ReadonlyArray<{ file: string; text: string }>)
     const inFolder = from in ALLOWED;
     for (const spec of importsOf(text)) {
       if (!spec.startsWith('.')) {
-        if (from === 'engine' && !ENGINE_PACKAGES.has(spec)) problems.push(`${path.relative(src, file)}: the engine imports ${spec}`);
-        if ((from === 'signals' || from === 'engine') && FILE_SYSTEM.test(spec)) problems.push(`${path.relative(src, file)}: ${from}/ touches the file system`);
+        if (from === 'engine' && !ENGINE_PACKAGES.has(spec))
+          problems.push(`${path.relative(src, file)}: the engine imports ${spec}`);
+        if ((from === 'signals' || from === 'engine') && FILE_SYSTEM.test(spec))
+          problems.push(`${path.relative(src, file)}: ${from}/ touches the file system`);
         continue;
       }
       const target = path.resolve(path.dirname(file), spec);
@@ -64,8 +67,12 @@ export function violations(files: ReadonlyArray<{ file: string; text: string }>)
       }
       const to = placeOf(target.replace(/\.js$/, '.ts'));
       if (!inFolder || to === from) continue;
-      if (!(to in ALLOWED) && !FOUNDATION.has(to)) problems.push(`${path.relative(src, file)}: a folder imports the composition file ${to}`);
-      else if (!ALLOWED[from]!.includes(to)) problems.push(`${path.relative(src, file)}: ${from}/ imports ${to}${to in ALLOWED ? '/' : ''}, which it may not`);
+      if (!(to in ALLOWED) && !FOUNDATION.has(to))
+        problems.push(`${path.relative(src, file)}: a folder imports the composition file ${to}`);
+      else if (!ALLOWED[from]!.includes(to))
+        problems.push(
+          `${path.relative(src, file)}: ${from}/ imports ${to}${to in ALLOWED ? '/' : ''}, which it may not`,
+        );
     }
   }
   return problems;
@@ -79,8 +86,14 @@ t.test('every folder imports only itself and the layers below it', async (t) => 
 });
 
 t.test('every folder of src/ has a declared place in the layers', async (t) => {
-  const folders = readdirSync(src, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
-  t.same(folders.filter((f) => !(f in ALLOWED)), [], 'a new folder needs a line in ALLOWED');
+  const folders = readdirSync(src, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name);
+  t.same(
+    folders.filter((f) => !(f in ALLOWED)),
+    [],
+    'a new folder needs a line in ALLOWED',
+  );
 });
 
 t.test('the check catches each kind of violation (so it cannot pass vacuously)', async (t) => {
@@ -99,7 +112,15 @@ t.test('the check catches each kind of violation (so it cannot pass vacuously)',
     const found = violations([{ file: at(name), text }]);
     t.match(found.join('\n'), expected, `${name}: ${text}`);
   }
-  t.same(violations([{ file: at('routes/x.ts'), text: "import { evaluate } from '../engine/evaluate.js';\n// import x from '../app.js';" }]), []);
+  t.same(
+    violations([
+      {
+        file: at('routes/x.ts'),
+        text: "import { evaluate } from '../engine/evaluate.js';\n// import x from '../app.js';",
+      },
+    ]),
+    [],
+  );
 });
 
 /**
@@ -110,14 +131,21 @@ t.test('the check catches each kind of violation (so it cannot pass vacuously)',
 const CONCERN_FOLDERS = new Set(['reliability', 'security', 'privacy', 'ops', 'docs']);
 const SUPPORT_FOLDERS = new Set(['helpers', 'tools', 'bench']);
 
-export function misplacedTests(testDirs: string[], rootTests: string[], srcFolders: string[], srcRootFiles: string[]): string[] {
+export function misplacedTests(
+  testDirs: string[],
+  rootTests: string[],
+  srcFolders: string[],
+  srcRootFiles: string[],
+): string[] {
   const problems: string[] = [];
   for (const dir of testDirs) {
-    if (!srcFolders.includes(dir) && !CONCERN_FOLDERS.has(dir) && !SUPPORT_FOLDERS.has(dir)) problems.push(`test/${dir}/ mirrors no folder of src/ and names no declared concern`);
+    if (!srcFolders.includes(dir) && !CONCERN_FOLDERS.has(dir) && !SUPPORT_FOLDERS.has(dir))
+      problems.push(`test/${dir}/ mirrors no folder of src/ and names no declared concern`);
   }
   for (const file of rootTests) {
     const module = file.replace(/\.test\.ts$/, '.ts');
-    if (file !== 'architecture.test.ts' && !srcRootFiles.includes(module)) problems.push(`test/${file} tests no root file of src/ (src/${module})`);
+    if (file !== 'architecture.test.ts' && !srcRootFiles.includes(module))
+      problems.push(`test/${file} tests no root file of src/ (src/${module})`);
   }
   return problems;
 }
@@ -132,5 +160,9 @@ t.test('test folders mirror src/ folders or name a concern that crosses them', a
     srcEntries.filter((d) => d.isFile()).map((d) => d.name),
   );
   t.same(problems, []);
-  t.match(misplacedTests(['rules', 'store'], ['cli.test.ts', 'service.test.ts'], ['store'], ['cli.ts']).join('\n'), /test\/rules\/ mirrors no folder[\s\S]*test\/service\.test\.ts tests no root file/, 'the check names each kind');
+  t.match(
+    misplacedTests(['rules', 'store'], ['cli.test.ts', 'service.test.ts'], ['store'], ['cli.ts']).join('\n'),
+    /test\/rules\/ mirrors no folder[\s\S]*test\/service\.test\.ts tests no root file/,
+    'the check names each kind',
+  );
 });

@@ -45,9 +45,19 @@ async function atomicWrite(target: string, bytes: Buffer | string): Promise<void
 export function mmdbFromTarGz(archive: Buffer): Buffer {
   const tar = gunzipSync(archive);
   for (let offset = 0; offset + 512 <= tar.length; ) {
-    const name = tar.subarray(offset, offset + 100).toString('utf8').replace(/\0.*$/s, '');
+    const name = tar
+      .subarray(offset, offset + 100)
+      .toString('utf8')
+      .replace(/\0.*$/s, '');
     if (!name) break;
-    const size = parseInt(tar.subarray(offset + 124, offset + 136).toString('utf8').replace(/\0.*$/s, '').trim() || '0', 8);
+    const size = parseInt(
+      tar
+        .subarray(offset + 124, offset + 136)
+        .toString('utf8')
+        .replace(/\0.*$/s, '')
+        .trim() || '0',
+      8,
+    );
     if (name.endsWith('.mmdb')) return tar.subarray(offset + 512, offset + 512 + size);
     offset += 512 + Math.ceil(size / 512) * 512;
   }
@@ -59,7 +69,10 @@ export function mmdbFromTarGz(archive: Buffer): Buffer {
  * YYYY-MM-DD HH:MM:SS`, or a `# … 2026-11-25T…` header line), else the server's `Last-Modified`.
  * Undefined when neither says: the fetch time is all we know then.
  */
-export function sourceDate(text: string, lastModified: string | null): { at: number; from: 'list' | 'last_modified' } | undefined {
+export function sourceDate(
+  text: string,
+  lastModified: string | null,
+): { at: number; from: 'list' | 'last_modified' } | undefined {
   let newest = 0;
   for (const match of text.matchAll(/^(?:ExitAddress \S+ |#.*?)(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})/gm)) {
     const at = Date.parse(`${match[1]}T${match[2]}Z`);
@@ -72,13 +85,20 @@ export function sourceDate(text: string, lastModified: string | null): { at: num
 
 export async function updateData(settings: UpdateSettings): Promise<UpdateReport> {
   const doFetch = settings.fetch ?? fetch;
-  const report = { updated: [] as string[], unchanged: [] as string[], failed: [] as Array<{ name: string; reason: string }> };
+  const report = {
+    updated: [] as string[],
+    unchanged: [] as string[],
+    failed: [] as Array<{ name: string; reason: string }>,
+  };
 
   if (settings.licenseKey) {
     const auth = `Basic ${Buffer.from(`${settings.accountId ?? ''}:${settings.licenseKey}`).toString('base64')}`;
     for (const [edition, target] of Object.entries(settings.editions)) {
       try {
-        const response = await doFetch(`${settings.maxmindBaseUrl}/geoip/databases/${edition}/download?suffix=tar.gz`, { headers: { authorization: auth }, signal: AbortSignal.timeout(120_000) });
+        const response = await doFetch(`${settings.maxmindBaseUrl}/geoip/databases/${edition}/download?suffix=tar.gz`, {
+          headers: { authorization: auth },
+          signal: AbortSignal.timeout(120_000),
+        });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const mmdb = mmdbFromTarGz(Buffer.from(await response.arrayBuffer()));
         readerFromBuffer(mmdb, target); // proves it opens and answers before it replaces anything
@@ -91,7 +111,18 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
   }
 
   const manifestPath = path.join(settings.dataDir, 'lists.json');
-  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<string, { files: string[]; format: 'ips' | 'cidrs' | 'asns'; as_of: string; as_of_from?: string; source: string; etag?: string; last_modified?: string }>;
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<
+    string,
+    {
+      files: string[];
+      format: 'ips' | 'cidrs' | 'asns';
+      as_of: string;
+      as_of_from?: string;
+      source: string;
+      etag?: string;
+      last_modified?: string;
+    }
+  >;
   let manifestChanged = false;
   for (const [name, url] of Object.entries(settings.listUrls) as Array<[ListName, string]>) {
     const entry = manifest[name];
@@ -108,7 +139,8 @@ export async function updateData(settings: UpdateSettings): Promise<UpdateReport
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const text = await response.text();
       const snapshot = snapshotFromText(name, entry.format, [text], Date.now(), url);
-      if (snapshot.entries < (settings.minListEntries ?? 10)) throw new Error(`only ${snapshot.entries} entries: refused as truncated or wrong`);
+      if (snapshot.entries < (settings.minListEntries ?? 10))
+        throw new Error(`only ${snapshot.entries} entries: refused as truncated or wrong`);
       const target = path.join(settings.dataDir, entry.files[0]!);
       await atomicWrite(target, text);
       entry.files = [entry.files[0]!];
@@ -178,6 +210,7 @@ if (process.argv[1] && /data-update\.(ts|js)$/.test(process.argv[1])) {
     },
   });
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  if (!env.MAXMIND_LICENSE_KEY) process.stdout.write('MAXMIND_LICENSE_KEY is not set: GeoLite2 databases were not downloaded\n');
+  if (!env.MAXMIND_LICENSE_KEY)
+    process.stdout.write('MAXMIND_LICENSE_KEY is not set: GeoLite2 databases were not downloaded\n');
   process.exit(report.failed.length ? 1 : 0);
 }

@@ -17,7 +17,9 @@ export async function openDatabase(file: string): Promise<LoadedDatabase> {
 }
 
 /** The files to open: the operator's, or (neither city nor ASN set) the embedded MaxMind test databases. */
-export function geoipPaths(files: { dataDir: string } & Partial<Record<GeoDatabase, string | undefined>>): Partial<Record<GeoDatabase, string>> {
+export function geoipPaths(
+  files: { dataDir: string } & Partial<Record<GeoDatabase, string | undefined>>,
+): Partial<Record<GeoDatabase, string>> {
   const embedded = !files.city && !files.asn;
   const paths: Partial<Record<GeoDatabase, string>> = {};
   for (const db of ['city', 'asn', 'anon', 'connection'] as const) {

@@ -13,7 +13,12 @@ export interface GeoSwapEvents {
  * proven before the swap; a truncated, empty or corrupt file keeps the previous reader serving
  * (node-maxmind #62 crashed on in-place overwrites).
  */
-export function watchGeoDatabases(geoip: GeoIp, paths: Partial<Record<GeoDatabase, string>>, open: (file: string) => Promise<LoadedDatabase>, events: GeoSwapEvents): () => void {
+export function watchGeoDatabases(
+  geoip: GeoIp,
+  paths: Partial<Record<GeoDatabase, string>>,
+  open: (file: string) => Promise<LoadedDatabase>,
+  events: GeoSwapEvents,
+): () => void {
   const lastSeen = new Map<string, string>();
   const check = async (db: GeoDatabase, file: string) => {
     try {
@@ -32,8 +37,15 @@ export function watchGeoDatabases(geoip: GeoIp, paths: Partial<Record<GeoDatabas
   for (const [db, file] of Object.entries(paths) as Array<[GeoDatabase, string]>) {
     const dir = path.dirname(file);
     byDir.set(dir, [...(byDir.get(dir) ?? []), [db, file]]);
-    void stat(file).then((info) => lastSeen.set(file, `${info.ino}:${info.size}:${info.mtimeMs}`), () => undefined);
+    void stat(file).then(
+      (info) => lastSeen.set(file, `${info.ino}:${info.size}:${info.mtimeMs}`),
+      () => undefined,
+    );
   }
-  const stops = [...byDir.entries()].map(([dir, dbs]) => watchDirectory(dir, () => dbs.forEach(([db, file]) => void check(db, file)), 250));
-  return () => stops.forEach((stop) => stop());
+  const stops = [...byDir.entries()].map(([dir, dbs]) =>
+    watchDirectory(dir, () => dbs.forEach(([db, file]) => void check(db, file)), 250),
+  );
+  return () => {
+    for (const stop of stops) stop();
+  };
 }

@@ -30,7 +30,13 @@ export function parseAsnLines(text: string): Set<number> {
   return asns;
 }
 
-export function snapshotFromText(name: ListName, format: 'ips' | 'cidrs' | 'asns', texts: readonly string[], asOf: number, source: string): ListSnapshot {
+export function snapshotFromText(
+  name: ListName,
+  format: 'ips' | 'cidrs' | 'asns',
+  texts: readonly string[],
+  asOf: number,
+  source: string,
+): ListSnapshot {
   if (format === 'asns') {
     const asns = new Set<number>();
     for (const text of texts) for (const asn of parseAsnLines(text)) asns.add(asn);
@@ -41,7 +47,9 @@ export function snapshotFromText(name: ListName, format: 'ips' | 'cidrs' | 'asns
 }
 
 /** Loads every list named in `<dataDir>/lists.json`; a list whose files cannot be read is left out (unknown). */
-export async function loadListsFromManifest(dataDir: string): Promise<{ snapshots: ListSnapshot[]; failures: string[] }> {
+export async function loadListsFromManifest(
+  dataDir: string,
+): Promise<{ snapshots: ListSnapshot[]; failures: string[] }> {
   const manifest = manifestSchema.parse(JSON.parse(await readFile(path.join(dataDir, 'lists.json'), 'utf8')));
   const snapshots: ListSnapshot[] = [];
   const failures: string[] = [];
@@ -61,7 +69,8 @@ export async function listDirectories(dataDir: string): Promise<string[]> {
   try {
     const manifest = manifestSchema.parse(JSON.parse(await readFile(path.join(dataDir, 'lists.json'), 'utf8')));
     const dirs = new Set<string>([dataDir]);
-    for (const entry of Object.values(manifest)) for (const file of entry?.files ?? []) dirs.add(path.dirname(path.join(dataDir, file)));
+    for (const entry of Object.values(manifest))
+      for (const file of entry?.files ?? []) dirs.add(path.dirname(path.join(dataDir, file)));
     return [...dirs];
   } catch {
     return [dataDir];

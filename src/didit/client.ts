@@ -1,9 +1,24 @@
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { StepUpRung } from '../engine/ladder.js';
 import { createBreaker, type Breaker } from './breaker.js';
-import { createSessionResponse, decisionResponse, DIDIT_ID, type CreateSessionResponse, type DecisionResponse } from './schemas.js';
+import {
+  createSessionResponse,
+  decisionResponse,
+  DIDIT_ID,
+  type CreateSessionResponse,
+  type DecisionResponse,
+} from './schemas.js';
 
-export type DiditErrorCode = 'bad_request' | 'auth' | 'not_found' | 'rate_limited' | 'server' | 'timeout' | 'network' | 'circuit_open' | 'bad_response';
+export type DiditErrorCode =
+  | 'bad_request'
+  | 'auth'
+  | 'not_found'
+  | 'rate_limited'
+  | 'server'
+  | 'timeout'
+  | 'network'
+  | 'circuit_open'
+  | 'bad_response';
 
 /** Didit's own error text stays in here (and in debug logs); callers see only the code. */
 export class DiditError extends Error {
@@ -59,7 +74,13 @@ export function createDiditClient(options: DiditClientOptions): DiditClient {
   const breaker = options.breaker ?? createBreaker();
   const base = options.baseUrl.replace(/\/+$/, '');
 
-  async function call<T>(operation: 'create_session' | 'get_decision', path: string, init: RequestInit, schema: z.ZodType<T>, okStatus: number): Promise<T> {
+  async function call<T>(
+    operation: 'create_session' | 'get_decision',
+    path: string,
+    init: RequestInit,
+    schema: z.ZodType<T>,
+    okStatus: number,
+  ): Promise<T> {
     if (!breaker.allow(clock())) {
       options.onRequest?.(operation, 'circuit_open');
       throw new DiditError('circuit_open', undefined);
@@ -71,10 +92,15 @@ export function createDiditClient(options: DiditClientOptions): DiditClient {
         // Never follow a redirect: it once dropped the auth header at Didit, and it is an SSRF lever.
         redirect: 'manual',
         signal: AbortSignal.timeout(timeoutMs),
-        headers: { 'x-api-key': options.apiKey, accept: 'application/json', ...(init.body ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          'x-api-key': options.apiKey,
+          accept: 'application/json',
+          ...(init.body ? { 'content-type': 'application/json' } : {}),
+        },
       });
     } catch (error) {
-      const code: DiditErrorCode = (error as Error).name === 'TimeoutError' || (error as Error).name === 'AbortError' ? 'timeout' : 'network';
+      const code: DiditErrorCode =
+        (error as Error).name === 'TimeoutError' || (error as Error).name === 'AbortError' ? 'timeout' : 'network';
       breaker.failure(clock());
       options.onRequest?.(operation, code);
       throw new DiditError(code, undefined);
@@ -121,7 +147,13 @@ export function createDiditClient(options: DiditClientOptions): DiditClient {
         ...(request.portraitImage ? { portrait_image: request.portraitImage } : {}),
       };
       // No retry here: the POST is not idempotent and bytes may have reached Didit.
-      return call('create_session', '/v3/session/', { method: 'POST', body: JSON.stringify(body) }, createSessionResponse, 201);
+      return call(
+        'create_session',
+        '/v3/session/',
+        { method: 'POST', body: JSON.stringify(body) },
+        createSessionResponse,
+        201,
+      );
     },
     getDecision(sessionId) {
       // Only an id of Didit's shape goes into the path: nothing else can reach another endpoint.

@@ -43,7 +43,12 @@ export interface ReplayResult {
  * as on arrival but no freshness window. A letter that now settles is removed; one that still cannot
  * apply, or meets a temporary failure, stays until its week is over.
  */
-export async function replayDeadLetters(deps: { store: Store; ids: Pseudonymiser; handle: WebhookHandler; now: number }): Promise<ReplayResult[]> {
+export async function replayDeadLetters(deps: {
+  store: Store;
+  ids: Pseudonymiser;
+  handle: WebhookHandler;
+  now: number;
+}): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
   for (const view of await listDeadLetters(deps.store, deps.ids, deps.now)) {
     if (!view.content) {

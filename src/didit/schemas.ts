@@ -26,7 +26,9 @@ export const createSessionResponse = z.object({
 });
 export type CreateSessionResponse = z.infer<typeof createSessionResponse>;
 
-const livenessCheck = z.object({ method: z.string().max(40).nullish(), status: z.string().nullish(), score: z.number().nullish() }).passthrough();
+const livenessCheck = z
+  .object({ method: z.string().max(40).nullish(), status: z.string().nullish(), score: z.number().nullish() })
+  .passthrough();
 
 /** What a decision says about liveness: v3's `liveness_checks[]`, or the v1/v2 singular `liveness`. */
 const livenessFields = {
@@ -61,4 +63,15 @@ export const webhookBody = z
   .passthrough();
 export type WebhookBody = z.infer<typeof webhookBody>;
 
-export const SESSION_STATUSES = ['Not Started', 'In Progress', 'Awaiting User', 'In Review', 'Approved', 'Declined', 'Resubmitted', 'Expired', 'Kyc Expired', 'Abandoned'] as const;
+export const SESSION_STATUSES = [
+  'Not Started',
+  'In Progress',
+  'Awaiting User',
+  'In Review',
+  'Approved',
+  'Declined',
+  'Resubmitted',
+  'Expired',
+  'Kyc Expired',
+  'Abandoned',
+] as const;

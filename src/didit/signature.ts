@@ -76,10 +76,12 @@ const pythonString = (text: string): string => JSON.stringify(text);
  * after shorten_floats Python cannot either: the two agree for every value JSON.parse can hold.
  */
 export function canonicalJson(value: unknown, maxDepth = Infinity, depth = 1): string {
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? String(value === 0 ? 0 : value) : pythonNumber(value);
+  if (typeof value === 'number')
+    return Number.isSafeInteger(value) ? String(value === 0 ? 0 : value) : pythonNumber(value);
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   if (depth > maxDepth) throw new CanonicalFormError('too deep');
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item, maxDepth, depth + 1))).join(',')}]`;
+  if (Array.isArray(value))
+    return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item, maxDepth, depth + 1))).join(',')}]`;
   const record = value as Record<string, unknown>;
   const entries = Object.keys(record)
     .filter((key) => record[key] !== undefined)
@@ -129,8 +131,10 @@ export function nestsDeeperThan(text: string, cap: number): boolean {
   return false;
 }
 
-
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
+/** JSON's three literals, as they are written. */
+const LITERALS = ['true', 'false', 'null'] as const;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: JSON forbids raw control characters in strings; the scanner must match exactly that range.
 const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
 const WHITESPACE = /[ \t\n\r]*/y;
 
@@ -203,9 +207,12 @@ export function canonicalFromText(text: string, maxDepth = MAX_WEBHOOK_DEPTH): s
       return `[${items.join(',')}]`;
     }
     if (c === '"') return readString();
-    if (text.startsWith('true', at)) return (at += 4), 'true';
-    if (text.startsWith('false', at)) return (at += 5), 'false';
-    if (text.startsWith('null', at)) return (at += 4), 'null';
+    for (const literal of LITERALS) {
+      if (text.startsWith(literal, at)) {
+        at += literal.length;
+        return literal;
+      }
+    }
     NUMBER.lastIndex = at;
     const match = NUMBER.exec(text);
     if (!match) return fail();
@@ -240,10 +247,23 @@ export interface SignatureHeaders {
   readonly 'x-timestamp'?: string | undefined;
 }
 
-export type VerifyFailure = 'missing_signature' | 'bad_signature' | 'stale' | 'timestamp_mismatch' | 'malformed' | 'too_deep';
+export type VerifyFailure =
+  | 'missing_signature'
+  | 'bad_signature'
+  | 'stale'
+  | 'timestamp_mismatch'
+  | 'malformed'
+  | 'too_deep';
 
 export type VerifyResult =
-  | { ok: true; scheme: SignatureScheme; envelopeOnly: boolean; body: Record<string, unknown>; timestamp: number; secretIndex: number }
+  | {
+      ok: true;
+      scheme: SignatureScheme;
+      envelopeOnly: boolean;
+      body: Record<string, unknown>;
+      timestamp: number;
+      secretIndex: number;
+    }
   | { ok: false; reason: VerifyFailure };
 
 export interface VerifyInput {
@@ -274,7 +294,8 @@ function parseObject(text: string): Parsed {
   if (nestsDeeperThan(text, MAX_WEBHOOK_DEPTH)) return { ok: false, reason: 'too_deep' };
   try {
     const parsed: unknown = JSON.parse(text);
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { ok: false, reason: 'malformed' };
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      return { ok: false, reason: 'malformed' };
     return { ok: true, body: parsed as Record<string, unknown> };
   } catch {
     return { ok: false, reason: 'malformed' };

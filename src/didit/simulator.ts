@@ -62,7 +62,11 @@ export interface Simulator {
   /** Opens the hosted link from an address (default 192.0.2.10): Not Started → In Progress, with its webhook (what Didit does). */
   start(sessionId: string, from?: FlowOrigin): Promise<number[]>;
   /** Moves a session to a status and delivers the webhook, as a user clicking would (from `from.ip`). */
-  complete(sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired', from?: FlowOrigin): Promise<number[]>;
+  complete(
+    sessionId: string,
+    status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired',
+    from?: FlowOrigin,
+  ): Promise<number[]>;
   /** The exact bytes and headers a webhook for this session and status would carry. */
   webhookFor(sessionId: string, status: string, timestampS?: number): { body: string; headers: Record<string, string> };
 }
@@ -89,15 +93,20 @@ export function createSimulator(options: SimulatorOptions): Simulator {
   const clock = options.clock ?? Date.now;
   const sessions = new Map<string, SimSession>();
   const byToken = new Map<string, string>();
-  const methodOf = new Map<string, StepUpRung>(Object.entries(options.workflows).map(([m, id]) => [id, m as StepUpRung]));
+  const methodOf = new Map<string, StepUpRung>(
+    Object.entries(options.workflows).map(([m, id]) => [id, m as StepUpRung]),
+  );
   let sessionNumber = 1000;
   const stats = { createCalls: 0, created: 0, reused: 0, decisionCalls: 0, deliveries: 0 };
   const app = Fastify({ logger: false, bodyLimit: 3 * 1024 * 1024, forceCloseConnections: true });
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_r, body, done) => done(null, body));
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_r, body, done) =>
+    done(null, body),
+  );
 
   const decisionOf = (s: SimSession) => {
     const finished = !UNFINISHED.has(s.status);
-    const featureStatus = s.status === 'Approved' || s.status === 'Declined' || s.status === 'In Review' ? s.status : 'Not Finished';
+    const featureStatus =
+      s.status === 'Approved' || s.status === 'Declined' || s.status === 'In Review' ? s.status : 'Not Finished';
     return {
       session_id: s.sessionId,
       session_number: s.sessionNumber,
@@ -109,9 +118,43 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       metadata: s.metadata,
       callback: s.callback,
       // Floats Didit writes differently from JavaScript (1e-05, and 100.0 folded into 100), so the signing is exercised.
-      liveness_checks: finished ? [{ node_id: 'feature_liveness_1', method: s.method, status: featureStatus, score: s.status === 'Approved' ? 100.0 : 31.5, face_quality: 87.25, face_luminance: 0.00001, warnings: [] }] : null,
-      ip_analyses: finished && s.ip ? [{ node_id: 'feature_ip_1', status: 'Approved', ip_address: s.ip, is_vpn_or_tor: false, is_data_center: false, warnings: [] }] : null,
-      face_matches: finished && s.hasPortrait ? [{ node_id: 'feature_face_match_1', status: featureStatus, score: s.status === 'Approved' ? 91.37 : 42.18, warnings: [] }] : null,
+      liveness_checks: finished
+        ? [
+            {
+              node_id: 'feature_liveness_1',
+              method: s.method,
+              status: featureStatus,
+              score: s.status === 'Approved' ? 100.0 : 31.5,
+              face_quality: 87.25,
+              face_luminance: 0.00001,
+              warnings: [],
+            },
+          ]
+        : null,
+      ip_analyses:
+        finished && s.ip
+          ? [
+              {
+                node_id: 'feature_ip_1',
+                status: 'Approved',
+                ip_address: s.ip,
+                is_vpn_or_tor: false,
+                is_data_center: false,
+                warnings: [],
+              },
+            ]
+          : null,
+      face_matches:
+        finished && s.hasPortrait
+          ? [
+              {
+                node_id: 'feature_face_match_1',
+                status: featureStatus,
+                score: s.status === 'Approved' ? 91.37 : 42.18,
+                warnings: [],
+              },
+            ]
+          : null,
       created_at: new Date(s.createdAt).toISOString(),
     };
   };
@@ -131,7 +174,9 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       environment: 'sandbox',
       ...(s.vendorData !== null ? { vendor_data: s.vendorData } : {}),
       ...(s.metadata !== undefined && s.metadata !== null ? { metadata: s.metadata } : {}),
-      ...(['Approved', 'Declined', 'In Review', 'Abandoned'].includes(status) ? { decision: decisionOf({ ...s, status }) } : {}),
+      ...(['Approved', 'Declined', 'In Review', 'Abandoned'].includes(status)
+        ? { decision: decisionOf({ ...s, status }) }
+        : {}),
     };
     // Didit sends Python's ensure_ascii=True text and signs V2 over the unescaped form (its published fixtures).
     const canonical = canonicalJson(body);
@@ -160,7 +205,13 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       const { body, headers } = webhookFor(sessionId, status);
       stats.deliveries += 1;
       try {
-        const response = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(5000), redirect: 'manual' });
+        const response = await fetch(url, {
+          method: 'POST',
+          headers,
+          body,
+          signal: AbortSignal.timeout(5000),
+          redirect: 'manual',
+        });
         last = response.status;
         await response.body?.cancel().catch(() => undefined);
         if (response.status < 500 && response.status !== 404) return last;
@@ -195,7 +246,11 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     return [await deliver(sessionId, 'In Progress')];
   };
 
-  const complete = async (sessionId: string, status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired', from: FlowOrigin = {}) => {
+  const complete = async (
+    sessionId: string,
+    status: 'Approved' | 'Declined' | 'Abandoned' | 'In Review' | 'Expired',
+    from: FlowOrigin = {},
+  ) => {
     const s = sessions.get(sessionId);
     if (!s) throw new Error(`no simulated session ${sessionId}`);
     const codes = await start(sessionId, from);
@@ -204,20 +259,39 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     return codes;
   };
 
-  const simulator: Simulator = { app, sessions, faults: {}, webhookUrl: options.webhookUrl, stats, complete, start, webhookFor };
+  const simulator: Simulator = {
+    app,
+    sessions,
+    faults: {},
+    webhookUrl: options.webhookUrl,
+    stats,
+    complete,
+    start,
+    webhookFor,
+  };
 
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/v3/')) return;
     const faults = simulator.faults;
     if (faults.latencyMs) await new Promise((r) => setTimeout(r, faults.latencyMs));
-    if (request.headers['x-api-key'] !== options.apiKey) return reply.status(403).send({ detail: 'You do not have permission to perform this action.' });
+    if (request.headers['x-api-key'] !== options.apiKey)
+      return reply.status(403).send({ detail: 'You do not have permission to perform this action.' });
     if (faults.status === 429) {
       return reply
         .status(429)
-        .headers({ 'retry-after': String(faults.retryAfterS ?? 30), 'x-ratelimit-limit': '600', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Math.floor(clock() / 1000) + (faults.retryAfterS ?? 30)) })
+        .headers({
+          'retry-after': String(faults.retryAfterS ?? 30),
+          'x-ratelimit-limit': '600',
+          'x-ratelimit-remaining': '0',
+          'x-ratelimit-reset': String(Math.floor(clock() / 1000) + (faults.retryAfterS ?? 30)),
+        })
         .send({ detail: 'Session creation rate limit exceeded. You can make up to 600 requests per minute.' });
     }
-    if (faults.status && faults.status >= 500) return reply.status(faults.status).type('text/html').send('<html><body>upstream error: internal trace id 42</body></html>');
+    if (faults.status && faults.status >= 500)
+      return reply
+        .status(faults.status)
+        .type('text/html')
+        .send('<html><body>upstream error: internal trace id 42</body></html>');
     return undefined;
   });
 
@@ -226,9 +300,13 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     if (simulator.faults.malformed) return reply.status(201).send({ session_id: 'not-a-uuid' });
     const body = (request.body ?? {}) as Record<string, unknown>;
     const workflowId = body.workflow_id;
-    if (typeof workflowId !== 'string' || !UUID.test(workflowId) || !methodOf.has(workflowId)) return reply.status(400).send({ workflow_id: 'Invalid workflow_id.' });
+    if (typeof workflowId !== 'string' || !UUID.test(workflowId) || !methodOf.has(workflowId))
+      return reply.status(400).send({ workflow_id: 'Invalid workflow_id.' });
     const portrait = body.portrait_image;
-    if (portrait !== undefined && (typeof portrait !== 'string' || Buffer.from(portrait, 'base64').length > MAX_PORTRAIT_BYTES)) {
+    if (
+      portrait !== undefined &&
+      (typeof portrait !== 'string' || Buffer.from(portrait, 'base64').length > MAX_PORTRAIT_BYTES)
+    ) {
       return reply.status(400).send({ portrait_image: ['Image size exceeds 2MB.'] });
     }
     const vendorData = typeof body.vendor_data === 'string' ? body.vendor_data : null;
@@ -236,7 +314,12 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     // Didit's reuse rule: same workflow + vendor_data with an unfinished session → that session, 201,
     // for as long as the session lives (the workflow's expiry, 7 days by default).
     expireStale();
-    const reusable = vendorData === null ? undefined : [...sessions.values()].find((s) => s.workflowId === workflowId && s.vendorData === vendorData && UNFINISHED.has(s.status));
+    const reusable =
+      vendorData === null
+        ? undefined
+        : [...sessions.values()].find(
+            (s) => s.workflowId === workflowId && s.vendorData === vendorData && UNFINISHED.has(s.status),
+          );
     let session: SimSession;
     if (reusable) {
       reusable.metadata = body.metadata ?? null;
@@ -293,10 +376,13 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     const session = sessions.get(id);
     if (!session) return reply.status(404).send({ detail: 'Not found.' });
     const next = ((request.body ?? {}) as { new_status?: unknown }).new_status;
-    if (next !== 'Approved' && next !== 'Declined' && next !== 'Resubmitted') return reply.status(400).send({ new_status: ['Invalid status.'] });
-    if (!UPDATABLE.has(session.status)) return reply.status(400).send({ detail: `Cannot change the status of a session in status ${session.status}.` });
+    if (next !== 'Approved' && next !== 'Declined' && next !== 'Resubmitted')
+      return reply.status(400).send({ new_status: ['Invalid status.'] });
+    if (!UPDATABLE.has(session.status))
+      return reply.status(400).send({ detail: `Cannot change the status of a session in status ${session.status}.` });
     if (next === session.status) {
-      if (next === 'Resubmitted') return reply.status(400).send({ detail: 'The new status is the same as the current status.' });
+      if (next === 'Resubmitted')
+        return reply.status(400).send({ detail: 'The new status is the same as the current status.' });
       return { session_id: session.sessionId };
     }
     session.status = next;
@@ -312,7 +398,9 @@ export function createSimulator(options: SimulatorOptions): Simulator {
     await start(session.sessionId, { ip: request.ip });
     const button = (action: string, label: string) =>
       `<form method="post" action="/session/${escapeHtml(session.token)}/${action}"><button type="submit">${label}</button></form>`;
-    return reply.type('text/html').send(`<!doctype html><html><head><meta charset="utf-8"><title>Didit simulator</title></head><body>
+    return reply
+      .type('text/html')
+      .send(`<!doctype html><html><head><meta charset="utf-8"><title>Didit simulator</title></head><body>
 <h1>Didit simulator: ${escapeHtml(session.method)} liveness</h1>
 <p>Session <code>${escapeHtml(session.sessionId)}</code>, status <strong>${escapeHtml(session.status)}</strong>.</p>
 <p>Pretend you took the selfie, then choose the verdict Didit would send:</p>
@@ -335,14 +423,22 @@ ${button('approve', 'Approve')}${button('decline', 'Decline')}${button('abandon'
       target.searchParams.set('status', verdict);
       return reply.redirect(target.toString(), 303);
     }
-    return reply.type('text/html').send(`<!doctype html><html><body><h1>${verdict}</h1><p>Webhook delivered (HTTP ${codes.join(', ')}). Sign in again: the same device and network now skip the selfie.</p></body></html>`);
+    return reply
+      .type('text/html')
+      .send(
+        `<!doctype html><html><body><h1>${verdict}</h1><p>Webhook delivered (HTTP ${codes.join(', ')}). Sign in again: the same device and network now skip the selfie.</p></body></html>`,
+      );
   });
 
   return simulator;
 }
 
 /** Fresh credentials for an embedded simulator run. */
-export function simulatorCredentials(): { apiKey: string; webhookSecret: string; workflows: Record<StepUpRung, string> } {
+export function simulatorCredentials(): {
+  apiKey: string;
+  webhookSecret: string;
+  workflows: Record<StepUpRung, string>;
+} {
   return {
     apiKey: randomBytes(24).toString('base64url'),
     webhookSecret: randomBytes(32).toString('base64url'),

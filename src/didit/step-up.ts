@@ -1,5 +1,12 @@
 import type { StepUpRung } from '../engine/ladder.js';
-import { pendingContextOf, pendingField, sameContext, type PendingContext, type StepUpSession, type Store } from '../store/store.js';
+import {
+  pendingContextOf,
+  pendingField,
+  sameContext,
+  type PendingContext,
+  type StepUpSession,
+  type Store,
+} from '../store/store.js';
 import { DiditError, type DiditClient } from './client.js';
 import type { OpenStepUp, StepUpService, Verification } from './step-up-types.js';
 import { DeadlineExceeded, withDeadline } from '../lib/deadline.js';
@@ -50,7 +57,12 @@ function minuteBudget(max: number) {
  * - a flow already started (`In Progress`, …) elsewhere, or by someone we have no record of, is
  *   never re-bound: the one running it would teach trust to this device.
  */
-function bindable(existing: StepUpSession | undefined, context: PendingContext, diditStatus: string, now: number): boolean {
+function bindable(
+  existing: StepUpSession | undefined,
+  context: PendingContext,
+  diditStatus: string,
+  now: number,
+): boolean {
   if (existing && sameContext(pendingContextOf(existing), context)) return true;
   if (existing && existing.status === 'pending' && existing.expiresAt > now) return false;
   return diditStatus === 'Not Started';
@@ -78,7 +90,18 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
   });
 
   /** Records a hand-out of this session to this sign-in: the pending window starts now. */
-  const handOut = (request: OpenStepUp, context: PendingContext, session: { sessionId: string; workflowId: string; sealedUrl: string; diditStatus: string; lastEventTs: number; rebound: boolean }) =>
+  const handOut = (
+    request: OpenStepUp,
+    context: PendingContext,
+    session: {
+      sessionId: string;
+      workflowId: string;
+      sealedUrl: string;
+      diditStatus: string;
+      lastEventTs: number;
+      rebound: boolean;
+    },
+  ) =>
     options.store.recordPending(
       {
         sessionId: session.sessionId,
@@ -107,12 +130,30 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     const context = contextOf(request);
     const reusable = await store.findPending(context, now);
     const reusableUrl = reusable ? options.sealer.unseal(reusable.url) : undefined;
-    if (reusable && reusableUrl && (await handOut(request, context, { sessionId: reusable.sessionId, workflowId: reusable.workflowId, sealedUrl: reusable.url, diditStatus: reusable.diditStatus, lastEventTs: reusable.lastEventTs, rebound: reusable.rebound === true }))) {
-      return { status: 'reused', session_id: reusable.sessionId, url: reusableUrl, method, workflow_id: reusable.workflowId };
+    if (
+      reusable &&
+      reusableUrl &&
+      (await handOut(request, context, {
+        sessionId: reusable.sessionId,
+        workflowId: reusable.workflowId,
+        sealedUrl: reusable.url,
+        diditStatus: reusable.diditStatus,
+        lastEventTs: reusable.lastEventTs,
+        rebound: reusable.rebound === true,
+      }))
+    ) {
+      return {
+        status: 'reused',
+        session_id: reusable.sessionId,
+        url: reusableUrl,
+        method,
+        workflow_id: reusable.workflowId,
+      };
     }
     if (client.circuitOpen()) return unavailable(method, 'didit_circuit_open');
     const opened = await store.countSessionOpen(context.user, context.device, FIFTEEN_MINUTES, now);
-    if (opened.device > (options.deviceMaxPer15m ?? options.userMaxPer15m)) return unavailable(method, 'device_session_cap');
+    if (opened.device > (options.deviceMaxPer15m ?? options.userMaxPer15m))
+      return unavailable(method, 'device_session_cap');
     if (opened.user > options.userMaxPer15m) return unavailable(method, 'user_session_cap');
     if (!globalBudget(now)) return unavailable(method, 'global_session_cap');
 
@@ -122,11 +163,17 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
       workflowId,
       vendorData: request.userId,
       // Echoed back by Didit in every webhook: ids and reasons only, never an IP or a device id.
-      metadata: { decision_id: request.decisionId, purpose: request.purpose, method, rules: request.ruleIds.slice(0, 20) },
+      metadata: {
+        decision_id: request.decisionId,
+        purpose: request.purpose,
+        method,
+        rules: request.ruleIds.slice(0, 20),
+      },
       ...(callback ? { callback } : {}),
       ...(request.portraitImage ? { portraitImage: request.portraitImage } : {}),
     });
-    if (created.workflow_id != null && created.workflow_id !== workflowId) return unavailable(method, 'didit_bad_response');
+    if (created.workflow_id != null && created.workflow_id !== workflowId)
+      return unavailable(method, 'didit_bad_response');
     // Didit itself may hand back an unfinished session for this user and workflow (its reuse rule).
     const existing = await store.getSession(created.session_id, now);
     // Handing this sign-in a flow bound to (or started by) another one would let that other device or
@@ -134,9 +181,28 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
     // store re-checks the binding atomically, for two sign-ins racing with the same Didit session.
     // Once handed to another context, the earlier link stays live at Didit: the flag outlives later hand-outs.
     const rebound = !!existing && (existing.rebound === true || !sameContext(pendingContextOf(existing), context));
-    const bound = bindable(existing, context, created.status, now) && (await handOut(request, context, { sessionId: created.session_id, workflowId, sealedUrl: options.sealer.seal(created.url), diditStatus: created.status, lastEventTs: existing?.lastEventTs ?? 0, rebound }));
-    if (!bound) return unavailable(method, !existing || existing.device !== context.device ? 'pending_on_other_device' : 'pending_in_other_context');
-    return { status: existing ? 'reused' : 'created', session_id: created.session_id, url: created.url, method, workflow_id: workflowId };
+    const bound =
+      bindable(existing, context, created.status, now) &&
+      (await handOut(request, context, {
+        sessionId: created.session_id,
+        workflowId,
+        sealedUrl: options.sealer.seal(created.url),
+        diditStatus: created.status,
+        lastEventTs: existing?.lastEventTs ?? 0,
+        rebound,
+      }));
+    if (!bound)
+      return unavailable(
+        method,
+        !existing || existing.device !== context.device ? 'pending_on_other_device' : 'pending_in_other_context',
+      );
+    return {
+      status: existing ? 'reused' : 'created',
+      session_id: created.session_id,
+      url: created.url,
+      method,
+      workflow_id: workflowId,
+    };
   }
 
   return {
@@ -147,11 +213,18 @@ export function createStepUpService(options: StepUpOptions): StepUpService {
         const shared = await running;
         return shared.status === 'created' ? { ...shared, status: 'reused' } : shared;
       }
-      const attempt = withDeadline(openFresh(request), options.deadlineMs ?? 2000, 'step-up deadline').catch((error: unknown) => {
-        const reason = error instanceof DiditError ? `didit_${error.code}` : error instanceof DeadlineExceeded ? 'deadline' : 'store_unavailable';
-        options.log?.warn({ reason }, 'step-up session not opened; the login service should use its backup factor');
-        return unavailable(request.method, reason);
-      });
+      const attempt = withDeadline(openFresh(request), options.deadlineMs ?? 2000, 'step-up deadline').catch(
+        (error: unknown) => {
+          const reason =
+            error instanceof DiditError
+              ? `didit_${error.code}`
+              : error instanceof DeadlineExceeded
+                ? 'deadline'
+                : 'store_unavailable';
+          options.log?.warn({ reason }, 'step-up session not opened; the login service should use its backup factor');
+          return unavailable(request.method, reason);
+        },
+      );
       inFlight.set(key, attempt);
       try {
         return await attempt;

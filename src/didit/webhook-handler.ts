@@ -52,7 +52,14 @@ export interface WebhookDeps {
   readonly client?: DiditClient;
   readonly clock: () => number;
   /** Outgoing events: device.trusted / stepup.declined / stepup.abandoned / device.revoked on each applied verdict. */
-  readonly events?: { stepUpOutcome(applied: { before: StepUpSession; status: SessionStatus; diditStatus: string; userId?: string }): Promise<void> };
+  readonly events?: {
+    stepUpOutcome(applied: {
+      before: StepUpSession;
+      status: SessionStatus;
+      diditStatus: string;
+      userId?: string;
+    }): Promise<void>;
+  };
 }
 
 export interface HandleOptions {
@@ -84,7 +91,12 @@ export function sessionStatusOf(diditStatus: string): SessionStatus {
   }
 }
 
-const METHOD_NAMES: Record<string, StepUpRung> = { passive: 'PASSIVE', flashing: 'FLASHING', active_3d: 'ACTIVE_3D', active: 'ACTIVE_3D' };
+const METHOD_NAMES: Record<string, StepUpRung> = {
+  passive: 'PASSIVE',
+  flashing: 'FLASHING',
+  active_3d: 'ACTIVE_3D',
+  active: 'ACTIVE_3D',
+};
 
 type LivenessCheck = { method?: string | null } | null | undefined;
 
@@ -110,15 +122,25 @@ type IpAnalysis = { ip_address?: string | null } | null | undefined;
 /** The addresses Didit's IP analysis saw the flow from: v3's `ip_analyses[]`, or v1/v2's singular `ip_analysis`. */
 export function selfieAddresses(decision: unknown): string[] {
   const d = decision as { ip_analyses?: IpAnalysis[] | null; ip_analysis?: IpAnalysis } | null | undefined;
-  const analyses = [...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []), ...(d?.ip_analysis ? [d.ip_analysis] : [])];
+  const analyses = [
+    ...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []),
+    ...(d?.ip_analysis ? [d.ip_analysis] : []),
+  ];
   return analyses.map((a) => a?.ip_address).filter((ip): ip is string => typeof ip === 'string' && ip.length > 0);
 }
 
 /** Whether an IP analysis entry names no address we can read (null, not an object, no or an empty address). */
 function unreadableAnalysis(decision: unknown): boolean {
   const d = decision as { ip_analyses?: unknown; ip_analysis?: unknown } | null | undefined;
-  const analyses = [...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []), ...(d?.ip_analysis !== undefined && d?.ip_analysis !== null ? [d.ip_analysis] : [])];
-  return analyses.some((a) => typeof (a as { ip_address?: unknown } | null)?.ip_address !== 'string' || (a as { ip_address: string }).ip_address.length === 0);
+  const analyses = [
+    ...(Array.isArray(d?.ip_analyses) ? d.ip_analyses : []),
+    ...(d?.ip_analysis !== undefined && d?.ip_analysis !== null ? [d.ip_analysis] : []),
+  ];
+  return analyses.some(
+    (a) =>
+      typeof (a as { ip_address?: unknown } | null)?.ip_address !== 'string' ||
+      (a as { ip_address: string }).ip_address.length === 0,
+  );
 }
 
 /**
@@ -126,7 +148,11 @@ function unreadableAnalysis(decision: unknown): boolean {
  * reports maps to the grant's prefix, and there is at least one. The victim of a lapsed hand-out who
  * finishes it later, from her own network, teaches nothing to the device it was re-bound to.
  */
-export function takenOnBoundNetwork(decision: unknown, prefix: string, onNetwork: WebhookDeps['onNetwork']): 'yes' | 'no' | 'unknown' {
+export function takenOnBoundNetwork(
+  decision: unknown,
+  prefix: string,
+  onNetwork: WebhookDeps['onNetwork'],
+): 'yes' | 'no' | 'unknown' {
   const addresses = selfieAddresses(decision);
   // One unreadable entry among readable ones could hide where the selfie was taken: not known.
   if (!onNetwork || addresses.length === 0 || unreadableAnalysis(decision)) return 'unknown';
@@ -137,7 +163,8 @@ export function takenOnBoundNetwork(decision: unknown, prefix: string, onNetwork
 export const DEAD_LETTER_TTL_MS = 7 * 24 * 3600_000;
 
 /** The id of a dead letter: a hash of the delivery's bytes, so the same delivery is kept once. */
-export const deadLetterId = (rawBody: Buffer): string => createHash('sha256').update(rawBody).digest('base64url').slice(0, 32);
+export const deadLetterId = (rawBody: Buffer): string =>
+  createHash('sha256').update(rawBody).digest('base64url').slice(0, 32);
 
 /**
  * Verify → check freshness → bind to a session we created → claim the delivery once → apply in
@@ -150,13 +177,22 @@ export function createWebhookHandler(deps: WebhookDeps) {
    * Undoes exactly what this session granted, under the pseudonym it was granted under and, during an
    * ID_HASH_KEY rotation, under the user's current one: a sign-in since the switch has moved the grant there.
    */
-  const revokeSessionGrant = async (session: StepUpSession, vendorData: string | undefined, now: number): Promise<void> => {
+  const revokeSessionGrant = async (
+    session: StepUpSession,
+    vendorData: string | undefined,
+    now: number,
+  ): Promise<void> => {
     await deps.store.revokeGrant(session.user, session.sessionId, now);
     const current = vendorData !== undefined ? deps.ids.id('user', vendorData) : undefined;
-    if (current !== undefined && current !== session.user) await deps.store.revokeGrant(current, session.sessionId, now);
+    if (current !== undefined && current !== session.user)
+      await deps.store.revokeGrant(current, session.sessionId, now);
   };
 
-  return async function handle(rawBody: Buffer, headers: SignatureHeaders, options: HandleOptions = {}): Promise<WebhookOutcome> {
+  return async function handle(
+    rawBody: Buffer,
+    headers: SignatureHeaders,
+    options: HandleOptions = {},
+  ): Promise<WebhookOutcome> {
     const now = deps.clock();
     const verified = verifyWebhookSignature({
       rawBody,
@@ -168,18 +204,29 @@ export function createWebhookHandler(deps: WebhookDeps) {
       ignoreFreshness: options.replay === true,
     });
     if (!verified.ok) {
-      if (verified.reason === 'malformed' || verified.reason === 'too_deep') return { httpStatus: 400, result: verified.reason };
-      if (verified.reason === 'stale' || verified.reason === 'timestamp_mismatch') return { httpStatus: 401, result: 'stale', reason: verified.reason };
+      if (verified.reason === 'malformed' || verified.reason === 'too_deep')
+        return { httpStatus: 400, result: verified.reason };
+      if (verified.reason === 'stale' || verified.reason === 'timestamp_mismatch')
+        return { httpStatus: 401, result: 'stale', reason: verified.reason };
       return { httpStatus: 401, result: 'rejected_signature', reason: verified.reason };
     }
 
     /** Keeps the authentic delivery (sealed: it names the user) for `npm run rules -- dead-letters replay`. */
-    const keep = async (result: 'dead_letter' | 'hold', reason: string, sessionId?: string, status?: string): Promise<WebhookOutcome> => {
+    const keep = async (
+      result: 'dead_letter' | 'hold',
+      reason: string,
+      sessionId?: string,
+      status?: string,
+    ): Promise<WebhookOutcome> => {
       const base = { ...(sessionId ? { sessionId } : {}), ...(status ? { status } : {}), reason };
       if (options.replay) return { ...base, httpStatus: 200, result };
       const content: DeadLetterContent = { body: rawBody.toString('utf8'), headers };
       try {
-        await deps.store.putDeadLetter({ id: deadLetterId(rawBody), at: now, reason, sealed: deps.ids.seal(JSON.stringify(content)) }, deps.deadLetterTtlMs, now);
+        await deps.store.putDeadLetter(
+          { id: deadLetterId(rawBody), at: now, reason, sealed: deps.ids.seal(JSON.stringify(content)) },
+          deps.deadLetterTtlMs,
+          now,
+        );
       } catch {
         return { ...base, httpStatus: 503, result: 'retry_later', reason: 'store_unavailable' };
       }
@@ -190,7 +237,8 @@ export function createWebhookHandler(deps: WebhookDeps) {
     if (!parsed.success) return keep('dead_letter', 'unexpected_shape');
     const event = parsed.data;
     const type = event.webhook_type ?? 'status.updated';
-    if (type !== 'status.updated' && type !== 'data.updated') return { httpStatus: 200, result: 'ignored', reason: `type_${type}`.slice(0, 40), sessionId: event.session_id };
+    if (type !== 'status.updated' && type !== 'data.updated')
+      return { httpStatus: 200, result: 'ignored', reason: `type_${type}`.slice(0, 40), sessionId: event.session_id };
 
     let diditStatus = event.status;
     let vendorData = event.vendor_data ?? undefined;
@@ -222,15 +270,21 @@ export function createWebhookHandler(deps: WebhookDeps) {
     if (!session) return { ...base, httpStatus: 200, result: 'unbound', reason: 'unknown_session' };
     // The session id is ours (we created it for this user and workflow); a stated vendor_data or
     // workflow_id must agree with it, an absent or null one is simply not stated.
-    if (vendorData !== undefined && !deps.ids.matches('user', vendorData, session.user)) return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
-    if (workflowId !== undefined && workflowId !== session.workflowId) return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
+    if (vendorData !== undefined && !deps.ids.matches('user', vendorData, session.user))
+      return { ...base, httpStatus: 200, result: 'unbound', reason: 'user_mismatch' };
+    if (workflowId !== undefined && workflowId !== session.workflowId)
+      return { ...base, httpStatus: 200, result: 'unbound', reason: 'workflow_mismatch' };
 
     const status = sessionStatusOf(diditStatus);
     if (status === 'approved') {
       const sinceStepUp = verified.timestamp * 1000 - session.createdAt;
       // The pending window is for the user; a reviewer may take days over a session the user finished in time.
-      const reviewedInTime = session.status === 'in_review' && session.lastEventTs * 1000 - session.createdAt <= deps.pendingTtlMs && sinceStepUp <= deps.reviewTtlMs;
-      if (sinceStepUp > deps.pendingTtlMs && !reviewedInTime) return { ...base, httpStatus: 200, result: 'expired', reason: 'approved_after_pending_lifetime' };
+      const reviewedInTime =
+        session.status === 'in_review' &&
+        session.lastEventTs * 1000 - session.createdAt <= deps.pendingTtlMs &&
+        sinceStepUp <= deps.reviewTtlMs;
+      if (sinceStepUp > deps.pendingTtlMs && !reviewedInTime)
+        return { ...base, httpStatus: 200, result: 'expired', reason: 'approved_after_pending_lifetime' };
       if (deps.requireMethodMatch) {
         let ran = methodRun(decision);
         if (!ran && !fetched && deps.client) {
@@ -242,25 +296,32 @@ export function createWebhookHandler(deps: WebhookDeps) {
           }
         }
         if (!ran) return keep('hold', 'method_unknown', event.session_id, diditStatus);
-        if (rank(ran) < rank(session.method)) return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
+        if (rank(ran) < rank(session.method))
+          return { ...base, httpStatus: 200, result: 'method_too_weak', reason: `ran_${ran}` };
       }
       if (session.rebound) {
         let where = takenOnBoundNetwork(decision, session.grant.prefix, deps.onNetwork);
         if (where === 'unknown' && !fetched && deps.client && deps.onNetwork) {
           // The body carries no IP analysis (an older webhook shape): Didit's decision may.
           try {
-            where = takenOnBoundNetwork(await deps.client.getDecision(event.session_id), session.grant.prefix, deps.onNetwork);
+            where = takenOnBoundNetwork(
+              await deps.client.getDecision(event.session_id),
+              session.grant.prefix,
+              deps.onNetwork,
+            );
           } catch {
             return { ...base, httpStatus: 503, result: 'retry_later', reason: 'decision_fetch_failed' };
           }
         }
         if (where === 'unknown') return keep('hold', 'rebound_network_unknown', event.session_id, diditStatus);
-        if (where === 'no') return { ...base, httpStatus: 200, result: 'network_mismatch', reason: 'rebound_selfie_elsewhere' };
+        if (where === 'no')
+          return { ...base, httpStatus: 200, result: 'network_mismatch', reason: 'rebound_selfie_elsewhere' };
       }
     }
 
     // One delivery is applied once: Didit's event id, else (or when only the envelope is signed) the signed time and status.
-    const identity = event.event_id && !verified.envelopeOnly ? `e:${event.event_id}` : `t:${verified.timestamp}|${diditStatus}`;
+    const identity =
+      event.event_id && !verified.envelopeOnly ? `e:${event.event_id}` : `t:${verified.timestamp}|${diditStatus}`;
     const claimKey = `${event.session_id}|${identity}|${type}`;
     // The claim holds this delivery's own token: when its reply times out, Redis may still have run
     // it, and a claim kept by a delivery that answered 503 would turn every retry into a duplicate.
@@ -275,9 +336,14 @@ export function createWebhookHandler(deps: WebhookDeps) {
     if (!claimed) return { ...base, httpStatus: 200, result: 'duplicate' };
 
     try {
-      const updated = await deps.store.updateSession(event.session_id, { status, diditStatus, eventTs: verified.timestamp }, now);
+      const updated = await deps.store.updateSession(
+        event.session_id,
+        { status, diditStatus, eventTs: verified.timestamp },
+        now,
+      );
       // Applied only if this event is now the stored one: an older one, or a tie lost to a more cautious status, changes nothing.
-      if (!updated || updated.lastEventTs !== verified.timestamp || updated.status !== status) return { ...base, httpStatus: 200, result: 'out_of_order' };
+      if (!updated || updated.lastEventTs !== verified.timestamp || updated.status !== status)
+        return { ...base, httpStatus: 200, result: 'out_of_order' };
       if (status === 'approved') {
         await deps.store.trust({ ...session.grant, grantedBy: session.sessionId, ttlMs: deps.trustTtlMs }, now);
         // A newer reversal may have landed between our update and the grant: the latest event wins.
@@ -288,7 +354,8 @@ export function createWebhookHandler(deps: WebhookDeps) {
         await revokeSessionGrant(session, vendorData, now);
       }
       // A decline is counted when the session turns declined, not per delivery of it.
-      if (status === 'declined' && session.status !== 'declined') await deps.store.recordDecline(session.user, now, session.device);
+      if (status === 'declined' && session.status !== 'declined')
+        await deps.store.recordDecline(session.user, now, session.device);
       await deps.events?.stepUpOutcome({ before: session, status, diditStatus, userId: vendorData });
       return { ...base, httpStatus: 200, result: 'verified' };
     } catch {

@@ -2,7 +2,13 @@ import { Environment } from '@marcbachmann/cel-js';
 import { fieldName, signalGroups, SIGNAL_BY_NAME, type SignalSpec, type SignalType, type Signals } from './signals.js';
 
 /** Structural limits checked at parse time, so a rule cannot be made arbitrarily expensive. */
-export const CEL_LIMITS = { maxAstNodes: 400, maxDepth: 32, maxListElements: 256, maxMapEntries: 64, maxCallArguments: 8 };
+export const CEL_LIMITS = {
+  maxAstNodes: 400,
+  maxDepth: 32,
+  maxListElements: 256,
+  maxMapEntries: 64,
+  maxCallArguments: 8,
+};
 export const MAX_EXPRESSION_LENGTH = 2000;
 
 const CEL_TYPE: Record<SignalType, string> = {
@@ -54,7 +60,9 @@ export const celEnvironment = buildEnvironment();
 export type CelContext = Record<string, Record<string, unknown>>;
 
 /** Where each declared signal goes in the activation, worked out once: no string slicing per call. */
-const PLACEMENT = GROUPS.flatMap((group, index) => group.fields.map((spec) => ({ name: spec.name, group: index, field: fieldName(spec), int: spec.type === 'int' })));
+const PLACEMENT = GROUPS.flatMap((group, index) =>
+  group.fields.map((spec) => ({ name: spec.name, group: index, field: fieldName(spec), int: spec.type === 'int' })),
+);
 
 /**
  * Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. Fields

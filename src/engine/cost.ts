@@ -71,7 +71,8 @@ function sizeBound(node: Node): number {
   }
   const call = callParts(node);
   if (call?.receiver && (call.name === 'map' || call.name === 'filter')) return sizeBound(call.receiver);
-  if (call?.receiver && call.name === 'split') return call.receiver.op === 'value' ? sizeBound(call.receiver) + 1 : DYNAMIC_STRING;
+  if (call?.receiver && call.name === 'split')
+    return call.receiver.op === 'value' ? sizeBound(call.receiver) + 1 : DYNAMIC_STRING;
   if (node.op === 'id' || node.op === '.' || node.op === '[]') return DYNAMIC_ITERABLE;
   return DYNAMIC_ITERABLE;
 }
@@ -85,14 +86,18 @@ export interface CostReport {
 
 function walk(node: Node, depth: number): CostReport {
   const call = callParts(node);
-  if (call && REFUSED_CALLS.has(call.name)) return { cost: 1, nesting: depth, refused: `${call.name}() is not allowed in rules` };
+  if (call && REFUSED_CALLS.has(call.name))
+    return { cost: 1, nesting: depth, refused: `${call.name}() is not allowed in rules` };
   if (call?.receiver && COMPREHENSIONS.has(call.name)) {
     const iterable = walk(call.receiver, depth);
     // The first argument is the iteration variable; the others run once per element.
     let body: CostReport = { cost: 1, nesting: depth + 1 };
     for (const arg of call.args.slice(1)) body = merge(body, walk(arg, depth + 1));
     const perElement = body.cost;
-    const report: CostReport = { cost: iterable.cost + sizeBound(call.receiver) * perElement, nesting: Math.max(iterable.nesting, body.nesting) };
+    const report: CostReport = {
+      cost: iterable.cost + sizeBound(call.receiver) * perElement,
+      nesting: Math.max(iterable.nesting, body.nesting),
+    };
     const refused = iterable.refused ?? body.refused;
     return refused ? { ...report, refused } : report;
   }
@@ -120,7 +125,8 @@ export function costProblem(ast: unknown): string | undefined {
   if (report.nesting > COST_LIMITS.maxComprehensionNesting) {
     return `comprehensions nested ${report.nesting} deep (at most ${COST_LIMITS.maxComprehensionNesting})`;
   }
-  if (report.cost > COST_LIMITS.maxCost) return `estimated cost ${report.cost} exceeds the budget of ${COST_LIMITS.maxCost} steps`;
+  if (report.cost > COST_LIMITS.maxCost)
+    return `estimated cost ${report.cost} exceeds the budget of ${COST_LIMITS.maxCost} steps`;
   return undefined;
 }
 
@@ -135,7 +141,8 @@ export function regexPatterns(ast: unknown): { patterns: string[]; problem?: str
     const call = callParts(node);
     if (call?.name === 'matches') {
       const pattern = call.receiver ? call.args[0] : call.args[1];
-      if (!pattern || pattern.op !== 'value' || typeof pattern.args !== 'string') return 'matches() takes only a string literal pattern, so it can be checked at load';
+      if (pattern?.op !== 'value' || typeof pattern.args !== 'string')
+        return 'matches() takes only a string literal pattern, so it can be checked at load';
       patterns.push(pattern.args);
     }
     for (const child of children(node)) {

@@ -55,7 +55,9 @@ interface DecisionDraft {
 
 export type Decision = Readonly<DecisionDraft>;
 
-const REQUIRED_FOR_SKIP: readonly string[] = SIGNALS.filter((s) => 'requiredForSkip' in s && s.requiredForSkip).map((s) => s.name);
+const REQUIRED_FOR_SKIP: readonly string[] = SIGNALS.filter((s) => 'requiredForSkip' in s && s.requiredForSkip).map(
+  (s) => s.name,
+);
 
 function formatValue(value: SignalValue | undefined): string {
   if (value === undefined) return 'unknown';
@@ -80,7 +82,10 @@ function runRule(rule: CompiledRule, context: ReturnType<typeof toCelContext>): 
 }
 
 /** The signals with `request.purpose_class` derived from the ruleset's vocabulary (the vocabulary wins over a supplied value). */
-function withPurposeClass(ruleset: CompiledRuleset, signals: Signals): { signals: Signals; purposeClass: PurposeClass | undefined } {
+function withPurposeClass(
+  ruleset: CompiledRuleset,
+  signals: Signals,
+): { signals: Signals; purposeClass: PurposeClass | undefined } {
   const purpose = signals['request.purpose'];
   if (typeof purpose !== 'string') return { signals, purposeClass: undefined };
   const purposeClass = classifyPurpose(ruleset.purposes, purpose);
@@ -152,11 +157,22 @@ function floorsFor(signals: Signals, rules: RulesOutcome, purposeClass: PurposeC
     rules.unknown.add(name);
     missingForSkip = true;
   }
-  return { degraded: missingForSkip || rules.enforceUnknown, coldStart: signals['user.verified_count'] === 0, undeclared: purposeClass === 'undeclared' };
+  return {
+    degraded: missingForSkip || rules.enforceUnknown,
+    coldStart: signals['user.verified_count'] === 0,
+    undeclared: purposeClass === 'undeclared',
+  };
 }
 
 /** Raises `action` to each floor that applies, with a reason for each floor that raised it. */
-function applyFloors(action: Rung, floors: Floors, policy: Policy, signals: Signals, unknown: ReadonlySet<string>, reasons: Reason[]): Rung {
+function applyFloors(
+  action: Rung,
+  floors: Floors,
+  policy: Policy,
+  signals: Signals,
+  unknown: ReadonlySet<string>,
+  reasons: Reason[],
+): Rung {
   if (floors.degraded && rank(action) < rank(policy.degradedFloor)) {
     action = policy.degradedFloor;
     reasons.push({ rule: 'floor:degraded', because: `unknown: ${[...unknown].sort().join(', ')}` });
@@ -168,7 +184,10 @@ function applyFloors(action: Rung, floors: Floors, policy: Policy, signals: Sign
   // Here, not only in the shipped rules: a rules edit must not be able to make an unknown purpose skip.
   if (floors.undeclared && rank(action) < rank(UNDECLARED_PURPOSE_FLOOR)) {
     action = UNDECLARED_PURPOSE_FLOOR;
-    reasons.push({ rule: 'floor:undeclared-purpose', because: `request.purpose=${JSON.stringify(signals['request.purpose'])} is not declared in purposes.yaml` });
+    reasons.push({
+      rule: 'floor:undeclared-purpose',
+      because: `request.purpose=${JSON.stringify(signals['request.purpose'])} is not declared in purposes.yaml`,
+    });
   }
   return action;
 }
@@ -178,7 +197,14 @@ function applyFloors(action: Rung, floors: Floors, policy: Policy, signals: Sign
  * never below the floors: an exception is no licence to skip on unknown inputs or no history.
  * Returns the lowered action and the bypass, or undefined when no bypass lowers this decision.
  */
-function applyBypass(ruleset: CompiledRuleset, input: EvaluationInput, action: Rung, minimum: Rung, floors: Floors, reasons: Reason[]): { action: Rung; bypass: string } | undefined {
+function applyBypass(
+  ruleset: CompiledRuleset,
+  input: EvaluationInput,
+  action: Rung,
+  minimum: Rung,
+  floors: Floors,
+  reasons: Reason[],
+): { action: Rung; bypass: string } | undefined {
   const context = input.bypass;
   if (!context) return undefined;
   const bypass = ruleset.bypasses?.find((b) => b.expiresAt > input.now && b.matches(context));
@@ -217,7 +243,16 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
 
   const degraded = new Set(input.degraded ?? []);
   if (unknown.size > 0 && degraded.size === 0) degraded.add('signals');
-  const decision: DecisionDraft = { action, score, reasons, shadow, degraded: [...degraded].sort(), unknown: [...unknown].sort(), ruleset: ruleset.hash, results: rules.results };
+  const decision: DecisionDraft = {
+    action,
+    score,
+    reasons,
+    shadow,
+    degraded: [...degraded].sort(),
+    unknown: [...unknown].sort(),
+    ruleset: ruleset.hash,
+    results: rules.results,
+  };
   if (bypassed) decision.bypass = bypassed.bypass;
   if (purposeClass) decision.purposeClass = purposeClass;
   return decision;
@@ -231,7 +266,9 @@ export function evaluate(ruleset: CompiledRuleset, input: EvaluationInput): Deci
     return {
       action: higher(ruleset.policy?.degradedFloor ?? 'PASSIVE', 'PASSIVE'),
       score: 0,
-      reasons: [{ rule: 'floor:engine-error', because: `evaluation failed: ${(error as Error)?.message ?? 'unknown'}` }],
+      reasons: [
+        { rule: 'floor:engine-error', because: `evaluation failed: ${(error as Error)?.message ?? 'unknown'}` },
+      ],
       shadow: [],
       degraded: [...new Set([...(input?.degraded ?? []), 'rules'])].sort(),
       unknown: [],

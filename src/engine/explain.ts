@@ -29,11 +29,13 @@ function candidates(spec: SignalSpec, current: SignalValue | undefined, ruleset:
   if (spec.type === 'map') return [];
   const numbers = texts.flatMap((t) => [...t.matchAll(/(?<![\w.])(\d+(?:\.\d+)?)/g)].map((m) => Number(m[1])));
   const values = new Set<number>([0]);
-  for (const n of numbers) for (const v of [n - 1, n, n + 1]) if (v >= 0) values.add(spec.type === 'int' ? Math.round(v) : v);
+  for (const n of numbers)
+    for (const v of [n - 1, n, n + 1]) if (v >= 0) values.add(spec.type === 'int' ? Math.round(v) : v);
   return [...values].filter((v) => v !== current);
 }
 
-const distance = (a: SignalValue | undefined, b: SignalValue): number => (typeof a === 'number' && typeof b === 'number' ? Math.abs(a - b) : 0);
+const distance = (a: SignalValue | undefined, b: SignalValue): number =>
+  typeof a === 'number' && typeof b === 'number' ? Math.abs(a - b) : 0;
 
 /** One decision with every rule's outcome and the smallest single-signal changes that move it. */
 export function explain(ruleset: CompiledRuleset, input: EvaluationInput): Explanation {
@@ -49,12 +51,17 @@ export function explain(ruleset: CompiledRuleset, input: EvaluationInput): Expla
       if (step === 1) higher.push({ signal: spec.name, from, to, action });
     }
   }
-  const order = (a: Counterfactual, b: Counterfactual) => distance(a.from, a.to) - distance(b.from, b.to) || a.signal.localeCompare(b.signal);
+  const order = (a: Counterfactual, b: Counterfactual) =>
+    distance(a.from, a.to) - distance(b.from, b.to) || a.signal.localeCompare(b.signal);
   return { decision, lower: dedupe(lower.sort(order)), higher: dedupe(higher.sort(order)) };
 }
 
 /** Keeps the smallest change per signal. */
 function dedupe(list: Counterfactual[]): Counterfactual[] {
   const seen = new Set<string>();
-  return list.filter((c) => (seen.has(c.signal) ? false : (seen.add(c.signal), true)));
+  return list.filter((c) => {
+    if (seen.has(c.signal)) return false;
+    seen.add(c.signal);
+    return true;
+  });
 }

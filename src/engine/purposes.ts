@@ -19,6 +19,9 @@ export const DEFAULT_PURPOSES: ReadonlyMap<string, DeclaredPurposeClass> = new M
 /** The lowest rung for an undeclared purpose, whatever the rules say. */
 export const UNDECLARED_PURPOSE_FLOOR = 'PASSIVE';
 
-export function classifyPurpose(vocabulary: ReadonlyMap<string, DeclaredPurposeClass> | undefined, purpose: string): PurposeClass {
+export function classifyPurpose(
+  vocabulary: ReadonlyMap<string, DeclaredPurposeClass> | undefined,
+  purpose: string,
+): PurposeClass {
   return (vocabulary ?? DEFAULT_PURPOSES).get(purpose) ?? 'undeclared';
 }

@@ -9,9 +9,13 @@ const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}(T[\d:.]+Z)?$/, 'expected an
 
 export const ruleSchema = z
   .strictObject({
-    id: z.string().regex(/^[a-z0-9]+(?:-[a-z0-9]+)*$/, 'id must be kebab-case').max(64),
+    id: z
+      .string()
+      .regex(/^[a-z0-9]+(?:-[a-z0-9]+)*$/, 'id must be kebab-case')
+      .max(64),
     description: z.string().min(1).max(500),
     when: z.string().min(1).max(MAX_EXPRESSION_LENGTH),
+    // biome-ignore lint/suspicious/noThenProperty: `then` is the rule file's own key (when … then …), parsed from YAML, never awaited.
     then: z
       .strictObject({
         min_action: rungSchema.optional(),
@@ -22,7 +26,10 @@ export const ruleSchema = z
     owner: z.string().max(100).optional(),
     expires: isoDate.optional(),
   })
-  .refine((r) => r.mode !== 'shadow' || r.expires !== undefined, { message: 'a shadow rule must carry expires', path: ['expires'] });
+  .refine((r) => r.mode !== 'shadow' || r.expires !== undefined, {
+    message: 'a shadow rule must carry expires',
+    path: ['expires'],
+  });
 
 export const ruleFileSchema = z.strictObject({ rules: z.array(ruleSchema).min(1) });
 
@@ -145,9 +152,20 @@ function checkRegexes(ast: unknown, guard: RegexGuard | undefined): RegexRefusal
   return undefined;
 }
 
-function compileRule(doc: RuleDoc, file: string, line: number, guard: RegexGuard | undefined): CompiledRule | LoadError {
+function compileRule(
+  doc: RuleDoc,
+  file: string,
+  line: number,
+  guard: RegexGuard | undefined,
+): CompiledRule | LoadError {
   const fail = (reason: string): LoadError => ({ file, line, rule: doc.id, reason });
-  const tooExpensive = (reason: string): LoadError => ({ file, line, rule: doc.id, reason: `rule too expensive: ${reason}`, tooExpensive: true });
+  const tooExpensive = (reason: string): LoadError => ({
+    file,
+    line,
+    rule: doc.id,
+    reason: `rule too expensive: ${reason}`,
+    tooExpensive: true,
+  });
   // Size and cost first, so a pathological expression costs no regex check and no type check.
   let parsed: ReturnType<typeof celEnvironment.parse>;
   try {
@@ -171,7 +189,10 @@ function compileRule(doc: RuleDoc, file: string, line: number, guard: RegexGuard
   } catch (error) {
     return fail(`cannot parse when: ${firstLine((error as Error).message)}`);
   }
-  const expiresAt = doc.expires === undefined ? undefined : Date.parse(doc.expires.length === 10 ? `${doc.expires}T23:59:59.999Z` : doc.expires);
+  const expiresAt =
+    doc.expires === undefined
+      ? undefined
+      : Date.parse(doc.expires.length === 10 ? `${doc.expires}T23:59:59.999Z` : doc.expires);
   return {
     id: doc.id,
     description: doc.description,
@@ -204,8 +225,25 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
   let policy: Policy | undefined;
   let stopped = false;
   // Counted before any rule is compiled, so an oversized set costs nothing to refuse.
-  const declared = sources.reduce((sum, source) => sum + (source.kind === 'rules' && Array.isArray((source.content as { rules?: unknown } | null)?.rules) ? (source.content as { rules: unknown[] }).rules.length : 0), 0);
-  if (declared > COST_LIMITS.maxRules) return { ok: false, errors: [{ file: '(ruleset)', reason: `ruleset too expensive: ${declared} rules (at most ${COST_LIMITS.maxRules})`, tooExpensive: true }] };
+  const declared = sources.reduce(
+    (sum, source) =>
+      sum +
+      (source.kind === 'rules' && Array.isArray((source.content as { rules?: unknown } | null)?.rules)
+        ? (source.content as { rules: unknown[] }).rules.length
+        : 0),
+    0,
+  );
+  if (declared > COST_LIMITS.maxRules)
+    return {
+      ok: false,
+      errors: [
+        {
+          file: '(ruleset)',
+          reason: `ruleset too expensive: ${declared} rules (at most ${COST_LIMITS.maxRules})`,
+          tooExpensive: true,
+        },
+      ],
+    };
 
   for (const source of sources) {
     if (source.kind === 'policy') {
@@ -224,7 +262,10 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
       for (const issue of parsed.error.issues) {
         const index = typeof issue.path[1] === 'number' && issue.path[0] === 'rules' ? issue.path[1] : undefined;
         const rawRules = (source.content as { rules?: unknown[] } | null)?.rules;
-        const rawId = index !== undefined && Array.isArray(rawRules) ? (rawRules[index] as { id?: unknown } | undefined)?.id : undefined;
+        const rawId =
+          index !== undefined && Array.isArray(rawRules)
+            ? (rawRules[index] as { id?: unknown } | undefined)?.id
+            : undefined;
         errors.push({
           file: source.file,
           ...(index !== undefined && source.lineOfRule ? { line: source.lineOfRule(index) } : {}),
@@ -257,7 +298,11 @@ export function compileRuleset(sources: readonly RuleSource[], options: CompileO
   const totalCost = rules.reduce((sum, rule) => sum + rule.cost, 0);
   if (totalCost > COST_LIMITS.maxRulesetCost) {
     // Every decide runs every rule: many cheap rules add up to one expensive ruleset.
-    errors.push({ file: '(ruleset)', reason: `ruleset too expensive: estimated cost ${totalCost} exceeds the budget of ${COST_LIMITS.maxRulesetCost} steps`, tooExpensive: true });
+    errors.push({
+      file: '(ruleset)',
+      reason: `ruleset too expensive: estimated cost ${totalCost} exceeds the budget of ${COST_LIMITS.maxRulesetCost} steps`,
+      tooExpensive: true,
+    });
   }
   if (!policy && errors.length === 0) errors.push({ file: '(ruleset)', reason: 'no policy file (policy.yaml) found' });
   if (errors.length > 0 || !policy) return { ok: false, errors };

@@ -1,12 +1,23 @@
 import { isStepUp, type Rung, type StepUpRung } from '../engine/ladder.js';
-import type { DecisionRecord, DecisionRecords, FeedbackLabel, Label, RecordedOutcome, StepUpOutcome } from '../store/decision-records.js';
+import type {
+  DecisionRecord,
+  DecisionRecords,
+  FeedbackLabel,
+  Label,
+  RecordedOutcome,
+  StepUpOutcome,
+} from '../store/decision-records.js';
 import type { SessionStatus, StepUpSession } from '../store/store.js';
 
 /** The slice of a decide the records keep (structural: events/ does not depend on signals/ or routes/). */
 export interface DecidedFacts {
   readonly decisionId: string;
   readonly purpose: string;
-  readonly enriched: { readonly user: string; readonly device: string; readonly signals: Readonly<Record<string, unknown>> };
+  readonly enriched: {
+    readonly user: string;
+    readonly device: string;
+    readonly signals: Readonly<Record<string, unknown>>;
+  };
   readonly decision: {
     readonly action: Rung;
     readonly score: number;
@@ -40,7 +51,12 @@ export interface EffectivenessDeps {
   readonly maxInFlight?: number;
 }
 
-const OUTCOME_OF: Partial<Record<SessionStatus, StepUpOutcome>> = { approved: 'approved', declined: 'declined', in_review: 'in_review', retry: 'abandoned' };
+const OUTCOME_OF: Partial<Record<SessionStatus, StepUpOutcome>> = {
+  approved: 'approved',
+  declined: 'declined',
+  in_review: 'in_review',
+  retry: 'abandoned',
+};
 
 /**
  * Joins each step-up's outcome to the rules that raised it. The decide hands over its facts (not
@@ -57,7 +73,8 @@ export function createEffectiveness(deps: EffectivenessDeps) {
     const method = record.stepUp.method;
     for (const rule of new Set(record.rules)) deps.counters.outcome(deps.ruleLabel(rule), method, outcome, false);
     // Partial evidence: only the sign-ins that stepped up anyway show what a shadow rule's step-up would meet.
-    for (const rule of new Set(record.shadow.filter((s) => isStepUp(s.action)).map((s) => s.rule))) deps.counters.outcome(deps.ruleLabel(rule), method, outcome, true);
+    for (const rule of new Set(record.shadow.filter((s) => isStepUp(s.action)).map((s) => s.rule)))
+      deps.counters.outcome(deps.ruleLabel(rule), method, outcome, true);
   };
 
   const recordOf = (facts: DecidedFacts, now: number): DecisionRecord => ({
@@ -73,7 +90,9 @@ export function createEffectiveness(deps: EffectivenessDeps) {
     degraded: [...facts.decision.degraded],
     purpose: facts.purpose,
     signals: facts.enriched.signals,
-    ...(facts.stepUp ? { stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: now + deps.pendingTtlMs } } : {}),
+    ...(facts.stepUp
+      ? { stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: now + deps.pendingTtlMs } }
+      : {}),
   });
 
   const api = {
@@ -86,7 +105,10 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       const now = deps.clock();
       const write = deps.records.put(recordOf(facts, now), now).catch((error: unknown) => {
         deps.counters.failed('record');
-        deps.log.warn({ err: (error as Error)?.message }, 'decision record not stored: its outcome and labels will be missing from rule effectiveness');
+        deps.log.warn(
+          { err: (error as Error)?.message },
+          'decision record not stored: its outcome and labels will be missing from rule effectiveness',
+        );
       });
       inFlight.add(write);
       void write.finally(() => inFlight.delete(write));
@@ -129,13 +151,17 @@ export function createEffectiveness(deps: EffectivenessDeps) {
     },
 
     /** A label from someone who learned the truth later; undefined for an unknown or expired decision. */
-    async feedback(id: string, given: Omit<Label, 'at'>): Promise<{ previous?: Label; record: DecisionRecord } | undefined> {
+    async feedback(
+      id: string,
+      given: Omit<Label, 'at'>,
+    ): Promise<{ previous?: Label; record: DecisionRecord } | undefined> {
       const now = deps.clock();
       const label: Label = { ...given, at: now };
       const result = await deps.records.label(id, label, now);
       // A decision's first label counts; a replacement is kept in the record (the report reads it) but
       // not counted again, so flipping one decision's label cannot inflate the per-rule series.
-      if (result && result.previous === undefined) for (const rule of new Set(result.record.rules)) deps.counters.feedback(deps.ruleLabel(rule), label.label);
+      if (result && result.previous === undefined)
+        for (const rule of new Set(result.record.rules)) deps.counters.feedback(deps.ruleLabel(rule), label.label);
       return result;
     },
 

@@ -58,7 +58,12 @@ export interface DecideFacts {
   readonly decisionId: string;
   readonly userId: string;
   readonly purpose: string;
-  readonly enriched: { readonly user: string; readonly device: string; readonly grant: StepUpSession['grant']; readonly signals: Readonly<Record<string, unknown>> };
+  readonly enriched: {
+    readonly user: string;
+    readonly device: string;
+    readonly grant: StepUpSession['grant'];
+    readonly signals: Readonly<Record<string, unknown>>;
+  };
   readonly decision: Pick<Decision, 'action' | 'score' | 'reasons' | 'ruleset' | 'degraded' | 'shadow'>;
   readonly verification: string;
   /** The Didit session handed out for this decision, if one was (rule effectiveness joins its verdict back). */

@@ -13,7 +13,9 @@ export interface Breaker {
   isOpen(now: number): boolean;
 }
 
-export function createBreaker(options: { threshold?: number; cooldownMs?: number; onChange?: (open: boolean) => void } = {}): Breaker {
+export function createBreaker(
+  options: { threshold?: number; cooldownMs?: number; onChange?: (open: boolean) => void } = {},
+): Breaker {
   const threshold = options.threshold ?? 5;
   const cooldownMs = options.cooldownMs ?? 30_000;
   let failures = 0;

@@ -33,7 +33,8 @@ function isLoopbackHost(hostname: string): boolean {
  * (it goes into a 400 body and into logs).
  */
 export function callbackProblem(raw: string, policy: CallbackPolicy): string | undefined {
-  if (raw.length === 0 || raw.length > MAX_CALLBACK_LENGTH) return `callback must be 1 to ${MAX_CALLBACK_LENGTH} characters`;
+  if (raw.length === 0 || raw.length > MAX_CALLBACK_LENGTH)
+    return `callback must be 1 to ${MAX_CALLBACK_LENGTH} characters`;
   if (!PRINTABLE_ASCII.test(raw)) return 'callback must be printable ASCII without spaces (send IDN hosts as punycode)';
   if (raw.includes('\\')) return 'callback must not contain a backslash';
   let url: URL;
@@ -45,21 +46,26 @@ export function callbackProblem(raw: string, policy: CallbackPolicy): string | u
   if (url.username !== '' || url.password !== '') return 'callback must not carry user information (user@host)';
   const loopback = isLoopbackHost(url.hostname);
   if (url.protocol === 'http:') {
-    if (!(policy.allowLoopbackHttp && loopback)) return 'callback must be https (http only to loopback with the embedded simulator)';
+    if (!(policy.allowLoopbackHttp && loopback))
+      return 'callback must be https (http only to loopback with the embedded simulator)';
   } else if (url.protocol !== 'https:') {
     return 'callback must be https';
   }
   // The parser has already turned decimal, octal and hex spellings into a dotted quad.
-  if (!loopback && (isIP(url.hostname) !== 0 || url.hostname.startsWith('['))) return 'callback host must be a DNS name, not an IP address';
+  if (!loopback && (isIP(url.hostname) !== 0 || url.hostname.startsWith('[')))
+    return 'callback host must be a DNS name, not an IP address';
   if (loopback && !policy.allowLoopbackHttp) return 'callback must not point at loopback';
   if (policy.allowedOrigins) {
     return policy.allowedOrigins.has(url.origin) ? undefined : 'callback origin is not in CALLBACK_ALLOWED_ORIGINS';
   }
   if (loopback) return undefined;
-  if (!url.hostname.includes('.') || url.hostname.endsWith('.')) return 'callback host must be a fully qualified DNS name';
+  if (!url.hostname.includes('.') || url.hostname.endsWith('.'))
+    return 'callback host must be a fully qualified DNS name';
   // Homograph look-alikes: punycode hosts are accepted only when listed in CALLBACK_ALLOWED_ORIGINS.
-  if (url.hostname.split('.').some((label) => label.startsWith('xn--'))) return 'callback IDN hosts must be listed in CALLBACK_ALLOWED_ORIGINS';
-  if (url.port !== '') return 'callback must use the default https port unless its origin is listed in CALLBACK_ALLOWED_ORIGINS';
+  if (url.hostname.split('.').some((label) => label.startsWith('xn--')))
+    return 'callback IDN hosts must be listed in CALLBACK_ALLOWED_ORIGINS';
+  if (url.port !== '')
+    return 'callback must use the default https port unless its origin is listed in CALLBACK_ALLOWED_ORIGINS';
   return undefined;
 }
 
@@ -68,7 +74,10 @@ export function callbackProblem(raw: string, policy: CallbackPolicy): string | u
  * origin exactly as a browser serialises it (scheme, lowercase host, non-default port; no path),
  * and must itself pass the callback rule.
  */
-export function parseAllowedOrigins(text: string, allowLoopbackHttp: boolean): { origins: ReadonlySet<string> } | { problems: string[] } {
+export function parseAllowedOrigins(
+  text: string,
+  allowLoopbackHttp: boolean,
+): { origins: ReadonlySet<string> } | { problems: string[] } {
   const problems: string[] = [];
   const origins = new Set<string>();
   const entries = text.split(',').map((s) => s.trim());
@@ -81,7 +90,9 @@ export function parseAllowedOrigins(text: string, allowLoopbackHttp: boolean): {
       origin = undefined;
     }
     if (origin === undefined || origin === 'null' || origin !== entry) {
-      problems.push(`${where}: expected an origin such as https://app.example.com (scheme and host, no path or trailing slash)`);
+      problems.push(
+        `${where}: expected an origin such as https://app.example.com (scheme and host, no path or trailing slash)`,
+      );
       return;
     }
     // Listing an origin is the operator's decision on IDN hosts and ports; scheme, user info and

@@ -32,9 +32,17 @@ export const CONNECTION_LIMITS: ConnectionLimits = {
 };
 
 /** The http.createServer options that carry the deadlines (fastify passes `http` through). */
-export function httpServerOptions(limits: ConnectionLimits): { headersTimeout: number; requestTimeout: number; connectionsCheckingInterval: number } {
+export function httpServerOptions(limits: ConnectionLimits): {
+  headersTimeout: number;
+  requestTimeout: number;
+  connectionsCheckingInterval: number;
+} {
   // Node requires headersTimeout ≤ requestTimeout.
-  return { headersTimeout: Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs), requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: limits.checkIntervalMs };
+  return {
+    headersTimeout: Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs),
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: limits.checkIntervalMs,
+  };
 }
 
 /** One key per source: an IPv4 address (also when IPv4-mapped), or the IPv6 /64 a host can vary within. */
@@ -42,9 +50,13 @@ export function sourceKey(remoteAddress: string | undefined): string {
   if (!remoteAddress) return '?';
   try {
     let address = ipaddr.parse(remoteAddress);
-    if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress()) address = (address as ipaddr.IPv6).toIPv4Address();
+    if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress())
+      address = (address as ipaddr.IPv6).toIPv4Address();
     if (address.kind() === 'ipv4') return address.toString();
-    return `${(address as ipaddr.IPv6).parts.slice(0, 4).map((p) => p.toString(16)).join(':')}::/64`;
+    return `${(address as ipaddr.IPv6).parts
+      .slice(0, 4)
+      .map((p) => p.toString(16))
+      .join(':')}::/64`;
   } catch {
     return remoteAddress;
   }
@@ -52,12 +64,20 @@ export function sourceKey(remoteAddress: string | undefined): string {
 
 /** Sources never capped per address (the trusted proxies: every client arrives through them). */
 export function addressMatcher(cidrs: readonly string[]): (remoteAddress: string | undefined) => boolean {
-  const ranges = cidrs.map((entry) => (entry.includes('/') ? ipaddr.parseCIDR(entry) : ([ipaddr.parse(entry), ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number])));
+  const ranges = cidrs.map((entry) =>
+    entry.includes('/')
+      ? ipaddr.parseCIDR(entry)
+      : ([ipaddr.parse(entry), ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128] as [
+          ipaddr.IPv4 | ipaddr.IPv6,
+          number,
+        ]),
+  );
   return (remoteAddress) => {
     if (!remoteAddress || ranges.length === 0) return false;
     try {
       let address = ipaddr.parse(remoteAddress);
-      if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress()) address = (address as ipaddr.IPv6).toIPv4Address();
+      if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress())
+        address = (address as ipaddr.IPv6).toIPv4Address();
       return ranges.some((range) => range[0].kind() === address.kind() && address.match(range));
     } catch {
       return false;
@@ -75,7 +95,14 @@ export interface ConnectionGuard {
  * socket, so a source cannot hold more than `perAddress` whatever it sends or does not send.
  * A refused socket is destroyed at once: no parser, no buffer, no timer.
  */
-export function guardConnections(server: Server, limits: ConnectionLimits, options: { exempt?: (remoteAddress: string | undefined) => boolean; onRefused?: (reason: 'per_address') => void } = {}): ConnectionGuard {
+export function guardConnections(
+  server: Server,
+  limits: ConnectionLimits,
+  options: {
+    exempt?: (remoteAddress: string | undefined) => boolean;
+    onRefused?: (reason: 'per_address') => void;
+  } = {},
+): ConnectionGuard {
   server.maxConnections = limits.max;
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   const open = new Map<string, number>();

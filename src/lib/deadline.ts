@@ -30,10 +30,20 @@ function race<T>(
 
 /** Settles as `work` does, or rejects with DeadlineExceeded(`label`) once `ms` have passed. */
 export function withDeadline<T>(work: Promise<T>, ms: number, label = 'deadline'): Promise<T> {
-  return race(work, ms, (_, reject) => reject(new DeadlineExceeded(label)), (error, _, reject) => reject(error));
+  return race(
+    work,
+    ms,
+    (_, reject) => reject(new DeadlineExceeded(label)),
+    (error, _, reject) => reject(error),
+  );
 }
 
 /** `work`'s value, or `fallback` when it fails or takes longer than `ms`: never rejects, never waits longer. */
 export function orFallback<T>(work: Promise<T>, ms: number, fallback: T): Promise<T> {
-  return race(work, ms, (resolve) => resolve(fallback), (_, resolve) => resolve(fallback));
+  return race(
+    work,
+    ms,
+    (resolve) => resolve(fallback),
+    (_, resolve) => resolve(fallback),
+  );
 }

@@ -23,7 +23,8 @@ export function createDrain(app: FastifyInstance): Drain {
   app.addHook('onSend', async (_request, reply) => {
     if (draining) void reply.header('connection', 'close');
   });
-  const open = (server: Server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)));
+  const open = (server: Server) =>
+    new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)));
   return {
     get draining() {
       return draining;

@@ -15,7 +15,9 @@ export class LiteralSet {
   constructor(words: Iterable<string>) {
     const list = [...words].filter((w) => w.length > 0);
     let columns = 1;
-    for (const word of list) for (let i = 0; i < word.length; i++) if (this.column[word.charCodeAt(i)] === 0) this.column[word.charCodeAt(i)] = columns++;
+    for (const word of list)
+      for (let i = 0; i < word.length; i++)
+        if (this.column[word.charCodeAt(i)] === 0) this.column[word.charCodeAt(i)] = columns++;
     this.columns = columns;
     // The trie.
     const next: Array<Map<number, number>> = [new Map()];

@@ -3,7 +3,14 @@
  * `windowMs` before `now`) and what exceeds `cap`. Events arrive in time order, so the front is the
  * oldest; a clock that stepped back (tests, NTP) re-sorts instead of breaking that order.
  */
-export function pushWindow<T>(events: T[], event: T, at: (event: T) => number, windowMs: number, now: number, cap: number): T[] {
+export function pushWindow<T>(
+  events: T[],
+  event: T,
+  at: (event: T) => number,
+  windowMs: number,
+  now: number,
+  cap: number,
+): T[] {
   events.push(event);
   if (events.length > 1 && at(events[events.length - 2]!) > at(event)) events.sort((a, b) => at(a) - at(b));
   let drop = 0;

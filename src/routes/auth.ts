@@ -15,7 +15,11 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     /** Every route as the auth hook saw it: what the route-enumeration test checks against the router. */
-    readonly routeAccess: ReadonlyArray<{ readonly method: string; readonly url: string; readonly access: RouteAccess }>;
+    readonly routeAccess: ReadonlyArray<{
+      readonly method: string;
+      readonly url: string;
+      readonly access: RouteAccess;
+    }>;
   }
 }
 
@@ -38,18 +42,24 @@ export function checkApiTokens(text: string): { tokens: ApiToken[]; problems: st
   text.split(',').forEach((raw, index) => {
     const match = ENTRY.exec(raw.trim());
     if (!match) {
-      problems.push(`entry ${index + 1}: expected name:token or name:token:scope+scope, a token of at least 16 characters without ":", "," or spaces`);
+      problems.push(
+        `entry ${index + 1}: expected name:token or name:token:scope+scope, a token of at least 16 characters without ":", "," or spaces`,
+      );
       return;
     }
     const [, name, token, list] = match as unknown as [string, string, string, string | undefined];
     const scopes = list === undefined ? [...SCOPES] : list.split('+');
     const unknown = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
     if (unknown.length > 0 || scopes.length === 0) {
-      problems.push(`${name}: unknown scope ${JSON.stringify(unknown.join('+').slice(0, 32))} (scopes: ${SCOPES.join(', ')}, joined with +)`);
+      problems.push(
+        `${name}: unknown scope ${JSON.stringify(unknown.join('+').slice(0, 32))} (scopes: ${SCOPES.join(', ')}, joined with +)`,
+      );
       return;
     }
-    if (tokens.some((t) => t.name === name)) problems.push(`${name}: the name is used twice (logs could not tell the callers apart)`);
-    if (tokens.some((t) => t.token === token)) problems.push(`${name}: the same token as ${tokens.find((t) => t.token === token)!.name}`);
+    if (tokens.some((t) => t.name === name))
+      problems.push(`${name}: the name is used twice (logs could not tell the callers apart)`);
+    if (tokens.some((t) => t.token === token))
+      problems.push(`${name}: the same token as ${tokens.find((t) => t.token === token)!.name}`);
     tokens.push({ name, token, scopes: [...new Set(scopes as Scope[])] });
   });
   return { tokens, problems };
@@ -75,7 +85,9 @@ export function accessOf(route: Pick<RouteOptions, 'method' | 'url' | 'config'>)
   const scope = config.scope;
   if (isPublic && scope === undefined) return { public: true };
   if (!isPublic && scope !== undefined && (SCOPES as readonly string[]).includes(scope)) return { scope };
-  throw new Error(`route ${String(route.method)} ${route.url}: declare config.public: true or config.scope (one of ${SCOPES.join(', ')}), not both`);
+  throw new Error(
+    `route ${String(route.method)} ${route.url}: declare config.public: true or config.scope (one of ${SCOPES.join(', ')}), not both`,
+  );
 }
 
 /**
@@ -107,15 +119,18 @@ export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiTok
         throw new RiskError('RISK_ERR_UNAUTHORIZED', 'missing or invalid bearer token');
       }
       (request as FastifyRequest & { caller: string }).caller = caller.name;
-      if (!caller.scopes.includes(scope)) throw new RiskError('RISK_ERR_FORBIDDEN', `this token lacks the "${scope}" scope`);
+      if (!caller.scopes.includes(scope))
+        throw new RiskError('RISK_ERR_FORBIDDEN', `this token lacks the "${scope}" scope`);
     };
   const guards = new Map(SCOPES.map((scope) => [scope, guard(scope)]));
 
   // Origin-form only (`/path`): an absolute-form target (`POST http://x/v1/decide`) is routed as its
   // path, so accepting it would give every URL-reading part (logs, limits) a second spelling.
   app.addHook('onRequest', async (request) => {
-    if (request.raw.url?.charCodeAt(0) !== 0x2f) throw new RiskError('RISK_ERR_BAD_REQUEST', 'the request target must be a path (origin-form)');
-    if (request.raw.httpVersion === '1.1' && !request.headers.host) throw new RiskError('RISK_ERR_BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
+    if (request.raw.url?.charCodeAt(0) !== 0x2f)
+      throw new RiskError('RISK_ERR_BAD_REQUEST', 'the request target must be a path (origin-form)');
+    if (request.raw.httpVersion === '1.1' && !request.headers.host)
+      throw new RiskError('RISK_ERR_BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
     // Unmatched: 404 before any body is read, whatever the spelling, method or content type.
     if (request.is404) throw new RiskError('RISK_ERR_NOT_FOUND', 'not found');
   });
@@ -124,7 +139,8 @@ export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiTok
     for (const method of [route.method].flat()) table.push({ method, url: route.url, access });
     if ('public' in access) return;
     // First of the route's own hooks, so limits and handlers only ever see an authenticated caller.
-    const own = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
+    const own =
+      route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
     route.onRequest = [guards.get(access.scope)!, ...own];
   });
 }

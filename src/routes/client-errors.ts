@@ -17,12 +17,16 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Dup
   const status = ERROR_STATUS[code];
   const body = JSON.stringify({ code, message });
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }
 
 /** CONNECT is for proxies: node would drop the connection without a word, fastify never sees it. */
 export function refuseConnect(server: Server): void {
-  server.on('connect', (_request, socket: Duplex) => clientErrorHandler(Object.assign(new Error('CONNECT'), { code: 'CONNECT' }), socket));
+  server.on('connect', (_request, socket: Duplex) =>
+    clientErrorHandler(Object.assign(new Error('CONNECT'), { code: 'CONNECT' }), socket),
+  );
 }

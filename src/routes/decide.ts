@@ -21,7 +21,9 @@ import type { EventSink } from '../events/events.js';
 export const MAX_PORTRAIT_BASE64 = 2_796_204;
 export const DECIDE_BODY_LIMIT = 2_900_000;
 
-const attributeKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'attribute names are snake_case, at most 64 characters');
+const attributeKey = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,63}$/, 'attribute names are snake_case, at most 64 characters');
 
 export const decideBodySchema = z.strictObject({
   user_id: z.string().min(1).max(128),
@@ -30,19 +32,24 @@ export const decideBodySchema = z.strictObject({
     .string()
     .max(45)
     .refine(isValidClientIp, 'not an IPv4 or IPv6 address')
-    .meta({ anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }], description: 'The client IP (IPv4-mapped IPv6 is treated as IPv4; no zone ids)' }),
+    .meta({
+      anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }],
+      description: 'The client IP (IPv4-mapped IPv6 is treated as IPv4; no zone ids)',
+    }),
   user_agent: z.string().max(8192).optional(),
-  purpose: z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'purpose is a lowercase word such as login or change_password').default('login'),
+  purpose: z
+    .string()
+    .regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'purpose is a lowercase word such as login or change_password')
+    .default('login'),
   portrait_image: z
     .string()
     .max(MAX_PORTRAIT_BASE64, 'portrait_image is larger than 2 MB')
     .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'portrait_image must be plain base64 (no data: prefix)')
     .optional(),
-  callback: z
-    .string()
-    .max(MAX_CALLBACK_LENGTH)
-    .optional()
-    .meta({ description: 'Where Didit sends the browser back: https only (http to loopback with the embedded simulator), and only CALLBACK_ALLOWED_ORIGINS when set' }),
+  callback: z.string().max(MAX_CALLBACK_LENGTH).optional().meta({
+    description:
+      'Where Didit sends the browser back: https only (http to loopback with the embedded simulator), and only CALLBACK_ALLOWED_ORIGINS when set',
+  }),
   attributes: z
     .record(attributeKey, z.union([z.string().max(256), z.number().finite(), z.boolean()]))
     .refine((a) => Object.keys(a).length <= 32, 'at most 32 attributes')
@@ -71,14 +78,24 @@ const STRICT_CALLBACKS: CallbackPolicy = { allowLoopbackHttp: false };
 
 /** What enrich reads from the body; built by assignment, as on every sign-in. */
 function signInFrom(body: DecideBody): SignInRequest {
-  const signIn: Mutable<SignInRequest> = { userId: body.user_id, deviceId: body.device_id, ip: body.ip, purpose: body.purpose };
+  const signIn: Mutable<SignInRequest> = {
+    userId: body.user_id,
+    deviceId: body.device_id,
+    ip: body.ip,
+    purpose: body.purpose,
+  };
   if (body.user_agent !== undefined) signIn.userAgent = body.user_agent;
   if (body.attributes) signIn.attributes = body.attributes;
   return signIn;
 }
 
 /** The decision's counters: one per action, input degraded, rule fired and shadow disagreement. */
-function countDecision(metrics: Metrics, decisions: (action: string) => { inc(): void }, decision: Decision, seconds: number): void {
+function countDecision(
+  metrics: Metrics,
+  decisions: (action: string) => { inc(): void },
+  decision: Decision,
+  seconds: number,
+): void {
   decisions(decision.action).inc();
   metrics.decideDuration.observe(seconds);
   for (const input of decision.degraded) metrics.degraded.labels(input).inc();
@@ -87,7 +104,13 @@ function countDecision(metrics: Metrics, decisions: (action: string) => { inc():
 }
 
 /** The decision log line. It carries the point-in-time signals: it is what `rules replay` reads. */
-function decisionLine(decisionId: string, enriched: Enriched, decision: Decision, verification: Verification, seconds: number): Record<string, unknown> {
+function decisionLine(
+  decisionId: string,
+  enriched: Enriched,
+  decision: Decision,
+  verification: Verification,
+  seconds: number,
+): Record<string, unknown> {
   const line: Record<string, unknown> = {
     decision_id: decisionId,
     user: enriched.user,
@@ -141,7 +164,12 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
       throw new RiskError('RISK_ERR_RATE_LIMITED', 'rate limit exceeded for this user');
     }
     const evaluateStarted = process.hrtime.bigint();
-    const decision = evaluate(ruleset, { signals: enriched.signals, degraded: enriched.degraded, now, bypass: enriched.bypass });
+    const decision = evaluate(ruleset, {
+      signals: enriched.signals,
+      degraded: enriched.degraded,
+      now,
+      bypass: enriched.bypass,
+    });
     if (decision.bypass) deps.metrics.bypassUsed.labels(decision.bypass).inc();
     if (decision.purposeClass === 'undeclared') deps.metrics.undeclaredPurpose.inc();
     stage('evaluate', evaluateStarted);
@@ -168,8 +196,19 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
     const seconds = secondsSince(started);
     countDecision(deps.metrics, decisions, decision, seconds);
     request.log.info(decisionLine(decisionId, enriched, decision, verification, seconds), 'decision');
-    const stepUp = verification.status === 'created' || verification.status === 'reused' ? { sessionId: verification.session_id, method: verification.method } : undefined;
-    deps.events?.decided({ decisionId, userId: body.user_id, purpose: body.purpose, enriched, decision, verification: verification.status, ...(stepUp ? { stepUp } : {}) });
+    const stepUp =
+      verification.status === 'created' || verification.status === 'reused'
+        ? { sessionId: verification.session_id, method: verification.method }
+        : undefined;
+    deps.events?.decided({
+      decisionId,
+      userId: body.user_id,
+      purpose: body.purpose,
+      enriched,
+      decision,
+      verification: verification.status,
+      ...(stepUp ? { stepUp } : {}),
+    });
 
     const answer: Record<string, unknown> = {
       decision_id: decisionId,

@@ -25,8 +25,11 @@ return { current, ttl }
  */
 export function fallbackStore(redis: Client | undefined, prefix: string, onFallback?: () => void) {
   const local = new LocalWindows();
-  if (redis && !(redis as unknown as { riskRateLimit?: unknown }).riskRateLimit) redis.defineCommand('riskRateLimit', { numberOfKeys: 1, lua: INCR });
-  const counter = redis as unknown as { riskRateLimit(key: string, windowMs: number): Promise<[number, number]> } | undefined;
+  if (redis && !(redis as unknown as { riskRateLimit?: unknown }).riskRateLimit)
+    redis.defineCommand('riskRateLimit', { numberOfKeys: 1, lua: INCR });
+  const counter = redis as unknown as
+    | { riskRateLimit(key: string, windowMs: number): Promise<[number, number]> }
+    | undefined;
   // After a Redis failure the limiter counts locally for a second instead of waiting on every request
   // for a hung server (each wait is a full command timeout on the login path).
   let redisDownUntil = 0;
@@ -67,7 +70,8 @@ export interface RateLimitSettings {
   readonly onFallback?: () => void;
 }
 
-const rateLimitError = (_request: FastifyRequest, context: { after: string }) => new RiskError('RISK_ERR_RATE_LIMITED', `rate limit exceeded, retry in ${context.after}`);
+const rateLimitError = (_request: FastifyRequest, context: { after: string }) =>
+  new RiskError('RISK_ERR_RATE_LIMITED', `rate limit exceeded, retry in ${context.after}`);
 
 export async function registerRateLimits(app: FastifyInstance, settings: RateLimitSettings): Promise<void> {
   await app.register(rateLimit, {
@@ -90,7 +94,11 @@ export async function registerRateLimits(app: FastifyInstance, settings: RateLim
  */
 export const REPARSE_SHARE = 1 / 40;
 
-export function webhookFailureLimit(settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>, clock: () => number = Date.now, tarpitMs = 1000) {
+export function webhookFailureLimit(
+  settings: Pick<RateLimitSettings, 'ids' | 'webhookPerMinute'>,
+  clock: () => number = Date.now,
+  tarpitMs = 1000,
+) {
   const windows = new LocalWindows(10_000);
   const keyOf = (ip: string) => settings.ids.id('net', normalizeIP(ip, 64));
   return {

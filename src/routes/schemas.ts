@@ -13,7 +13,13 @@ const reason = z.object({ rule: z.string(), because: z.string() });
 
 export const verificationReply = z.union([
   z.object({ status: z.literal('not_needed') }),
-  z.object({ status: z.enum(['created', 'reused']), session_id: z.string(), url: z.string(), method: z.enum(STEP_UP_RUNGS), workflow_id: z.string() }),
+  z.object({
+    status: z.enum(['created', 'reused']),
+    session_id: z.string(),
+    url: z.string(),
+    method: z.enum(STEP_UP_RUNGS),
+    workflow_id: z.string(),
+  }),
   z.object({ status: z.literal('unavailable'), method: z.enum(STEP_UP_RUNGS), reason: z.string() }),
 ]);
 
@@ -30,7 +36,15 @@ export const decideReply = z.object({
   decision_id: z.string().uuid(),
   ...decisionFields,
   ruleset: z.string(),
-  signals: z.record(z.string(), z.union([z.boolean(), z.number(), z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]))])),
+  signals: z.record(
+    z.string(),
+    z.union([
+      z.boolean(),
+      z.number(),
+      z.string(),
+      z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+    ]),
+  ),
   verification: verificationReply,
   fallback: z.literal('backup_factor').optional(),
 });
@@ -45,7 +59,9 @@ export const sessionReply = z.object({
 });
 
 export const devicesReply = z.object({
-  devices: z.array(z.object({ device: z.string(), first_verified_at: z.string(), last_seen_at: z.string(), expires_at: z.string() })),
+  devices: z.array(
+    z.object({ device: z.string(), first_verified_at: z.string(), last_seen_at: z.string(), expires_at: z.string() }),
+  ),
 });
 
 export const webhookReply = z.object({ received: z.literal(true), result: z.string() });

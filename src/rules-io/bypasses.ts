@@ -7,7 +7,10 @@ import type { BypassContext, CompiledBypass, LoadError } from '../engine/ruleset
 export const MAX_BYPASS_DAYS = 90;
 
 const bypassSchema = z.strictObject({
-  id: z.string().regex(/^[a-z0-9]+(?:-[a-z0-9]+)*$/).max(64),
+  id: z
+    .string()
+    .regex(/^[a-z0-9]+(?:-[a-z0-9]+)*$/)
+    .max(64),
   reason: z.string().min(5).max(300),
   owner: z.string().max(100).optional(),
   lowest: z.enum(RUNGS),
@@ -18,7 +21,10 @@ const bypassSchema = z.strictObject({
       device: z.string().min(1).max(256).optional(),
       ip_prefix: z.string().max(64).optional(),
       asn: z.number().int().positive().optional(),
-      country: z.string().regex(/^[A-Z]{2}$/).optional(),
+      country: z
+        .string()
+        .regex(/^[A-Z]{2}$/)
+        .optional(),
     })
     .refine((m) => Object.keys(m).length > 0, 'match needs at least one of user, device, ip_prefix, asn, country'),
 });
@@ -33,9 +39,18 @@ export interface BypassIds {
  * Compiles the bypass file: user and device are pseudonymised at load (the running service only
  * ever compares pseudonyms), CIDRs are parsed once; every listed condition must hold.
  */
-export function compileBypasses(file: string, content: unknown, ids: BypassIds | undefined, now: number): { bypasses: CompiledBypass[]; errors: LoadError[] } {
+export function compileBypasses(
+  file: string,
+  content: unknown,
+  ids: BypassIds | undefined,
+  now: number,
+): { bypasses: CompiledBypass[]; errors: LoadError[] } {
   const parsed = bypassFileSchema.safeParse(content);
-  if (!parsed.success) return { bypasses: [], errors: parsed.error.issues.map((i) => ({ file, reason: `${i.path.join('.')}: ${i.message}` })) };
+  if (!parsed.success)
+    return {
+      bypasses: [],
+      errors: parsed.error.issues.map((i) => ({ file, reason: `${i.path.join('.')}: ${i.message}` })),
+    };
   const errors: LoadError[] = [];
   const bypasses: CompiledBypass[] = [];
   for (const doc of parsed.data.bypasses) {

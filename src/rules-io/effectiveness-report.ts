@@ -71,12 +71,26 @@ interface Tally {
 const ratio = (a: number, b: number): number | null => (b > 0 ? a / b : null);
 
 /** Per rule: what it fired on, the step-ups it caused, what became of them and what people said. */
-export function effectivenessReport(decisions: Iterable<ReportedDecision>, ruleset: Pick<CompiledRuleset, 'rules'>, options: ReportOptions): EffectivenessReport {
+export function effectivenessReport(
+  decisions: Iterable<ReportedDecision>,
+  ruleset: Pick<CompiledRuleset, 'rules'>,
+  options: ReportOptions,
+): EffectivenessReport {
   const live = new Map<string, Tally>();
   const shadow = new Map<string, Tally>();
   const tally = (table: Map<string, Tally>, rule: string) => {
     let t = table.get(rule);
-    if (!t) table.set(rule, (t = { fired: 0, stepUps: 0, outcomes: { approved: 0, declined: 0, abandoned: 0, in_review: 0, pending: 0 }, fraud: 0, legitimate: 0 }));
+    if (!t)
+      table.set(
+        rule,
+        (t = {
+          fired: 0,
+          stepUps: 0,
+          outcomes: { approved: 0, declined: 0, abandoned: 0, in_review: 0, pending: 0 },
+          fraud: 0,
+          legitimate: 0,
+        }),
+      );
     return t;
   };
   for (const rule of ruleset.rules) tally(rule.mode === 'shadow' ? shadow : live, rule.id);
@@ -123,9 +137,16 @@ export function effectivenessReport(decisions: Iterable<ReportedDecision>, rules
       approvalRate: ratio(o.approved, o.approved + o.declined + o.abandoned),
     };
   };
-  const order = (a: RuleEffect, b: RuleEffect) => b.stepUps - a.stepUps || b.fired - a.fired || a.rule.localeCompare(b.rule);
-  const rules = [...live].map(([rule, t]) => effect(rule, t, modes.get(rule) === 'enforce' ? 'enforce' : /^(floor|bypass):/.test(rule) ? 'engine' : 'removed')).sort(order);
-  const shadowRules = [...shadow].map(([rule, t]) => effect(rule, t, modes.has(rule) ? 'shadow' : 'removed')).sort(order);
+  const order = (a: RuleEffect, b: RuleEffect) =>
+    b.stepUps - a.stepUps || b.fired - a.fired || a.rule.localeCompare(b.rule);
+  const rules = [...live]
+    .map(([rule, t]) =>
+      effect(rule, t, modes.get(rule) === 'enforce' ? 'enforce' : /^(floor|bypass):/.test(rule) ? 'engine' : 'removed'),
+    )
+    .sort(order);
+  const shadowRules = [...shadow]
+    .map(([rule, t]) => effect(rule, t, modes.has(rule) ? 'shadow' : 'removed'))
+    .sort(order);
   const threshold = options.frictionApproval ?? 0.98;
   const minimum = options.frictionMinimum ?? 20;
   const outcomesOf = (r: RuleEffect) => r.outcomes.approved + r.outcomes.declined + r.outcomes.abandoned;
@@ -137,9 +158,18 @@ export function effectivenessReport(decisions: Iterable<ReportedDecision>, rules
     labelled,
     rules,
     shadow: shadowRules,
-    dead: [...rules, ...shadowRules].filter((r) => modes.has(r.rule) && r.fired === 0).map((r) => r.rule).sort(),
-    noisy: rules.filter((r) => r.mode === 'enforce' && r.fired > 0 && r.stepUps === 0).map((r) => r.rule).sort(),
-    frictionOnly: [...rules, ...shadowRules].filter((r) => outcomesOf(r) >= minimum && (r.approvalRate ?? 0) >= threshold).map((r) => r.rule).sort(),
+    dead: [...rules, ...shadowRules]
+      .filter((r) => modes.has(r.rule) && r.fired === 0)
+      .map((r) => r.rule)
+      .sort(),
+    noisy: rules
+      .filter((r) => r.mode === 'enforce' && r.fired > 0 && r.stepUps === 0)
+      .map((r) => r.rule)
+      .sort(),
+    frictionOnly: [...rules, ...shadowRules]
+      .filter((r) => outcomesOf(r) >= minimum && (r.approvalRate ?? 0) >= threshold)
+      .map((r) => r.rule)
+      .sort(),
   };
 }
 
@@ -151,8 +181,9 @@ function table(rows: readonly RuleEffect[]): string[] {
   const share = (r: RuleEffect, o: Outcome) => (r.stepUps ? percent(r.outcomes[o] / r.stepUps) : '-');
   const lines = rows
     .filter((r) => r.fired > 0)
-    .map((r) =>
-      `${r.rule.padEnd(width)}${[String(r.fired), String(r.stepUps), share(r, 'approved'), share(r, 'declined'), share(r, 'abandoned'), share(r, 'in_review'), share(r, 'pending'), String(r.fraud), String(r.legitimate)].map((c) => c.padStart(10)).join('')}${[percent(r.precisionLabels), percent(r.precisionDeclines)].map((c) => c.padStart(14)).join('')}`,
+    .map(
+      (r) =>
+        `${r.rule.padEnd(width)}${[String(r.fired), String(r.stepUps), share(r, 'approved'), share(r, 'declined'), share(r, 'abandoned'), share(r, 'in_review'), share(r, 'pending'), String(r.fraud), String(r.legitimate)].map((c) => c.padStart(10)).join('')}${[percent(r.precisionLabels), percent(r.precisionDeclines)].map((c) => c.padStart(14)).join('')}`,
     );
   return [head, ...lines];
 }
@@ -163,7 +194,12 @@ export function formatEffectiveness(report: EffectivenessReport): string {
     '',
     ...table(report.rules),
   ];
-  if (report.shadow.some((r) => r.fired > 0)) out.push('', 'shadow rules (partial evidence: step-ups they would have raised, seen only on sign-ins that stepped up for another reason):', ...table(report.shadow));
+  if (report.shadow.some((r) => r.fired > 0))
+    out.push(
+      '',
+      'shadow rules (partial evidence: step-ups they would have raised, seen only on sign-ins that stepped up for another reason):',
+      ...table(report.shadow),
+    );
   out.push('', `dead (never fired): ${report.dead.join(', ') || 'none'}`);
   out.push(`noisy (fired, never caused a step-up): ${report.noisy.join(', ') || 'none'}`);
   out.push(`friction only (approval >= 98%): ${report.frictionOnly.join(', ') || 'none'}`);

@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
-import { compileRuleset, type CompileResult, type LoadError, type RegexGuard, type RuleSource } from '../engine/ruleset.js';
+import {
+  compileRuleset,
+  type CompileResult,
+  type LoadError,
+  type RegexGuard,
+  type RuleSource,
+} from '../engine/ruleset.js';
 import { compileBypasses, type BypassIds } from './bypasses.js';
 import { compilePurposes, isPurposesFile } from './purposes.js';
 import { createRecheckGuard } from './regex-guard.js';
@@ -50,7 +56,10 @@ export interface LoadOptions {
 }
 
 /** YAML → plain data with the line of each rule; YAML errors come back with their line. */
-export function parseYaml(file: string, text: string): { content: unknown; lineOfRule: (i: number) => number } | LoadError {
+export function parseYaml(
+  file: string,
+  text: string,
+): { content: unknown; lineOfRule: (i: number) => number } | LoadError {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const problem = doc.errors[0];
@@ -124,9 +133,15 @@ export function compileFromTexts(files: readonly TextFile[], options: LoadOption
     const kind = /^policy\.ya?ml$/.test(path.basename(file.name)) ? 'policy' : 'rules';
     sources.push({ file: file.name, kind, content: parsed.content, lineOfRule: parsed.lineOfRule });
   }
-  const compiled = compileRuleset(sources, { hash: hashFiles(used), regexGuard, ...(options.outOfTime ? { outOfTime: options.outOfTime } : {}) });
+  const compiled = compileRuleset(sources, {
+    hash: hashFiles(used),
+    regexGuard,
+    ...(options.outOfTime ? { outOfTime: options.outOfTime } : {}),
+  });
   if (errors.length > 0) return { ok: false, errors: [...errors, ...(compiled.ok ? [] : compiled.errors)] };
-  return compiled.ok ? { ok: true, ruleset: { ...compiled.ruleset, bypasses, ...(purposes ? { purposes } : {}) } } : compiled;
+  return compiled.ok
+    ? { ok: true, ruleset: { ...compiled.ruleset, bypasses, ...(purposes ? { purposes } : {}) } }
+    : compiled;
 }
 
 /** Reads every file of a rules directory (one level); sizes are checked before reading. */
@@ -166,7 +181,16 @@ export async function loadRuleDir(dir: string, options: DirLoadOptions = {}): Pr
   if (!sandbox) return compileFromTexts(files, load);
   const checked = await sandbox.check(files, load.now ?? Date.now());
   if (checked.kind === 'rejected') return { ok: false, errors: [...checked.errors] };
-  if (checked.kind !== 'ok') return { ok: false, errors: [{ file: dir, reason: `rules check refused: ${checked.reason}`, tooExpensive: checked.kind === 'too_expensive' }] };
+  if (checked.kind !== 'ok')
+    return {
+      ok: false,
+      errors: [
+        { file: dir, reason: `rules check refused: ${checked.reason}`, tooExpensive: checked.kind === 'too_expensive' },
+      ],
+    };
   const approved = new Set(checked.patterns);
-  return compileFromTexts(files, { ...load, regexGuard: (pattern) => (approved.has(pattern) ? undefined : 'not checked by the rule sandbox') });
+  return compileFromTexts(files, {
+    ...load,
+    regexGuard: (pattern) => (approved.has(pattern) ? undefined : 'not checked by the rule sandbox'),
+  });
 }

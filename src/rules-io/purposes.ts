@@ -12,14 +12,32 @@ export function isPurposesFile(name: string): boolean {
 
 const purposesFileSchema = z.strictObject({
   purposes: z
-    .record(z.string().regex(PURPOSE_NAME, 'a purpose is a lowercase word such as login or change_password (what the decide API accepts)'), z.enum(PURPOSE_CLASSES))
+    .record(
+      z
+        .string()
+        .regex(
+          PURPOSE_NAME,
+          'a purpose is a lowercase word such as login or change_password (what the decide API accepts)',
+        ),
+      z.enum(PURPOSE_CLASSES),
+    )
     .refine((p) => Object.keys(p).length >= 1, 'declare at least one purpose')
     .refine((p) => Object.keys(p).length <= MAX_PURPOSES, `at most ${MAX_PURPOSES} purposes`),
 });
 
 /** purposes.yaml → name → class; errors are load errors, so a bad file rejects the whole ruleset. */
-export function compilePurposes(file: string, content: unknown): { purposes: ReadonlyMap<string, DeclaredPurposeClass>; errors: LoadError[] } {
+export function compilePurposes(
+  file: string,
+  content: unknown,
+): { purposes: ReadonlyMap<string, DeclaredPurposeClass>; errors: LoadError[] } {
   const parsed = purposesFileSchema.safeParse(content);
-  if (!parsed.success) return { purposes: new Map(), errors: parsed.error.issues.map((i) => ({ file, reason: i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message })) };
+  if (!parsed.success)
+    return {
+      purposes: new Map(),
+      errors: parsed.error.issues.map((i) => ({
+        file,
+        reason: i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message,
+      })),
+    };
   return { purposes: new Map(Object.entries(parsed.data.purposes)), errors: [] };
 }

@@ -15,7 +15,7 @@ export const REGEX_BUDGET = { perPatternMs: 400, perLoadMs: 600 } as const;
 // native agent process; that agent sometimes stops answering after a timed-out check, and the
 // caller then waits forever (seen here on the fifth slow pattern in a row). The pure backend runs
 // in this thread and stops itself at `timeout`. recheck reads this setting at each call.
-process.env['RECHECK_SYNC_BACKEND'] = 'pure';
+process.env.RECHECK_SYNC_BACKEND = 'pure';
 
 export interface RegexBudget {
   readonly perPatternMs: number;
@@ -41,7 +41,10 @@ export function warmRecheck(): void {
 }
 
 /** A guard for one load: the per-load budget is shared by every pattern of that ruleset. */
-export function createRecheckGuard(budget: RegexBudget = REGEX_BUDGET, now: () => number = performance.now.bind(performance)): RegexGuard {
+export function createRecheckGuard(
+  budget: RegexBudget = REGEX_BUDGET,
+  now: () => number = performance.now.bind(performance),
+): RegexGuard {
   let spent = 0;
   return (pattern) => {
     try {
@@ -52,7 +55,11 @@ export function createRecheckGuard(budget: RegexBudget = REGEX_BUDGET, now: () =
     if (verdicts.has(pattern)) return verdicts.get(pattern);
     warmRecheck();
     const left = Math.min(budget.perPatternMs, budget.perLoadMs - spent);
-    if (left <= 0) return { reason: `the regex safety check ran out of its ${budget.perLoadMs} ms budget for this ruleset`, tooExpensive: true };
+    if (left <= 0)
+      return {
+        reason: `the regex safety check ran out of its ${budget.perLoadMs} ms budget for this ruleset`,
+        tooExpensive: true,
+      };
     const started = now();
     let result: ReturnType<typeof checkSync>;
     try {
@@ -63,10 +70,17 @@ export function createRecheckGuard(budget: RegexBudget = REGEX_BUDGET, now: () =
     } finally {
       spent += now() - started;
     }
-    if (result.status === 'vulnerable') return remember(pattern, `catastrophic backtracking (${(result as { complexity?: { summary?: string } }).complexity?.summary ?? 'vulnerable'})`);
+    if (result.status === 'vulnerable')
+      return remember(
+        pattern,
+        `catastrophic backtracking (${(result as { complexity?: { summary?: string } }).complexity?.summary ?? 'vulnerable'})`,
+      );
     if (result.status === 'safe') return remember(pattern, undefined);
     if (result.error.kind === 'timeout') {
-      const refusal = { reason: `the regex safety check did not finish within ${Math.round(left)} ms`, tooExpensive: true } as const;
+      const refusal = {
+        reason: `the regex safety check did not finish within ${Math.round(left)} ms`,
+        tooExpensive: true,
+      } as const;
       // Only a check that had the whole per-pattern budget is a verdict on the pattern itself.
       return left >= budget.perPatternMs ? remember(pattern, refusal) : refusal;
     }

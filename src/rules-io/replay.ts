@@ -30,8 +30,21 @@ export interface ReplayReport {
 export type ReplayLabel = 'fraud' | 'legitimate';
 
 export interface LabelledReplay {
-  readonly fraud: { readonly total: number; readonly challengedBefore: number; readonly stillChallenged: number; readonly nowLetThrough: number; readonly ids: Readonly<Record<'nowLetThrough', string[]>> };
-  readonly legitimate: { readonly total: number; readonly challengedBefore: number; readonly challengedAfter: number; readonly nowLetThrough: number; readonly newlyChallenged: number; readonly ids: Readonly<Record<'newlyChallenged', string[]>> };
+  readonly fraud: {
+    readonly total: number;
+    readonly challengedBefore: number;
+    readonly stillChallenged: number;
+    readonly nowLetThrough: number;
+    readonly ids: Readonly<Record<'nowLetThrough', string[]>>;
+  };
+  readonly legitimate: {
+    readonly total: number;
+    readonly challengedBefore: number;
+    readonly challengedAfter: number;
+    readonly nowLetThrough: number;
+    readonly newlyChallenged: number;
+    readonly ids: Readonly<Record<'newlyChallenged', string[]>>;
+  };
 }
 
 const FLOOR = /^(floor|bypass):/;
@@ -44,15 +57,41 @@ export function parseDecisionLine(line: string): LoggedDecision | undefined {
   } catch {
     return undefined;
   }
-  if (parsed.msg !== 'decision' || typeof parsed.signals !== 'object' || parsed.signals === null || !RUNGS.includes(parsed.action as Rung)) return undefined;
+  if (
+    parsed.msg !== 'decision' ||
+    typeof parsed.signals !== 'object' ||
+    parsed.signals === null ||
+    !RUNGS.includes(parsed.action as Rung)
+  )
+    return undefined;
   return parsed as unknown as LoggedDecision;
 }
 
 /** Re-decides logged decisions with another ruleset, from exactly the signals the rules saw then. */
-export function replay(lines: Iterable<string>, candidate: CompiledRuleset, examplesPerCell = 3, labels?: ReadonlyMap<string, ReplayLabel>): ReplayReport {
-  const fraud = { total: 0, challengedBefore: 0, stillChallenged: 0, nowLetThrough: 0, ids: { nowLetThrough: [] as string[] } };
-  const legitimate = { total: 0, challengedBefore: 0, challengedAfter: 0, nowLetThrough: 0, newlyChallenged: 0, ids: { newlyChallenged: [] as string[] } };
-  const matrix = Object.fromEntries(RUNGS.map((from) => [from, Object.fromEntries(RUNGS.map((to) => [to, 0]))])) as Record<Rung, Record<Rung, number>>;
+export function replay(
+  lines: Iterable<string>,
+  candidate: CompiledRuleset,
+  examplesPerCell = 3,
+  labels?: ReadonlyMap<string, ReplayLabel>,
+): ReplayReport {
+  const fraud = {
+    total: 0,
+    challengedBefore: 0,
+    stillChallenged: 0,
+    nowLetThrough: 0,
+    ids: { nowLetThrough: [] as string[] },
+  };
+  const legitimate = {
+    total: 0,
+    challengedBefore: 0,
+    challengedAfter: 0,
+    nowLetThrough: 0,
+    newlyChallenged: 0,
+    ids: { newlyChallenged: [] as string[] },
+  };
+  const matrix = Object.fromEntries(
+    RUNGS.map((from) => [from, Object.fromEntries(RUNGS.map((to) => [to, 0]))]),
+  ) as Record<Rung, Record<Rung, number>>;
   const responsible = new Map<string, number>();
   const examples: Record<string, string[]> = {};
   let decisions = 0;
@@ -114,7 +153,9 @@ export function replay(lines: Iterable<string>, candidate: CompiledRuleset, exam
     skipped,
     matrix,
     changed,
-    responsible: [...responsible.entries()].map(([rule, count]) => ({ rule, count })).sort((a, b) => b.count - a.count || a.rule.localeCompare(b.rule)),
+    responsible: [...responsible.entries()]
+      .map(([rule, count]) => ({ rule, count }))
+      .sort((a, b) => b.count - a.count || a.rule.localeCompare(b.rule)),
     examples,
     ...(labels ? { labelled: { fraud, legitimate } } : {}),
   };
@@ -127,7 +168,8 @@ export function parseLabelLines(lines: Iterable<string>): Map<string, ReplayLabe
     if (!line.trim()) continue;
     try {
       const parsed = JSON.parse(line) as { decision_id?: unknown; label?: unknown };
-      if (typeof parsed.decision_id === 'string' && (parsed.label === 'fraud' || parsed.label === 'legitimate')) labels.set(parsed.decision_id, parsed.label);
+      if (typeof parsed.decision_id === 'string' && (parsed.label === 'fraud' || parsed.label === 'legitimate'))
+        labels.set(parsed.decision_id, parsed.label);
     } catch {
       // Not a label line: skipped, like the replay skips log lines that are not decisions.
     }
@@ -148,6 +190,8 @@ export function formatLabelled(labelled: LabelledReplay): string {
 export function formatMatrix(report: ReplayReport): string {
   const width = 10;
   const head = `${'old \\ new'.padEnd(width)}${RUNGS.map((r) => r.padStart(width)).join('')}`;
-  const rows = RUNGS.map((from) => `${from.padEnd(width)}${RUNGS.map((to) => String(report.matrix[from][to]).padStart(width)).join('')}`);
+  const rows = RUNGS.map(
+    (from) => `${from.padEnd(width)}${RUNGS.map((to) => String(report.matrix[from][to]).padStart(width)).join('')}`,
+  );
   return [head, ...rows].join('\n');
 }

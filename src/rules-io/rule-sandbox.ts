@@ -63,7 +63,9 @@ export interface RuleSandbox {
   close(): Promise<void>;
 }
 
-type JobBody = { kind: 'evaluate'; files: readonly TextFile[]; input: EvaluationInput } | { kind: 'check'; files: readonly TextFile[]; now: number };
+type JobBody =
+  | { kind: 'evaluate'; files: readonly TextFile[]; input: EvaluationInput }
+  | { kind: 'check'; files: readonly TextFile[]; now: number };
 
 interface Pending {
   readonly body: JobBody;
@@ -87,9 +89,13 @@ function startWorker(options: ConstructorParameters<typeof Worker>[1]): Worker {
   // Lowest CPU priority for this thread (on Linux a nice value is per thread), set before anything
   // loads: on a busy host the scheduler then favours the event loop that answers decides.
   const nice = "try { require('node:os').setPriority(19); } catch {}";
-  if (path.extname(here) !== '.ts') return new Worker(`${nice} import(${JSON.stringify(url.href)});`, { ...options, eval: true });
+  if (path.extname(here) !== '.ts')
+    return new Worker(`${nice} import(${JSON.stringify(url.href)});`, { ...options, eval: true });
   const api = import.meta.resolve('tsx/esm/api');
-  return new Worker(`${nice} import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`, { ...options, eval: true });
+  return new Worker(
+    `${nice} import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`,
+    { ...options, eval: true },
+  );
 }
 
 export interface SandboxOptions extends Partial<SandboxLimits> {
@@ -128,7 +134,10 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
         if (message?.ready) done(true);
       };
       const onFail = (reason: unknown): void => {
-        const detail = reason instanceof Error ? { type: reason.name, code: (reason as { code?: string }).code, message: reason.message.slice(0, 200) } : { exit: reason };
+        const detail =
+          reason instanceof Error
+            ? { type: reason.name, code: (reason as { code?: string }).code, message: reason.message.slice(0, 200) }
+            : { exit: reason };
         if (!closed) log?.warn({ sandbox: detail }, 'rule sandbox worker failed to start');
         done(false);
       };
@@ -161,28 +170,50 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     const regex = body.kind === 'evaluate' ? limits.evaluateRegex : limits.checkRegex;
     // The worker gives up by itself at 60% of the deadline, which leaves the regex budget and one slow rule room.
     const softMs = Math.round(deadline * 0.6);
-    const job: WorkerJob = body.kind === 'evaluate' ? { id, kind: 'evaluate', files: body.files, input: body.input, regex, softMs } : { id, kind: 'check', files: body.files, now: body.now, regex, softMs };
+    const job: WorkerJob =
+      body.kind === 'evaluate'
+        ? { id, kind: 'evaluate', files: body.files, input: body.input, regex, softMs }
+        : { id, kind: 'check', files: body.files, now: body.now, regex, softMs };
     return new Promise<SandboxOutcome>((resolve) => {
       const { worker } = current;
       const finish = (outcome: SandboxOutcome, kill: boolean): void => {
         clearTimeout(timer);
         worker.off('message', onMessage).off('error', onError).off('exit', onExit);
         if (kill) {
-        log?.warn({ sandbox: { job: body.kind, outcome: outcome.kind === 'too_expensive' ? outcome.reason : outcome.kind } }, 'rule sandbox worker stopped and replaced');
-        discard(current);
-      }
+          log?.warn(
+            { sandbox: { job: body.kind, outcome: outcome.kind === 'too_expensive' ? outcome.reason : outcome.kind } },
+            'rule sandbox worker stopped and replaced',
+          );
+          discard(current);
+        }
         resolve(outcome);
       };
       const onMessage = (reply: WorkerReply): void => {
         if (reply.id !== id) return;
-        finish(reply.ok ? { kind: 'ok', patterns: reply.patterns, ...(reply.decision === undefined ? {} : { decision: reply.decision }) } : { kind: 'rejected', errors: reply.errors }, false);
+        finish(
+          reply.ok
+            ? {
+                kind: 'ok',
+                patterns: reply.patterns,
+                ...(reply.decision === undefined ? {} : { decision: reply.decision }),
+              }
+            : { kind: 'rejected', errors: reply.errors },
+          false,
+        );
       };
       const onError = (error: Error & { code?: string }): void => {
-        const reason = error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its ${limits.memoryMb} MB memory budget` : 'the rule sandbox failed while running it';
+        const reason =
+          error.code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? `exceeded its ${limits.memoryMb} MB memory budget`
+            : 'the rule sandbox failed while running it';
         finish({ kind: 'too_expensive', reason }, true);
       };
-      const onExit = (): void => finish({ kind: 'too_expensive', reason: 'the rule sandbox stopped while running it' }, true);
-      const timer = setTimeout(() => finish({ kind: 'too_expensive', reason: `did not finish within its ${deadline} ms budget` }, true), deadline);
+      const onExit = (): void =>
+        finish({ kind: 'too_expensive', reason: 'the rule sandbox stopped while running it' }, true);
+      const timer = setTimeout(
+        () => finish({ kind: 'too_expensive', reason: `did not finish within its ${deadline} ms budget` }, true),
+        deadline,
+      );
       worker.on('message', onMessage).on('error', onError).on('exit', onExit);
       worker.postMessage(job);
     });
@@ -190,7 +221,8 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
 
   const execute = async (pending: Pending): Promise<SandboxOutcome> => {
     // Only time spent behind other jobs counts here; a worker's start-up has its own bound.
-    if (performance.now() - pending.queuedAt > limits.maxWaitMs) return { kind: 'busy', reason: 'waited too long for the rule sandbox' };
+    if (performance.now() - pending.queuedAt > limits.maxWaitMs)
+      return { kind: 'busy', reason: 'waited too long for the rule sandbox' };
     if (!slot) slot = spare ?? spawn();
     if (spare === slot) spare = undefined;
     // The spare starts with the first job: an idle service (most tests, the CLI) runs no worker at all.
@@ -199,9 +231,15 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     // A client's job waits for a (re)starting worker only as long as it may wait at all; a reload
     // waits for the start-up bound. The worker keeps starting for the jobs after it.
     // The very first start (nothing warm yet) is waited for like a reload: it happens once.
-    const patience = pending.body.kind === 'check' || !everReady ? limits.startupMs : limits.maxWaitMs - (performance.now() - pending.queuedAt);
+    const patience =
+      pending.body.kind === 'check' || !everReady
+        ? limits.startupMs
+        : limits.maxWaitMs - (performance.now() - pending.queuedAt);
     let waited: ReturnType<typeof setTimeout> | undefined;
-    const ready = await Promise.race([current.ready, new Promise<'late'>((resolve) => (waited = setTimeout(() => resolve('late'), Math.max(0, patience))))]);
+    const ready = await Promise.race([
+      current.ready,
+      new Promise<'late'>((resolve) => (waited = setTimeout(() => resolve('late'), Math.max(0, patience)))),
+    ]);
     clearTimeout(waited);
     if (ready === 'late') return { kind: 'busy', reason: 'the rule sandbox is restarting' };
     if (!ready) {
@@ -229,7 +267,8 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     // A rules reload goes first and is never refused for a full queue: a flood of evaluate calls
     // must not keep a fix off the decide path. The rules holder runs one reload at a time.
     const urgent = body.kind === 'check';
-    if (!urgent && queue.length >= limits.maxQueue) return Promise.resolve({ kind: 'busy', reason: 'too many rulesets are being evaluated' });
+    if (!urgent && queue.length >= limits.maxQueue)
+      return Promise.resolve({ kind: 'busy', reason: 'too many rulesets are being evaluated' });
     return new Promise((resolve) => {
       const pending: Pending = { body, queuedAt: urgent ? Number.POSITIVE_INFINITY : performance.now(), resolve };
       if (urgent) queue.unshift(pending);

@@ -38,7 +38,10 @@ export function createRulesHolder(options: RulesHolderOptions): RulesHolder {
     } else {
       ok = false;
       outcome = { ok: false, errors: result.errors };
-      options.log?.error({ ruleset: ruleset?.hash ?? null, errors: result.errors.map(formatLoadError) }, 'ruleset rejected; the last good ruleset keeps serving');
+      options.log?.error(
+        { ruleset: ruleset?.hash ?? null, errors: result.errors.map(formatLoadError) },
+        'ruleset rejected; the last good ruleset keeps serving',
+      );
     }
     options.onReload?.(outcome, ruleset);
     return outcome;

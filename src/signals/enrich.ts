@@ -2,7 +2,15 @@ import type { BypassContext } from '../engine/ruleset.js';
 import type { AttributeValue, Signals, TypedSignals } from '../engine/signals.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import { migrationOf } from '../store/rotation.js';
-import { UserRateLimited, type History, type ObserveLimit, type Place, type Sighting, type Store, type StepUpSession } from '../store/store.js';
+import {
+  UserRateLimited,
+  type History,
+  type ObserveLimit,
+  type Place,
+  type Sighting,
+  type Store,
+  type StepUpSession,
+} from '../store/store.js';
 import { LocalWindows } from '../lib/fixed-windows.js';
 import type { GeoIp, GeoResult } from './geoip.js';
 import { parseClientIp, trustNetworkId, type ClientIp } from './ip.js';
@@ -39,9 +47,7 @@ export interface SignInRequest {
   readonly attributes?: Readonly<Record<string, AttributeValue>>;
 }
 
-export interface StageTimer {
-  (stage: 'enrich' | 'store', startedAt: bigint): void;
-}
+export type StageTimer = (stage: 'enrich' | 'store', startedAt: bigint) => void;
 
 export interface Enriched {
   readonly signals: Signals;
@@ -101,7 +107,12 @@ function lookUp(deps: EnrichDeps, request: SignInRequest, now: number, degraded:
   const ua = deps.userAgents.parse(request.userAgent);
   const place: Place | undefined =
     geo.latitude !== undefined && geo.longitude !== undefined && !ip.private
-      ? { lat: coarse(geo.latitude), lon: coarse(geo.longitude), accuracyKm: geo.accuracyKm ?? 1000, travelNet: deps.ids.id('net', ip.travelNet) }
+      ? {
+          lat: coarse(geo.latitude),
+          lon: coarse(geo.longitude),
+          accuracyKm: geo.accuracyKm ?? 1000,
+          travelNet: deps.ids.id('net', ip.travelNet),
+        }
       : undefined;
   return {
     ip,
@@ -146,7 +157,13 @@ function requestSignals(request: SignInRequest, { ip, geo, lists, ua }: Lookups)
 }
 
 /** Adds the signals read from the user's history; without a history they stay unknown. */
-function addHistorySignals(s: TypedSignals, history: History, { ip, geo, lists, ua, place }: Lookups, ipDecides: number, now: number): void {
+function addHistorySignals(
+  s: TypedSignals,
+  history: History,
+  { ip, geo, lists, ua, place }: Lookups,
+  ipDecides: number,
+  now: number,
+): void {
   s['device.known'] = history.deviceKnown;
   s['device.seen_count'] = history.deviceSeenCount;
   s['device.first_seen_days'] = days(history.deviceFirstSeenAt, now) ?? 0;
@@ -155,8 +172,10 @@ function addHistorySignals(s: TypedSignals, history: History, { ip, geo, lists, 
   if (geo.asn !== undefined) s['ip.asn_known'] = history.asnKnown;
   if (s['geo.country'] !== undefined) s['geo.country_known'] = history.countryKnown;
   // Dropping the agent is a change too: stripping it must not dodge the comparison.
-  const verifiedUa = history.deviceUa && (history.deviceUa.browser || history.deviceUa.os) ? history.deviceUa : undefined;
-  s['ua.changed'] = verifiedUa !== undefined && (ua.absent || verifiedUa.browser !== ua.browser || verifiedUa.os !== ua.os);
+  const verifiedUa =
+    history.deviceUa && (history.deviceUa.browser || history.deviceUa.os) ? history.deviceUa : undefined;
+  s['ua.changed'] =
+    verifiedUa !== undefined && (ua.absent || verifiedUa.browser !== ua.browser || verifiedUa.os !== ua.os);
   s['user.verified_count'] = history.verifiedCount;
   const lastVerified = days(history.lastVerifiedAt, now);
   if (lastVerified !== undefined) s['user.last_verified_days'] = lastVerified;
@@ -184,7 +203,12 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
    * Step 2, the one round trip: record this sighting and read the user's history. A failed, late or
    * nonsensical store leaves the history unknown (degraded); the per-user limit then counts here.
    */
-  async function readHistory(request: SignInRequest, found: Lookups, now: number, degraded: Set<string>): Promise<History | undefined> {
+  async function readHistory(
+    request: SignInRequest,
+    found: Lookups,
+    now: number,
+    degraded: Set<string>,
+  ): Promise<History | undefined> {
     const { geo, user, device, ipId, prefix, country } = found;
     const sighting: Mutable<Sighting> = { user, device, ip: ipId, prefix };
     if (geo.asn !== undefined) sighting.asn = geo.asn;
@@ -192,8 +216,15 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     try {
       // During an ID_HASH_KEY rotation the user's state moves to the current pseudonyms first (one
       // more round trip, inside the same deadline): a failed move is a failed store, never a cold start.
-      const migration = migrationOf(deps.ids, { user: request.userId, device: request.deviceId, ip: found.ip.address, nets: [found.ip.prefix, found.ip.travelNet] });
-      const work = migration ? deps.store.migrate(migration, now).then(() => deps.store.observe(sighting, now, deps.userLimit)) : deps.store.observe(sighting, now, deps.userLimit);
+      const migration = migrationOf(deps.ids, {
+        user: request.userId,
+        device: request.deviceId,
+        ip: found.ip.address,
+        nets: [found.ip.prefix, found.ip.travelNet],
+      });
+      const work = migration
+        ? deps.store.migrate(migration, now).then(() => deps.store.observe(sighting, now, deps.userLimit))
+        : deps.store.observe(sighting, now, deps.userLimit);
       const reply = await withDeadline(work, deps.storeDeadlineMs ?? 250, 'store deadline');
       // A store that answers nonsense is as unknown as one that does not answer.
       if (isHistory(reply)) return reply;
@@ -225,12 +256,29 @@ export function createEnricher(deps: EnrichDeps, timer?: StageTimer) {
     const signals = requestSignals(request, found);
     if (history) addHistorySignals(signals, history, found, ipDecides, now);
     const { bypass, grant } = trustAndBypass(found);
-    return { signals, degraded: degraded.size === 0 ? [] : [...degraded].sort(), user: found.user, device: found.device, bypass, grant };
+    return {
+      signals,
+      degraded: degraded.size === 0 ? [] : [...degraded].sort(),
+      user: found.user,
+      device: found.device,
+      bypass,
+      grant,
+    };
   };
 }
 
 /** What an Approved step-up would trust, and what bypasses match against. */
-function trustAndBypass({ ip, geo, ua, user, device, ipId, prefix, country, place }: Lookups): Pick<Enriched, 'grant' | 'bypass'> {
+function trustAndBypass({
+  ip,
+  geo,
+  ua,
+  user,
+  device,
+  ipId,
+  prefix,
+  country,
+  place,
+}: Lookups): Pick<Enriched, 'grant' | 'bypass'> {
   // Built by assignment rather than spreads: this runs on every sign-in.
   const bypass: Mutable<BypassContext> = { user, device, ip: ip.bytes };
   const grant: Mutable<Enriched['grant']> = { user, device, ip: ipId, prefix };

@@ -63,8 +63,13 @@ interface ConnectionRecord {
   connection_type?: string;
 }
 
-export function createGeoIp(initial: Partial<Record<GeoDatabase, LoadedDatabase>>, configured: readonly GeoDatabase[] = ['city', 'asn']): GeoIp {
-  const databases = new Map<GeoDatabase, LoadedDatabase>(Object.entries(initial) as Array<[GeoDatabase, LoadedDatabase]>);
+export function createGeoIp(
+  initial: Partial<Record<GeoDatabase, LoadedDatabase>>,
+  configured: readonly GeoDatabase[] = ['city', 'asn'],
+): GeoIp {
+  const databases = new Map<GeoDatabase, LoadedDatabase>(
+    Object.entries(initial) as Array<[GeoDatabase, LoadedDatabase]>,
+  );
 
   const read = <T>(db: GeoDatabase, ip: string, failed: GeoDatabase[]): T | null | undefined => {
     const loaded = databases.get(db);

@@ -24,7 +24,7 @@ function merge<T extends number | bigint>(ranges: Array<[T, T]>, one: T): Array<
   const merged: Array<[T, T]> = [];
   for (const [start, end] of ranges) {
     const last = merged[merged.length - 1];
-    if (last && start <= ((last[1] as bigint) + (one as bigint)) as unknown as T) {
+    if (last && ((start <= (last[1] as bigint) + (one as bigint)) as unknown as T)) {
       if (end > last[1]) last[1] = end;
     } else merged.push([start, end]);
   }
@@ -68,7 +68,10 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
     }
     try {
       const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), -1];
-      const normal = address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() ? (address as ipaddr.IPv6).toIPv4Address() : address;
+      const normal =
+        address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress()
+          ? (address as ipaddr.IPv6).toIPv4Address()
+          : address;
       const width = normal.kind() === 'ipv4' ? 32 : 128;
       const prefix = bits === -1 ? width : normal === address ? bits : bits - 96;
       if (prefix < 0 || prefix > width) throw new Error('bad prefix');

@@ -30,11 +30,13 @@ export type Ipv4Embedding = 'nat64' | '6to4' | 'teredo' | 'ipv4-compatible';
 export function embeddedIpv4(bytes: readonly number[]): { octets: number[]; form: Ipv4Embedding } | undefined {
   const zeroes = (from: number, to: number) => bytes.slice(from, to).every((b) => b === 0);
   // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the last 32 bits.
-  if (bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && zeroes(4, 12)) return { octets: bytes.slice(12, 16), form: 'nat64' };
+  if (bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && zeroes(4, 12))
+    return { octets: bytes.slice(12, 16), form: 'nat64' };
   // 6to4 2002::/16 (RFC 3056): bits 16-47 are the site's public IPv4.
   if (bytes[0] === 0x20 && bytes[1] === 0x02) return { octets: bytes.slice(2, 6), form: '6to4' };
   // Teredo 2001:0000::/32 (RFC 4380): the client's public IPv4 is the last 32 bits, inverted.
-  if (bytes[0] === 0x20 && bytes[1] === 0x01 && bytes[2] === 0x00 && bytes[3] === 0x00) return { octets: bytes.slice(12, 16).map((b) => b ^ 0xff), form: 'teredo' };
+  if (bytes[0] === 0x20 && bytes[1] === 0x01 && bytes[2] === 0x00 && bytes[3] === 0x00)
+    return { octets: bytes.slice(12, 16).map((b) => b ^ 0xff), form: 'teredo' };
   // Deprecated IPv4-compatible ::a.b.c.d (RFC 4291); :: and ::1 (and all of ::/104) stay IPv6.
   if (zeroes(0, 12) && bytes[12] !== 0) return { octets: bytes.slice(12, 16), form: 'ipv4-compatible' };
   return undefined;
@@ -55,7 +57,11 @@ function prefixOf(bytes: readonly number[], keepBytes: number): string {
  * same on both paths), as sorted [first, last] pairs of unsigned 32-bit values.
  */
 const IPV4_NOT_UNICAST: ReadonlyArray<readonly [number, number]> = (() => {
-  const special = (ipaddr.IPv4.prototype as unknown as { SpecialRanges: Record<string, Array<[ipaddr.IPv4, number]> | [ipaddr.IPv4, number]> }).SpecialRanges;
+  const special = (
+    ipaddr.IPv4.prototype as unknown as {
+      SpecialRanges: Record<string, Array<[ipaddr.IPv4, number]> | [ipaddr.IPv4, number]>;
+    }
+  ).SpecialRanges;
   const ranges: Array<[number, number]> = [];
   for (const entry of Object.values(special)) {
     const list = Array.isArray(entry[0]) ? (entry as Array<[ipaddr.IPv4, number]>) : [entry as [ipaddr.IPv4, number]];
@@ -102,7 +108,15 @@ function ipv4(octets: number[], address: string, embeddedIn?: Ipv4Embedding): Cl
   const key = uint32(octets);
   let isPrivate = false;
   for (const [first, last] of IPV4_NOT_UNICAST) if (key >= first && key <= last) isPrivate = true;
-  const ip = { address, version: 4 as const, prefix: address, travelNet: `${octets[0]}.${octets[1]}.${octets[2]}.0/24`, private: isPrivate, bytes: octets, key };
+  const ip = {
+    address,
+    version: 4 as const,
+    prefix: address,
+    travelNet: `${octets[0]}.${octets[1]}.${octets[2]}.0/24`,
+    private: isPrivate,
+    bytes: octets,
+    key,
+  };
   return embeddedIn ? { ...ip, embeddedIn } : ip;
 }
 
@@ -121,7 +135,15 @@ export function parseClientIp(text: string): ClientIp {
   const embedded = embeddedIpv4(bytes);
   if (embedded) return ipv4(embedded.octets, embedded.octets.join('.'), embedded.form);
   const net64 = `${prefixOf(bytes, 8)}/64`;
-  return { address, version: 6, prefix: net64, travelNet: net64, private: parsed.range() !== 'unicast', bytes, key: bigintOf(bytes) };
+  return {
+    address,
+    version: 6,
+    prefix: net64,
+    travelNet: net64,
+    private: parsed.range() !== 'unicast',
+    bytes,
+    key: bigintOf(bytes),
+  };
 }
 
 /**

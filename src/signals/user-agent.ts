@@ -30,7 +30,8 @@ export interface BotMatcher {
  * Automation that the crawler list does not cover because it is not a crawler. Literals only, so the
  * scan stays linear over 8 KiB.
  */
-const AUTOMATION_MARKERS = /HeadlessChrome|PhantomJS|puppeteer|playwright|selenium|webdriver|python-requests|python-urllib|aiohttp|Go-http-client|okhttp|curl\/|Wget\/|libwww-perl|node-fetch|axios\/|undici/i;
+const AUTOMATION_MARKERS =
+  /HeadlessChrome|PhantomJS|puppeteer|playwright|selenium|webdriver|python-requests|python-urllib|aiohttp|Go-http-client|okhttp|curl\/|Wget\/|libwww-perl|node-fetch|axios\/|undici/i;
 
 /** What proxies, logs and broken clients put where there is no agent. */
 const PLACEHOLDERS = new Set(['-', '--', 'null', 'undefined', 'none', 'unknown', 'n/a', '(null)', '""', "''"]);
@@ -81,7 +82,8 @@ export function compileBotPatterns(patterns: readonly string[]): BotMatcher | un
       continue;
     }
     const pieces = pattern.split('[\\s\\S]*').map(literalOf);
-    if (pieces.length > 1 && pieces.every((piece): piece is string => piece !== undefined && piece !== '')) sequences.push(pieces.map((piece) => piece.toLowerCase()));
+    if (pieces.length > 1 && pieces.every((piece): piece is string => piece !== undefined && piece !== ''))
+      sequences.push(pieces.map((piece) => piece.toLowerCase()));
     else regexes.push(pattern);
   }
   if (literals.length + sequences.length + regexes.length === 0) return undefined;

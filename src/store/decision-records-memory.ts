@@ -1,4 +1,11 @@
-import { claimable, type DecisionRecord, type DecisionRecords, type Label, type RecordedOutcome, type StoredDecision } from './decision-records.js';
+import {
+  claimable,
+  type DecisionRecord,
+  type DecisionRecords,
+  type Label,
+  type RecordedOutcome,
+  type StoredDecision,
+} from './decision-records.js';
 
 export interface MemoryDecisionRecordsOptions {
   readonly ttlMs: number;
@@ -30,7 +37,8 @@ export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOption
   const sessions = new Map<string, string>();
   const open = new Map<string, { session: string; expiresAt: number }>();
 
-  const live = (entry: Entry | undefined, now: number): entry is Entry => !!entry && now - entry.record.at < options.ttlMs;
+  const live = (entry: Entry | undefined, now: number): entry is Entry =>
+    !!entry && now - entry.record.at < options.ttlMs;
   const drop = (id: string) => {
     const entry = entries.get(id);
     if (entry) bytes -= entry.bytes;
@@ -39,7 +47,11 @@ export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOption
     const session = entry?.record.stepUp?.session;
     if (session && sessions.get(session) === id) sessions.delete(session);
   };
-  const copy = (entry: Entry): StoredDecision => ({ record: entry.record, ...(entry.outcome ? { outcome: { ...entry.outcome } } : {}), ...(entry.label ? { label: entry.label } : {}) });
+  const copy = (entry: Entry): StoredDecision => ({
+    record: entry.record,
+    ...(entry.outcome ? { outcome: { ...entry.outcome } } : {}),
+    ...(entry.label ? { label: entry.label } : {}),
+  });
 
   const settle = async (id: string, session: string, outcome: RecordedOutcome, now: number, lapse = false) => {
     const entry = entries.get(id);

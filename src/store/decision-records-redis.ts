@@ -1,5 +1,12 @@
 import type { Cluster, Redis } from 'ioredis';
-import { shardOf, type DecisionRecord, type DecisionRecords, type Label, type RecordedOutcome, type StoredDecision } from './decision-records.js';
+import {
+  shardOf,
+  type DecisionRecord,
+  type DecisionRecords,
+  type Label,
+  type RecordedOutcome,
+  type StoredDecision,
+} from './decision-records.js';
 
 type Client = Redis | Cluster;
 
@@ -83,7 +90,9 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
 
   const parse = (fields: Record<string, string>): StoredDecision | undefined => {
     if (!fields.d) return undefined;
-    const stored: { record: DecisionRecord; outcome?: StoredDecision['outcome']; label?: Label } = { record: JSON.parse(fields.d) as DecisionRecord };
+    const stored: { record: DecisionRecord; outcome?: StoredDecision['outcome']; label?: Label } = {
+      record: JSON.parse(fields.d) as DecisionRecord,
+    };
     if (fields.o) stored.outcome = { outcome: fields.o as RecordedOutcome, at: Number(fields.oat) };
     if (fields.l) stored.label = JSON.parse(fields.l) as Label;
     return stored;
@@ -100,7 +109,18 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
     async put(record, now) {
       const shard = shardOf(record.id, shards);
       const step = record.stepUp;
-      await r.riskRecordPut(recordKey(record.id), timeKey(shard), openKey(shard), JSON.stringify(record), step?.session ?? '', options.ttlMs, record.at, step?.expiresAt ?? '', record.id, now - options.ttlMs);
+      await r.riskRecordPut(
+        recordKey(record.id),
+        timeKey(shard),
+        openKey(shard),
+        JSON.stringify(record),
+        step?.session ?? '',
+        options.ttlMs,
+        record.at,
+        step?.expiresAt ?? '',
+        record.id,
+        now - options.ttlMs,
+      );
       if (!step) return;
       const before = (await redis.set(linkKey(step.session), record.id, 'PX', options.ttlMs, 'GET')) as string | null;
       if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
@@ -123,7 +143,7 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
         for (const id of ids) pipeline.hget(recordKey(id), 's');
         const sessions = (await pipeline.exec()) ?? [];
         // A record gone from under its index entry is cleared by the claim (session '' never matches one).
-        ids.forEach((id, i) => due.push({ id, session: (sessions[i]?.[1] as string | null) ?? '' }));
+        for (const [i, id] of ids.entries()) due.push({ id, session: (sessions[i]?.[1] as string | null) ?? '' });
       }
       return due;
     },

@@ -70,7 +70,13 @@ export interface DecisionRecords {
    * `lapse`: only a step-up with no verdict at all (pending) is taken. Returns the record when this
    * call took it, so the caller counts it exactly once, across replicas.
    */
-  settle(id: string, session: string, outcome: RecordedOutcome, now: number, lapse?: boolean): Promise<DecisionRecord | undefined>;
+  settle(
+    id: string,
+    session: string,
+    outcome: RecordedOutcome,
+    now: number,
+    lapse?: boolean,
+  ): Promise<DecisionRecord | undefined>;
   /** Open step-ups whose window ended at or before `now` (at most `max`), for the sweep. */
   lapsed(now: number, max: number): Promise<Array<{ id: string; session: string }>>;
   /** Sets the decision's label, replacing any; undefined when the decision is unknown or expired. */
@@ -87,7 +93,8 @@ export function shardOf(id: string, shards: number): number {
   return hash % shards;
 }
 
-export const isFinal = (outcome: RecordedOutcome | undefined): boolean => outcome !== undefined && FINAL_OUTCOMES.includes(outcome);
+export const isFinal = (outcome: RecordedOutcome | undefined): boolean =>
+  outcome !== undefined && FINAL_OUTCOMES.includes(outcome);
 
 /**
  * Whether a claim of `outcome` takes a step-up now at `current`: the one rule both stores apply (the

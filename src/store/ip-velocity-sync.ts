@@ -100,7 +100,8 @@ type SyncClient = { riskIpVelocitySync(...args: Array<string | number>): Promise
 
 /** The sync script as a command on this client (defined once per client, however many counters share it). */
 function syncCommand(redis: Client): SyncClient {
-  if (!(redis as unknown as Partial<SyncClient>).riskIpVelocitySync) redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
+  if (!(redis as unknown as Partial<SyncClient>).riskIpVelocitySync)
+    redis.defineCommand('riskIpVelocitySync', { lua: SYNC });
   return redis as unknown as SyncClient;
 }
 
@@ -153,14 +154,28 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   let inFlight = new Map<string, BucketCounts>();
 
   /** One script call for one shard's chunk; false when it failed (its counts are then pending again, within bounds). */
-  async function syncChunk(batch: ReadonlyMap<string, BucketCounts>, shard: number, addresses: string[], bucket: number): Promise<boolean> {
+  async function syncChunk(
+    batch: ReadonlyMap<string, BucketCounts>,
+    shard: number,
+    addresses: string[],
+    bucket: number,
+  ): Promise<boolean> {
     const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
     try {
-      const reply = await client.riskIpVelocitySync(keys.length, ...keys, bucket, ...addsOf(batch, addresses, bucket - WINDOW_BUCKETS + 1));
-      addresses.forEach((address, i) => shared.set(address, { total: Number(reply[i]), bucket }));
+      const reply = await client.riskIpVelocitySync(
+        keys.length,
+        ...keys,
+        bucket,
+        ...addsOf(batch, addresses, bucket - WINDOW_BUCKETS + 1),
+      );
+      for (const [i, address] of addresses.entries()) shared.set(address, { total: Number(reply[i]), bucket });
       return true;
     } catch {
-      if (pending.size + addresses.length <= MAX_PENDING) mergeCounts(pending, addresses.map((address) => [address, batch.get(address)!]));
+      if (pending.size + addresses.length <= MAX_PENDING)
+        mergeCounts(
+          pending,
+          addresses.map((address) => [address, batch.get(address)!]),
+        );
       return false;
     }
   }
@@ -173,7 +188,9 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
     pending = new Map();
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
-    const synced = await Promise.all(chunkByShard(batch.keys(), shards).map(({ shard, addresses }) => syncChunk(batch, shard, addresses, bucket)));
+    const synced = await Promise.all(
+      chunkByShard(batch.keys(), shards).map(({ shard, addresses }) => syncChunk(batch, shard, addresses, bucket)),
+    );
     inFlight = new Map();
     if (synced.includes(false)) options.onSyncError?.();
   }

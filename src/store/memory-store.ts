@@ -1,6 +1,28 @@
 import { LRUCache } from 'lru-cache';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
-import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Place, type Retention, type Migration, type Sighting, type StepUpSession, type Store, type TrustGrant, type TrustedDevice, type UaFamily, UserRateLimited, heldElsewhere, pendingContextOf, pendingField, sameContext, sessionRecordLive, supersedes } from './store.js';
+import {
+  CAPS,
+  DEFAULT_RETENTION,
+  type DeadLetter,
+  type History,
+  type ObserveLimit,
+  type Place,
+  type Retention,
+  type Migration,
+  type Sighting,
+  type StepUpSession,
+  type Store,
+  type TrustGrant,
+  type TrustedDevice,
+  type UaFamily,
+  UserRateLimited,
+  heldElsewhere,
+  pendingContextOf,
+  pendingField,
+  sameContext,
+  sessionRecordLive,
+  supersedes,
+} from './store.js';
 
 interface Trust {
   readonly by: string;
@@ -55,7 +77,8 @@ function renamer(renames: Migration['renames']): (text: string) => string {
   };
 }
 
-const newer = <T extends { at: number }>(a: T | undefined, b: T | undefined): T | undefined => (!a ? b : !b ? a : b.at > a.at ? b : a);
+const newer = <T extends { at: number }>(a: T | undefined, b: T | undefined): T | undefined =>
+  !a ? b : !b ? a : b.at > a.at ? b : a;
 
 /** Merges `from` into `into` under renamed identifiers, as the Redis migration script does: newer entries win, windows unite. */
 function absorb(into: UserState, from: UserState, rename: (text: string) => string): void {
@@ -67,7 +90,12 @@ function absorb(into: UserState, from: UserState, rename: (text: string) => stri
       continue;
     }
     const trust = newer(had.trust, d.trust);
-    into.devices.set(name, { firstSeen: Math.min(had.firstSeen, d.firstSeen), lastSeen: Math.max(had.lastSeen, d.lastSeen), seen: Math.max(had.seen, d.seen), ...(trust ? { trust } : {}) });
+    into.devices.set(name, {
+      firstSeen: Math.min(had.firstSeen, d.firstSeen),
+      lastSeen: Math.max(had.lastSeen, d.lastSeen),
+      seen: Math.max(had.seen, d.seen),
+      ...(trust ? { trust } : {}),
+    });
   }
   for (const [key, trust] of from.networks) {
     const name = rename(key);
@@ -77,7 +105,10 @@ function absorb(into: UserState, from: UserState, rename: (text: string) => stri
   if (place) into.place = place;
   if (from.lastVerifiedAt !== undefined) into.lastVerifiedAt = Math.max(into.lastVerifiedAt ?? 0, from.lastVerifiedAt);
   into.decides = [...into.decides, ...from.decides].sort((a, b) => a - b).slice(-CAPS.recentEvents);
-  const unite = (a: Array<[string, number]>, b: Array<[string, number]>) => [...a, ...b.map(([id, at]): [string, number] => [rename(id), at])].sort((x, y) => x[1] - y[1]).slice(-CAPS.recentEvents);
+  const unite = (a: Array<[string, number]>, b: Array<[string, number]>) =>
+    [...a, ...b.map(([id, at]): [string, number] => [rename(id), at])]
+      .sort((x, y) => x[1] - y[1])
+      .slice(-CAPS.recentEvents);
   into.networksSeen = unite(into.networksSeen, from.networksSeen);
   into.declines = unite(into.declines, from.declines);
   into.sessionsOpened = unite(into.sessionsOpened, from.sessionsOpened);
@@ -105,7 +136,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const claims = new LRUCache<string, { at: number; owner: string }>({ max: 500_000 });
   const deadLetters = new Map<string, { letter: DeadLetter; expiresAt: number }>();
 
-  const emptyState = (): UserState => ({ devices: new Map(), networks: new Map(), decides: [], networksSeen: [], declines: [], sessionsOpened: [] });
+  const emptyState = (): UserState => ({
+    devices: new Map(),
+    networks: new Map(),
+    decides: [],
+    networksSeen: [],
+    declines: [],
+    sessionsOpened: [],
+  });
 
   // No whole-user reset: each key family lapses on its own clock, as the Redis keys do with their
   // own TTLs (sightings HISTORY_TTL after the last one, trust entries at their expiry, windows by time).
@@ -152,7 +190,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   /** Events newer than `since`, of one device or (without one) of all. */
   const countDevice = (events: ReadonlyArray<[string, number]>, device: string | undefined, since: number): number => {
     let n = 0;
-    for (let i = events.length - 1; i >= 0 && events[i]![1] > since; i--) if (device === undefined || events[i]![0] === device) n++;
+    for (let i = events.length - 1; i >= 0 && events[i]![1] > since; i--)
+      if (device === undefined || events[i]![0] === device) n++;
     return n;
   };
 
@@ -172,7 +211,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       asnKnown: s.asn !== undefined && net(`asn:${s.asn}`),
       countryKnown: !!s.country && net(`cc:${s.country}`),
       verifiedCount: state ? verifiedDevices(state, now) : 0,
-      lastVerifiedAt: state?.lastVerifiedAt !== undefined && now - state.lastVerifiedAt < retention.trustMs ? state.lastVerifiedAt : undefined,
+      lastVerifiedAt:
+        state?.lastVerifiedAt !== undefined && now - state.lastVerifiedAt < retention.trustMs
+          ? state.lastVerifiedAt
+          : undefined,
       lastPlace: state?.place && now - state.place.at < retention.trustMs ? state.place : undefined,
       decides1h: state ? countSince(state.decides, now - HOUR) : 0,
       distinctIps1h: state ? distinctSince(state.networksSeen, now - HOUR) : 0,
@@ -207,14 +249,21 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       }
       pushWindow(state.decides, now, timestamp, HOUR, now, CAPS.recentEvents);
       pushWindow(state.networksSeen, [s.prefix, now], seenAt, HOUR, now, CAPS.recentEvents);
-      return { ...history, decides1h: state.decides.length, distinctIps1h: distinctSince(state.networksSeen, now - HOUR) };
+      return {
+        ...history,
+        decides1h: state.decides.length,
+        distinctIps1h: distinctSince(state.networksSeen, now - HOUR),
+      };
     },
 
     async recordPending(session, now) {
       const existing = sessions.get(session.sessionId);
-      if (heldElsewhere(existing && sessionRecordLive(existing, retention, now) ? existing : undefined, session, now)) return false;
+      if (heldElsewhere(existing && sessionRecordLive(existing, retention, now) ? existing : undefined, session, now))
+        return false;
       sessions.set(session.sessionId, session, { ttl: Math.max(1, retention.claimMs) });
-      pendingIndex.set(pendingKey(session.user, pendingContextOf(session)), session.sessionId, { ttl: Math.max(1, session.expiresAt - now) });
+      pendingIndex.set(pendingKey(session.user, pendingContextOf(session)), session.sessionId, {
+        ttl: Math.max(1, session.expiresAt - now),
+      });
       return true;
     },
 
@@ -235,7 +284,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       const session = sessions.get(sessionId);
       if (!session) return undefined;
       if (!supersedes(session, change)) return session;
-      const updated: StepUpSession = { ...session, status: change.status, diditStatus: change.diditStatus, lastEventTs: change.eventTs, updatedAt: now };
+      const updated: StepUpSession = {
+        ...session,
+        status: change.status,
+        diditStatus: change.diditStatus,
+        lastEventTs: change.eventTs,
+        updatedAt: now,
+      };
       sessions.set(sessionId, updated, { ttl: Math.max(1, retention.claimMs) });
       if (change.status !== 'pending') pendingIndex.delete(pendingKey(session.user, pendingContextOf(session)));
       return updated;
@@ -293,7 +348,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     },
 
     async listDeadLetters(now) {
-      return [...deadLetters.values()].filter((e) => e.expiresAt > now).map((e) => e.letter).sort((a, b) => a.at - b.at);
+      return [...deadLetters.values()]
+        .filter((e) => e.expiresAt > now)
+        .map((e) => e.letter)
+        .sort((a, b) => a.at - b.at);
     },
 
     async removeDeadLetter(id) {
@@ -323,7 +381,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       if (!state) return [];
       return [...state.devices.entries()]
         .filter(([, d]) => live(d.trust, now))
-        .map(([device, d]) => ({ device, firstVerifiedAt: d.trust!.at, lastSeenAt: d.lastSeen, expiresAt: d.trust!.expiresAt }));
+        .map(([device, d]) => ({
+          device,
+          firstVerifiedAt: d.trust!.at,
+          lastSeenAt: d.lastSeen,
+          expiresAt: d.trust!.expiresAt,
+        }));
     },
 
     async revokeDevice(user, device, now) {

@@ -56,7 +56,7 @@ export function createPseudonymiser(key: HashKey, previousKey?: HashKey): Pseudo
     matches(kind, value, pseudonym) {
       // The kid in front says which key made it, so at most one HMAC is computed.
       if (pseudonym.startsWith(`${key.kid}.`)) return self.id(kind, value) === pseudonym;
-      return previous !== undefined && previous.matches(kind, value, pseudonym);
+      return previous?.matches(kind, value, pseudonym) === true;
     },
     seal(plain) {
       const iv = randomBytes(12);

@@ -43,7 +43,11 @@ export function createRedisClient(url: string, commandTimeoutMs = 100): Redis | 
         const [host, port] = hostPort.split(':');
         return { host: host!, port: Number(port ?? 6379) };
       });
-    return new Cluster(nodes, { redisOptions: options, enableOfflineQueue: false, clusterRetryStrategy: (times) => Math.min(times * 100, 1000) });
+    return new Cluster(nodes, {
+      redisOptions: options,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
+    });
   }
   return new Redis(url, options);
 }
@@ -103,14 +107,21 @@ export function evictingNodes(memory: readonly RedisMemory[]): string[] {
 
 /** Masters at maxmemory under noeviction: they refuse every write, so decisions are degraded. */
 export function fullNodes(memory: readonly RedisMemory[]): string[] {
-  return memory.filter((m) => m.policy === 'noeviction' && m.maxmemory > 0 && m.counted >= m.maxmemory).map((m) => m.node);
+  return memory
+    .filter((m) => m.policy === 'noeviction' && m.maxmemory > 0 && m.counted >= m.maxmemory)
+    .map((m) => m.node);
 }
 
 /** Readiness checks of a Redis store beyond PING: an evicting policy (unless allowed) and a full server. */
-export function redisReadiness(client: Redis | Cluster, allowEviction: boolean): Array<{ name: string; check(): Promise<boolean> }> {
+export function redisReadiness(
+  client: Redis | Cluster,
+  allowEviction: boolean,
+): Array<{ name: string; check(): Promise<boolean> }> {
   const memory = () => redisMemory(client).catch(() => undefined); // unreachable: the store check reports it
   return [
-    ...(allowEviction ? [] : [{ name: 'store_eviction_policy', check: async () => evictingNodes((await memory()) ?? []).length === 0 }]),
+    ...(allowEviction
+      ? []
+      : [{ name: 'store_eviction_policy', check: async () => evictingNodes((await memory()) ?? []).length === 0 }]),
     { name: 'store_memory_full', check: async () => fullNodes((await memory()) ?? []).length === 0 },
   ];
 }

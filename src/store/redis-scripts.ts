@@ -318,7 +318,19 @@ end
 `;
 
 /** The families a migration moves, in the scripts' order. */
-export const MIGRATION_FAMILIES = ['seen', 'dtrust', 'ntrust', 'place', 'meta', 'decides', 'nets', 'declines', 'limit', 'opens', 'sessions'] as const;
+export const MIGRATION_FAMILIES = [
+  'seen',
+  'dtrust',
+  'ntrust',
+  'place',
+  'meta',
+  'decides',
+  'nets',
+  'declines',
+  'limit',
+  'opens',
+  'sessions',
+] as const;
 
 /** One Redis (both users' keys on one node): KEYS previous 1..11, current 12..22. ARGV: capDevices, capNets, recent, renames... Atomic. */
 export const MIGRATE = `${MIGRATION_LIB}

@@ -1,7 +1,37 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { BIND_SESSION, LIST_DEVICES, MIGRATE, MIGRATION_FAMILIES, MIGRATION_MERGE, MIGRATION_PRUNE, MIGRATION_SNAPSHOT, OBSERVE, PUT_DEAD_LETTER, REVOKE_DEVICE, REVOKE_GRANT, TRUST, UPDATE_SESSION } from './redis-scripts.js';
-import { CAPS, DEFAULT_RETENTION, type DeadLetter, type History, type ObserveLimit, type Retention, type Sighting, type StepUpSession, type Store, type TrustedDevice, UserRateLimited, pendingContextOf, pendingField, sameContext, sessionRecordLive } from './store.js';
+import {
+  BIND_SESSION,
+  LIST_DEVICES,
+  MIGRATE,
+  MIGRATION_FAMILIES,
+  MIGRATION_MERGE,
+  MIGRATION_PRUNE,
+  MIGRATION_SNAPSHOT,
+  OBSERVE,
+  PUT_DEAD_LETTER,
+  REVOKE_DEVICE,
+  REVOKE_GRANT,
+  TRUST,
+  UPDATE_SESSION,
+} from './redis-scripts.js';
+import {
+  CAPS,
+  DEFAULT_RETENTION,
+  type DeadLetter,
+  type History,
+  type ObserveLimit,
+  type Retention,
+  type Sighting,
+  type StepUpSession,
+  type Store,
+  type TrustedDevice,
+  UserRateLimited,
+  pendingContextOf,
+  pendingField,
+  sameContext,
+  sessionRecordLive,
+} from './store.js';
 
 type Client = Redis | Cluster;
 
@@ -78,9 +108,15 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   const deadLetterIndex = `${prefix}{dl}:index`;
   const deadLetterKey = (id: string) => `${prefix}{dl}:${id}`;
 
-  const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [`ip:${g.ip}`, `pfx:${g.prefix}`, g.asn !== undefined ? `asn:${g.asn}` : '', g.country ? `cc:${g.country}` : ''];
+  const netKeys = (g: { ip: string; prefix: string; asn?: number; country?: string }) => [
+    `ip:${g.ip}`,
+    `pfx:${g.prefix}`,
+    g.asn !== undefined ? `asn:${g.asn}` : '',
+    g.country ? `cc:${g.country}` : '',
+  ];
 
-  const parseSession = (raw: string | null | undefined): StepUpSession | undefined => (raw ? (JSON.parse(raw) as StepUpSession) : undefined);
+  const parseSession = (raw: string | null | undefined): StepUpSession | undefined =>
+    raw ? (JSON.parse(raw) as StepUpSession) : undefined;
 
   // Members of the sliding windows must be unique per event: a per-process random tag and a counter
   // (cheaper than random bytes per decide, and unique across replicas).
@@ -89,37 +125,92 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   const eventMember = (now: number) => `${now}:${processTag}:${(sequence = (sequence + 1) % 1e9)}`;
 
   async function history(s: Sighting, now: number, record: boolean, limit?: ObserveLimit): Promise<History> {
-      const keys = k(s.user);
-      const nets = netKeys(s);
-      const reply = (await r.riskObserve(
-        keys.seen, keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.decides, keys.nets, keys.declines, keys.limit,
-        now, s.device, nets[0]!, nets[1]!, nets[2]!, nets[3]!, s.prefix, retention.historyMs, CAPS.devices, eventMember(now), CAPS.recentEvents, record ? '1' : '0', limit?.perMinute ?? 0,
-      )) as [number, number, string, string, number, number, number, number, number, string, string, number, number, number, number];
-      if (reply[0] === -1) throw new UserRateLimited(Number(reply[1]));
-      const [deviceKnown, seenCount, firstSeen, ua, ipKnown, prefixKnown, asnKnown, countryKnown, verified, lastVerified, place, decides, distinctNets, declines, deviceDeclines] = reply;
-      const [browser, os] = ua ? ua.split('|') : [];
-      // The place and the last verification lapse with the trust, on the caller's clock.
-      const p = place ? place.split('|') : undefined;
-      const placeLive = p && p.length >= 6 && now - Number(p[4]) < retention.trustMs;
-      const verifiedLive = lastVerified && now - Number(lastVerified) < retention.trustMs;
-      return {
-        deviceKnown: deviceKnown === 1,
-        deviceSeenCount: Number(seenCount),
-        deviceFirstSeenAt: firstSeen ? Number(firstSeen) : undefined,
-        deviceUa: ua ? { browser: browser ?? '', os: os ?? '' } : undefined,
-        ipKnown: ipKnown === 1,
-        prefixKnown: prefixKnown === 1,
-        asnKnown: asnKnown === 1,
-        countryKnown: countryKnown === 1,
-        verifiedCount: Number(verified),
-        lastVerifiedAt: verifiedLive ? Number(lastVerified) : undefined,
-        lastPlace: p && placeLive ? { lat: Number(p[0]), lon: Number(p[1]), accuracyKm: Number(p[2]), travelNet: p[3]!, at: Number(p[4]) } : undefined,
-        decides1h: Number(decides),
-        distinctIps1h: Number(distinctNets),
-        declines24h: Number(declines),
-        deviceDeclines24h: Number(deviceDeclines),
-      };
-    }
+    const keys = k(s.user);
+    const nets = netKeys(s);
+    const reply = (await r.riskObserve(
+      keys.seen,
+      keys.dtrust,
+      keys.ntrust,
+      keys.place,
+      keys.meta,
+      keys.decides,
+      keys.nets,
+      keys.declines,
+      keys.limit,
+      now,
+      s.device,
+      nets[0]!,
+      nets[1]!,
+      nets[2]!,
+      nets[3]!,
+      s.prefix,
+      retention.historyMs,
+      CAPS.devices,
+      eventMember(now),
+      CAPS.recentEvents,
+      record ? '1' : '0',
+      limit?.perMinute ?? 0,
+    )) as [
+      number,
+      number,
+      string,
+      string,
+      number,
+      number,
+      number,
+      number,
+      number,
+      string,
+      string,
+      number,
+      number,
+      number,
+      number,
+    ];
+    if (reply[0] === -1) throw new UserRateLimited(Number(reply[1]));
+    const [
+      deviceKnown,
+      seenCount,
+      firstSeen,
+      ua,
+      ipKnown,
+      prefixKnown,
+      asnKnown,
+      countryKnown,
+      verified,
+      lastVerified,
+      place,
+      decides,
+      distinctNets,
+      declines,
+      deviceDeclines,
+    ] = reply;
+    const [browser, os] = ua ? ua.split('|') : [];
+    // The place and the last verification lapse with the trust, on the caller's clock.
+    const p = place ? place.split('|') : undefined;
+    const placeLive = p && p.length >= 6 && now - Number(p[4]) < retention.trustMs;
+    const verifiedLive = lastVerified && now - Number(lastVerified) < retention.trustMs;
+    return {
+      deviceKnown: deviceKnown === 1,
+      deviceSeenCount: Number(seenCount),
+      deviceFirstSeenAt: firstSeen ? Number(firstSeen) : undefined,
+      deviceUa: ua ? { browser: browser ?? '', os: os ?? '' } : undefined,
+      ipKnown: ipKnown === 1,
+      prefixKnown: prefixKnown === 1,
+      asnKnown: asnKnown === 1,
+      countryKnown: countryKnown === 1,
+      verifiedCount: Number(verified),
+      lastVerifiedAt: verifiedLive ? Number(lastVerified) : undefined,
+      lastPlace:
+        p && placeLive
+          ? { lat: Number(p[0]), lon: Number(p[1]), accuracyKm: Number(p[2]), travelNet: p[3]!, at: Number(p[4]) }
+          : undefined,
+      decides1h: Number(decides),
+      distinctIps1h: Number(distinctNets),
+      declines24h: Number(declines),
+      deviceDeclines24h: Number(deviceDeclines),
+    };
+  }
 
   return {
     kind: 'redis',
@@ -137,7 +228,17 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       const json = JSON.stringify(session);
       const pendingTtl = Math.max(1, session.expiresAt - now);
       const c = pendingContextOf(session);
-      const bound = await r.riskBindSession(sessionKey(session.sessionId), json, now, retention.claimMs, c.user, c.device, c.prefix, c.method, c.purposeClass);
+      const bound = await r.riskBindSession(
+        sessionKey(session.sessionId),
+        json,
+        now,
+        retention.claimMs,
+        c.user,
+        c.device,
+        c.prefix,
+        c.method,
+        c.purposeClass,
+      );
       if (bound !== 1) return false;
       // The index lives in the user's slot, the record in its own: a second round trip (step-up path only).
       const results = await redis
@@ -166,8 +267,11 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async updateSession(sessionId, change, now) {
-      const updated = parseSession(await r.riskUpdateSession(sessionKey(sessionId), change.status, change.diditStatus, change.eventTs, now));
-      if (updated && updated.status !== 'pending') await redis.hdel(k(updated.user).pending, pendingField(pendingContextOf(updated)));
+      const updated = parseSession(
+        await r.riskUpdateSession(sessionKey(sessionId), change.status, change.diditStatus, change.eventTs, now),
+      );
+      if (updated && updated.status !== 'pending')
+        await redis.hdel(k(updated.user).pending, pendingField(pendingContextOf(updated)));
       return updated;
     },
 
@@ -189,11 +293,25 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async trust(grant, now) {
       const keys = k(grant.user);
-      const place = grant.place ? `${grant.place.lat}|${grant.place.lon}|${grant.place.accuracyKm}|${grant.place.travelNet}` : '';
+      const place = grant.place
+        ? `${grant.place.lat}|${grant.place.lon}|${grant.place.accuracyKm}|${grant.place.travelNet}`
+        : '';
       const ua = grant.ua ? `${clean(grant.ua.browser)}|${clean(grant.ua.os)}` : '|';
       await r.riskTrust(
-        keys.dtrust, keys.ntrust, keys.place, keys.meta, keys.seen,
-        now, grant.device, grant.grantedBy, now + grant.ttlMs, ua, grant.ttlMs, CAPS.devices, CAPS.networks, place,
+        keys.dtrust,
+        keys.ntrust,
+        keys.place,
+        keys.meta,
+        keys.seen,
+        now,
+        grant.device,
+        grant.grantedBy,
+        now + grant.ttlMs,
+        ua,
+        grant.ttlMs,
+        CAPS.devices,
+        CAPS.networks,
+        place,
         ...netKeys(grant).filter(Boolean),
       );
     },
@@ -222,11 +340,25 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async releaseClaim(key, owner) {
       if (owner === undefined) await redis.del(claimKey(key));
-      else await redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, claimKey(key), owner);
+      else
+        await redis.eval(
+          "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+          1,
+          claimKey(key),
+          owner,
+        );
     },
 
     async putDeadLetter(letter, ttlMs, now) {
-      await r.riskPutDeadLetter(deadLetterIndex, deadLetterKey(letter.id), letter.id, JSON.stringify(letter), Math.max(1, ttlMs), now, CAPS.deadLetters);
+      await r.riskPutDeadLetter(
+        deadLetterIndex,
+        deadLetterKey(letter.id),
+        letter.id,
+        JSON.stringify(letter),
+        Math.max(1, ttlMs),
+        now,
+        CAPS.deadLetters,
+      );
     },
 
     async listDeadLetters(now) {
@@ -267,7 +399,12 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       for (let i = 0; i < trusted.length; i += 2) {
         const [, at, expiresAt] = trusted[i + 1]!.split('|');
         if (Number(expiresAt) <= now) continue;
-        devices.push({ device: trusted[i]!, firstVerifiedAt: Number(at), lastSeenAt: seenAt.get(trusted[i]!) ?? Number(at), expiresAt: Number(expiresAt) });
+        devices.push({
+          device: trusted[i]!,
+          firstVerifiedAt: Number(at),
+          lastSeenAt: seenAt.get(trusted[i]!) ?? Number(at),
+          expiresAt: Number(expiresAt),
+        });
       }
       return devices;
     },
@@ -290,7 +427,10 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async close() {
       // QUIT when connected; a client that is down or reconnecting must still stop for good.
-      await Promise.race([redis.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 500).unref())]);
+      await Promise.race([
+        redis.quit().catch(() => undefined),
+        new Promise((resolve) => setTimeout(resolve, 500).unref()),
+      ]);
       redis.disconnect();
     },
   };

@@ -65,10 +65,19 @@ export type SessionStatus = 'pending' | 'approved' | 'declined' | 'in_review' | 
  * the more cautious verdict, so a Declined and an Approved of the same second leave no trust. A
  * progress event (Not Started, In Progress) precedes every verdict and so loses every tie.
  */
-export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = { pending: 0, approved: 1, retry: 2, in_review: 3, declined: 4 };
+export const STATUS_CAUTION: Readonly<Record<SessionStatus, number>> = {
+  pending: 0,
+  approved: 1,
+  retry: 2,
+  in_review: 3,
+  declined: 4,
+};
 
 /** Whether an event (status, signed timestamp) replaces the stored one: newer, or as new and more cautious. */
-export function supersedes(stored: { status: SessionStatus; lastEventTs: number }, change: { status: SessionStatus; eventTs: number }): boolean {
+export function supersedes(
+  stored: { status: SessionStatus; lastEventTs: number },
+  change: { status: SessionStatus; eventTs: number },
+): boolean {
   if (change.eventTs !== stored.lastEventTs) return change.eventTs > stored.lastEventTs;
   return STATUS_CAUTION[change.status] > STATUS_CAUTION[stored.status];
 }
@@ -128,16 +137,33 @@ export interface PendingContext {
 
 /** The reuse key of a session record (records stored before purpose classes count as `normal`). */
 export function pendingContextOf(session: StepUpSession): PendingContext {
-  return { user: session.user, device: session.device, prefix: session.grant.prefix, method: session.method, purposeClass: session.purposeClass ?? 'normal' };
+  return {
+    user: session.user,
+    device: session.device,
+    prefix: session.grant.prefix,
+    method: session.method,
+    purposeClass: session.purposeClass ?? 'normal',
+  };
 }
 
 /** Whether `existing` is a live pending binding of another context, which a new hand-out must not take over. */
 export function heldElsewhere(existing: StepUpSession | undefined, next: StepUpSession, now: number): boolean {
-  return !!existing && !sameContext(pendingContextOf(existing), pendingContextOf(next)) && existing.status === 'pending' && existing.expiresAt > now;
+  return (
+    !!existing &&
+    !sameContext(pendingContextOf(existing), pendingContextOf(next)) &&
+    existing.status === 'pending' &&
+    existing.expiresAt > now
+  );
 }
 
 export function sameContext(a: PendingContext, b: PendingContext): boolean {
-  return a.user === b.user && a.device === b.device && a.prefix === b.prefix && a.method === b.method && a.purposeClass === b.purposeClass;
+  return (
+    a.user === b.user &&
+    a.device === b.device &&
+    a.prefix === b.prefix &&
+    a.method === b.method &&
+    a.purposeClass === b.purposeClass
+  );
 }
 
 /** One field name per reuse context, for the per-user pending index. */
@@ -220,9 +246,18 @@ export interface Store {
   findPending(context: PendingContext, now: number): Promise<StepUpSession | undefined>;
   getSession(sessionId: string, now: number): Promise<StepUpSession | undefined>;
   /** Applies a status change when it supersedes the stored one (see `supersedes`); returns the stored session. */
-  updateSession(sessionId: string, change: { status: SessionStatus; diditStatus: string; eventTs: number }, now: number): Promise<StepUpSession | undefined>;
+  updateSession(
+    sessionId: string,
+    change: { status: SessionStatus; diditStatus: string; eventTs: number },
+    now: number,
+  ): Promise<StepUpSession | undefined>;
   /** Counts step-up sessions opened in the trailing window, adding this one: from this device, and for the whole user. */
-  countSessionOpen(user: string, device: string, windowMs: number, now: number): Promise<{ device: number; user: number }>;
+  countSessionOpen(
+    user: string,
+    device: string,
+    windowMs: number,
+    now: number,
+  ): Promise<{ device: number; user: number }>;
   trust(grant: TrustGrant, now: number): Promise<void>;
   /** Removes what one session's grant trusted. */
   revokeGrant(user: string, grantedBy: string, now: number): Promise<void>;

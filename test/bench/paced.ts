@@ -6,7 +6,19 @@ import http from 'node:http';
  * stall shows in every request it delays (no coordinated omission). autocannon's own rate option
  * sends each second's quota in a burst, which measures its burst, not the service.
  */
-export async function fixedRate({ port, token, bodies, rate, seconds }: { port: number; token: string; bodies: string[]; rate: number; seconds: number }) {
+export async function fixedRate({
+  port,
+  token,
+  bodies,
+  rate,
+  seconds,
+}: {
+  port: number;
+  token: string;
+  bodies: string[];
+  rate: number;
+  seconds: number;
+}) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const total = rate * seconds;
   const latencies: number[] = [];
@@ -26,14 +38,28 @@ export async function fixedRate({ port, token, bodies, rate, seconds }: { port: 
         const due = started + (sent * 1000) / rate;
         const body = bodies[sent % bodies.length]!;
         sent += 1;
-        const request = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/decide', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${token}` } }, (response) => {
-          if (response.statusCode !== 200) non2xx += 1;
-          response.resume();
-          response.on('end', () => {
-            latencies.push(performance.now() - due);
-            finish();
-          });
-        });
+        const request = http.request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/v1/decide',
+            agent,
+            headers: {
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+              authorization: `Bearer ${token}`,
+            },
+          },
+          (response) => {
+            if (response.statusCode !== 200) non2xx += 1;
+            response.resume();
+            response.on('end', () => {
+              latencies.push(performance.now() - due);
+              finish();
+            });
+          },
+        );
         request.on('error', () => {
           errors += 1;
           finish();
@@ -46,7 +72,16 @@ export async function fixedRate({ port, token, bodies, rate, seconds }: { port: 
   });
   agent.destroy();
   latencies.sort((a, b) => a - b);
-  const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 100) / 100;
-  return { rate, achieved_rps: Math.round(latencies.length / ((performance.now() - started) / 1000)), p50_ms: at(0.5), p99_ms: at(0.99), p999_ms: at(0.999), max_ms: at(1), non2xx, errors };
+  const at = (q: number) =>
+    Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 100) / 100;
+  return {
+    rate,
+    achieved_rps: Math.round(latencies.length / ((performance.now() - started) / 1000)),
+    p50_ms: at(0.5),
+    p99_ms: at(0.99),
+    p999_ms: at(0.999),
+    max_ms: at(1),
+    non2xx,
+    errors,
+  };
 }
-

@@ -20,10 +20,26 @@ for (let start = 0; start < USERS; start += 500) {
   const batch = [];
   for (let i = start; i < Math.min(start + 500, USERS); i++) {
     const user = ids.id('user', `user-${i}`);
-    const grant = { user, device: ids.id('device', `dev-${i}`), ip: ids.id('ip', `10.0.${i % 256}.${i % 200}`), prefix: ids.id('net', `10.0.${i % 256}.${i % 200}`), asn: 7922, country: 'US' };
+    const grant = {
+      user,
+      device: ids.id('device', `dev-${i}`),
+      ip: ids.id('ip', `10.0.${i % 256}.${i % 200}`),
+      prefix: ids.id('net', `10.0.${i % 256}.${i % 200}`),
+      asn: 7922,
+      country: 'US',
+    };
     batch.push(
       store.observe(grant, now).then(() =>
-        store.trust({ ...grant, grantedBy: `s-${i}`, ttlMs: 90 * 86_400_000, place: { lat: 40.7, lon: -74, accuracyKm: 20, travelNet: ids.id('net', `10.0.${i % 256}.0/24`) }, ua: { browser: 'Chrome', os: 'Windows' } }, now),
+        store.trust(
+          {
+            ...grant,
+            grantedBy: `s-${i}`,
+            ttlMs: 90 * 86_400_000,
+            place: { lat: 40.7, lon: -74, accuracyKm: 20, travelNet: ids.id('net', `10.0.${i % 256}.0/24`) },
+            ua: { browser: 'Chrome', os: 'Windows' },
+          },
+          now,
+        ),
       ),
     );
   }
@@ -42,7 +58,12 @@ sample.sort((a, b) => a - b);
 
 const heavy = ids.id('user', 'heavy-user');
 for (let i = 0; i < 10_000; i++) {
-  const g = { user: heavy, device: ids.id('device', `heavy-${i}`), ip: ids.id('ip', `h-${i}`), prefix: ids.id('net', `h-${i}`) };
+  const g = {
+    user: heavy,
+    device: ids.id('device', `heavy-${i}`),
+    ip: ids.id('ip', `h-${i}`),
+    prefix: ids.id('net', `h-${i}`),
+  };
   await store.observe(g, now + i);
   if (i % 10 === 0) await store.trust({ ...g, grantedBy: `h-${i}`, ttlMs: 86_400_000 }, now + i);
 }
@@ -63,7 +84,13 @@ console.log(
       memory_usage_per_user_p50: sample[Math.floor(sample.length * 0.5)],
       memory_usage_per_user_p99: sample[Math.floor(sample.length * 0.99)],
       keys: await redis.dbsize(),
-      heavy_user: { sightings: 10_000, trusted_devices_kept: devices, networks_kept: networks, caps: CAPS, bytes: heavyBytes },
+      heavy_user: {
+        sightings: 10_000,
+        trusted_devices_kept: devices,
+        networks_kept: networks,
+        caps: CAPS,
+        bytes: heavyBytes,
+      },
       keys_without_ttl: noTtl.length,
     },
     null,

@@ -34,7 +34,15 @@ const SERVER_SCRIPT = 'dist/bench/test/bench/servers.js';
 
 async function startServer(mode: string, env: Record<string, string>): Promise<Server> {
   const args = [SERVER_SCRIPT];
-  const child = pin ? spawn('taskset', ['-c', '0', process.execPath, ...args], { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { env: { ...process.env, ...env, BENCH_MODE: mode }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = pin
+    ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
+        env: { ...process.env, ...env, BENCH_MODE: mode },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+    : spawn(process.execPath, args, {
+        env: { ...process.env, ...env, BENCH_MODE: mode },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -66,8 +74,18 @@ function rssMb(pid: number): number {
  */
 function asRequests(bodies: string[]) {
   let cursor = 0;
-  const template = { method: 'POST' as const, path: '/v1/decide', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` } };
-  return [{ ...template, body: bodies[0]!, setupRequest: (request: object) => ({ ...request, body: bodies[cursor++ % bodies.length] }) }];
+  const template = {
+    method: 'POST' as const,
+    path: '/v1/decide',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+  };
+  return [
+    {
+      ...template,
+      body: bodies[0]!,
+      setupRequest: (request: object) => ({ ...request, body: bodies[cursor++ % bodies.length] }),
+    },
+  ];
 }
 
 async function load(port: number, bodies: string[], pid: number) {
@@ -99,11 +117,16 @@ async function stageBreakdown(metricsPort: number | undefined): Promise<Record<s
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   const stages: Record<string, number> = {};
   for (const stage of ['enrich', 'store', 'evaluate', 'didit']) {
-    const sum = Number(new RegExp(`risk_stage_duration_seconds_sum\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN);
-    const count = Number(new RegExp(`risk_stage_duration_seconds_count\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN);
+    const sum = Number(
+      new RegExp(`risk_stage_duration_seconds_sum\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN,
+    );
+    const count = Number(
+      new RegExp(`risk_stage_duration_seconds_count\\{stage="${stage}"\\} (\\S+)`).exec(text)?.[1] ?? NaN,
+    );
     if (count > 0) stages[stage] = Math.round((sum / count) * 1e7) / 10;
   }
-  for (const match of text.matchAll(/risk_decisions_total\{action="(\w+)"\} (\S+)/g)) stages[`decisions_${match[1]}`] = Number(match[2]);
+  for (const match of text.matchAll(/risk_decisions_total\{action="(\w+)"\} (\S+)/g))
+    stages[`decisions_${match[1]}`] = Number(match[2]);
   const sum = Number(/risk_decide_duration_seconds_sum (\S+)/.exec(text)?.[1] ?? NaN);
   const count = Number(/risk_decide_duration_seconds_count (\S+)/.exec(text)?.[1] ?? NaN);
   if (count > 0) stages.handler_total = Math.round((sum / count) * 1e7) / 10;
@@ -126,14 +149,23 @@ const UNREACHABLE_DIDIT = {
 async function startupToReady(env: Record<string, string>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const ports = { PORT: String(21000 + i * 3), METRICS_PORT: String(21001 + i * 3), SIMULATOR_PORT: String(21002 + i * 3) };
+    const ports = {
+      PORT: String(21000 + i * 3),
+      METRICS_PORT: String(21001 + i * 3),
+      SIMULATOR_PORT: String(21002 + i * 3),
+    };
     const started = performance.now();
     const argv = [process.execPath, 'dist/bench/src/server.js'];
-    const child = pin ? spawn('taskset', ['-c', '0', ...argv], { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' }) : spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' });
+    const child = pin
+      ? spawn('taskset', ['-c', '0', ...argv], { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' })
+      : spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' });
     try {
       for (;;) {
         if (performance.now() - started > 30_000) throw new Error('server not ready after 30 s');
-        const ok = await fetch(`http://127.0.0.1:${ports.PORT}/readyz`).then((r) => r.status === 200, () => false);
+        const ok = await fetch(`http://127.0.0.1:${ports.PORT}/readyz`).then(
+          (r) => r.status === 200,
+          () => false,
+        );
         if (ok) break;
         await new Promise((r) => setTimeout(r, 10));
       }
@@ -152,17 +184,31 @@ async function main() {
   const redis = await startRedis();
   // Redis shares core 1 with the load generator, so core 0 belongs to the server under test alone.
   if (pin && redis.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
-  const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/bench/tsconfig.json'], { stdio: 'inherit' });
+  const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/bench/tsconfig.json'], {
+    stdio: 'inherit',
+  });
   if (build.status !== 0) throw new Error('compiling the benchmark servers failed');
   // Round 0 warms up; rounds 1..ROUNDS measure, each with users of its own (see traffic.ts).
   const pools = Array.from({ length: ROUNDS + 1 }, (_, round) => trafficMix(round));
   const bodies = pools[0]!;
   // The shipped lists are months old: outside the embedded demo (REDIS_URL) they would count as stale and
   // every decide would be degraded, so the bench measures with staleness off.
-  const common = { API_TOKENS: `bench:${TOKEN}`, ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh', LOG_LEVEL: 'info', TOR_LIST_MAX_AGE_HOURS: '0', BENCH_SEED_USERS: String((ROUNDS + 1) * USERS_PER_ROUND) };
+  const common = {
+    API_TOKENS: `bench:${TOKEN}`,
+    ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh',
+    LOG_LEVEL: 'info',
+    TOR_LIST_MAX_AGE_HOURS: '0',
+    BENCH_SEED_USERS: String((ROUNDS + 1) * USERS_PER_ROUND),
+  };
   // A reply the size of a real decide reply, for the bare route.
   const memoryProbe = await startServer('decide', common);
-  const sample = await (await fetch(`http://127.0.0.1:${memoryProbe.port}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: bodies[0] })).text();
+  const sample = await (
+    await fetch(`http://127.0.0.1:${memoryProbe.port}/v1/decide`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: bodies[0],
+    })
+  ).text();
   memoryProbe.child.kill('SIGKILL');
   const configs: Array<[string, string, Record<string, string>]> = [
     ['bare', 'bare', { BENCH_CANNED_REPLY: sample }],
@@ -177,7 +223,13 @@ async function main() {
     servers.set(name, { ...server, startupMs: Date.now() - started, rssIdleMb: rssMb(server.child.pid!) });
   }
   // Warm up every server (JIT, UA cache, Redis scripts) before measuring.
-  for (const [, server] of servers) await autocannon({ url: `http://127.0.0.1:${server.port}`, connections: 8, amount: 4000, requests: asRequests(bodies) });
+  for (const [, server] of servers)
+    await autocannon({
+      url: `http://127.0.0.1:${server.port}`,
+      connections: 8,
+      amount: 4000,
+      requests: asRequests(bodies),
+    });
 
   const rounds: Array<Record<string, Awaited<ReturnType<typeof load>>>> = [];
   for (let round = 0; round < ROUNDS; round++) {
@@ -186,7 +238,9 @@ async function main() {
     for (const [name] of order) {
       const server = servers.get(name)!;
       results[name] = await load(server.port, pools[round + 1]!, server.child.pid!);
-      process.stderr.write(`round ${round + 1}/${ROUNDS} ${name}: ${Math.round(results[name]!.rps)} req/s, p99 ${results[name]!.p99} ms\n`);
+      process.stderr.write(
+        `round ${round + 1}/${ROUNDS} ${name}: ${Math.round(results[name]!.rps)} req/s, p99 ${results[name]!.p99} ms\n`,
+      );
     }
     rounds.push(results);
   }
@@ -213,21 +267,51 @@ async function main() {
   }
   const redisVsLua = rounds.map((r) => r.redis!.rps / r['bare+lua']!.rps);
   // The issue's latency target is at 1,000 requests/s with Redis, on users no round used yet.
-  const atRate = await fixedRate({ port: servers.get('redis')!.port, token: TOKEN, bodies: pools[0]!.slice(4000), rate: 1000, seconds: SECONDS });
+  const atRate = await fixedRate({
+    port: servers.get('redis')!.port,
+    token: TOKEN,
+    bodies: pools[0]!.slice(4000),
+    rate: 1000,
+    seconds: SECONDS,
+  });
   // The same paced load on the bare route: the floor this machine and generator set on tail latency.
-  const bareAtRate = await fixedRate({ port: servers.get('bare')!.port, token: TOKEN, bodies: pools[0]!.slice(4000), rate: 1000, seconds: SECONDS });
+  const bareAtRate = await fixedRate({
+    port: servers.get('bare')!.port,
+    token: TOKEN,
+    bodies: pools[0]!.slice(4000),
+    rate: 1000,
+    seconds: SECONDS,
+  });
   process.stderr.write(`at 1,000 req/s: redis p99 ${atRate.p99_ms} ms, bare p99 ${bareAtRate.p99_ms} ms\n`);
   const startup = {
-    memory_ms: await startupToReady({ API_TOKENS: common.API_TOKENS, ID_HASH_KEY: common.ID_HASH_KEY, LOG_LEVEL: 'warn' }),
+    memory_ms: await startupToReady({
+      API_TOKENS: common.API_TOKENS,
+      ID_HASH_KEY: common.ID_HASH_KEY,
+      LOG_LEVEL: 'warn',
+    }),
     // With REDIS_URL the server refuses the simulator: a Didit is configured (never called before ready).
-    redis_ms: await startupToReady({ API_TOKENS: common.API_TOKENS, ID_HASH_KEY: common.ID_HASH_KEY, LOG_LEVEL: 'warn', REDIS_URL: redis.url, ...UNREACHABLE_DIDIT }),
+    redis_ms: await startupToReady({
+      API_TOKENS: common.API_TOKENS,
+      ID_HASH_KEY: common.ID_HASH_KEY,
+      LOG_LEVEL: 'warn',
+      REDIS_URL: redis.url,
+      ...UNREACHABLE_DIDIT,
+    }),
   };
   process.stderr.write(`startup to ready: memory ${startup.memory_ms} ms, redis ${startup.redis_ms} ms\n`);
   const results = {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`,
     command: 'npm run bench',
-    settings: { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, pinned: pin, traffic: `85% known device + IP, 10% new device, 5% Tor exit; ${USERS_PER_ROUND} users a round, each on its own address (70% IPv4, 30% IPv6) inside located networks; real browser user agents`, geoip: 'MaxMind test databases (no GeoLite2-sized databases on this machine)', didit: 'not configured (step-ups answer without a Didit call)' },
+    settings: {
+      rounds: ROUNDS,
+      seconds: SECONDS,
+      connections: CONNECTIONS,
+      pinned: pin,
+      traffic: `85% known device + IP, 10% new device, 5% Tor exit; ${USERS_PER_ROUND} users a round, each on its own address (70% IPv4, 30% IPv6) inside located networks; real browser user agents`,
+      geoip: 'MaxMind test databases (no GeoLite2-sized databases on this machine)',
+      didit: 'not configured (step-ups answer without a Didit call)',
+    },
     summary,
     redis_vs_bare_plus_lua_median: Math.round(median(redisVsLua) * 1000) / 1000,
     redis_at_fixed_rate: atRate,
@@ -250,7 +334,14 @@ interface ReadmeResults {
   settings: { rounds: number; seconds: number; connections: number; geoip: string; traffic: string };
   summary: Record<string, unknown>;
   redis_vs_bare_plus_lua_median: number;
-  redis_at_fixed_rate: { rate: number; achieved_rps: number; p50_ms: number; p99_ms: number; p999_ms: number; non2xx: number };
+  redis_at_fixed_rate: {
+    rate: number;
+    achieved_rps: number;
+    p50_ms: number;
+    p99_ms: number;
+    p999_ms: number;
+    non2xx: number;
+  };
   bare_at_fixed_rate: { p50_ms: number; p99_ms: number; p999_ms: number };
   startup_to_ready: { memory_ms: number; redis_ms: number };
   micro: Record<string, number>;
@@ -260,10 +351,22 @@ interface ReadmeResults {
 const BENCH_PAGE = 'test/bench/README.md';
 
 function updateBenchPage(results: ReadmeResults) {
-  type Row = { rps_median: number; rps_min: number; rps_max: number; ratio_to_bare_median: number; p50_ms: number; p99_ms: number; cpu_us_per_request: number; rss_idle_mb: number; rss_load_mb: number; stages_us: Record<string, number> };
+  type Row = {
+    rps_median: number;
+    rps_min: number;
+    rps_max: number;
+    ratio_to_bare_median: number;
+    p50_ms: number;
+    p99_ms: number;
+    cpu_us_per_request: number;
+    rss_idle_mb: number;
+    rss_load_mb: number;
+    stages_us: Record<string, number>;
+  };
   const summary = results.summary as Record<string, Row>;
   const rows = Object.entries(summary).map(
-    ([name, r]) => `| ${name} | ${r.rps_median} (${r.rps_min}–${r.rps_max}) | ${r.ratio_to_bare_median} | ${r.p50_ms} / ${r.p99_ms} | ${r.cpu_us_per_request} | ${r.rss_idle_mb} / ${r.rss_load_mb} |`,
+    ([name, r]) =>
+      `| ${name} | ${r.rps_median} (${r.rps_min}–${r.rps_max}) | ${r.ratio_to_bare_median} | ${r.p50_ms} / ${r.p99_ms} | ${r.cpu_us_per_request} | ${r.rss_idle_mb} / ${r.rss_load_mb} |`,
   );
   const stages = (name: string) => {
     const s = summary[name]?.stages_us ?? {};
@@ -284,10 +387,18 @@ function updateBenchPage(results: ReadmeResults) {
     `- Redis at a fixed ${f.rate} requests/s, paced open loop (\`test/bench/paced.ts\`): p50 ${f.p50_ms} ms, p99 **${f.p99_ms} ms**, p99.9 ${f.p999_ms} ms, ${f.non2xx} non-2xx; the bare route under the same load: p50 ${results.bare_at_fixed_rate.p50_ms} ms, p99 ${results.bare_at_fixed_rate.p99_ms} ms, p99.9 ${results.bare_at_fixed_rate.p999_ms} ms (the floor of this machine and generator).`,
     `- Startup to ready (\`node dist/server.js\`, embedded data, median of 3): memory store ${results.startup_to_ready.memory_ms} ms, Redis ${results.startup_to_ready.redis_ms} ms.`,
     `- Stages (mean, from \`risk_stage_duration_seconds\` under saturation): memory: ${stages('memory')}; Redis: ${stages('redis')}.`,
-    `- Micro-benchmarks: ${Object.entries(results.micro).map(([k, v]) => `${k} ${v} µs`).join(', ')}.`,
+    `- Micro-benchmarks: ${Object.entries(results.micro)
+      .map(([k, v]) => `${k} ${v} µs`)
+      .join(', ')}.`,
   ].join('\n');
   const page = readFileSync(BENCH_PAGE, 'utf8');
-  writeFileSync(BENCH_PAGE, page.replace(/(<!-- bench:start -->)[\s\S]*?(<!-- bench:end -->)/, (_m, a: string, b: string) => `${a}\n${table}\n${b}`));
+  writeFileSync(
+    BENCH_PAGE,
+    page.replace(
+      /(<!-- bench:start -->)[\s\S]*?(<!-- bench:end -->)/,
+      (_m, a: string, b: string) => `${a}\n${table}\n${b}`,
+    ),
+  );
 }
 
 await main();

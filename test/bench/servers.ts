@@ -36,8 +36,26 @@ if (mode === 'bare' || mode === 'bare-lua') {
       const tag = `bench:{u:${body.user_id}}`;
       n += 1;
       await (redis as unknown as { observe(...a: unknown[]): Promise<unknown> }).observe(
-        `${tag}:seen`, `${tag}:dtrust`, `${tag}:ntrust`, `${tag}:place`, `${tag}:meta`, `${tag}:decides`, `${tag}:nets`, `${tag}:declines`,
-        Date.now(), body.device_id, 'ip:x', 'pfx:x', 'asn:1', 'cc:SE', 'pfx:x', 3600000, 50, `${n}`, 200, '1',
+        `${tag}:seen`,
+        `${tag}:dtrust`,
+        `${tag}:ntrust`,
+        `${tag}:place`,
+        `${tag}:meta`,
+        `${tag}:decides`,
+        `${tag}:nets`,
+        `${tag}:declines`,
+        Date.now(),
+        body.device_id,
+        'ip:x',
+        'pfx:x',
+        'asn:1',
+        'cc:SE',
+        'pfx:x',
+        3600000,
+        50,
+        `${n}`,
+        200,
+        '1',
       );
     }
     return CANNED;
@@ -45,14 +63,27 @@ if (mode === 'bare' || mode === 'bare-lua') {
   await app.listen({ port, host: '127.0.0.1' });
   process.stdout.write(`ready ${(app.server.address() as { port: number }).port}\n`);
 } else {
-  const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', RATE_LIMIT_USER_PER_MIN: '100000000', RATE_LIMIT_CALLER_PER_MIN: '100000000' });
+  const config = loadConfig({
+    ...process.env,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    RATE_LIMIT_USER_PER_MIN: '100000000',
+    RATE_LIMIT_CALLER_PER_MIN: '100000000',
+  });
   const redis = config.redis.url ? createRedisClient(config.redis.url, 500) : undefined;
   const store = redis ? createRedisStore({ redis, keyPrefix: config.redis.keyPrefix }) : undefined;
   // Logs go to /dev/null through pino's own destination, synchronous as pino's default stdout is in
   // production (`npm start`): the cost of writing the decision line stays in. BENCH_LOG_SYNC=0 and
   // BENCH_LOG_MIN compare the asynchronous, buffered destination (measured: about 5 µs more a decide).
   const pino = (await import('pino')).default;
-  const logger = createLogger(config.log.level, pino.destination({ dest: '/dev/null', sync: process.env.BENCH_LOG_SYNC !== '0', minLength: Number(process.env.BENCH_LOG_MIN ?? 0) }));
+  const logger = createLogger(
+    config.log.level,
+    pino.destination({
+      dest: '/dev/null',
+      sync: process.env.BENCH_LOG_SYNC !== '0',
+      minLength: Number(process.env.BENCH_LOG_MIN ?? 0),
+    }),
+  );
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
   // Every user of every round has a verified device and network, granted from where its address
   // really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP.
@@ -90,6 +121,8 @@ if (mode === 'bare' || mode === 'bare-lua') {
   await service.app.listen({ port, host: '127.0.0.1' });
   const metrics = createMetricsApp(service.metrics.registry);
   await metrics.listen({ port: 0, host: '127.0.0.1' });
-  process.stdout.write(`ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`);
+  process.stdout.write(
+    `ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`,
+  );
 }
 process.on('SIGINT', () => process.exit(0));

@@ -18,16 +18,30 @@ import { entry, ids, PREFIX, serviceEnv, simulator, TOKEN } from '../helpers/pro
 import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS } from '../helpers/service.js';
 
-const { values } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, rate: { type: 'string', default: '200' }, 'restart-every': { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '2' },
+    rate: { type: 'string', default: '200' },
+    'restart-every': { type: 'string', default: '3' },
+  },
+});
 const minutes = Number(values.minutes);
 const rate = Number(values.rate);
 const restartEvery = Number(values['restart-every']);
-if (!(minutes > 0) || !(rate > 0) || !(restartEvery >= 0)) throw new Error('--minutes and --rate must be positive, --restart-every ≥ 0');
+if (!(minutes > 0) || !(rate > 0) || !(restartEvery >= 0))
+  throw new Error('--minutes and --rate must be positive, --restart-every ≥ 0');
 /** Known users spread over 100 located addresses (89.160.20.128/25), so no address passes the ip-burst rule at the default rate. */
 const knownIp = (i: number) => `89.160.20.${129 + (i % 100)}`;
 
 const redisServer = await startRedis();
-const service = await startServerProcess(serviceEnv(redisServer.url, { RATE_LIMIT_USER_PER_MIN: '100000000', STEPUP_USER_MAX_PER_15M: '1000', STEPUP_GLOBAL_MAX_PER_MIN: '600' }), entry);
+const service = await startServerProcess(
+  serviceEnv(redisServer.url, {
+    RATE_LIMIT_USER_PER_MIN: '100000000',
+    STEPUP_USER_MAX_PER_15M: '1000',
+    STEPUP_GLOBAL_MAX_PER_MIN: '600',
+  }),
+  entry,
+);
 simulator.webhookUrl = `${service.base}/v1/webhooks/didit`;
 const redis = createRedisClient(redisServer.url, 1000);
 redis.on('error', () => undefined);
@@ -38,7 +52,19 @@ const store = createRedisStore({ redis, keyPrefix: PREFIX });
 async function seedAll() {
   for (let i = 0; i < 500; i++) {
     const ip = parseClientIp(knownIp(i));
-    await store.trust({ user: ids.id('user', `soak-${i}`), device: ids.id('device', 'phone'), ip: ids.id('ip', ip.address), prefix: ids.id('net', ip.prefix), country: 'SE', asn: 29518, grantedBy: 'soak-seed', ttlMs: 86_400_000 }, Date.now());
+    await store.trust(
+      {
+        user: ids.id('user', `soak-${i}`),
+        device: ids.id('device', 'phone'),
+        ip: ids.id('ip', ip.address),
+        prefix: ids.id('net', ip.prefix),
+        country: 'SE',
+        asn: 29518,
+        grantedBy: 'soak-seed',
+        ttlMs: 86_400_000,
+      },
+      Date.now(),
+    );
   }
 }
 await seedAll();
@@ -46,7 +72,10 @@ await seedAll();
 async function serviceMetrics(): Promise<{ rssMb: number; eldP99Ms: number }> {
   const text = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
-  return { rssMb: Math.round((value('process_resident_memory_bytes') / 2 ** 20) * 10) / 10, eldP99Ms: Math.round(value('nodejs_eventloop_lag_p99_seconds') * 1e4) / 10 };
+  return {
+    rssMb: Math.round((value('process_resident_memory_bytes') / 2 ** 20) * 10) / 10,
+    eldP99Ms: Math.round(value('nodejs_eventloop_lag_p99_seconds') * 1e4) / 10,
+  };
 }
 
 const generatorEld = monitorEventLoopDelay({ resolution: 10 });
@@ -70,12 +99,30 @@ async function one(i: number) {
   const started = performance.now();
   try {
     if (roll < 7) {
-      const r = await fetch(`${service.base}/v1/decide`, { method: 'POST', headers, body: JSON.stringify({ user_id: `soak-${i % 500}`, device_id: 'phone', ip: knownIp(i % 500), user_agent: CHROME_WINDOWS }) });
+      const r = await fetch(`${service.base}/v1/decide`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({
+          user_id: `soak-${i % 500}`,
+          device_id: 'phone',
+          ip: knownIp(i % 500),
+          user_agent: CHROME_WINDOWS,
+        }),
+      });
       count(r.status);
       await r.arrayBuffer();
       decideLatencies.push(performance.now() - started);
     } else if (roll < 9) {
-      const r = await fetch(`${service.base}/v1/decide`, { method: 'POST', headers, body: JSON.stringify({ user_id: `step-${i}`, device_id: `d-${i}`, ip: '89.160.20.112', user_agent: CHROME_WINDOWS }) });
+      const r = await fetch(`${service.base}/v1/decide`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({
+          user_id: `step-${i}`,
+          device_id: `d-${i}`,
+          ip: '89.160.20.112',
+          user_agent: CHROME_WINDOWS,
+        }),
+      });
       count(r.status);
       const reply = (await r.json()) as { verification?: { session_id?: string } };
       decideLatencies.push(performance.now() - started);
@@ -124,7 +171,8 @@ while (Date.now() - startedAt < minutes * 60_000) {
     await waitForReady(redis, 10_000).catch(() => undefined);
     await seedAll().catch(() => undefined);
     // The fault window ends once the service is ready again (it reconnects on its own).
-    for (let k = 0; k < 100 && (await fetch(`${service.base}/readyz`)).status !== 200; k++) await new Promise((r) => setTimeout(r, 100));
+    for (let k = 0; k < 100 && (await fetch(`${service.base}/readyz`)).status !== 200; k++)
+      await new Promise((r) => setTimeout(r, 100));
     inFault = false;
     nextRestart += restartEvery * 60_000;
   }
@@ -177,7 +225,9 @@ const summary = {
   decide_p99_ms_first_half: p99Of(warm.slice(0, half)),
   decide_p99_ms_second_half: p99Of(warm.slice(half)),
   // A key count of -1 is a DBSIZE that failed (a restart, or a busy box): left out of the slope.
-  redis_keys_slope_per_min: Math.round(slope(warm.filter((r) => r.redis_keys! >= 0).map((r) => [r.minute!, r.redis_keys!]))),
+  redis_keys_slope_per_min: Math.round(
+    slope(warm.filter((r) => r.redis_keys! >= 0).map((r) => [r.minute!, r.redis_keys!])),
+  ),
   redis_keys_last: rows.at(-1)?.redis_keys,
   service_eld_p99_max_ms: Math.max(...warm.map((r) => r.service_eld_p99_ms!)),
   status_5xx_outside_faults: counts.status5xx,

@@ -38,12 +38,20 @@ export function seedIdentity(i: number): { user: string; device: string; ip: str
 }
 
 const TOR = ['185.220.101.1', '185.220.100.240', '109.70.100.1', '171.25.193.25', '2a0b:f4c2::1'];
-const KNOWN_DEVICE_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
+const KNOWN_DEVICE_UA =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
 
 /** Real browser user agents from the ua-parser-js fixtures in data/. */
 function userAgents(): string[] {
-  const cases = JSON.parse(readFileSync('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8')) as Array<{ ua: string; expect: { name: string } }>;
-  return cases.filter((c) => ['Chrome', 'Firefox', 'Safari', 'Mobile Safari', 'Edge'].includes(c.expect.name) && c.ua.length < 400).map((c) => c.ua);
+  const cases = JSON.parse(readFileSync('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8')) as Array<{
+    ua: string;
+    expect: { name: string };
+  }>;
+  return cases
+    .filter(
+      (c) => ['Chrome', 'Firefox', 'Safari', 'Mobile Safari', 'Edge'].includes(c.expect.name) && c.ua.length < 400,
+    )
+    .map((c) => c.ua);
 }
 
 /**
@@ -57,9 +65,28 @@ export function trafficMix(round = 0, count = USERS_PER_ROUND): string[] {
     const i = round * USERS_PER_ROUND + (n % USERS_PER_ROUND);
     const seed = seedIdentity(i);
     const roll = (n * 7919) % 100;
-    if (roll < 85) bodies.push(JSON.stringify({ user_id: seed.user, device_id: seed.device, ip: seed.ip, user_agent: KNOWN_DEVICE_UA }));
-    else if (roll < 95) bodies.push(JSON.stringify({ user_id: seed.user, device_id: `new-device-${i}`, ip: seed.ip, user_agent: agents[n % agents.length]! }));
-    else bodies.push(JSON.stringify({ user_id: seed.user, device_id: `tor-device-${i}`, ip: TOR[n % TOR.length], user_agent: agents[n % agents.length]! }));
+    if (roll < 85)
+      bodies.push(
+        JSON.stringify({ user_id: seed.user, device_id: seed.device, ip: seed.ip, user_agent: KNOWN_DEVICE_UA }),
+      );
+    else if (roll < 95)
+      bodies.push(
+        JSON.stringify({
+          user_id: seed.user,
+          device_id: `new-device-${i}`,
+          ip: seed.ip,
+          user_agent: agents[n % agents.length]!,
+        }),
+      );
+    else
+      bodies.push(
+        JSON.stringify({
+          user_id: seed.user,
+          device_id: `tor-device-${i}`,
+          ip: TOR[n % TOR.length],
+          user_agent: agents[n % agents.length]!,
+        }),
+      );
   }
   return bodies;
 }

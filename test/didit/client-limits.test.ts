@@ -26,16 +26,33 @@ const WORKFLOWS = { PASSIVE: 'wf-passive', FLASHING: 'wf-flashing', ACTIVE_3D: '
 const API_KEY = 'client-limits-api-key';
 
 function clientFor(base: string, outcomes: string[]) {
-  return createDiditClient({ baseUrl: base, apiKey: API_KEY, workflows: WORKFLOWS, timeoutMs: 5000, onRequest: (_operation, outcome) => outcomes.push(outcome) });
+  return createDiditClient({
+    baseUrl: base,
+    apiKey: API_KEY,
+    workflows: WORKFLOWS,
+    timeoutMs: 5000,
+    onRequest: (_operation, outcome) => outcomes.push(outcome),
+  });
 }
 
-const sessionReply = (padding: number) => JSON.stringify({ session_id: SESSION_ID, url: 'https://verify.didit.me/session/abc', status: 'Not Started', workflow_id: WORKFLOWS.PASSIVE, metadata: { pad: 'x'.repeat(padding) } });
+const sessionReply = (padding: number) =>
+  JSON.stringify({
+    session_id: SESSION_ID,
+    url: 'https://verify.didit.me/session/abc',
+    status: 'Not Started',
+    workflow_id: WORKFLOWS.PASSIVE,
+    metadata: { pad: 'x'.repeat(padding) },
+  });
 const request = { workflowId: WORKFLOWS.PASSIVE, vendorData: 'user', metadata: {} };
 
 t.test('every redirect status is refused: the target never sees a request, nor the API key', async (t) => {
-  const target = await listen((_request, response) => response.writeHead(201, { 'content-type': 'application/json' }).end(sessionReply(0)));
+  const target = await listen((_request, response) =>
+    response.writeHead(201, { 'content-type': 'application/json' }).end(sessionReply(0)),
+  );
   for (const status of [300, 301, 302, 303, 307, 308]) {
-    const origin = await listen((req, response) => response.writeHead(status, { location: `${target.base}${req.url}` }).end());
+    const origin = await listen((req, response) =>
+      response.writeHead(status, { location: `${target.base}${req.url}` }).end(),
+    );
     const outcomes: string[] = [];
     const client = clientFor(origin.base, outcomes);
     const created = await client.createSession(request).then(
@@ -55,9 +72,17 @@ t.test('every redirect status is refused: the target never sees a request, nor t
 });
 
 t.test('the client would reach the target if it followed redirects (the check above can fail)', async (t) => {
-  const target = await listen((_request, response) => response.writeHead(201, { 'content-type': 'application/json' }).end(sessionReply(0)));
-  const origin = await listen((req, response) => response.writeHead(307, { location: `${target.base}${req.url}` }).end());
-  const following = await fetch(`${origin.base}/v3/session/`, { method: 'POST', body: '{}', headers: { 'x-api-key': API_KEY } });
+  const target = await listen((_request, response) =>
+    response.writeHead(201, { 'content-type': 'application/json' }).end(sessionReply(0)),
+  );
+  const origin = await listen((req, response) =>
+    response.writeHead(307, { location: `${target.base}${req.url}` }).end(),
+  );
+  const following = await fetch(`${origin.base}/v3/session/`, {
+    method: 'POST',
+    body: '{}',
+    headers: { 'x-api-key': API_KEY },
+  });
   t.equal(following.status, 201);
   t.equal(target.hits.length, 1, 'a following client hands the request to the target');
   t.equal(target.hits[0]?.headers['x-api-key'], API_KEY, 'and the API key with it');
@@ -75,7 +100,12 @@ t.test('a reply over 1 MB is refused; one just under is accepted', async (t) => 
     t.equal(body.length, size);
     const server = await listen((_request, response) => {
       // Chunked: no content-length, so only counting the bytes can enforce the cap.
-      response.writeHead(201, chunked ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+      response.writeHead(
+        201,
+        chunked
+          ? { 'content-type': 'application/json' }
+          : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+      );
       if (!chunked) return void response.end(body);
       for (let i = 0; i < body.length; i += 64 * 1024) response.write(body.slice(i, i + 64 * 1024));
       response.end();

@@ -48,7 +48,12 @@ async function cli(...args: string[]): Promise<{ code: number; text: string }> {
 
 const decide = async (user: string) =>
   (
-    await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: user, device_id: 'cli-phone', ip: '2001:218::1', user_agent: CHROME_WINDOWS }) })
+    await service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify({ user_id: user, device_id: 'cli-phone', ip: '2001:218::1', user_agent: CHROME_WINDOWS }),
+    })
   ).json() as { action: string; verification: { session_id: string } };
 
 t.test('npm run rules -- dead-letters list | replay: a held Approved is applied once the fix is in', async (t) => {
@@ -62,7 +67,12 @@ t.test('npm run rules -- dead-letters list | replay: a held Approved is applied 
   const body = JSON.parse(simulator.webhookFor(sessionId, 'Approved').body) as Record<string, any>;
   body.decision.liveness_checks[0].method = null;
   const raw = asciiEscape(canonicalJson(body));
-  const held = await service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', headers: { 'content-type': 'application/json', ...signWebhook(raw, secret) }, payload: raw });
+  const held = await service.app.inject({
+    method: 'POST',
+    url: '/v1/webhooks/didit',
+    headers: { 'content-type': 'application/json', ...signWebhook(raw, secret) },
+    payload: raw,
+  });
   t.same(held.json(), { received: true, result: 'hold' });
 
   const listed = await cli('dead-letters', 'list');
@@ -72,7 +82,11 @@ t.test('npm run rules -- dead-letters list | replay: a held Approved is applied 
   t.notMatch(listed.text, /dead-letter-user/, 'the user id is never printed');
   const keys = await redis.keys(`${prefix}{dl}*`);
   t.equal(keys.length, 2, 'one record and its index');
-  for (const key of keys) t.notOk(((await redis.type(key)) === 'string' ? await redis.get(key) : '')?.includes('dead-letter-user'), 'no user id in clear in Redis');
+  for (const key of keys)
+    t.notOk(
+      ((await redis.type(key)) === 'string' ? await redis.get(key) : '')?.includes('dead-letter-user'),
+      'no user id in clear in Redis',
+    );
 
   const stillBroken = await cli('dead-letters', 'replay');
   t.equal(stillBroken.code, 1);

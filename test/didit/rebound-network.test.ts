@@ -20,7 +20,8 @@ t.test('the same network in any spelling is "yes"', async (t) => {
     ['v1/v2 singular ip_analysis', '203.0.113.9', { ip_analysis: at('203.0.113.9') }],
     ['two analyses, both on it', '203.0.113.9', v3(at('203.0.113.9'), at('::ffff:203.0.113.9'))],
   ];
-  for (const [name, grant, decision] of cases) t.equal(takenOnBoundNetwork(decision, bound(grant), onNetwork), 'yes', name);
+  for (const [name, grant, decision] of cases)
+    t.equal(takenOnBoundNetwork(decision, bound(grant), onNetwork), 'yes', name);
 });
 
 t.test('another network, or a network many clients share, is "no"', async (t) => {
@@ -33,24 +34,28 @@ t.test('another network, or a network many clients share, is "no"', async (t) =>
     ['an address with a port', '203.0.113.9', v3(at('203.0.113.9:443'))],
     ['a zone id', 'fe80::1', v3(at('fe80::1%eth0'))],
   ];
-  for (const [name, grant, decision] of cases) t.equal(takenOnBoundNetwork(decision, bound(grant), onNetwork), 'no', name);
+  for (const [name, grant, decision] of cases)
+    t.equal(takenOnBoundNetwork(decision, bound(grant), onNetwork), 'no', name);
 });
 
-t.test('nothing readable, or an unreadable entry beside a readable one, is "unknown" (held, never trusted)', async (t) => {
-  const grant = bound('203.0.113.9');
-  const cases: Array<[string, unknown]> = [
-    ['no decision', undefined],
-    ['no analyses', {}],
-    ['an empty list', v3()],
-    ['null list', { ip_analyses: null }],
-    ['a null entry beside a matching one', v3(null, at('203.0.113.9'))],
-    ['a number for an address', v3(at(3405803785))],
-    ['an empty address beside a matching one', v3(at(''), at('203.0.113.9'))],
-    ['an object instead of a list', { ip_analyses: { ip_address: '203.0.113.9' } }],
-  ];
-  for (const [name, decision] of cases) t.equal(takenOnBoundNetwork(decision, grant, onNetwork), 'unknown', name);
-  t.equal(takenOnBoundNetwork(v3(at('203.0.113.9')), grant, undefined), 'unknown', 'no network check wired: unknown');
-});
+t.test(
+  'nothing readable, or an unreadable entry beside a readable one, is "unknown" (held, never trusted)',
+  async (t) => {
+    const grant = bound('203.0.113.9');
+    const cases: Array<[string, unknown]> = [
+      ['no decision', undefined],
+      ['no analyses', {}],
+      ['an empty list', v3()],
+      ['null list', { ip_analyses: null }],
+      ['a null entry beside a matching one', v3(null, at('203.0.113.9'))],
+      ['a number for an address', v3(at(3405803785))],
+      ['an empty address beside a matching one', v3(at(''), at('203.0.113.9'))],
+      ['an object instead of a list', { ip_analyses: { ip_address: '203.0.113.9' } }],
+    ];
+    for (const [name, decision] of cases) t.equal(takenOnBoundNetwork(decision, grant, onNetwork), 'unknown', name);
+    t.equal(takenOnBoundNetwork(v3(at('203.0.113.9')), grant, undefined), 'unknown', 'no network check wired: unknown');
+  },
+);
 
 t.test('during an ID_HASH_KEY rotation a grant made under the previous key still matches', async (t) => {
   const old = pseudonymiserOf('ol:rebound-network-old-key-0123456789');

@@ -13,7 +13,12 @@ const { service, simulator } = stack;
 t.teardown(() => stack.close());
 
 async function decide(body: Record<string, unknown>) {
-  const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+  const response = await service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...service.auth },
+    payload: JSON.stringify(body),
+  });
   return response.json() as Record<string, any>;
 }
 
@@ -23,9 +28,19 @@ t.beforeEach(() => {
 
 t.test('each step-up rung opens a session with the workflow configured for its method', async (t) => {
   await trustDirectly(service, { user: 'wf-user', device: 'home', ip: '89.160.20.112' }, clock());
-  const passive = await decide({ user_id: 'wf-user', device_id: 'new-1', ip: '89.160.20.112', user_agent: CHROME_WINDOWS });
+  const passive = await decide({
+    user_id: 'wf-user',
+    device_id: 'new-1',
+    ip: '89.160.20.112',
+    user_agent: CHROME_WINDOWS,
+  });
   const flashing = await decide({ user_id: 'wf-user', device_id: 'new-2', ip: '8.8.8.8', user_agent: CHROME_WINDOWS });
-  const active = await decide({ user_id: 'wf-user', device_id: 'new-3', ip: '185.220.101.1', user_agent: CHROME_WINDOWS });
+  const active = await decide({
+    user_id: 'wf-user',
+    device_id: 'new-3',
+    ip: '185.220.101.1',
+    user_agent: CHROME_WINDOWS,
+  });
   t.equal(passive.action, 'PASSIVE');
   t.equal(flashing.action, 'FLASHING', 'a hosting address with a new device');
   t.equal(active.action, 'ACTIVE_3D');
@@ -40,7 +55,11 @@ t.test('each step-up rung opens a session with the workflow configured for its m
   }
   // The place an Approved would teach, for "was this you?" events: the city when GeoIP names one.
   t.equal((await service.store.getSession(passive.verification.session_id, clock()))?.grant.city, 'Linköping');
-  t.equal((await service.store.getSession(active.verification.session_id, clock()))?.grant.city, undefined, 'no city known for that address');
+  t.equal(
+    (await service.store.getSession(active.verification.session_id, clock()))?.grant.city,
+    undefined,
+    'no city known for that address',
+  );
 });
 
 t.test('100 concurrent identical decides open exactly one session per method', async (t) => {
@@ -51,10 +70,18 @@ t.test('100 concurrent identical decides open exactly one session per method', a
   // a stronger workflow than the pending PASSIVE one, so exactly one more session opens for them.
   const methods = new Set(replies.map((r) => r.action));
   t.ok(methods.has('PASSIVE'));
-  t.equal(simulator.stats.createCalls - before, methods.size, `one POST /v3/session/ per method (${[...methods].join(', ')})`);
+  t.equal(
+    simulator.stats.createCalls - before,
+    methods.size,
+    `one POST /v3/session/ per method (${[...methods].join(', ')})`,
+  );
   for (const method of methods) {
     const same = replies.filter((r) => r.action === method);
-    t.equal(new Set(same.map((r) => r.verification.session_id)).size, 1, `${method}: one session id for ${same.length} replies`);
+    t.equal(
+      new Set(same.map((r) => r.verification.session_id)).size,
+      1,
+      `${method}: one session id for ${same.length} replies`,
+    );
     t.equal(same.filter((r) => r.verification.status === 'created').length, 1);
   }
   const later = await decide(body);
@@ -70,9 +97,15 @@ t.test('another device never receives the URL of a flow pending for a first devi
   t.equal(second.fallback, 'backup_factor');
   t.notOk(JSON.stringify(second).includes(first.verification.url));
   await simulator.complete(first.verification.session_id, 'Approved');
-  const devices = (await service.app.inject({ method: 'GET', url: '/v1/users/fixation-user/devices', headers: service.auth })).json().devices;
+  const devices = (
+    await service.app.inject({ method: 'GET', url: '/v1/users/fixation-user/devices', headers: service.auth })
+  ).json().devices;
   t.equal(devices.length, 1);
-  t.equal(devices[0].device, service.ids.id('device', 'victim-laptop'), 'the approval trusted the device that started the flow');
+  t.equal(
+    devices[0].device,
+    service.ids.id('device', 'victim-laptop'),
+    'the approval trusted the device that started the flow',
+  );
 });
 
 t.test('a device opening session after session hits the device cap; other devices still open theirs', async (t) => {
@@ -84,7 +117,11 @@ t.test('a device opening session after session hits the device cap; other device
   }
   t.same(statuses, ['created', 'created', 'created', 'created', 'created']);
   const capped = await decide({ user_id: 'cap-user', device_id: 'dev-0', ip: '89.160.20.112' });
-  t.match(capped, { action: 'PASSIVE', verification: { status: 'unavailable', reason: 'device_session_cap' }, fallback: 'backup_factor' });
+  t.match(capped, {
+    action: 'PASSIVE',
+    verification: { status: 'unavailable', reason: 'device_session_cap' },
+    fallback: 'backup_factor',
+  });
   const otherDevice = await decide({ user_id: 'cap-user', device_id: 'real-laptop', ip: '89.160.20.112' });
   t.match(otherDevice.verification, { status: 'created' }, 'one device spending its budget does not spend the user’s');
 });
@@ -98,7 +135,11 @@ t.test('the per-user ceiling: twenty devices in 15 minutes, the 21st is refused'
   }
   t.same(statuses, [...Array(20).fill('created'), 'user_session_cap']);
   clock.advance(16 * 60_000);
-  t.equal((await decide({ user_id: 'ceiling-user', device_id: 'dev-21', ip: '89.160.20.112' })).verification.status, 'created', 'the window moves on');
+  t.equal(
+    (await decide({ user_id: 'ceiling-user', device_id: 'dev-21', ip: '89.160.20.112' })).verification.status,
+    'created',
+    'the window moves on',
+  );
 });
 
 t.test('Didit slow: the deadline holds, the action stays a step-up, then the breaker stops calling', async (t) => {
@@ -111,7 +152,10 @@ t.test('Didit slow: the deadline holds, the action stays a step-up, then the bre
     const started = Date.now();
     const reply = await decide({ user_id: `slow-${i}`, device_id: 'd', ip: '89.160.20.112' });
     const took = Date.now() - started;
-    t.ok(took >= DIDIT_TIMEOUT_MS && took < latencyMs, `waited for the deadline, answered before Didit did (${took} ms)`);
+    t.ok(
+      took >= DIDIT_TIMEOUT_MS && took < latencyMs,
+      `waited for the deadline, answered before Didit did (${took} ms)`,
+    );
     t.equal(reply.action, 'PASSIVE');
     t.equal(reply.fallback, 'backup_factor');
     statuses.push(reply.verification.reason);
@@ -178,28 +222,58 @@ t.test('the full loop: decide → Approved webhook → the same sign-in skips', 
   t.equal(first.verification.status, 'created');
   const codes = await simulator.complete(first.verification.session_id, 'Approved');
   t.same(codes, [200, 200], 'In Progress and Approved were delivered and accepted');
-  const status = await service.app.inject({ method: 'GET', url: `/v1/sessions/${first.verification.session_id}?user_id=loop-user`, headers: service.auth });
-  t.match(status.json(), { session_id: first.verification.session_id, user_id: 'loop-user', status: 'Approved', outcome: 'allow', method: 'PASSIVE' });
+  const status = await service.app.inject({
+    method: 'GET',
+    url: `/v1/sessions/${first.verification.session_id}?user_id=loop-user`,
+    headers: service.auth,
+  });
+  t.match(status.json(), {
+    session_id: first.verification.session_id,
+    user_id: 'loop-user',
+    status: 'Approved',
+    outcome: 'allow',
+    method: 'PASSIVE',
+  });
   const second = await decide({ ...body, ip: '2001:218::abcd' });
   t.equal(second.action, 'SKIP', 'the device and the /64 are now known');
   t.same(second.verification, { status: 'not_needed' });
-  const devices = await service.app.inject({ method: 'GET', url: '/v1/users/loop-user/devices', headers: service.auth });
+  const devices = await service.app.inject({
+    method: 'GET',
+    url: '/v1/users/loop-user/devices',
+    headers: service.auth,
+  });
   t.equal(devices.json().devices.length, 1);
 });
 
 t.test('the global cap (STEPUP_GLOBAL_MAX_PER_MIN) stops session creates for the rest of the minute', async (t) => {
   const capClock = testClock(Date.parse('2026-11-25T13:00:00Z'));
-  const capped = await startDiditStack(capClock, { DIDIT_TIMEOUT_MS: String(DIDIT_TIMEOUT_MS), STEPUP_GLOBAL_MAX_PER_MIN: '3' });
+  const capped = await startDiditStack(capClock, {
+    DIDIT_TIMEOUT_MS: String(DIDIT_TIMEOUT_MS),
+    STEPUP_GLOBAL_MAX_PER_MIN: '3',
+  });
   t.teardown(() => capped.close());
   const open = async (i: number) => {
-    const response = await capped.service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...capped.service.auth }, payload: JSON.stringify({ user_id: `global-${i}`, device_id: 'd', ip: '89.160.20.112' }) });
+    const response = await capped.service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...capped.service.auth },
+      payload: JSON.stringify({ user_id: `global-${i}`, device_id: 'd', ip: '89.160.20.112' }),
+    });
     return response.json() as Record<string, any>;
   };
   // Distinct users, so neither the per-user cap nor reuse explains a refusal.
   const replies = [];
   for (let i = 0; i < 6; i++) replies.push(await open(i));
-  t.same(replies.map((r) => r.verification.status), ['created', 'created', 'created', 'unavailable', 'unavailable', 'unavailable']);
-  for (const r of replies.slice(3)) t.match(r, { action: 'PASSIVE', verification: { reason: 'global_session_cap' }, fallback: 'backup_factor' }, 'the action stays a step-up');
+  t.same(
+    replies.map((r) => r.verification.status),
+    ['created', 'created', 'created', 'unavailable', 'unavailable', 'unavailable'],
+  );
+  for (const r of replies.slice(3))
+    t.match(
+      r,
+      { action: 'PASSIVE', verification: { reason: 'global_session_cap' }, fallback: 'backup_factor' },
+      'the action stays a step-up',
+    );
   t.equal(capped.simulator.stats.createCalls, 3, 'Didit saw 3 creates, not 6');
   capClock.advance(59_000);
   t.equal((await open(6)).verification.reason, 'global_session_cap', 'still capped within the same minute');
@@ -210,22 +284,38 @@ t.test('the global cap (STEPUP_GLOBAL_MAX_PER_MIN) stops session creates for the
 
 t.test('travel figures: distance and speed from the place an Approved step-up verified', async (t) => {
   // Expected places from MaxMind's own verified lookups, and the distance computed here, not by src/.
-  const { lookups } = JSON.parse(readFileSync('data/maxmind-test/expected-lookups.json', 'utf8')) as { lookups: Array<{ ip: string; 'GeoIP2-City-Test': { latitude: number | null; longitude: number | null; accuracy_radius: number | null } | null }> };
+  const { lookups } = JSON.parse(readFileSync('data/maxmind-test/expected-lookups.json', 'utf8')) as {
+    lookups: Array<{
+      ip: string;
+      'GeoIP2-City-Test': { latitude: number | null; longitude: number | null; accuracy_radius: number | null } | null;
+    }>;
+  };
   const placeOf = (ip: string) => {
     const city = lookups.find((row) => row.ip === ip)?.['GeoIP2-City-Test'];
     if (city?.latitude == null || city.longitude == null) throw new Error(`no verified place for ${ip}`);
     // The service keeps coarse coordinates only (0.1°).
-    return { lat: Math.round(city.latitude * 10) / 10, lon: Math.round(city.longitude * 10) / 10, accuracyKm: city.accuracy_radius ?? 1000 };
+    return {
+      lat: Math.round(city.latitude * 10) / 10,
+      lon: Math.round(city.longitude * 10) / 10,
+      accuracyKm: city.accuracy_radius ?? 1000,
+    };
   };
   const greatCircleKm = (a: { lat: number; lon: number }, b: { lat: number; lon: number }) => {
     const rad = Math.PI / 180;
-    const h = Math.sin(((b.lat - a.lat) * rad) / 2) ** 2 + Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(((b.lon - a.lon) * rad) / 2) ** 2;
+    const h =
+      Math.sin(((b.lat - a.lat) * rad) / 2) ** 2 +
+      Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(((b.lon - a.lon) * rad) / 2) ** 2;
     return 2 * 6371.0088 * Math.asin(Math.sqrt(h));
   };
 
   clock.advance(31_000);
   const home = '89.160.20.112'; // Linköping, accuracy 76 km
-  const first = await decide({ user_id: 'travel-user', device_id: 'travel-phone', ip: home, user_agent: CHROME_WINDOWS });
+  const first = await decide({
+    user_id: 'travel-user',
+    device_id: 'travel-phone',
+    ip: home,
+    user_agent: CHROME_WINDOWS,
+  });
   t.equal(first.verification.status, 'created');
   t.equal(first.signals['geo.travel_assessed'], false, 'no verified place yet: not assessed');
   t.same(await simulator.complete(first.verification.session_id, 'Approved'), [200, 200]);
@@ -237,9 +327,18 @@ t.test('travel figures: distance and speed from the place an Approved step-up ve
     const to = placeOf(lookups.some((row) => row.ip === ip) ? ip : '175.16.199.0');
     const distance = Math.max(0, greatCircleKm(from, to) - from.accuracyKm - to.accuracyKm);
     t.equal(reply.signals['geo.travel_assessed'], true, `${ip}: assessed`);
-    t.ok(Math.abs(reply.signals['geo.distance_km'] - distance) < 0.01, `${ip}: distance ${reply.signals['geo.distance_km']?.toFixed(1)} km, expected ${distance.toFixed(1)} km`);
-    t.ok(Math.abs(reply.signals['geo.elapsed_hours'] - hours) < 1e-9, `${ip}: ${hours} hours since the verified sign-in`);
-    t.ok(Math.abs(reply.signals['geo.speed_kmh'] - distance / hours) < 0.01, `${ip}: speed ${reply.signals['geo.speed_kmh']?.toFixed(1)} km/h, expected ${(distance / hours).toFixed(1)}`);
+    t.ok(
+      Math.abs(reply.signals['geo.distance_km'] - distance) < 0.01,
+      `${ip}: distance ${reply.signals['geo.distance_km']?.toFixed(1)} km, expected ${distance.toFixed(1)} km`,
+    );
+    t.ok(
+      Math.abs(reply.signals['geo.elapsed_hours'] - hours) < 1e-9,
+      `${ip}: ${hours} hours since the verified sign-in`,
+    );
+    t.ok(
+      Math.abs(reply.signals['geo.speed_kmh'] - distance / hours) < 0.01,
+      `${ip}: speed ${reply.signals['geo.speed_kmh']?.toFixed(1)} km/h, expected ${(distance / hours).toFixed(1)}`,
+    );
     t.ok(distance > 500, `${ip}: a real journey (${distance.toFixed(0)} km), so a zero figure would fail`);
   }
   // Where geography means nothing, there are no figures at all.
@@ -256,7 +355,14 @@ t.test('travel figures: distance and speed from the place an Approved step-up ve
   }
   // The signal contract says anonymizers are not assessed, but enrich only looks at the Tor/VPN/relay
   // lists, not at the Anonymous-IP database's flag (geo.anonymous): reported to the lead.
-  const anonymous = await decide({ user_id: 'travel-user', device_id: 'travel-phone', ip: '81.2.69.142', user_agent: CHROME_WINDOWS });
+  const anonymous = await decide({
+    user_id: 'travel-user',
+    device_id: 'travel-phone',
+    ip: '81.2.69.142',
+    user_agent: CHROME_WINDOWS,
+  });
   t.equal(anonymous.signals['ip.anonymous'], true, '81.2.69.142 is flagged by the Anonymous-IP database');
-  t.equal(anonymous.signals['geo.travel_assessed'], false, '81.2.69.142: not assessed (Anonymous-IP)', { todo: 'enrich does not treat ip.anonymous as unreliable for travel' });
+  t.equal(anonymous.signals['geo.travel_assessed'], false, '81.2.69.142: not assessed (Anonymous-IP)', {
+    todo: 'enrich does not treat ip.anonymous as unreliable for travel',
+  });
 });

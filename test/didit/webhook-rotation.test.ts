@@ -17,7 +17,19 @@ t.test('Declined after migration revokes the device trust the session granted', 
   const oldIds = pseudonymiserOf(OLD_KEY);
   const newIds = pseudonymiserOf(NEW_KEY, OLD_KEY);
   const handler = (ids: typeof oldIds) =>
-    createWebhookHandler({ store, ids, secrets: [SECRET], toleranceS: 300, pendingTtlMs: 600_000, reviewTtlMs: 7 * 86_400_000, trustTtlMs: 30 * 86_400_000, claimTtlMs: 86_400_000, deadLetterTtlMs: 7 * 86_400_000, requireMethodMatch: true, clock });
+    createWebhookHandler({
+      store,
+      ids,
+      secrets: [SECRET],
+      toleranceS: 300,
+      pendingTtlMs: 600_000,
+      reviewTtlMs: 7 * 86_400_000,
+      trustTtlMs: 30 * 86_400_000,
+      claimTtlMs: 86_400_000,
+      deadLetterTtlMs: 7 * 86_400_000,
+      requireMethodMatch: true,
+      clock,
+    });
   const seeded = await seedPendingSession({ store, ids: oldIds, now, user: 'alice', workflowId: 'wf-1' });
   const approved = signedVerdict(seeded, 'Approved', { tsS: Math.floor(now / 1000) + 1, secret: SECRET });
   now += 2000;
@@ -27,7 +39,10 @@ t.test('Declined after migration revokes the device trust the session granted', 
 
   // Rotation: the attacker signs in from the trusted device; enrich migrates the user on touch.
   now += 60_000;
-  await store.migrate(migrationOf(newIds, { user: 'alice', device: seeded.device, ip: SEEDED_IP, nets: [SEEDED_IP] })!, now);
+  await store.migrate(
+    migrationOf(newIds, { user: 'alice', device: seeded.device, ip: SEEDED_IP, nets: [SEEDED_IP] })!,
+    now,
+  );
   t.equal((await store.listDevices(newIds.id('user', 'alice'), now)).length, 1, 'trust moved to the new pseudonym');
 
   // Didit's reviewer reverses the verdict.
@@ -35,6 +50,13 @@ t.test('Declined after migration revokes the device trust the session granted', 
   const d = await handler(newIds)(Buffer.from(declined.body), declined.headers);
   t.equal(d.result, 'verified', 'the reversal is applied');
   // Next decide migrates again (as enrich does), then reads the state.
-  await store.migrate(migrationOf(newIds, { user: 'alice', device: seeded.device, ip: SEEDED_IP, nets: [SEEDED_IP] })!, now);
-  t.same(await store.listDevices(newIds.id('user', 'alice'), now), [], 'the reversed grant no longer trusts the device');
+  await store.migrate(
+    migrationOf(newIds, { user: 'alice', device: seeded.device, ip: SEEDED_IP, nets: [SEEDED_IP] })!,
+    now,
+  );
+  t.same(
+    await store.listDevices(newIds.id('user', 'alice'), now),
+    [],
+    'the reversed grant no longer trusts the device',
+  );
 });

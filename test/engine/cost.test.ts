@@ -4,8 +4,13 @@ import { COST_LIMITS, estimateCost } from '../../src/engine/cost.js';
 import { compileFromTexts, readRuleDir } from '../../src/rules-io/load.js';
 import { expensiveCases, nested, POLICY } from '../security/expensive-rules.js';
 
-const rule = (id: string, when: string) => `rules:\n  - { id: ${id}, description: d, when: ${JSON.stringify(when)}, then: { score: 1 } }\n`;
-const compile = (when: string) => compileFromTexts([{ name: 'policy.yaml', text: POLICY }, { name: 'r.yaml', text: rule('probe', when) }]);
+const rule = (id: string, when: string) =>
+  `rules:\n  - { id: ${id}, description: d, when: ${JSON.stringify(when)}, then: { score: 1 } }\n`;
+const compile = (when: string) =>
+  compileFromTexts([
+    { name: 'policy.yaml', text: POLICY },
+    { name: 'r.yaml', text: rule('probe', when) },
+  ]);
 
 t.test('every generated expensive ruleset is refused at compile time as too expensive, naming the rule', async (t) => {
   const cases = expensiveCases();
@@ -19,8 +24,15 @@ t.test('every generated expensive ruleset is refused at compile time as too expe
     }
     const expensive = result.errors.filter((e) => e.tooExpensive);
     t.ok(expensive.length > 0, `${c.cls}/${c.label}: ${result.errors[0]?.reason}`);
-    if (c.rule) t.ok(expensive.some((e) => e.rule === c.rule && e.file === 'attack.yaml'), `${c.cls}/${c.label} names rule ${c.rule}`);
-    t.ok(expensive.every((e) => /too expensive/.test(e.reason)), `${c.cls}/${c.label}: the reason says so`);
+    if (c.rule)
+      t.ok(
+        expensive.some((e) => e.rule === c.rule && e.file === 'attack.yaml'),
+        `${c.cls}/${c.label} names rule ${c.rule}`,
+      );
+    t.ok(
+      expensive.every((e) => /too expensive/.test(e.reason)),
+      `${c.cls}/${c.label}: the reason says so`,
+    );
   }
 });
 
@@ -63,7 +75,18 @@ t.test('the estimate grows with what runs: iterations × body, nested levels mul
 t.test('a measured worst accepted rule stays cheap when it runs', async (t) => {
   // Find the widest two-level rule the budget accepts, then time it: the budget is in real time too.
   let n = 2;
-  while (compile(nested(['exists', 'exists'], 2, `[${Array(n + 1).fill(1).join(',')}]`)).ok) n++;
+  while (
+    compile(
+      nested(
+        ['exists', 'exists'],
+        2,
+        `[${Array(n + 1)
+          .fill(1)
+          .join(',')}]`,
+      ),
+    ).ok
+  )
+    n++;
   const result = compile(nested(['exists', 'exists'], 2, `[${Array(n).fill(1).join(',')}]`));
   t.ok(result.ok, `widest accepted: two levels over ${n} elements`);
   if (!result.ok) return;

@@ -18,7 +18,13 @@ const redis = new Redis(url, { ...loginPathOptions(2000) });
 await new Promise((r) => redis.once('ready', r));
 const clock = testClock();
 const rulesDir = scenarioRules();
-const stack = await startDiditStack(clock, { DIDIT_TIMEOUT_MS: '5000', RULES_DIR: rulesDir, REDIS_KEY_PREFIX: prefix }, undefined, createRedisStore({ redis, keyPrefix: prefix }), { redis });
+const stack = await startDiditStack(
+  clock,
+  { DIDIT_TIMEOUT_MS: '5000', RULES_DIR: rulesDir, REDIS_KEY_PREFIX: prefix },
+  undefined,
+  createRedisStore({ redis, keyPrefix: prefix }),
+  { redis },
+);
 t.teardown(async () => {
   await stack.close();
   const cleaner = new Redis(url);
@@ -32,13 +38,19 @@ t.teardown(async () => {
 /** The CLI as an operator runs it, against the service's Redis. */
 async function cli(args: string[]): Promise<{ code: number; text: string }> {
   const saved = { ...process.env };
-  Object.assign(process.env, { REDIS_URL: url, REDIS_KEY_PREFIX: prefix, RULES_DIR: rulesDir, ID_HASH_KEY: TEST_HASH_KEY });
+  Object.assign(process.env, {
+    REDIS_URL: url,
+    REDIS_KEY_PREFIX: prefix,
+    RULES_DIR: rulesDir,
+    ID_HASH_KEY: TEST_HASH_KEY,
+  });
   const lines: string[] = [];
   try {
     const code = await main(args, (line = '') => lines.push(line));
     return { code, text: lines.join('\n') };
   } finally {
-    for (const key of ['REDIS_URL', 'REDIS_KEY_PREFIX', 'RULES_DIR', 'ID_HASH_KEY']) if (saved[key] === undefined) delete process.env[key];
+    for (const key of ['REDIS_URL', 'REDIS_KEY_PREFIX', 'RULES_DIR', 'ID_HASH_KEY'])
+      if (saved[key] === undefined) delete process.env[key];
     Object.assign(process.env, saved);
   }
 }
@@ -48,16 +60,30 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
 
   // The report command reads the same records from Redis, read-only.
   const keysBefore = (await redis.keys(`${prefix}*`)).sort();
-  const dump = async () => Promise.all(keysBefore.filter((k) => k.includes('{dr:')).map(async (k) => [k, await redis.dump(k)]));
+  const dump = async () =>
+    Promise.all(keysBefore.filter((k) => k.includes('{dr:')).map(async (k) => [k, await redis.dump(k)]));
   const contentBefore = await dump();
   const json = await cli(['report', '--since', '30d', '--json']);
   t.equal(json.code, 0, json.text.slice(0, 300));
-  const report = JSON.parse(json.text) as { decisions: number; stepUps: number; rules: Array<{ rule: string; fired: number; stepUps: number; precisionDeclines: number | null }>; dead: string[]; noisy: string[] };
+  const report = JSON.parse(json.text) as {
+    decisions: number;
+    stepUps: number;
+    rules: Array<{ rule: string; fired: number; stepUps: number; precisionDeclines: number | null }>;
+    dead: string[];
+    noisy: string[];
+  };
   t.match(report, { decisions: 9, stepUps: 6, dead: ['never-fires'], noisy: ['noisy-flag'] });
-  t.match(report.rules.find((r) => r.rule === 'risky-flag'), { fired: 5, stepUps: 4, precisionDeclines: 1 / 3 });
+  t.match(
+    report.rules.find((r) => r.rule === 'risky-flag'),
+    { fired: 5, stepUps: 4, precisionDeclines: 1 / 3 },
+  );
   const text = await cli(['report']);
   t.comment(`npm run rules -- report\n${text.text}`);
-  t.match(text.text, /risky-flag\s+5\s+4\s+50\.0%\s+25\.0%\s+25\.0%\s+0\.0%\s+0\.0%\s+1\s+1\s+50\.0%\s+33\.3%/, 'the table row of risky-flag');
+  t.match(
+    text.text,
+    /risky-flag\s+5\s+4\s+50\.0%\s+25\.0%\s+25\.0%\s+0\.0%\s+0\.0%\s+1\s+1\s+50\.0%\s+33\.3%/,
+    'the table row of risky-flag',
+  );
   t.match(text.text, /dead \(never fired\): never-fires/);
   t.same((await redis.keys(`${prefix}*`)).sort(), keysBefore, 'the report wrote no key');
   t.same(await dump(), contentBefore, 'and changed none');
@@ -65,7 +91,13 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
   // The labelled replay from the store.
   const replayed = await cli(['replay', '--log', 'store', '--rules', candidateRules(), '--labels', 'store', '--json']);
   t.equal(replayed.code, 0, replayed.text.slice(0, 300));
-  t.match(JSON.parse(replayed.text), { decisions: 9, labelled: { fraud: { total: 3, stillChallenged: 3, nowLetThrough: 0 }, legitimate: { total: 2, nowLetThrough: 1, newlyChallenged: 0 } } });
+  t.match(JSON.parse(replayed.text), {
+    decisions: 9,
+    labelled: {
+      fraud: { total: 3, stillChallenged: 3, nowLetThrough: 0 },
+      legitimate: { total: 2, nowLetThrough: 1, newlyChallenged: 0 },
+    },
+  });
   t.ok(ids.A);
 
   // Every key the records wrote expires (DECISION_RECORD_TTL_DAYS), so Redis memory is bounded by the retention.
@@ -74,7 +106,9 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
   t.same(withoutTtl, [], 'every decision-record key has a TTL');
   const recordKeys = await redis.keys(`${prefix}{dr:*:r:*`);
   const usage = await Promise.all(recordKeys.map(async (k) => Number(await redis.call('MEMORY', 'USAGE', k))));
-  t.comment(`Redis MEMORY USAGE per decision record: mean ${Math.round(usage.reduce((a, b) => a + b, 0) / usage.length)} bytes over ${usage.length} records`);
+  t.comment(
+    `Redis MEMORY USAGE per decision record: mean ${Math.round(usage.reduce((a, b) => a + b, 0) / usage.length)} bytes over ${usage.length} records`,
+  );
   const ttl = await redis.pttl((await redis.keys(`${prefix}{dr:*:r:*`))[0]!);
   t.ok(ttl > 89 * 86_400_000 && ttl <= 90 * 86_400_000, `a record lives DECISION_RECORD_TTL_DAYS (${ttl} ms)`);
 });
@@ -86,7 +120,11 @@ t.test('redis: replicas sweeping at once abandon a lapsed step-up exactly once',
     const records = createRedisDecisionRecords({ redis: connection, keyPrefix: `${prefix}race:`, ttlMs: 86_400_000 });
     const effect = createEffectiveness({
       records,
-      counters: { outcome: (rule, _m, outcome) => counted.push(`${n}:${rule}:${outcome}`), feedback: () => undefined, failed: () => undefined },
+      counters: {
+        outcome: (rule, _m, outcome) => counted.push(`${n}:${rule}:${outcome}`),
+        feedback: () => undefined,
+        failed: () => undefined,
+      },
       ruleLabel: (rule) => rule,
       pendingTtlMs: 60_000,
       clock: () => 1_000_000,
@@ -95,7 +133,9 @@ t.test('redis: replicas sweeping at once abandon a lapsed step-up exactly once',
     return { connection, effect };
   };
   const replicas = [replica(1), replica(2), replica(3), replica(4)];
-  t.teardown(() => replicas.forEach((r) => r.connection.disconnect()));
+  t.teardown(() => {
+    for (const r of replicas) r.connection.disconnect();
+  });
   await Promise.all(replicas.map((r) => new Promise((ok) => r.connection.once('ready', ok))));
   const stepUps = 60;
   for (let i = 0; i < stepUps; i++) {
@@ -109,8 +149,16 @@ t.test('redis: replicas sweeping at once abandon a lapsed step-up exactly once',
   }
   await Promise.all(replicas.map((r) => r.effect.flush()));
   const settled = await Promise.all(replicas.map((r) => r.effect.sweep(1_000_000 + 60_000, 7)));
-  t.equal(settled.reduce((a, b) => a + b, 0), stepUps, `${settled.join(' + ')} = every lapsed step-up once`);
+  t.equal(
+    settled.reduce((a, b) => a + b, 0),
+    stepUps,
+    `${settled.join(' + ')} = every lapsed step-up once`,
+  );
   t.equal(counted.length, stepUps, 'counted once each, whichever replica claimed it');
-  t.equal((await Promise.all(replicas.map((r) => r.effect.sweep(1_000_000 + 120_000)))).reduce((a, b) => a + b, 0), 0, 'a later sweep finds nothing');
+  t.equal(
+    (await Promise.all(replicas.map((r) => r.effect.sweep(1_000_000 + 120_000)))).reduce((a, b) => a + b, 0),
+    0,
+    'a later sweep finds nothing',
+  );
   t.equal(await redis.zcard(`${prefix}race:{dr:0}:open`), 0, 'the open index is empty');
 });

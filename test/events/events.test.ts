@@ -118,7 +118,13 @@ t.test('every event type arrives once per id, signed, in order per user, with no
   const trusted = got.find((d) => d.event.type === 'device.trusted')!.event;
   t.same(
     trusted.data.device,
-    { id: service.ids.id('device', `device-of-${alice}`), browser: 'Chrome', os: 'Windows', country: 'SE', city: 'Linköping' },
+    {
+      id: service.ids.id('device', `device-of-${alice}`),
+      browser: 'Chrome',
+      os: 'Windows',
+      country: 'SE',
+      city: 'Linköping',
+    },
     'browser, OS, country and city for "was this you?"',
   );
   t.equal(trusted.data.session_id, a1.id);

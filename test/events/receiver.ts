@@ -34,7 +34,6 @@ export function verifyStandardWebhook(
 export interface Delivery {
   readonly id: string;
   readonly body: string;
-  // biome-ignore lint/suspicious/noExplicitAny: the tests read arbitrary fields of the received JSON
   readonly event: { id: string; type: string; timestamp: string; data: Record<string, any> };
   readonly verified: boolean;
   /** webhook-timestamp of this attempt (seconds). */

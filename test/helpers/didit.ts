@@ -17,14 +17,35 @@ export interface DiditStack {
 }
 
 /** The service listening on loopback, wired to a simulator that speaks the Didit contract. */
-export async function startDiditStack(clock: TestClock, env: Record<string, string> = {}, webhookSecret?: string, store?: Store, extra: Partial<ServiceOptions> = {}): Promise<DiditStack> {
+export async function startDiditStack(
+  clock: TestClock,
+  env: Record<string, string> = {},
+  webhookSecret?: string,
+  store?: Store,
+  extra: Partial<ServiceOptions> = {},
+): Promise<DiditStack> {
   const credentials = { ...simulatorCredentials(), ...(webhookSecret ? { webhookSecret } : {}) };
-  const simulator = createSimulator({ ...credentials, publicBaseUrl: 'http://127.0.0.1:1', clock, retryDelaysMs: [10, 20] });
+  const simulator = createSimulator({
+    ...credentials,
+    publicBaseUrl: 'http://127.0.0.1:1',
+    clock,
+    retryDelaysMs: [10, 20],
+  });
   await simulator.app.listen({ port: 0, host: '127.0.0.1' });
   const baseUrl = `http://127.0.0.1:${(simulator.app.server.address() as AddressInfo).port}`;
   const service = await startTestService(
     { DIDIT_TIMEOUT_MS: '300', ...env },
-    { clock, ...extra, ...(store ? { store } : {}), didit: { baseUrl, apiKey: credentials.apiKey, webhookSecrets: [credentials.webhookSecret], workflows: credentials.workflows } },
+    {
+      clock,
+      ...extra,
+      ...(store ? { store } : {}),
+      didit: {
+        baseUrl,
+        apiKey: credentials.apiKey,
+        webhookSecrets: [credentials.webhookSecret],
+        workflows: credentials.workflows,
+      },
+    },
   );
   await service.app.listen({ port: 0, host: '127.0.0.1' });
   simulator.webhookUrl = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}/v1/webhooks/didit`;

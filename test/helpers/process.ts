@@ -27,12 +27,21 @@ export async function startServerProcess(
   let output = '';
   const child = spawn(process.execPath, entry, {
     cwd,
-    env: { ...process.env, PORT: String(port), METRICS_PORT: String(metricsPort), SIMULATOR_PORT: String(simulatorPort), LOG_LEVEL: 'info', ...env },
+    env: {
+      ...process.env,
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      SIMULATOR_PORT: String(simulatorPort),
+      LOG_LEVEL: 'info',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 45_000;
   for (;;) {
@@ -65,11 +74,25 @@ export interface FailedStart {
  * Runs the real entry point with an environment expected to stop it, probing its three ports every
  * 20 ms until it exits (or 30 s pass): what was printed, the exit code, and whether anything listened.
  */
-export async function runUntilExit(env: Record<string, string>, entry: string[] = ['--import', 'tsx', 'src/server.ts']): Promise<FailedStart> {
+export async function runUntilExit(
+  env: Record<string, string>,
+  entry: string[] = ['--import', 'tsx', 'src/server.ts'],
+): Promise<FailedStart> {
   const ports = [await freePort(), await freePort(), await freePort()];
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(API_TOKENS|ID_HASH_KEY|TRUST_PROXY.*|REDIS_URL|DIDIT_.*|NODE_ENV)$/.test(k)));
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => !/^(API_TOKENS|ID_HASH_KEY|TRUST_PROXY.*|REDIS_URL|DIDIT_.*|NODE_ENV)$/.test(k),
+    ),
+  );
   const child = spawn(process.execPath, entry, {
-    env: { ...base, PORT: String(ports[0]), METRICS_PORT: String(ports[1]), SIMULATOR_PORT: String(ports[2]), LOG_LEVEL: 'info', ...env },
+    env: {
+      ...base,
+      PORT: String(ports[0]),
+      METRICS_PORT: String(ports[1]),
+      SIMULATOR_PORT: String(ports[2]),
+      LOG_LEVEL: 'info',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -87,7 +110,11 @@ export async function runUntilExit(env: Record<string, string>, entry: string[] 
         (port) =>
           new Promise<void>((resolve) => {
             const socket = connect(port, '127.0.0.1');
-            socket.once('connect', () => (listened.add(port), socket.destroy(), resolve()));
+            socket.once('connect', () => {
+              listened.add(port);
+              socket.destroy();
+              resolve();
+            });
             socket.once('error', () => resolve());
           }),
       ),
@@ -119,7 +146,19 @@ export function productionEntry(cwd = process.cwd()): string[] {
   if (!existsSync(path.join(target, 'server.js'))) {
     mkdirSync(path.join(cwd, 'dist'), { recursive: true });
     const building = `${target}.${process.pid}`;
-    const tsc = spawnSync(process.execPath, [path.join(cwd, 'node_modules/typescript/bin/tsc'), '-p', path.join(cwd, 'src/tsconfig.json'), '--outDir', building, '--sourceMap', 'false'], { cwd, encoding: 'utf8' });
+    const tsc = spawnSync(
+      process.execPath,
+      [
+        path.join(cwd, 'node_modules/typescript/bin/tsc'),
+        '-p',
+        path.join(cwd, 'src/tsconfig.json'),
+        '--outDir',
+        building,
+        '--sourceMap',
+        'false',
+      ],
+      { cwd, encoding: 'utf8' },
+    );
     if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
     try {
       renameSync(building, target);

@@ -19,7 +19,11 @@ export const ids = createPseudonymiser(parseHashKey(HASH_KEY));
 export const entry = productionEntry();
 
 export const credentials = simulatorCredentials();
-export const simulator = createSimulator({ ...credentials, publicBaseUrl: 'http://127.0.0.1:1', retryDelaysMs: [50, 100] });
+export const simulator = createSimulator({
+  ...credentials,
+  publicBaseUrl: 'http://127.0.0.1:1',
+  retryDelaysMs: [50, 100],
+});
 await simulator.app.listen({ port: 0, host: '127.0.0.1' });
 const simulatorBase = `http://127.0.0.1:${(simulator.app.server.address() as AddressInfo).port}`;
 
@@ -49,12 +53,20 @@ export function serviceEnv(redisUrl: string, over: Record<string, string> = {}):
 }
 
 export async function decide(server: ServerProcess, user: string, device = 'phone', ip = '89.160.20.112') {
-  const response = await fetch(`${server.base}/v1/decide`, { method: 'POST', headers: auth, body: JSON.stringify({ user_id: user, device_id: device, ip, user_agent: CHROME_WINDOWS }) });
+  const response = await fetch(`${server.base}/v1/decide`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ user_id: user, device_id: device, ip, user_agent: CHROME_WINDOWS }),
+  });
   return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, any> };
 }
 
 export async function deliver(server: ServerProcess, body: string, headers: Record<string, string>) {
-  const response = await fetch(`${server.base}/v1/webhooks/didit`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  const response = await fetch(`${server.base}/v1/webhooks/didit`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body,
+  });
   return { status: response.status, body: (await response.json()) as Record<string, any> };
 }
 
@@ -62,7 +74,12 @@ export async function deliver(server: ServerProcess, body: string, headers: Reco
  * Delivers as Didit does: again after a 5xx or 404, never after a 2xx/4xx. On a shared 2-core
  * machine a store command can pass its 100 ms deadline under this load; that is a 503 by design.
  */
-export async function deliverLikeDidit(server: ServerProcess, body: string, headers: Record<string, string>, retried: { count: number }) {
+export async function deliverLikeDidit(
+  server: ServerProcess,
+  body: string,
+  headers: Record<string, string>,
+  retried: { count: number },
+) {
   for (let attempt = 0; ; attempt++) {
     const result = await deliver(server, body, headers);
     if ((result.status < 500 && result.status !== 404) || attempt === 20) return result;
@@ -85,7 +102,13 @@ export async function metric(server: ServerProcess, pattern: RegExp): Promise<nu
 let counter = 0;
 /** A pending step-up of ours in Redis, as the service's decide would have recorded it. */
 export async function pendingSession(store: Store, user = `wh-user-${++counter}`) {
-  const session = await seedPendingSession({ store, ids, now: Date.now(), user, workflowId: credentials.workflows.PASSIVE });
+  const session = await seedPendingSession({
+    store,
+    ids,
+    now: Date.now(),
+    user,
+    workflowId: credentials.workflows.PASSIVE,
+  });
   return { sessionId: session.id, user, u: session.pseudonym };
 }
 

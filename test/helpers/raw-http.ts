@@ -12,7 +12,12 @@ export interface RawReply {
  * One request written byte for byte on its own connection: the request target goes out exactly as
  * given (fetch, http.request and light-my-request normalise or refuse some of the spellings tested).
  */
-export function rawRequest(port: number, head: string, body: string | Buffer = '', timeoutMs = 10_000): Promise<RawReply> {
+export function rawRequest(
+  port: number,
+  head: string,
+  body: string | Buffer = '',
+  timeoutMs = 10_000,
+): Promise<RawReply> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -20,7 +25,9 @@ export function rawRequest(port: number, head: string, body: string | Buffer = '
       socket.destroy();
       reject(new Error(`no reply within ${timeoutMs} ms to ${head.split('\r\n', 1)[0]!.slice(0, 80)}`));
     }, timeoutMs);
-    socket.on('connect', () => socket.end(Buffer.concat([Buffer.from(head, 'latin1'), Buffer.isBuffer(body) ? body : Buffer.from(body)])));
+    socket.on('connect', () =>
+      socket.end(Buffer.concat([Buffer.from(head, 'latin1'), Buffer.isBuffer(body) ? body : Buffer.from(body)])),
+    );
     socket.on('data', (chunk) => chunks.push(chunk));
     socket.on('error', () => undefined); // a reset after the reply is written is how node ends refused requests
     socket.on('close', () => {
@@ -54,7 +61,11 @@ function dechunk(text: string): string {
 }
 
 /** A request head: `METHOD target HTTP/1.1`, Host, the extra header lines, a JSON content type when there is a body. */
-export function head(method: string, target: string, options: { headers?: Record<string, string>; body?: string | Buffer; contentType?: string | null } = {}): string {
+export function head(
+  method: string,
+  target: string,
+  options: { headers?: Record<string, string>; body?: string | Buffer; contentType?: string | null } = {},
+): string {
   const lines = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close'];
   const length = options.body === undefined ? 0 : Buffer.byteLength(options.body);
   const type = options.contentType === undefined ? (length > 0 ? 'application/json' : null) : options.contentType;
@@ -78,7 +89,11 @@ export function routerTable(printed: string): string[] {
     stack.length = depth;
     const path = (stack[depth - 1] ?? '') + match[2]!;
     stack.push(path);
-    for (const method of (match[3] ?? '').split(',').map((m) => m.trim()).filter(Boolean)) routes.push(`${method} ${path}`);
+    for (const method of (match[3] ?? '')
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean))
+      routes.push(`${method} ${path}`);
   }
   return routes.sort();
 }

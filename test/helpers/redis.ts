@@ -40,7 +40,12 @@ export interface RedisProcess {
 async function waitForPing(port: number, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() === 'PONG') return;
+    if (
+      spawnSync('redis-cli', ['-p', String(port), 'ping'])
+        .stdout?.toString()
+        .trim() === 'PONG'
+    )
+      return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`redis-server on ${port} did not answer`);
@@ -51,13 +56,20 @@ async function waitForPing(port: number, timeoutMs = 5000): Promise<void> {
  * and restarted. The machine's own server on 6379 is never touched.
  */
 export async function startRedis(extraArgs: string[] = [], atPort?: number): Promise<RedisProcess> {
-  if (!redisServerAvailable()) throw new Error('redis-server is not installed: apt-get install redis-server (or set REDIS_URL); .ci/run installs it');
+  if (!redisServerAvailable())
+    throw new Error(
+      'redis-server is not installed: apt-get install redis-server (or set REDIS_URL); .ci/run installs it',
+    );
   // A port chosen earlier lets a test point a service at Redis before Redis exists.
   const port = atPort ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'risk-redis-'));
   let child: ChildProcess | undefined;
   const launch = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs], { stdio: 'ignore' });
+    child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs],
+      { stdio: 'ignore' },
+    );
     await waitForPing(port);
   };
   await launch();
@@ -107,8 +119,22 @@ export interface RedisClusterProcess {
 /** Six redis-server processes on loopback made into a 3-master Cluster with redis-cli. */
 export async function startRedisCluster(): Promise<RedisClusterProcess> {
   const servers: RedisProcess[] = [];
-  for (let i = 0; i < 6; i++) servers.push(await startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']));
-  const created = spawnSync('redis-cli', ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 30_000 });
+  for (let i = 0; i < 6; i++)
+    servers.push(
+      await startRedis([
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${i}.conf`,
+        '--cluster-node-timeout',
+        '2000',
+      ]),
+    );
+  const created = spawnSync(
+    'redis-cli',
+    ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '1', '--cluster-yes'],
+    { timeout: 30_000 },
+  );
   if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stderr.toString()}`);
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
@@ -173,7 +199,8 @@ export async function startRedisSentinel(name = 'risk', downAfterMs = 1000): Pro
   }
   // Every sentinel must know the replica and the other sentinels before a failover can be agreed.
   const settled = Date.now() + 15_000;
-  const sentinelCli = (port: number, ...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args]).stdout.toString();
+  const sentinelCli = (port: number, ...args: string[]) =>
+    spawnSync('redis-cli', ['-p', String(port), ...args]).stdout.toString();
   while (
     !sentinelPorts.every((p) => {
       const info = sentinelCli(p, 'sentinel', 'master', name);

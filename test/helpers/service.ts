@@ -41,17 +41,28 @@ export interface TestService extends Service {
   auth: { authorization: string };
 }
 
-export async function startTestService(env: Record<string, string> = {}, options: Partial<ServiceOptions> = {}): Promise<TestService> {
+export async function startTestService(
+  env: Record<string, string> = {},
+  options: Partial<ServiceOptions> = {},
+): Promise<TestService> {
   // Several services share one test process and block its event loop while they load data, and
   // functional tests fire bursts of concurrent decides (100 at once for the step-up dedupe), so load
   // shedding is off here unless a test turns it on (test/ops/pressure.test.ts does). Processes
   // started from the real entry point (startServerProcess) keep the production defaults.
-  const config = loadConfig({ API_TOKENS: `tests:${TEST_TOKEN}`, ID_HASH_KEY: TEST_HASH_KEY, LOG_LEVEL: 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', MAX_DECIDES_IN_FLIGHT: '0', ...env });
+  const config = loadConfig({
+    API_TOKENS: `tests:${TEST_TOKEN}`,
+    ID_HASH_KEY: TEST_HASH_KEY,
+    LOG_LEVEL: 'info',
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    MAX_DECIDES_IN_FLIGHT: '0',
+    ...env,
+  });
   const { lines, stream } = captureLogs();
   const service = await createService(config, { logger: createLogger(config.log.level, stream), ...options });
   await service.app.ready();
   return Object.assign(service, { logs: lines, auth: { authorization: `Bearer ${TEST_TOKEN}` } });
 }
 
-export const CHROME_WINDOWS = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
+export const CHROME_WINDOWS =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
 export const FIREFOX_LINUX = 'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0';

@@ -2,7 +2,12 @@ import { parseClientIp } from '../../src/signals/ip.js';
 import type { Service } from '../../src/compose.js';
 
 /** What an Approved step-up does, done directly through the store (the Didit tests do it for real). */
-export async function trustDirectly(service: Service, input: { user: string; device: string; ip: string; country?: string; asn?: number }, now: number, ttlMs = 90 * 86_400_000): Promise<void> {
+export async function trustDirectly(
+  service: Service,
+  input: { user: string; device: string; ip: string; country?: string; asn?: number },
+  now: number,
+  ttlMs = 90 * 86_400_000,
+): Promise<void> {
   const ip = parseClientIp(input.ip);
   await service.store.trust(
     {

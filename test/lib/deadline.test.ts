@@ -5,7 +5,10 @@ import { DeadlineExceeded, orFallback, withDeadline } from '../../src/lib/deadli
 function manual<T>() {
   let resolve!: (value: T) => void;
   let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   return { promise, resolve, reject };
 }
 
@@ -28,10 +31,13 @@ t.test('withDeadline: work that never settles rejects with DeadlineExceeded and 
   await new Promise((resolve) => setImmediate(resolve));
 });
 
-t.test('orFallback: the value when it comes in time, the fallback on failure or when late; never rejects', async (t) => {
-  t.equal(await orFallback(Promise.resolve(true), 60_000, false), true);
-  t.equal(await orFallback(Promise.reject(new Error('full')), 60_000, false), false, 'failure → fallback');
-  const never = manual<boolean>();
-  t.equal(await orFallback(never.promise, 1, false), false, 'late → fallback');
-  never.resolve(true);
-});
+t.test(
+  'orFallback: the value when it comes in time, the fallback on failure or when late; never rejects',
+  async (t) => {
+    t.equal(await orFallback(Promise.resolve(true), 60_000, false), true);
+    t.equal(await orFallback(Promise.reject(new Error('full')), 60_000, false), false, 'failure → fallback');
+    const never = manual<boolean>();
+    t.equal(await orFallback(never.promise, 1, false), false, 'late → fallback');
+    never.resolve(true);
+  },
+);

@@ -23,13 +23,18 @@ const dockerfile = readFileSync('Dockerfile', 'utf8')
   .split('\n')
   .map((l) => l.trim())
   .filter((l) => l && !l.startsWith('#'));
-const ignored = readFileSync('.dockerignore', 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+const ignored = readFileSync('.dockerignore', 'utf8')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter(Boolean);
 const root = mkdtempSync(path.join(tmpdir(), 'risk-docker-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
 const context = path.join(root, 'context');
 mkdirSync(context);
-for (const file of execSync('git ls-files --cached --others --exclude-standard', { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+for (const file of execSync('git ls-files --cached --others --exclude-standard', { encoding: 'utf8' })
+  .split('\n')
+  .filter(Boolean)) {
   if (ignored.some((pattern) => file === pattern || file.startsWith(`${pattern}/`))) continue;
   if (!existsSync(file)) continue;
   mkdirSync(path.join(context, path.dirname(file)), { recursive: true });
@@ -65,15 +70,26 @@ for (const line of dockerfile) {
       const parts = args.split(/\s+/);
       const from = parts[0]!.startsWith('--from=') ? parts.shift()!.slice(7) : undefined;
       const dest = path.join(stage!.dir, stage!.workdir, parts.pop()!);
-      const sourceRoot = from ? path.join(stages.find((s) => s.name === from)!.dir, stages.find((s) => s.name === from)!.workdir) : context;
+      const sourceRoot = from
+        ? path.join(stages.find((s) => s.name === from)!.dir, stages.find((s) => s.name === from)!.workdir)
+        : context;
       for (const src of parts) {
         const target = parts.length > 1 || dest.endsWith('/') ? path.join(dest, path.basename(src)) : dest;
-        cpSync(path.join(sourceRoot, from ? path.relative(stages.find((s) => s.name === from)!.workdir, src) : src), target, { recursive: true });
+        cpSync(
+          path.join(sourceRoot, from ? path.relative(stages.find((s) => s.name === from)!.workdir, src) : src),
+          target,
+          { recursive: true },
+        );
       }
       break;
     }
     case 'RUN': {
-      const run = spawnSync('sh', ['-c', args], { cwd: path.join(stage!.dir, stage!.workdir), env: { ...process.env, ...stage!.env }, encoding: 'utf8', timeout: 300_000 });
+      const run = spawnSync('sh', ['-c', args], {
+        cwd: path.join(stage!.dir, stage!.workdir),
+        env: { ...process.env, ...stage!.env },
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
       if (run.status !== 0) throw new Error(`RUN ${args} failed in ${stage!.name}:\n${run.stdout}\n${run.stderr}`);
       break;
     }
@@ -103,13 +119,21 @@ t.test('the container command starts and /readyz answers; the HEALTHCHECK passes
   // The image's ENV, except that ports are the free ones the helper picked and binds stay on loopback.
   const { PORT: _port, METRICS_PORT: _metricsPort, ...imageEnv } = runtime.env;
   // NODE_ENV=production (the image's) refuses the offline simulator and a generated token: give it a Didit configuration and tokens.
-  const env = { ...imageEnv, HOST: '127.0.0.1', METRICS_HOST: '127.0.0.1', ...DIDIT_ENV, API_TOKENS: 'container:container-token-0123456789' };
+  const env = {
+    ...imageEnv,
+    HOST: '127.0.0.1',
+    METRICS_HOST: '127.0.0.1',
+    ...DIDIT_ENV,
+    API_TOKENS: 'container:container-token-0123456789',
+  };
   const server = await startServerProcess(env, cmd.slice(1), appDir);
   t.teardown(() => server.child.kill('SIGKILL'));
   const ready = await fetch(`${server.base}/readyz`);
   t.equal(ready.status, 200);
   const check = JSON.parse(healthcheck) as string[];
-  const health = spawnSync(check[0] === 'node' ? process.execPath : check[0]!, check.slice(1), { env: { ...process.env, PORT: String(server.port) } });
+  const health = spawnSync(check[0] === 'node' ? process.execPath : check[0]!, check.slice(1), {
+    env: { ...process.env, PORT: String(server.port) },
+  });
   t.equal(health.status, 0, 'HEALTHCHECK command exits 0');
   server.child.kill('SIGTERM');
   t.equal((await server.exited()).code, 0, 'PID 1 handles SIGTERM and exits 0');

@@ -13,12 +13,27 @@ t.teardown(async () => {
 
 const scrape = async () => {
   const response = await metricsApp.inject({ method: 'GET', url: '/metrics' });
-  return { text: response.body, families: parsePrometheusTextFormat(response.body) as Array<{ name: string; metrics: Array<{ labels?: Record<string, string> }> }> };
+  return {
+    text: response.body,
+    families: parsePrometheusTextFormat(response.body) as Array<{
+      name: string;
+      metrics: Array<{ labels?: Record<string, string> }>;
+    }>,
+  };
 };
 /** Every sample line of our own metrics (the parser folds histogram buckets, so count the text). */
 const seriesCount = (text: string) => text.split('\n').filter((line) => line.startsWith('risk_')).length;
 const decide = (i: number) =>
-  service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: `user-${i}`, device_id: `device-${i}`, ip: `${(i >> 16) & 255 || 1}.${(i >> 8) & 255}.${i & 255}.${(i % 200) + 1}` }) });
+  service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...service.auth },
+    payload: JSON.stringify({
+      user_id: `user-${i}`,
+      device_id: `device-${i}`,
+      ip: `${(i >> 16) & 255 || 1}.${(i >> 8) & 255}.${i & 255}.${(i % 200) + 1}`,
+    }),
+  });
 
 t.test('/metrics is served only on the internal listener', async (t) => {
   t.equal((await service.app.inject({ method: 'GET', url: '/metrics' })).statusCode, 404);
@@ -26,31 +41,84 @@ t.test('/metrics is served only on the internal listener', async (t) => {
 });
 
 t.test('the exposition parses with a Prometheus text parser and has the required series', async (t) => {
-  const required = ['risk_decisions_total', 'risk_rule_fired_total', 'risk_decide_duration_seconds', 'risk_stage_duration_seconds', 'risk_degraded_total', 'risk_didit_requests_total', 'risk_didit_circuit_open', 'risk_webhook_events_total', 'risk_ruleset_info', 'risk_rules_last_reload_success', 'risk_data_age_seconds', 'risk_store_up', 'risk_rate_limited_total', 'risk_shed_total', 'risk_data_reload_failures_total', 'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds'];
+  const required = [
+    'risk_decisions_total',
+    'risk_rule_fired_total',
+    'risk_decide_duration_seconds',
+    'risk_stage_duration_seconds',
+    'risk_degraded_total',
+    'risk_didit_requests_total',
+    'risk_didit_circuit_open',
+    'risk_webhook_events_total',
+    'risk_ruleset_info',
+    'risk_rules_last_reload_success',
+    'risk_data_age_seconds',
+    'risk_store_up',
+    'risk_rate_limited_total',
+    'risk_shed_total',
+    'risk_data_reload_failures_total',
+    'process_cpu_user_seconds_total',
+    'nodejs_eventloop_lag_seconds',
+  ];
   // Before the first event: every counter with label values known in advance already has a 0 series.
   const fresh = await scrape();
   const sample = (name: string, labels: Record<string, string>) =>
-    fresh.families.find((f) => f.name === name)?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)) as { value?: string } | undefined;
+    fresh.families
+      .find((f) => f.name === name)
+      ?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)) as
+      | { value?: string }
+      | undefined;
   const initialised: Array<[string, Record<string, string>]> = [
     ...KNOWN_LABELS.action.map((action): [string, Record<string, string>] => ['risk_decisions_total', { action }]),
     ...KNOWN_LABELS.degradedInput.map((input): [string, Record<string, string>] => ['risk_degraded_total', { input }]),
-    ...KNOWN_LABELS.diditOperation.flatMap((operation) => KNOWN_LABELS.diditOutcome.map((outcome): [string, Record<string, string>] => ['risk_didit_requests_total', { operation, outcome }])),
-    ...[...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult].map((result): [string, Record<string, string>] => ['risk_webhook_events_total', { result }]),
+    ...KNOWN_LABELS.diditOperation.flatMap((operation) =>
+      KNOWN_LABELS.diditOutcome.map((outcome): [string, Record<string, string>] => [
+        'risk_didit_requests_total',
+        { operation, outcome },
+      ]),
+    ),
+    ...[...KNOWN_LABELS.webhookResult, ...KNOWN_LABELS.webhookRouteResult].map(
+      (result): [string, Record<string, string>] => ['risk_webhook_events_total', { result }],
+    ),
     ...KNOWN_LABELS.rateLimit.map((limit): [string, Record<string, string>] => ['risk_rate_limited_total', { limit }]),
     ...KNOWN_LABELS.shedReason.map((reason): [string, Record<string, string>] => ['risk_shed_total', { reason }]),
-    ...KNOWN_LABELS.reloadDataset.map((dataset): [string, Record<string, string>] => ['risk_data_reload_failures_total', { dataset }]),
-    ...KNOWN_LABELS.effectivenessOperation.map((operation): [string, Record<string, string>] => ['risk_effectiveness_failures_total', { operation }]),
+    ...KNOWN_LABELS.reloadDataset.map((dataset): [string, Record<string, string>] => [
+      'risk_data_reload_failures_total',
+      { dataset },
+    ]),
+    ...KNOWN_LABELS.effectivenessOperation.map((operation): [string, Record<string, string>] => [
+      'risk_effectiveness_failures_total',
+      { operation },
+    ]),
   ];
-  t.equal(initialised.length, 5 + 7 + 2 * 10 + 16 + 2 + 2 + 5 + 3, 'the known label values (a new one changes this count on purpose)');
-  for (const [name, labels] of initialised) t.equal(sample(name, labels)?.value, '0', `${name}${JSON.stringify(labels)} is 0 before the first event`);
-  for (const stage of KNOWN_LABELS.stage) t.ok(fresh.text.includes(`risk_stage_duration_seconds_count{stage="${stage}"} 0`), `stage ${stage} has a zero histogram`);
+  t.equal(
+    initialised.length,
+    5 + 7 + 2 * 10 + 16 + 2 + 2 + 5 + 3,
+    'the known label values (a new one changes this count on purpose)',
+  );
+  for (const [name, labels] of initialised)
+    t.equal(sample(name, labels)?.value, '0', `${name}${JSON.stringify(labels)} is 0 before the first event`);
+  for (const stage of KNOWN_LABELS.stage)
+    t.ok(
+      fresh.text.includes(`risk_stage_duration_seconds_count{stage="${stage}"} 0`),
+      `stage ${stage} has a zero histogram`,
+    );
   t.match(fresh.text, /^risk_didit_circuit_open 0$/m);
   const { action } = (await decide(0)).json() as { action: string };
   const { families, text } = await scrape();
   const names = new Set(families.map((f) => f.name));
   for (const name of required) t.ok(names.has(name), name);
-  for (const stage of ['enrich', 'store', 'evaluate']) t.match(text, new RegExp(`^risk_stage_duration_seconds_count\\{stage="${stage}"\\} [1-9]`, 'm'), `stage ${stage} observed`);
-  t.match(text, new RegExp(`^risk_decisions_total\\{action="${action}"\\} 1$`, 'm'), `the ${action} decide counted once`);
+  for (const stage of ['enrich', 'store', 'evaluate'])
+    t.match(
+      text,
+      new RegExp(`^risk_stage_duration_seconds_count\\{stage="${stage}"\\} [1-9]`, 'm'),
+      `stage ${stage} observed`,
+    );
+  t.match(
+    text,
+    new RegExp(`^risk_decisions_total\\{action="${action}"\\} 1$`, 'm'),
+    `the ${action} decide counted once`,
+  );
 });
 
 t.test('100,000 distinct users and IPs leave the number of series unchanged, and no label carries an id', async (t) => {
@@ -66,5 +134,8 @@ t.test('100,000 distinct users and IPs leave the number of series unchanged, and
   t.ok(after <= 300, 'bounded');
   t.notOk(/user-\d|device-\d/.test(text), 'no user or device in any label');
   const labelValues = families.flatMap((f) => f.metrics.flatMap((m) => Object.values(m.labels ?? {})));
-  t.notOk(labelValues.some((v) => /^\d+\.\d+\.\d+\.\d+$/.test(v) || /t1\./.test(v)), 'no IP or pseudonym in any label');
+  t.notOk(
+    labelValues.some((v) => /^\d+\.\d+\.\d+\.\d+$/.test(v) || /t1\./.test(v)),
+    'no IP or pseudonym in any label',
+  );
 });

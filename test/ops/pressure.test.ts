@@ -4,9 +4,18 @@ import { startTestService } from '../helpers/service.js';
 t.test('an overloaded event loop sheds with 503 + Retry-After instead of queueing', async (t) => {
   // under-pressure compares the mean loop delay of each sample window with the limit, and keeps that
   // verdict until the next sample: a 100 ms window makes the shed reply last long enough to see.
-  const service = await startTestService({ PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '50', PRESSURE_SAMPLE_INTERVAL_MS: '100' });
+  const service = await startTestService({
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '50',
+    PRESSURE_SAMPLE_INTERVAL_MS: '100',
+  });
   t.teardown(() => service.close());
-  const decide = () => service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: 'p', device_id: 'd', ip: '89.160.20.112' }) });
+  const decide = () =>
+    service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify({ user_id: 'p', device_id: 'd', ip: '89.160.20.112' }),
+    });
   let calm = 0;
   for (let i = 0; i < 100 && calm !== 200; i++) {
     await new Promise((r) => setTimeout(r, 25));
@@ -35,20 +44,33 @@ t.test('an overloaded event loop sheds with 503 + Retry-After instead of queuein
   t.equal(recovered, 200, 'serves again once the loop is calm');
 });
 
-t.test('the service sheds decides past MAX_DECIDES_IN_FLIGHT with 503 + Retry-After, counted by reason; other routes pass', async (t) => {
-  const service = await startTestService({ MAX_DECIDES_IN_FLIGHT: '2' });
-  t.teardown(() => service.close());
-  const decide = (i: number) => service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: `p-${i}`, device_id: 'd', ip: '89.160.20.112' }) });
-  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => decide(i)));
-  const shed = answers.filter((a) => a.statusCode === 503);
-  t.equal(answers.filter((a) => a.statusCode === 200).length + shed.length, 20, 'each decide answered 200 or 503');
-  t.ok(shed.length > 0 && shed.length <= 18, `${shed.length} of 20 concurrent decides shed, at least 2 served`);
-  for (const a of shed) {
-    t.equal(a.json().code, 'RISK_ERR_UNAVAILABLE');
-    t.equal(a.headers['retry-after'], '1');
-  }
-  const metrics = await service.metrics.registry.metrics();
-  t.match(metrics, new RegExp(`^risk_shed_total\\{reason="in_flight"\\} ${shed.length}$`, 'm'), 'every shed decide counted');
-  t.equal((await service.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
-  t.equal((await decide(99)).statusCode, 200, 'once the burst is answered, decides are admitted again');
-});
+t.test(
+  'the service sheds decides past MAX_DECIDES_IN_FLIGHT with 503 + Retry-After, counted by reason; other routes pass',
+  async (t) => {
+    const service = await startTestService({ MAX_DECIDES_IN_FLIGHT: '2' });
+    t.teardown(() => service.close());
+    const decide = (i: number) =>
+      service.app.inject({
+        method: 'POST',
+        url: '/v1/decide',
+        headers: { 'content-type': 'application/json', ...service.auth },
+        payload: JSON.stringify({ user_id: `p-${i}`, device_id: 'd', ip: '89.160.20.112' }),
+      });
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => decide(i)));
+    const shed = answers.filter((a) => a.statusCode === 503);
+    t.equal(answers.filter((a) => a.statusCode === 200).length + shed.length, 20, 'each decide answered 200 or 503');
+    t.ok(shed.length > 0 && shed.length <= 18, `${shed.length} of 20 concurrent decides shed, at least 2 served`);
+    for (const a of shed) {
+      t.equal(a.json().code, 'RISK_ERR_UNAVAILABLE');
+      t.equal(a.headers['retry-after'], '1');
+    }
+    const metrics = await service.metrics.registry.metrics();
+    t.match(
+      metrics,
+      new RegExp(`^risk_shed_total\\{reason="in_flight"\\} ${shed.length}$`, 'm'),
+      'every shed decide counted',
+    );
+    t.equal((await service.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+    t.equal((await decide(99)).statusCode, 200, 'once the burst is answered, decides are admitted again');
+  },
+);

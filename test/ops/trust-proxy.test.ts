@@ -12,7 +12,11 @@ async function listen(env: Record<string, string>) {
 async function limitedCount(base: string, forwardedFor: (i: number) => string): Promise<number> {
   let limited = 0;
   for (let i = 0; i < 12; i++) {
-    const reply = await fetch(`${base}/v1/webhooks/didit`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': forwardedFor(i) }, body: '{}' });
+    const reply = await fetch(`${base}/v1/webhooks/didit`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': forwardedFor(i) },
+      body: '{}',
+    });
     if (reply.status === 429) limited += 1;
   }
   return limited;
@@ -28,7 +32,11 @@ t.test('with the proxy listed, the right-most untrusted address is the client', 
   const { service, base } = await listen({ TRUST_PROXY: '127.0.0.1/32' });
   t.teardown(() => service.close());
   t.equal(await limitedCount(base, (i) => `198.51.100.${i}`), 0, 'twelve clients behind the proxy, twelve buckets');
-  t.equal(await limitedCount(base, (i) => `1.2.3.${i}, 203.0.113.50`), 7, 'the left-most (client-controlled) entries are ignored');
+  t.equal(
+    await limitedCount(base, (i) => `1.2.3.${i}, 203.0.113.50`),
+    7,
+    'the left-most (client-controlled) entries are ignored',
+  );
 });
 
 t.test('IPv6 clients are bucketed per /64', async (t) => {

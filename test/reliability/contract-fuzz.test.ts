@@ -11,12 +11,42 @@ import { startTestService } from '../helpers/service.js';
  * negative mutations per operation with a JSON body); every reply must use a documented status
  * and match the documented schema for it.
  */
-type Schema = { type?: string | string[]; properties?: Record<string, Schema>; required?: string[]; additionalProperties?: Schema | boolean; items?: Schema; enum?: unknown[]; anyOf?: Schema[]; oneOf?: Schema[]; maxLength?: number; minLength?: number; pattern?: string; format?: string; minimum?: number; maximum?: number; maxItems?: number; minItems?: number; default?: unknown; propertyNames?: Schema };
+type Schema = {
+  type?: string | string[];
+  properties?: Record<string, Schema>;
+  required?: string[];
+  additionalProperties?: Schema | boolean;
+  items?: Schema;
+  enum?: unknown[];
+  anyOf?: Schema[];
+  oneOf?: Schema[];
+  maxLength?: number;
+  minLength?: number;
+  pattern?: string;
+  format?: string;
+  minimum?: number;
+  maximum?: number;
+  maxItems?: number;
+  minItems?: number;
+  default?: unknown;
+  propertyNames?: Schema;
+};
 
 const RUNS = Number(process.env.CONTRACT_RUNS ?? 1000);
 const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' });
 t.teardown(() => service.close());
-const document = (await service.app.inject({ method: 'GET', url: '/docs/json' })).json() as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema }> }; responses: Record<string, { content?: Record<string, { schema: object }> }> }>> };
+const document = (await service.app.inject({ method: 'GET', url: '/docs/json' })).json() as {
+  paths: Record<
+    string,
+    Record<
+      string,
+      {
+        requestBody?: { content: Record<string, { schema: Schema }> };
+        responses: Record<string, { content?: Record<string, { schema: object }> }>;
+      }
+    >
+  >;
+};
 const ajv = new (Ajv2020 as unknown as typeof Ajv2020.default)({ strict: false });
 (addFormats as unknown as typeof addFormats.default)(ajv);
 
@@ -25,11 +55,27 @@ const ajv = new (Ajv2020 as unknown as typeof Ajv2020.default)({ strict: false }
  * only declared signal names with their declared types (src/engine/signals.ts), and a supplied
  * ruleset must compile. Without these, 95% of "valid" evaluate bodies were 400s and nothing noticed.
  */
-const signalValue = { bool: fc.boolean(), int: fc.integer({ min: -1e6, max: 1e6 }), double: fc.double({ min: -1e6, max: 1e6, noNaN: true, noDefaultInfinity: true }), string: fc.string({ maxLength: 64 }), map: fc.dictionary(fc.stringMatching(/^[a-z][a-z0-9_]{0,15}$/), fc.oneof(fc.string({ maxLength: 32 }), fc.integer(), fc.boolean()), { maxKeys: 3 }) } as const;
+const signalValue = {
+  bool: fc.boolean(),
+  int: fc.integer({ min: -1e6, max: 1e6 }),
+  double: fc.double({ min: -1e6, max: 1e6, noNaN: true, noDefaultInfinity: true }),
+  string: fc.string({ maxLength: 64 }),
+  map: fc.dictionary(
+    fc.stringMatching(/^[a-z][a-z0-9_]{0,15}$/),
+    fc.oneof(fc.string({ maxLength: 32 }), fc.integer(), fc.boolean()),
+    { maxKeys: 3 },
+  ),
+} as const;
 const shippedRules = (await readRuleDir('rules')).filter((f) => !f.name.startsWith('bypass'));
 const smallRuleset = [
-  { name: 'policy.yaml', text: 'policy:\n  score_bands: [{ min_score: 0, action: SKIP }]\n  cold_start_floor: PASSIVE\n  degraded_floor: PASSIVE\n' },
-  { name: 'only.yaml', text: 'rules:\n  - { id: only-tor, description: d, when: "ip.tor", then: { min_action: FLASHING } }\n' },
+  {
+    name: 'policy.yaml',
+    text: 'policy:\n  score_bands: [{ min_score: 0, action: SKIP }]\n  cold_start_floor: PASSIVE\n  degraded_floor: PASSIVE\n',
+  },
+  {
+    name: 'only.yaml',
+    text: 'rules:\n  - { id: only-tor, description: d, when: "ip.tor", then: { min_action: FLASHING } }\n',
+  },
 ];
 const DOMAIN: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
   // A callback is a redirect target (src/lib/callback-url.ts): https, a fully qualified public name, default port.
@@ -40,7 +86,9 @@ const DOMAIN: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
       .map(([domain, path, query]) => `https://${domain}${path}${query ? `?${query}` : ''}`),
   },
   '/v1/evaluate': {
-    signals: fc.subarray([...SIGNALS]).chain((specs) => fc.record(Object.fromEntries(specs.map((spec) => [spec.name, signalValue[spec.type]])))),
+    signals: fc
+      .subarray([...SIGNALS])
+      .chain((specs) => fc.record(Object.fromEntries(specs.map((spec) => [spec.name, signalValue[spec.type]])))),
     ruleset: fc.constantFrom({ files: shippedRules }, { files: smallRuleset }),
   },
 };
@@ -48,7 +96,9 @@ const DOMAIN: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
 /** A body for `path` that the route must accept: the document's schema, refined by DOMAIN. */
 function validBody(path: string, schema: Schema): fc.Arbitrary<unknown> {
   const domain = DOMAIN[path] ?? {};
-  const properties = Object.fromEntries(Object.keys(schema.properties ?? {}).map((k) => [k, domain[k] ?? arbitrary(schema.properties![k]!, 1)]));
+  const properties = Object.fromEntries(
+    Object.keys(schema.properties ?? {}).map((k) => [k, domain[k] ?? arbitrary(schema.properties![k]!, 1)]),
+  );
   return schema.properties ? fc.record(properties, { requiredKeys: schema.required ?? [] }) : arbitrary(schema);
 }
 
@@ -65,8 +115,14 @@ function arbitrary(schema: Schema, depth = 0): fc.Arbitrary<unknown> {
       if (schema.format === 'uri') return fc.webUrl();
       if (schema.format === 'ipv4') return fc.ipV4();
       if (schema.format === 'ipv6') return fc.ipV6();
-      if (schema.format === 'date-time') return fc.date({ min: new Date('2020-01-01'), max: new Date('2030-01-01'), noInvalidDate: true }).map((d) => d.toISOString());
-      if (schema.pattern) return fc.stringMatching(new RegExp(schema.pattern)).filter((s) => s.length <= (schema.maxLength ?? 1e6) && s.length >= (schema.minLength ?? 0));
+      if (schema.format === 'date-time')
+        return fc
+          .date({ min: new Date('2020-01-01'), max: new Date('2030-01-01'), noInvalidDate: true })
+          .map((d) => d.toISOString());
+      if (schema.pattern)
+        return fc
+          .stringMatching(new RegExp(schema.pattern))
+          .filter((s) => s.length <= (schema.maxLength ?? 1e6) && s.length >= (schema.minLength ?? 0));
       return fc.string({ minLength: schema.minLength ?? 0, maxLength: Math.min(schema.maxLength ?? 64, 64) });
     case 'integer':
       return fc.integer({ min: schema.minimum ?? -1e6, max: schema.maximum ?? 1e6 });
@@ -75,14 +131,24 @@ function arbitrary(schema: Schema, depth = 0): fc.Arbitrary<unknown> {
     case 'boolean':
       return fc.boolean();
     case 'array':
-      return fc.array(schema.items ? arbitrary(schema.items, depth + 1) : fc.anything(), { minLength: schema.minItems ?? 0, maxLength: Math.max(schema.minItems ?? 0, Math.min(schema.maxItems ?? 3, 3)) });
+      return fc.array(schema.items ? arbitrary(schema.items, depth + 1) : fc.anything(), {
+        minLength: schema.minItems ?? 0,
+        maxLength: Math.max(schema.minItems ?? 0, Math.min(schema.maxItems ?? 3, 3)),
+      });
     case 'object': {
       if (schema.properties) {
-        const shape = Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, arbitrary(v, depth + 1)]));
+        const shape = Object.fromEntries(
+          Object.entries(schema.properties).map(([k, v]) => [k, arbitrary(v, depth + 1)]),
+        );
         return fc.record(shape, { requiredKeys: (schema.required ?? []).filter((k) => k in shape) });
       }
-      const values = typeof schema.additionalProperties === 'object' ? arbitrary(schema.additionalProperties, depth + 1) : fc.string();
-      const keys = schema.propertyNames?.pattern ? fc.stringMatching(new RegExp(schema.propertyNames.pattern)) : fc.string({ maxLength: 16 });
+      const values =
+        typeof schema.additionalProperties === 'object'
+          ? arbitrary(schema.additionalProperties, depth + 1)
+          : fc.string();
+      const keys = schema.propertyNames?.pattern
+        ? fc.stringMatching(new RegExp(schema.propertyNames.pattern))
+        : fc.string({ maxLength: 16 });
       return fc.dictionary(keys, values, { maxKeys: 4 });
     }
     default:
@@ -93,14 +159,16 @@ function arbitrary(schema: Schema, depth = 0): fc.Arbitrary<unknown> {
 /** Negative mutations: drop a required field, add an unknown one, or break a field's type. */
 function mutate(path: string, schema: Schema): fc.Arbitrary<unknown> {
   const required = schema.required ?? [];
-  return fc.tuple(validBody(path, schema), fc.nat(), fc.constantFrom('drop', 'extra', 'type', 'not-object')).map(([value, n, how]) => {
-    const copy = { ...(value as Record<string, unknown>) };
-    if (how === 'drop' && required.length) delete copy[required[n % required.length]!];
-    else if (how === 'extra') copy[`unexpected_${n % 10}`] = n;
-    else if (how === 'type') copy[required[n % Math.max(1, required.length)] ?? 'x'] = n % 2 ? [n] : { nested: n };
-    else return [value];
-    return copy;
-  });
+  return fc
+    .tuple(validBody(path, schema), fc.nat(), fc.constantFrom('drop', 'extra', 'type', 'not-object'))
+    .map(([value, n, how]) => {
+      const copy = { ...(value as Record<string, unknown>) };
+      if (how === 'drop' && required.length) delete copy[required[n % required.length]!];
+      else if (how === 'extra') copy[`unexpected_${n % 10}`] = n;
+      else if (how === 'type') copy[required[n % Math.max(1, required.length)] ?? 'x'] = n % 2 ? [n] : { nested: n };
+      else return [value];
+      return copy;
+    });
 }
 
 const validators = new Map<string, (body: unknown) => boolean>();
@@ -118,24 +186,46 @@ for (const [path, methods] of Object.entries(document.paths)) {
   for (const [method, operation] of Object.entries(methods)) {
     const schema = operation.requestBody?.content['application/json']?.schema;
     if (!schema || path.includes('{')) continue;
-    t.test(`${method.toUpperCase()} ${path}: ${RUNS} generated and ${RUNS} mutated bodies, every reply as documented`, async (t) => {
-      const counts: Record<string, number> = {};
-      for (const [kind, arb] of [['positive', validBody(path, schema)], ['negative', mutate(path, schema)]] as const) {
-        await fc.assert(
-          fc.asyncProperty(arb, async (body) => {
-            const response = await service.app.inject({ method: method.toUpperCase() as 'POST', url: path, headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
-            counts[`${kind} ${response.statusCode}`] = (counts[`${kind} ${response.statusCode}`] ?? 0) + 1;
-            const problem = conforms(path, method, response.statusCode, response.body);
-            if (problem) throw new Error(`${problem}: ${response.body.slice(0, 200)}`);
-          }),
-          { numRuns: RUNS, seed: 19 },
+    t.test(
+      `${method.toUpperCase()} ${path}: ${RUNS} generated and ${RUNS} mutated bodies, every reply as documented`,
+      async (t) => {
+        const counts: Record<string, number> = {};
+        for (const [kind, arb] of [
+          ['positive', validBody(path, schema)],
+          ['negative', mutate(path, schema)],
+        ] as const) {
+          await fc.assert(
+            fc.asyncProperty(arb, async (body) => {
+              const response = await service.app.inject({
+                method: method.toUpperCase() as 'POST',
+                url: path,
+                headers: { 'content-type': 'application/json', ...service.auth },
+                payload: JSON.stringify(body),
+              });
+              counts[`${kind} ${response.statusCode}`] = (counts[`${kind} ${response.statusCode}`] ?? 0) + 1;
+              const problem = conforms(path, method, response.statusCode, response.body);
+              if (problem) throw new Error(`${problem}: ${response.body.slice(0, 200)}`);
+            }),
+            { numRuns: RUNS, seed: 19 },
+          );
+        }
+        t.comment(`replies by kind and status: ${JSON.stringify(counts)}`);
+        const count = (kind: string, status: (code: number) => boolean) =>
+          Object.entries(counts)
+            .filter(([k]) => k.startsWith(`${kind} `) && status(Number(k.split(' ')[1])))
+            .reduce((sum, [, n]) => sum + n, 0);
+        t.equal(
+          count('positive', (c) => c >= 200 && c < 300),
+          RUNS,
+          `every valid body succeeds: ${count('positive', (c) => c >= 200 && c < 300)} of ${RUNS} got 2xx`,
         );
-      }
-      t.comment(`replies by kind and status: ${JSON.stringify(counts)}`);
-      const count = (kind: string, status: (code: number) => boolean) => Object.entries(counts).filter(([k]) => k.startsWith(`${kind} `) && status(Number(k.split(' ')[1]))).reduce((sum, [, n]) => sum + n, 0);
-      t.equal(count('positive', (c) => c >= 200 && c < 300), RUNS, `every valid body succeeds: ${count('positive', (c) => c >= 200 && c < 300)} of ${RUNS} got 2xx`);
-      t.equal(count('negative', (c) => c >= 400 && c < 500), RUNS, `every mutated body is refused: ${count('negative', (c) => c >= 400 && c < 500)} of ${RUNS} got 4xx`);
-      t.equal(count('positive', (c) => c >= 500) + count('negative', (c) => c >= 500), 0, 'no 5xx');
-    });
+        t.equal(
+          count('negative', (c) => c >= 400 && c < 500),
+          RUNS,
+          `every mutated body is refused: ${count('negative', (c) => c >= 400 && c < 500)} of ${RUNS} got 4xx`,
+        );
+        t.equal(count('positive', (c) => c >= 500) + count('negative', (c) => c >= 500), 0, 'no 5xx');
+      },
+    );
   }
 }

@@ -25,7 +25,14 @@ cpSync('data', listsDown, { recursive: true });
 rmSync(path.join(listsDown, 'lists.json'));
 const listsCorrupt = path.join(work, 'lists-corrupt');
 cpSync('data', listsCorrupt, { recursive: true });
-for (const f of ['tor/tor-exit-relays-2026-08-22.lst', 'vpn-datacenter/x4bnet-vpn-ipv4.txt', 'vpn-datacenter/x4bnet-vpn-ipv6.txt', 'vpn-datacenter/x4bnet-datacenter-ipv4.txt', 'vpn-datacenter/x4bnet-datacenter-ipv6.txt', 'vpn-datacenter/vpn-provider-inputs/apple.txt']) {
+for (const f of [
+  'tor/tor-exit-relays-2026-08-22.lst',
+  'vpn-datacenter/x4bnet-vpn-ipv4.txt',
+  'vpn-datacenter/x4bnet-vpn-ipv6.txt',
+  'vpn-datacenter/x4bnet-datacenter-ipv4.txt',
+  'vpn-datacenter/x4bnet-datacenter-ipv6.txt',
+  'vpn-datacenter/vpn-provider-inputs/apple.txt',
+]) {
   writeFileSync(path.join(listsCorrupt, f), '\u0000\u0001garbage\nnot an address\n');
 }
 const garbageDb = path.join(work, 'garbage.mmdb');
@@ -90,8 +97,10 @@ function slowGeoIp(): () => void {
 }
 
 function env(input: Input, mode: Mode): Record<string, string> {
-  if (input === 'geoip' && mode === 'down') return { GEOIP_CITY_DB: path.join(work, 'missing-city.mmdb'), GEOIP_ASN_DB: path.join(work, 'missing-asn.mmdb') };
-  if (input === 'geoip' && mode === 'corrupt') return { GEOIP_CITY_DB: 'data/maxmind-test/GeoIP2-City-Test-Invalid-Node-Count.mmdb', GEOIP_ASN_DB: garbageDb };
+  if (input === 'geoip' && mode === 'down')
+    return { GEOIP_CITY_DB: path.join(work, 'missing-city.mmdb'), GEOIP_ASN_DB: path.join(work, 'missing-asn.mmdb') };
+  if (input === 'geoip' && mode === 'corrupt')
+    return { GEOIP_CITY_DB: 'data/maxmind-test/GeoIP2-City-Test-Invalid-Node-Count.mmdb', GEOIP_ASN_DB: garbageDb };
   if (input === 'lists' && mode === 'down') return { DATA_DIR: listsDown };
   if (input === 'lists' && mode === 'corrupt') return { DATA_DIR: listsCorrupt };
   if (input === 'lists' && mode === 'slow') return { TOR_LIST_MAX_AGE_HOURS: '48' }; // "slow" for a list is a list that stopped updating: stale
@@ -99,20 +108,51 @@ function env(input: Input, mode: Mode): Record<string, string> {
 }
 
 const cells: Array<Array<[Input, Mode]>> = [];
-for (const input of ['store', 'geoip', 'lists', 'didit'] as Input[]) for (const mode of ['ok', 'down', 'slow', 'corrupt'] as Mode[]) cells.push([[input, mode]]);
+for (const input of ['store', 'geoip', 'lists', 'didit'] as Input[])
+  for (const mode of ['ok', 'down', 'slow', 'corrupt'] as Mode[]) cells.push([[input, mode]]);
 const pairs: Array<Array<[Input, Mode]>> = [
-  [['store', 'down'], ['geoip', 'down']],
-  [['store', 'down'], ['lists', 'down']],
+  [
+    ['store', 'down'],
+    ['geoip', 'down'],
+  ],
+  [
+    ['store', 'down'],
+    ['lists', 'down'],
+  ],
   // A store that fails or hangs stops a step-up before Didit is called, which would hide a Didit
   // fault; a store that answers nonsense lets both faults act.
-  [['store', 'corrupt'], ['didit', 'slow']],
-  [['store', 'corrupt'], ['lists', 'corrupt']],
-  [['geoip', 'corrupt'], ['lists', 'down']],
-  [['geoip', 'down'], ['didit', 'down']],
-  [['lists', 'slow'], ['didit', 'corrupt']],
-  [['lists', 'corrupt'], ['didit', 'down']],
-  [['store', 'corrupt'], ['didit', 'down']],
-  [['geoip', 'down'], ['lists', 'down']],
+  [
+    ['store', 'corrupt'],
+    ['didit', 'slow'],
+  ],
+  [
+    ['store', 'corrupt'],
+    ['lists', 'corrupt'],
+  ],
+  [
+    ['geoip', 'corrupt'],
+    ['lists', 'down'],
+  ],
+  [
+    ['geoip', 'down'],
+    ['didit', 'down'],
+  ],
+  [
+    ['lists', 'slow'],
+    ['didit', 'corrupt'],
+  ],
+  [
+    ['lists', 'corrupt'],
+    ['didit', 'down'],
+  ],
+  [
+    ['store', 'corrupt'],
+    ['didit', 'down'],
+  ],
+  [
+    ['geoip', 'down'],
+    ['lists', 'down'],
+  ],
 ];
 
 const report: string[] = [];
@@ -123,11 +163,27 @@ for (const faults of [...cells, ...pairs]) {
     const storeMode = faults.find(([i]) => i === 'store')?.[1] ?? 'ok';
     const didit = faults.find(([i]) => i === 'didit')?.[1] ?? 'ok';
     const extraEnv = Object.assign({}, ...faults.map(([i, m]) => env(i, m))) as Record<string, string>;
-    const stack = await startDiditStack(clock, { ...extraEnv, DIDIT_TIMEOUT_MS: '300', RATE_LIMIT_USER_PER_MIN: '100000' }, undefined, faultyStore(storeMode));
+    const stack = await startDiditStack(
+      clock,
+      { ...extraEnv, DIDIT_TIMEOUT_MS: '300', RATE_LIMIT_USER_PER_MIN: '100000' },
+      undefined,
+      faultyStore(storeMode),
+    );
     t.teardown(() => stack.close());
     const { service, simulator } = stack;
-    simulator.faults = didit === 'down' ? { status: 503 } : didit === 'slow' ? { latencyMs: SLOW_MS } : didit === 'corrupt' ? { malformed: true } : {};
-    await trustDirectly(service, { user: 'known', device: 'phone', ip: '89.160.20.112', country: 'SE', asn: 29518 }, clock());
+    simulator.faults =
+      didit === 'down'
+        ? { status: 503 }
+        : didit === 'slow'
+          ? { latencyMs: SLOW_MS }
+          : didit === 'corrupt'
+            ? { malformed: true }
+            : {};
+    await trustDirectly(
+      service,
+      { user: 'known', device: 'phone', ip: '89.160.20.112', country: 'SE', asn: 29518 },
+      clock(),
+    );
     injected.store = 0;
     injected.geoipSlowLookups = 0;
     if (faults.some(([i, m]) => i === 'geoip' && m === 'slow')) t.teardown(slowGeoIp());
@@ -141,10 +197,19 @@ for (const faults of [...cells, ...pairs]) {
     const verificationReasons = new Set<string>();
     for (const body of requests) {
       const started = Date.now();
-      const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+      const response = await service.app.inject({
+        method: 'POST',
+        url: '/v1/decide',
+        headers: { 'content-type': 'application/json', ...service.auth },
+        payload: JSON.stringify(body),
+      });
       const ms = Date.now() - started;
       t.equal(response.statusCode, 200, `${title}: HTTP 200`);
-      const reply = response.json() as { action: string; degraded: string[]; verification: { status: string; reason?: string } };
+      const reply = response.json() as {
+        action: string;
+        degraded: string[];
+        verification: { status: string; reason?: string };
+      };
       outcome.push(`${reply.action}${reply.degraded.length ? `[${reply.degraded.join(',')}]` : ''}`);
       for (const input of reply.degraded) degradedSeen.add(input);
       if (reply.verification.reason) verificationReasons.add(reply.verification.reason);
@@ -157,7 +222,8 @@ for (const faults of [...cells, ...pairs]) {
         t.ok(reply.degraded.length > 0, `${title}: degraded names the input (${reply.degraded.join(',')})`);
       }
       t.not(reply.action, 'DENY', `${title}: an outage alone never denies`);
-      if (didit !== 'ok' && rank(reply.action as never) > 0 && rank(reply.action as never) < 4) t.equal(reply.verification.status, 'unavailable', `${title}: Didit fault is visible`);
+      if (didit !== 'ok' && rank(reply.action as never) > 0 && rank(reply.action as never) < 4)
+        t.equal(reply.verification.status, 'unavailable', `${title}: Didit fault is visible`);
     }
     // Each named fault was really injected, and seen where it should show.
     const diditOutcomes = await service.metrics.registry.getSingleMetricAsString('risk_didit_requests_total');
@@ -168,21 +234,43 @@ for (const faults of [...cells, ...pairs]) {
         t.ok(injected.store > 0, `${cell}: ${injected.store} store calls faulted`);
         t.ok(degradedSeen.has('store'), `${cell}: degraded names store`);
       } else if (input === 'geoip' && mode === 'slow') {
-        t.ok(injected.geoipSlowLookups >= requests.length, `${cell}: ${injected.geoipSlowLookups} lookups slowed by ${GEOIP_LOOKUP_DELAY_MS} ms`);
+        t.ok(
+          injected.geoipSlowLookups >= requests.length,
+          `${cell}: ${injected.geoipSlowLookups} lookups slowed by ${GEOIP_LOOKUP_DELAY_MS} ms`,
+        );
         t.notOk(degradedSeen.has('geoip'), `${cell}: slow is not down: every lookup answered`);
-      } else if (input === 'geoip' || input === 'lists') t.ok(degradedSeen.has(input), `${cell}: degraded names ${input}`);
+      } else if (input === 'geoip' || input === 'lists')
+        t.ok(degradedSeen.has(input), `${cell}: degraded names ${input}`);
       else {
-        const [reason, outcomeLabel] = mode === 'down' ? ['didit_server', 'server'] : mode === 'slow' ? ['didit_timeout', 'timeout'] : ['didit_bad_response', 'bad_response'];
-        t.ok(verificationReasons.has(reason), `${cell}: a reply says ${reason} (${[...verificationReasons].join(', ')})`);
-        t.match(diditOutcomes, new RegExp(`outcome="${outcomeLabel}"} [1-9]`), `${cell}: risk_didit_requests_total{outcome="${outcomeLabel}"} counted it`);
+        const [reason, outcomeLabel] =
+          mode === 'down'
+            ? ['didit_server', 'server']
+            : mode === 'slow'
+              ? ['didit_timeout', 'timeout']
+              : ['didit_bad_response', 'bad_response'];
+        t.ok(
+          verificationReasons.has(reason),
+          `${cell}: a reply says ${reason} (${[...verificationReasons].join(', ')})`,
+        );
+        t.match(
+          diditOutcomes,
+          new RegExp(`outcome="${outcomeLabel}"} [1-9]`),
+          `${cell}: risk_didit_requests_total{outcome="${outcomeLabel}"} counted it`,
+        );
       }
     }
-    for (const input of degradedSeen) t.ok((KNOWN_LABELS.degradedInput as readonly string[]).includes(input), `degraded input ${input} has a pre-initialised series`);
+    for (const input of degradedSeen)
+      t.ok(
+        (KNOWN_LABELS.degradedInput as readonly string[]).includes(input),
+        `degraded input ${input} has a pre-initialised series`,
+      );
     if (faults.every(([, m]) => m === 'ok')) t.equal(outcome[0], 'SKIP', 'healthy: the known device skips');
     report.push(`${title.padEnd(32)} ${outcome.join('  ')}`);
   });
 }
 
 t.teardown(() => {
-  process.stdout.write(`\n# T10 fault matrix (known device, Tor + new device, stranger):\n${report.map((r) => `#   ${r}`).join('\n')}\n`);
+  process.stdout.write(
+    `\n# T10 fault matrix (known device, Tor + new device, stranger):\n${report.map((r) => `#   ${r}`).join('\n')}\n`,
+  );
 });

@@ -15,14 +15,34 @@ cpSync('data/maxmind-test', geoDir, { recursive: true });
 const city = path.join(geoDir, 'city.mmdb');
 copyFileSync(path.join(geoDir, 'GeoIP2-City-Test.mmdb'), city);
 
-const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', DATA_DIR: dataDir, GEOIP_CITY_DB: city, GEOIP_ASN_DB: path.join(geoDir, 'GeoLite2-ASN-Test.mmdb') }, { watch: true });
+const service = await startTestService(
+  {
+    RATE_LIMIT_USER_PER_MIN: '100000000',
+    DATA_DIR: dataDir,
+    GEOIP_CITY_DB: city,
+    GEOIP_ASN_DB: path.join(geoDir, 'GeoLite2-ASN-Test.mmdb'),
+  },
+  { watch: true },
+);
 t.teardown(() => service.close());
 const country = async (ip: string) =>
-  ((await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: 'swap', device_id: 'd', ip }) })).json() as { signals: Record<string, unknown>; degraded: string[] });
+  (
+    await service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify({ user_id: 'swap', device_id: 'd', ip }),
+    })
+  ).json() as { signals: Record<string, unknown>; degraded: string[] };
 
 t.test('a truncated, empty or garbage database written in place keeps the previous reader serving', async (t) => {
   t.equal((await country('81.2.69.142')).signals['geo.country'], 'GB');
-  const rejections = async () => Number(/risk_data_reload_failures_total\{dataset="geoip_city"\} (\d+)/.exec(await service.metrics.registry.getSingleMetricAsString('risk_data_reload_failures_total'))?.[1] ?? 0);
+  const rejections = async () =>
+    Number(
+      /risk_data_reload_failures_total\{dataset="geoip_city"\} (\d+)/.exec(
+        await service.metrics.registry.getSingleMetricAsString('risk_data_reload_failures_total'),
+      )?.[1] ?? 0,
+    );
   const files: Array<[string, Buffer]> = [
     ['empty', Buffer.alloc(0)],
     ['truncated', readFileSync(path.join(geoDir, 'GeoIP2-City-Test.mmdb')).subarray(0, 1000)],

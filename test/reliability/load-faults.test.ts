@@ -34,27 +34,39 @@ async function phase(name: string, url: string, auth: string, seconds: number, s
   let degraded = 0;
   // Fifty returning users, each on its own address, so no user or address trips a velocity rule
   // within a phase.
-  const bodies = Array.from({ length: 50 }, (_, i) => JSON.stringify({ user_id: `load-known-${i}`, device_id: 'phone', ip: knownIp(i), user_agent: CHROME_WINDOWS }));
+  const bodies = Array.from({ length: 50 }, (_, i) =>
+    JSON.stringify({ user_id: `load-known-${i}`, device_id: 'phone', ip: knownIp(i), user_agent: CHROME_WINDOWS }),
+  );
   const result = await autocannon({
     url,
     connections: 8,
     duration: seconds,
     overallRate: 400,
     requests: bodies.map((known) => ({
-        method: 'POST' as const,
-        path: '/v1/decide',
-        headers: { 'content-type': 'application/json', authorization: auth },
-        body: known,
-        onResponse: (status: number, body: string) => {
-          if (status !== 200) return;
-          const reply = JSON.parse(body) as { action: string; degraded: string[]; ruleset: string };
-          actions[reply.action] = (actions[reply.action] ?? 0) + 1;
-          if (reply.degraded.length) degraded += 1;
-          seen.push(reply.ruleset);
-        },
-      })),
+      method: 'POST' as const,
+      path: '/v1/decide',
+      headers: { 'content-type': 'application/json', authorization: auth },
+      body: known,
+      onResponse: (status: number, body: string) => {
+        if (status !== 200) return;
+        const reply = JSON.parse(body) as { action: string; degraded: string[]; ruleset: string };
+        actions[reply.action] = (actions[reply.action] ?? 0) + 1;
+        if (reply.degraded.length) degraded += 1;
+        seen.push(reply.ruleset);
+      },
+    })),
   });
-  return { name, rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99, answered: result['2xx'] + result.non2xx, non2xx: result.non2xx, errors: result.errors, actions, degraded };
+  return {
+    name,
+    rps: Math.round(result.requests.average),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    answered: result['2xx'] + result.non2xx,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    actions,
+    degraded,
+  };
 }
 
 t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
@@ -63,7 +75,10 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   const redis = new Redis(server.url, loginPathOptions(commandTimeoutMs));
   redis.on('error', () => undefined);
   await new Promise((r) => redis.once('ready', r));
-  const service = await startTestService({ RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' }, { store: createRedisStore({ redis, keyPrefix: 'load:' }), redis });
+  const service = await startTestService(
+    { RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' },
+    { store: createRedisStore({ redis, keyPrefix: 'load:' }), redis },
+  );
   await service.app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(async () => {
     await service.close();
@@ -71,7 +86,12 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   });
   const url = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}`;
   const seed = async () => {
-    for (let i = 0; i < 50; i++) await trustDirectly(service, { user: `load-known-${i}`, device: 'phone', ip: knownIp(i), country: 'SE', asn: 29518 }, Date.now());
+    for (let i = 0; i < 50; i++)
+      await trustDirectly(
+        service,
+        { user: `load-known-${i}`, device: 'phone', ip: knownIp(i), country: 'SE', asn: 29518 },
+        Date.now(),
+      );
   };
   await seed();
   const before = await phase('before', url, service.auth.authorization, 3);
@@ -81,7 +101,12 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   const restarted = Date.now();
   let recoveryMs = -1;
   while (Date.now() - restarted < 5000) {
-    const reply = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify({ user_id: 'probe', device_id: 'p', ip: '89.160.20.112' }) });
+    const reply = await service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify({ user_id: 'probe', device_id: 'p', ip: '89.160.20.112' }),
+    });
     if ((reply.json() as { degraded: string[] }).degraded.length === 0) {
       recoveryMs = Date.now() - restarted;
       break;
@@ -95,7 +120,9 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   const paused = await phase('redis paused', url, service.auth.authorization, 2);
   await new Promise((r) => setTimeout(r, 2200));
   for (const p of [before, during, after, paused]) {
-    process.stdout.write(`# ${p.name.padEnd(13)} ${p.rps} req/s, ${p.answered} answered, p50 ${p.p50} ms, p99 ${p.p99} ms, non-2xx ${p.non2xx}, socket errors ${p.errors}, actions ${JSON.stringify(p.actions)}, degraded ${p.degraded}\n`);
+    process.stdout.write(
+      `# ${p.name.padEnd(13)} ${p.rps} req/s, ${p.answered} answered, p50 ${p.p50} ms, p99 ${p.p99} ms, non-2xx ${p.non2xx}, socket errors ${p.errors}, actions ${JSON.stringify(p.actions)}, degraded ${p.degraded}\n`,
+    );
     t.equal(p.non2xx, 0, `${p.name}: 0 non-2xx`);
     t.equal(p.errors, 0, `${p.name}: 0 socket errors`);
     // 25 req/s at least (a busy machine answered 68/s while Redis was paused): hung requests have no
@@ -114,7 +141,10 @@ t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   const storeDeadlineMs = 250;
   const bound = before.p99 + storeDeadlineMs + 300;
   t.ok(during.p99 <= bound, `outage p99 ${during.p99} ms ≤ ${bound} ms (healthy p99 ${before.p99} ms)`);
-  t.ok(paused.p99 <= bound, `pause p99 ${paused.p99} ms ≤ ${bound} ms (healthy p99 ${before.p99} ms, command timeout ${commandTimeoutMs} ms)`);
+  t.ok(
+    paused.p99 <= bound,
+    `pause p99 ${paused.p99} ms ≤ ${bound} ms (healthy p99 ${before.p99} ms, command timeout ${commandTimeoutMs} ms)`,
+  );
   t.ok(recoveryMs >= 0 && recoveryMs <= 2000, `recovered in ${recoveryMs} ms`);
   t.ok((after.actions.SKIP ?? 0) > 0, 'normal service after the restart');
 });
@@ -123,7 +153,10 @@ t.test('T31: 100 rewrites mixing valid and broken rule files under load never se
   const dir = mkdtempSync(path.join(tmpdir(), 'risk-reload-'));
   cpSync('rules', dir, { recursive: true });
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const service = await startTestService({ RULES_DIR: dir, RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' }, { watch: true });
+  const service = await startTestService(
+    { RULES_DIR: dir, RATE_LIMIT_USER_PER_MIN: '100000000', LOG_LEVEL: 'silent' },
+    { watch: true },
+  );
   await service.app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => service.close());
   const url = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}`;
@@ -159,7 +192,9 @@ t.test('T31: 100 rewrites mixing valid and broken rule files under load never se
   writeFileSync(file, original);
   const churn = await load;
   const outside = seen.filter((h) => !valid.has(h));
-  process.stdout.write(`# reload churn: ${churn.rps} req/s, ${seen.length} decisions, ${valid.size} valid rulesets seen possible, ${rejected} broken writes, ${outside.length} decisions from an unknown ruleset\n`);
+  process.stdout.write(
+    `# reload churn: ${churn.rps} req/s, ${seen.length} decisions, ${valid.size} valid rulesets seen possible, ${rejected} broken writes, ${outside.length} decisions from an unknown ruleset\n`,
+  );
   t.ok(seen.length > 500, `${seen.length} decisions during the churn`);
   t.equal(outside.length, 0, 'every decision came from a fully valid ruleset');
   t.equal(churn.non2xx, 0);

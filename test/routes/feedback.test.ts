@@ -2,40 +2,85 @@ import t from 'tap';
 import { startTestService, testClock, TEST_TOKEN } from '../helpers/service.js';
 
 const clock = testClock();
-const service = await startTestService({ API_TOKENS: `tests:${TEST_TOKEN},login:login-token-0123456789:decide,fraud:fraud-token-0123456789:feedback` }, { clock });
+const service = await startTestService(
+  { API_TOKENS: `tests:${TEST_TOKEN},login:login-token-0123456789:decide,fraud:fraud-token-0123456789:feedback` },
+  { clock },
+);
 t.teardown(() => service.close());
 
 const post = (payload: unknown, token = 'fraud-token-0123456789', contentType = 'application/json') =>
-  service.app.inject({ method: 'POST', url: '/v1/feedback', headers: { 'content-type': contentType, authorization: `Bearer ${token}` }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+  service.app.inject({
+    method: 'POST',
+    url: '/v1/feedback',
+    headers: { 'content-type': contentType, authorization: `Bearer ${token}` },
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
 
 async function decision(): Promise<string> {
-  const reply = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', authorization: 'Bearer login-token-0123456789' }, payload: { user_id: `u-${Math.random()}`, device_id: 'd', ip: '89.160.20.112' } });
+  const reply = await service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer login-token-0123456789' },
+    payload: { user_id: `u-${Math.random()}`, device_id: 'd', ip: '89.160.20.112' },
+  });
   await service.effectiveness.flush();
   return (reply.json() as { decision_id: string }).decision_id;
 }
 
-t.test('a label for a known decision is stored and audited with the caller; the feedback scope alone suffices', async (t) => {
-  const id = await decision();
-  const reply = await post({ decision_id: id, label: 'fraud', source: 'fraud_team', note: 'ATO confirmed, ticket 4411' });
-  t.equal(reply.statusCode, 200);
-  t.same(reply.json(), { decision_id: id, label: 'fraud' });
-  const stored = await service.records.get(id, clock());
-  t.match(stored?.label, { label: 'fraud', source: 'fraud_team', by: 'fraud' });
-  t.notOk(JSON.stringify(stored).includes('ticket 4411'), 'the note is not stored in clear (it may name people or addresses)');
-  t.equal(service.ids.unseal(stored?.label?.note ?? ''), 'ATO confirmed, ticket 4411', 'it is stored sealed, for an investigator with the key');
-  t.ok(service.logs.some((l) => l.includes('"audit":"feedback_label"') && l.includes('"caller":"fraud"')));
-  t.notOk(service.logs.some((l) => l.includes('ticket 4411')), 'the note stays out of the logs');
-});
+t.test(
+  'a label for a known decision is stored and audited with the caller; the feedback scope alone suffices',
+  async (t) => {
+    const id = await decision();
+    const reply = await post({
+      decision_id: id,
+      label: 'fraud',
+      source: 'fraud_team',
+      note: 'ATO confirmed, ticket 4411',
+    });
+    t.equal(reply.statusCode, 200);
+    t.same(reply.json(), { decision_id: id, label: 'fraud' });
+    const stored = await service.records.get(id, clock());
+    t.match(stored?.label, { label: 'fraud', source: 'fraud_team', by: 'fraud' });
+    t.notOk(
+      JSON.stringify(stored).includes('ticket 4411'),
+      'the note is not stored in clear (it may name people or addresses)',
+    );
+    t.equal(
+      service.ids.unseal(stored?.label?.note ?? ''),
+      'ATO confirmed, ticket 4411',
+      'it is stored sealed, for an investigator with the key',
+    );
+    t.ok(service.logs.some((l) => l.includes('"audit":"feedback_label"') && l.includes('"caller":"fraud"')));
+    t.notOk(
+      service.logs.some((l) => l.includes('ticket 4411')),
+      'the note stays out of the logs',
+    );
+  },
+);
 
 t.test('a decide-only token cannot label (403), no token is 401', async (t) => {
   const id = await decision();
   t.equal((await post({ decision_id: id, label: 'fraud', source: 'x' }, 'login-token-0123456789')).statusCode, 403);
-  t.equal((await service.app.inject({ method: 'POST', url: '/v1/feedback', headers: { 'content-type': 'application/json' }, payload: { decision_id: id, label: 'fraud', source: 'x' } })).statusCode, 401);
+  t.equal(
+    (
+      await service.app.inject({
+        method: 'POST',
+        url: '/v1/feedback',
+        headers: { 'content-type': 'application/json' },
+        payload: { decision_id: id, label: 'fraud', source: 'x' },
+      })
+    ).statusCode,
+    401,
+  );
   t.equal((await service.records.get(id, clock()))?.label, undefined, 'nothing was stored');
 });
 
 t.test('unknown and expired decisions are 404 RISK_ERR_UNKNOWN_DECISION', async (t) => {
-  const unknown = await post({ decision_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10', label: 'legitimate', source: 'support' });
+  const unknown = await post({
+    decision_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10',
+    label: 'legitimate',
+    source: 'support',
+  });
   t.equal(unknown.statusCode, 404);
   t.match(unknown.json(), { code: 'RISK_ERR_UNKNOWN_DECISION', field: 'decision_id' });
   const id = await decision();
@@ -54,12 +99,28 @@ t.test('every malformed body is a 400 with a stable code, and nothing is stored'
     ['no label', { decision_id: id, source: 'x' }, 'RISK_ERR_VALIDATION'],
     ['a label of another type', { decision_id: id, label: ['fraud'], source: 'x' }, 'RISK_ERR_VALIDATION'],
     ['no source', { decision_id: id, label: 'fraud' }, 'RISK_ERR_VALIDATION'],
-    ['a source with spaces and markup', { decision_id: id, label: 'fraud', source: '<script>x</script>' }, 'RISK_ERR_VALIDATION'],
-    ['a source of 65 characters', { decision_id: id, label: 'fraud', source: `a${'b'.repeat(64)}` }, 'RISK_ERR_VALIDATION'],
-    ['a note of 501 characters', { decision_id: id, label: 'fraud', source: 'x', note: 'n'.repeat(501) }, 'RISK_ERR_VALIDATION'],
+    [
+      'a source with spaces and markup',
+      { decision_id: id, label: 'fraud', source: '<script>x</script>' },
+      'RISK_ERR_VALIDATION',
+    ],
+    [
+      'a source of 65 characters',
+      { decision_id: id, label: 'fraud', source: `a${'b'.repeat(64)}` },
+      'RISK_ERR_VALIDATION',
+    ],
+    [
+      'a note of 501 characters',
+      { decision_id: id, label: 'fraud', source: 'x', note: 'n'.repeat(501) },
+      'RISK_ERR_VALIDATION',
+    ],
     ['an unknown field', { decision_id: id, label: 'fraud', source: 'x', by: 'someone-else' }, 'RISK_ERR_VALIDATION'],
     ['an array body', [{ decision_id: id, label: 'fraud', source: 'x' }], 'RISK_ERR_VALIDATION'],
-    ['a prototype key', `{"decision_id":"${id}","label":"fraud","source":"x","__proto__":{"admin":true}}`, 'RISK_ERR_MALFORMED_BODY'],
+    [
+      'a prototype key',
+      `{"decision_id":"${id}","label":"fraud","source":"x","__proto__":{"admin":true}}`,
+      'RISK_ERR_MALFORMED_BODY',
+    ],
     ['not JSON', '{"decision_id":', 'RISK_ERR_MALFORMED_BODY'],
   ];
   for (const [name, payload, code] of bad) {

@@ -43,19 +43,31 @@ t.teardown(async () => {
   await service.close();
   rmSync(dir, { recursive: true, force: true });
 });
-const decide = async (body: Record<string, unknown>) => (await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) })).json() as Record<string, any>;
+const decide = async (body: Record<string, unknown>) =>
+  (
+    await service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify(body),
+    })
+  ).json() as Record<string, any>;
 
 t.test('a matching bypass lowers the action to its lowest rung and says so', async (t) => {
   await trustDirectly(service, { user: 'ceo', device: 'phone', ip: '89.160.20.112' }, clock());
   // Two failed selfies on the hotel PC: repeated-declines would demand ACTIVE_3D.
-  for (let i = 0; i < 2; i++) await service.store.recordDecline(service.ids.id('user', 'ceo'), clock(), service.ids.id('device', 'hotel-pc'));
+  for (let i = 0; i < 2; i++)
+    await service.store.recordDecline(service.ids.id('user', 'ceo'), clock(), service.ids.id('device', 'hotel-pc'));
   const decision = await decide({ user_id: 'ceo', device_id: 'hotel-pc', ip: '2001:218::1' });
   t.equal(decision.action, 'PASSIVE');
   t.ok(decision.reasons.some((r: { rule: string }) => r.rule === 'bypass:ceo-offsite-tokyo'));
   const elsewhere = await decide({ user_id: 'ceo', device_id: 'hotel-pc', ip: '89.160.20.112' });
   t.equal(elsewhere.action, 'ACTIVE_3D', 'scoped to the country');
   const other = await decide({ user_id: 'cfo', device_id: 'hotel-pc', ip: '2001:218::1' });
-  t.notOk(other.reasons.some((r: { rule: string }) => r.rule.startsWith('bypass:')), 'scoped to the user');
+  t.notOk(
+    other.reasons.some((r: { rule: string }) => r.rule.startsWith('bypass:')),
+    'scoped to the user',
+  );
 });
 
 t.test('a bypass never lowers a DENY demanded by a rule, nor below the floors', async (t) => {
@@ -65,7 +77,8 @@ t.test('a bypass never lowers a DENY demanded by a rule, nor below the floors', 
   t.ok(lowered.reasons.some((r: { rule: string }) => r.rule === 'bypass:office-vpn'));
   const cold = await decide({ user_id: 'nobody-yet', device_id: 'x', ip: '185.220.101.1' });
   t.equal(cold.action, 'PASSIVE', 'no verified history: the cold-start floor holds');
-  for (let i = 0; i < 5; i++) await service.store.recordDecline(service.ids.id('user', 'vpn-user'), clock(), service.ids.id('device', 'laptop'));
+  for (let i = 0; i < 5; i++)
+    await service.store.recordDecline(service.ids.id('user', 'vpn-user'), clock(), service.ids.id('device', 'laptop'));
   const denied = await decide({ user_id: 'vpn-user', device_id: 'laptop', ip: '185.220.101.1' });
   t.equal(denied.action, 'DENY', 'decline-storm demands DENY; the bypass does not touch it');
   const metrics = await service.metrics.registry.getSingleMetricAsString('risk_bypass_used_total');
@@ -84,15 +97,49 @@ t.test('bypasses more than 90 days ahead or without a scope are refused at load'
   const { compileFromTexts } = await import('../../src/rules-io/load.js');
   const { readRuleDir } = await import('../../src/rules-io/load.js');
   const base = (await readRuleDir('rules')).filter((f) => !f.name.startsWith('bypass'));
-  const far = compileFromTexts([...base, { name: 'bypasses.yaml', text: 'bypasses:\n  - { id: far, reason: too long an exception, match: { asn: 1 }, lowest: SKIP, expires: "2027-12-31" }\n' }], { now: Date.parse('2026-11-25') });
+  const far = compileFromTexts(
+    [
+      ...base,
+      {
+        name: 'bypasses.yaml',
+        text: 'bypasses:\n  - { id: far, reason: too long an exception, match: { asn: 1 }, lowest: SKIP, expires: "2027-12-31" }\n',
+      },
+    ],
+    { now: Date.parse('2026-11-25') },
+  );
   t.equal(far.ok, false);
-  const unscoped = compileFromTexts([...base, { name: 'bypasses.yaml', text: 'bypasses:\n  - { id: all, reason: everything at once, match: {}, lowest: SKIP, expires: "2026-12-01" }\n' }], { now: Date.parse('2026-11-25') });
+  const unscoped = compileFromTexts(
+    [
+      ...base,
+      {
+        name: 'bypasses.yaml',
+        text: 'bypasses:\n  - { id: all, reason: everything at once, match: {}, lowest: SKIP, expires: "2026-12-01" }\n',
+      },
+    ],
+    { now: Date.parse('2026-11-25') },
+  );
   t.equal(unscoped.ok, false);
 });
 
 t.test('POST /v1/evaluate answers from signals alone and changes nothing', async (t) => {
-  const post = (payload: unknown) => service.app.inject({ method: 'POST', url: '/v1/evaluate', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(payload) });
-  const signals = { 'device.known': false, 'ip.known': false, 'ip.prefix_known': false, 'ip.tor': true, 'ip.vpn': false, 'ip.hosting': true, 'geo.country': 'DE', 'user.verified_count': 1, 'velocity.declines_24h': 0 };
+  const post = (payload: unknown) =>
+    service.app.inject({
+      method: 'POST',
+      url: '/v1/evaluate',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: JSON.stringify(payload),
+    });
+  const signals = {
+    'device.known': false,
+    'ip.known': false,
+    'ip.prefix_known': false,
+    'ip.tor': true,
+    'ip.vpn': false,
+    'ip.hosting': true,
+    'geo.country': 'DE',
+    'user.verified_count': 1,
+    'velocity.declines_24h': 0,
+  };
   const decisionsBefore = await service.metrics.registry.getSingleMetricAsString('risk_decisions_total');
   // The recorder records: a decide makes store calls (observe at least).
   storeCalls.length = 0;
@@ -105,7 +152,21 @@ t.test('POST /v1/evaluate answers from signals alone and changes nothing', async
   t.equal(live.statusCode, 200);
   t.equal(live.json().action, 'ACTIVE_3D');
   t.ok(live.json().results.length >= 14, 'every rule outcome');
-  const supplied = await post({ signals, ruleset: { files: [{ name: 'policy.yaml', text: 'policy:\n  score_bands: [{ min_score: 0, action: SKIP }]\n  cold_start_floor: PASSIVE\n  degraded_floor: PASSIVE\n' }, { name: 'only.yaml', text: 'rules:\n  - { id: only-tor, description: d, when: "ip.tor", then: { min_action: FLASHING } }\n' }] } });
+  const supplied = await post({
+    signals,
+    ruleset: {
+      files: [
+        {
+          name: 'policy.yaml',
+          text: 'policy:\n  score_bands: [{ min_score: 0, action: SKIP }]\n  cold_start_floor: PASSIVE\n  degraded_floor: PASSIVE\n',
+        },
+        {
+          name: 'only.yaml',
+          text: 'rules:\n  - { id: only-tor, description: d, when: "ip.tor", then: { min_action: FLASHING } }\n',
+        },
+      ],
+    },
+  });
   t.equal(supplied.json().action, 'FLASHING', 'a supplied ruleset is used instead');
   const badSignal = await post({ signals: { 'ip.torr': true } });
   t.equal(badSignal.statusCode, 400);
@@ -114,5 +175,9 @@ t.test('POST /v1/evaluate answers from signals alone and changes nothing', async
   t.equal(badRules.statusCode, 400);
   t.equal(badRules.json().field, 'ruleset');
   t.same(storeCalls, [], 'no store call at all: no sighting read or recorded');
-  t.equal(await service.metrics.registry.getSingleMetricAsString('risk_decisions_total'), decisionsAfterProbe, 'no decision counted');
+  t.equal(
+    await service.metrics.registry.getSingleMetricAsString('risk_decisions_total'),
+    decisionsAfterProbe,
+    'no decision counted',
+  );
 });

@@ -78,14 +78,30 @@ const HOSTILE_WITHOUT_LIST: readonly string[] = [
   'https://app.example.com./cb',
 ];
 
-const LOOPBACK_HTTP: readonly string[] = ['http://127.0.0.1:3000/cb', 'http://127.1.2.3/cb', 'http://localhost:5173/after?x=1', 'http://LOCALHOST/cb', 'http://[::1]:8080/cb', 'http://app.localhost/cb'];
+const LOOPBACK_HTTP: readonly string[] = [
+  'http://127.0.0.1:3000/cb',
+  'http://127.1.2.3/cb',
+  'http://localhost:5173/after?x=1',
+  'http://LOCALHOST/cb',
+  'http://[::1]:8080/cb',
+  'http://app.localhost/cb',
+];
 const LOOPBACK_HTTPS: readonly string[] = ['https://localhost/cb', 'https://127.0.0.1:8443/cb'];
 
-const GOOD_PUBLIC: readonly string[] = ['https://app.example.com/after-login?state=abc', 'https://app.example.com', 'https://APP.Example.com/cb#done', 'https://app.example.com:443/cb', 'https://login.bank.example.co.uk/return'];
+const GOOD_PUBLIC: readonly string[] = [
+  'https://app.example.com/after-login?state=abc',
+  'https://app.example.com',
+  'https://APP.Example.com/cb#done',
+  'https://app.example.com:443/cb',
+  'https://login.bank.example.co.uk/return',
+];
 
 /** TAP names are lines: U+2028 and friends inside one would end it, so everything non-ASCII is escaped. */
 function show(url: string): string {
-  return JSON.stringify(url.slice(0, 80)).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(url.slice(0, 80)).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 const STRICT: CallbackPolicy = { allowLoopbackHttp: false };
@@ -108,8 +124,16 @@ t.test('the rule itself: hostile URLs are refused in every mode, good ones accep
 });
 
 t.test('with CALLBACK_ALLOWED_ORIGINS only the listed origins pass, port and all', async (t) => {
-  const policy = loadConfig({ CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com, https://xn--bcher-kva.example:8443' }).callbacks;
-  const accepted = ['https://app.example.com/cb', 'https://APP.example.com/cb?x=1', 'https://app.example.com:443/cb', 'https://xn--bcher-kva.example:8443/return', 'https://bücher.example:8443/return'.normalize()];
+  const policy = loadConfig({
+    CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com, https://xn--bcher-kva.example:8443',
+  }).callbacks;
+  const accepted = [
+    'https://app.example.com/cb',
+    'https://APP.example.com/cb?x=1',
+    'https://app.example.com:443/cb',
+    'https://xn--bcher-kva.example:8443/return',
+    'https://bücher.example:8443/return'.normalize(),
+  ];
   const refused = [
     ...HOSTILE_EVERYWHERE,
     'https://evil.example.com/cb',
@@ -142,23 +166,81 @@ t.test('the configuration: CALLBACK_ALLOWED_ORIGINS and DIDIT_CALLBACK_URL obey 
       return [...error.problems];
     }
   };
-  const badOrigins = ['*', 'https://app.example.com/', 'https://app.example.com/path', 'https://App.example.com', 'https://app.example.com:443', 'http://app.example.com', 'https://user@app.example.com', 'javascript:alert(1)', 'https://169.254.169.254', 'app.example.com', 'https://localhost', 'https://ok.example.com,'];
+  const badOrigins = [
+    '*',
+    'https://app.example.com/',
+    'https://app.example.com/path',
+    'https://App.example.com',
+    'https://app.example.com:443',
+    'http://app.example.com',
+    'https://user@app.example.com',
+    'javascript:alert(1)',
+    'https://169.254.169.254',
+    'app.example.com',
+    'https://localhost',
+    'https://ok.example.com,',
+  ];
   for (const origin of badOrigins) {
     const problems = problemsOf({ CALLBACK_ALLOWED_ORIGINS: origin, ...productionDidit });
-    t.ok(problems.some((p) => p.startsWith('CALLBACK_ALLOWED_ORIGINS:')), `refused origin ${show(origin)}`);
-    t.notOk(problems.join('\n').includes('169.254') || problems.join('\n').includes('user@'), 'the problem does not echo the value');
+    t.ok(
+      problems.some((p) => p.startsWith('CALLBACK_ALLOWED_ORIGINS:')),
+      `refused origin ${show(origin)}`,
+    );
+    t.notOk(
+      problems.join('\n').includes('169.254') || problems.join('\n').includes('user@'),
+      'the problem does not echo the value',
+    );
   }
-  t.same(problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com,https://id.example.com:8443', ...productionDidit }), []);
-  t.same(problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000' }), [], 'loopback http origin is fine with the embedded simulator');
-  t.ok(problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000', ...productionDidit }).length > 0, 'but not with a real Didit');
+  t.same(
+    problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com,https://id.example.com:8443', ...productionDidit }),
+    [],
+  );
+  t.same(
+    problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000' }),
+    [],
+    'loopback http origin is fine with the embedded simulator',
+  );
+  t.ok(
+    problemsOf({ CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000', ...productionDidit }).length > 0,
+    'but not with a real Didit',
+  );
 
-  for (const url of ['javascript:alert(1)//', 'http://169.254.169.254/latest/', 'https://user@app.example.com/cb', 'https://2852039166/', 'file:///etc/passwd', 'data:text/html,x']) {
-    t.ok(problemsOf({ DIDIT_CALLBACK_URL: url }).some((p) => p.startsWith('DIDIT_CALLBACK_URL:')), `DIDIT_CALLBACK_URL refuses ${url}`);
+  for (const url of [
+    'javascript:alert(1)//',
+    'http://169.254.169.254/latest/',
+    'https://user@app.example.com/cb',
+    'https://2852039166/',
+    'file:///etc/passwd',
+    'data:text/html,x',
+  ]) {
+    t.ok(
+      problemsOf({ DIDIT_CALLBACK_URL: url }).some((p) => p.startsWith('DIDIT_CALLBACK_URL:')),
+      `DIDIT_CALLBACK_URL refuses ${url}`,
+    );
   }
-  t.ok(problemsOf({ DIDIT_CALLBACK_URL: 'https://evil.example.com/cb', CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com' }).some((p) => p.startsWith('DIDIT_CALLBACK_URL:')), 'DIDIT_CALLBACK_URL outside the list');
-  t.same(problemsOf({ DIDIT_CALLBACK_URL: 'https://app.example.com/cb', CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com' }), []);
-  t.same(problemsOf({ DIDIT_CALLBACK_URL: 'http://localhost:3000/cb' }), [], 'loopback default callback with the simulator');
-  t.ok(problemsOf({ DIDIT_CALLBACK_URL: 'http://localhost:3000/cb', ...productionDidit }).length > 0, 'loopback default callback refused with a real Didit');
+  t.ok(
+    problemsOf({
+      DIDIT_CALLBACK_URL: 'https://evil.example.com/cb',
+      CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com',
+    }).some((p) => p.startsWith('DIDIT_CALLBACK_URL:')),
+    'DIDIT_CALLBACK_URL outside the list',
+  );
+  t.same(
+    problemsOf({
+      DIDIT_CALLBACK_URL: 'https://app.example.com/cb',
+      CALLBACK_ALLOWED_ORIGINS: 'https://app.example.com',
+    }),
+    [],
+  );
+  t.same(
+    problemsOf({ DIDIT_CALLBACK_URL: 'http://localhost:3000/cb' }),
+    [],
+    'loopback default callback with the simulator',
+  );
+  t.ok(
+    problemsOf({ DIDIT_CALLBACK_URL: 'http://localhost:3000/cb', ...productionDidit }).length > 0,
+    'loopback default callback refused with a real Didit',
+  );
 });
 
 const productionDidit = {
@@ -183,9 +265,19 @@ t.test('POST /v1/decide: every hostile callback is a 400 on field callback that 
       method: 'POST',
       url: '/v1/decide',
       headers: { 'content-type': 'application/json', ...service.auth },
-      payload: JSON.stringify({ user_id: 'cb-user', device_id: 'cb-device', ip: '89.160.20.112', user_agent: CHROME_WINDOWS, callback }),
+      payload: JSON.stringify({
+        user_id: 'cb-user',
+        device_id: 'cb-device',
+        ip: '89.160.20.112',
+        user_agent: CHROME_WINDOWS,
+        callback,
+      }),
     });
-    return { status: response.statusCode, body: response.json() as { code?: string; field?: string; message?: string }, text: response.body };
+    return {
+      status: response.statusCode,
+      body: response.json() as { code?: string; field?: string; message?: string },
+      text: response.body,
+    };
   };
   for (const [service, hostile] of [
     [embedded, [...HOSTILE_EVERYWHERE, ...HOSTILE_WITHOUT_LIST]],
@@ -229,19 +321,31 @@ t.test('the simulator never redirects the browser to a refused callback', async 
   }
   const good = await finish('http://127.0.0.1:3000/after');
   t.equal(good.statusCode, 303);
-  t.match(String(good.headers.location), /^http:\/\/127\.0\.0\.1:3000\/after\?verificationSessionId=[0-9a-f-]{36}&status=Approved$/);
+  t.match(
+    String(good.headers.location),
+    /^http:\/\/127\.0\.0\.1:3000\/after\?verificationSessionId=[0-9a-f-]{36}&status=Approved$/,
+  );
 });
 
 t.test('end to end: an allowed callback reaches the simulator and comes back as the redirect', async (t) => {
   // A generous Didit deadline: this tests where the browser goes, not timeouts, on a shared machine.
-  const stack = await startDiditStack(testClock(), { CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000', DIDIT_TIMEOUT_MS: '5000' });
+  const stack = await startDiditStack(testClock(), {
+    CALLBACK_ALLOWED_ORIGINS: 'http://127.0.0.1:3000',
+    DIDIT_TIMEOUT_MS: '5000',
+  });
   t.teardown(() => stack.close());
   const decide = (callback: string) =>
     stack.service.app.inject({
       method: 'POST',
       url: '/v1/decide',
       headers: { 'content-type': 'application/json', ...stack.service.auth },
-      payload: JSON.stringify({ user_id: 'e2e', device_id: 'new', ip: '89.160.20.112', user_agent: CHROME_WINDOWS, callback }),
+      payload: JSON.stringify({
+        user_id: 'e2e',
+        device_id: 'new',
+        ip: '89.160.20.112',
+        user_agent: CHROME_WINDOWS,
+        callback,
+      }),
     });
   const refused = await decide('http://localhost:3000/after');
   t.equal(refused.statusCode, 400, 'loopback but not the listed origin');

@@ -3,7 +3,8 @@ import { embeddedIpv4, isValidClientIp, parseClientIp } from '../../src/signals/
 import { CHROME_WINDOWS, startTestService, testClock } from '../helpers/service.js';
 import { trustDirectly } from '../helpers/trust.js';
 
-const hex = (octets: readonly number[]) => `${((octets[0]! << 8) | octets[1]!).toString(16)}:${((octets[2]! << 8) | octets[3]!).toString(16)}`;
+const hex = (octets: readonly number[]) =>
+  `${((octets[0]! << 8) | octets[1]!).toString(16)}:${((octets[2]! << 8) | octets[3]!).toString(16)}`;
 const octetsOf = (v4: string) => v4.split('.').map(Number);
 
 /** Every IPv6 spelling of an IPv4 client that the service must see through. */
@@ -43,7 +44,18 @@ t.test('parsing: each form becomes the IPv4 it carries; lookalikes stay IPv6', a
   t.match(parseClientIp(`::${TOR_EXIT}`), { address: TOR_EXIT, version: 4 });
   t.equal(parseClientIp('64:ff9b::10.0.0.1').private, true, 'a private IPv4 behind NAT64 is private');
   t.equal(parseClientIp('2002:c0a8:0101::1').private, true, '6to4 of 192.168.1.1 is private');
-  for (const ip of ['::1', '::', '64:ff9b:1::b9dc:6501', '64:ff9b:0:0:1::b9dc:6501', '2001:db8::b9dc:6501', '2001:1::1', '2003::1', '2001:bf0:666::666', '::ffff:0:b9dc:6501', '::1:1']) {
+  for (const ip of [
+    '::1',
+    '::',
+    '64:ff9b:1::b9dc:6501',
+    '64:ff9b:0:0:1::b9dc:6501',
+    '2001:db8::b9dc:6501',
+    '2001:1::1',
+    '2003::1',
+    '2001:bf0:666::666',
+    '::ffff:0:b9dc:6501',
+    '::1:1',
+  ]) {
     const parsed = parseClientIp(ip);
     t.equal(parsed.version, 6, `${ip} stays IPv6`);
     t.equal(parsed.embeddedIn, undefined);
@@ -51,48 +63,55 @@ t.test('parsing: each form becomes the IPv4 it carries; lookalikes stay IPv6', a
   t.equal(embeddedIpv4(parseClientIp('2001:db8::1').bytes), undefined);
 });
 
-t.test('decide: each form is looked up as its IPv4 in the Tor list and GeoIP, and shares its velocity and trust', async (t) => {
-  const clock = testClock();
-  const service = await startTestService({}, { clock });
-  t.teardown(() => service.close());
-  const decide = async (userId: string, ip: string) => {
-    const response = await service.app.inject({
-      method: 'POST',
-      url: '/v1/decide',
-      headers: { 'content-type': 'application/json', ...service.auth },
-      payload: JSON.stringify({ user_id: userId, device_id: 'laptop', ip, user_agent: CHROME_WINDOWS }),
-    });
-    t.equal(response.statusCode, 200, ip);
-    return response.json() as { action: string; signals: Record<string, unknown> };
-  };
+t.test(
+  'decide: each form is looked up as its IPv4 in the Tor list and GeoIP, and shares its velocity and trust',
+  async (t) => {
+    const clock = testClock();
+    const service = await startTestService({}, { clock });
+    t.teardown(() => service.close());
+    const decide = async (userId: string, ip: string) => {
+      const response = await service.app.inject({
+        method: 'POST',
+        url: '/v1/decide',
+        headers: { 'content-type': 'application/json', ...service.auth },
+        payload: JSON.stringify({ user_id: userId, device_id: 'laptop', ip, user_agent: CHROME_WINDOWS }),
+      });
+      t.equal(response.statusCode, 200, ip);
+      return response.json() as { action: string; signals: Record<string, unknown> };
+    };
 
-  const torPlain = await decide('tor-plain', TOR_EXIT);
-  t.equal(torPlain.signals['ip.tor'], true, 'the plain Tor exit is flagged');
-  const geoPlain = await decide('geo-plain', GEO.ip);
-  await trustDirectly(service, { user: 'trusted', device: 'laptop', ip: GEO.ip, country: GEO.country, asn: GEO.asn }, clock());
+    const torPlain = await decide('tor-plain', TOR_EXIT);
+    t.equal(torPlain.signals['ip.tor'], true, 'the plain Tor exit is flagged');
+    const geoPlain = await decide('geo-plain', GEO.ip);
+    await trustDirectly(
+      service,
+      { user: 'trusted', device: 'laptop', ip: GEO.ip, country: GEO.country, asn: GEO.asn },
+      clock(),
+    );
 
-  for (const { form, ip } of spellings(TOR_EXIT)) {
-    const reply = await decide(`tor-${form}`, ip);
-    t.equal(reply.signals['ip.tor'], true, `${form} ${ip}: Tor exit`);
-    t.equal(reply.signals['ip.version'], 4);
-    t.equal(reply.signals['geo.country'], torPlain.signals['geo.country']);
-    t.not(reply.action, 'SKIP');
-  }
-  let lastVelocity = Number(geoPlain.signals['velocity.ip_decides_1m']);
-  for (const { form, ip } of spellings(GEO.ip)) {
-    const reply = await decide(`geo-${form}`, ip);
-    t.equal(reply.signals['geo.country'], GEO.country, `${form} ${ip}: GeoIP country`);
-    t.equal(reply.signals['ip.asn'], GEO.asn, `${form} ${ip}: ASN`);
-    t.equal(reply.signals['ip.private'], false);
-    const velocity = Number(reply.signals['velocity.ip_decides_1m']);
-    t.equal(velocity, lastVelocity + 1, `${form}: counted with the same address`);
-    lastVelocity = velocity;
-    const trusted = await decide('trusted', ip);
-    lastVelocity += 1;
-    t.equal(trusted.signals['ip.known'], true, `${form}: trust granted on the IPv4 covers its ${form} form`);
-    t.equal(trusted.action, 'SKIP');
-  }
-  const privateNat64 = await decide('private', '64:ff9b::10.0.0.1');
-  t.equal(privateNat64.signals['ip.private'], true);
-  t.equal(privateNat64.signals['geo.country'], '');
-});
+    for (const { form, ip } of spellings(TOR_EXIT)) {
+      const reply = await decide(`tor-${form}`, ip);
+      t.equal(reply.signals['ip.tor'], true, `${form} ${ip}: Tor exit`);
+      t.equal(reply.signals['ip.version'], 4);
+      t.equal(reply.signals['geo.country'], torPlain.signals['geo.country']);
+      t.not(reply.action, 'SKIP');
+    }
+    let lastVelocity = Number(geoPlain.signals['velocity.ip_decides_1m']);
+    for (const { form, ip } of spellings(GEO.ip)) {
+      const reply = await decide(`geo-${form}`, ip);
+      t.equal(reply.signals['geo.country'], GEO.country, `${form} ${ip}: GeoIP country`);
+      t.equal(reply.signals['ip.asn'], GEO.asn, `${form} ${ip}: ASN`);
+      t.equal(reply.signals['ip.private'], false);
+      const velocity = Number(reply.signals['velocity.ip_decides_1m']);
+      t.equal(velocity, lastVelocity + 1, `${form}: counted with the same address`);
+      lastVelocity = velocity;
+      const trusted = await decide('trusted', ip);
+      lastVelocity += 1;
+      t.equal(trusted.signals['ip.known'], true, `${form}: trust granted on the IPv4 covers its ${form} form`);
+      t.equal(trusted.action, 'SKIP');
+    }
+    const privateNat64 = await decide('private', '64:ff9b::10.0.0.1');
+    t.equal(privateNat64.signals['ip.private'], true);
+    t.equal(privateNat64.signals['geo.country'], '');
+  },
+);

@@ -16,7 +16,11 @@ const EXPECTED_PUBLIC = [
   'POST /v1/webhooks/didit', // HMAC-signed by Didit
 ];
 
-const SAMPLE: Record<string, string> = { session_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10', user_id: 'alice', device_id: 'laptop' };
+const SAMPLE: Record<string, string> = {
+  session_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10',
+  user_id: 'alice',
+  device_id: 'laptop',
+};
 const fill = (url: string) => url.replace(/:([A-Za-z_]+)/g, (_m, name: string) => SAMPLE[name] ?? `x-${name}`);
 
 const hex = (c: string, lower: boolean) => {
@@ -34,15 +38,32 @@ export function spellings(path: string): Array<[string, string]> {
       if (lower && !/[a-f]/i.test(hex(c, false))) continue; // no letter in the escape: one spelling only
       out.push([`${c}@${i} as ${hex(c, lower)}`, chars.map((d, j) => (j === i ? hex(d, lower) : d)).join('')]);
     }
-    out.push([`${c}@${i} double-encoded`, chars.map((d, j) => (j === i ? `%25${hex(d, false).slice(1)}` : d)).join('')]);
+    out.push([
+      `${c}@${i} double-encoded`,
+      chars.map((d, j) => (j === i ? `%25${hex(d, false).slice(1)}` : d)).join(''),
+    ]);
   });
-  const every = (lower: boolean, mixed = false) => chars.map((c, i) => (c === '/' ? c : hex(c, mixed ? i % 2 === 0 : lower))).join('');
-  out.push(['every character, upper-case escapes', every(false)], ['every character, lower-case escapes', every(true)], ['every character, mixed-case escapes', every(false, true)]);
+  const every = (lower: boolean, mixed = false) =>
+    chars.map((c, i) => (c === '/' ? c : hex(c, mixed ? i % 2 === 0 : lower))).join('');
+  out.push(
+    ['every character, upper-case escapes', every(false)],
+    ['every character, lower-case escapes', every(true)],
+    ['every character, mixed-case escapes', every(false, true)],
+  );
   chars.forEach((c, i) => {
     if (c !== '/' || i === 0) return;
-    out.push([`slash@${i} as %2F`, chars.map((d, j) => (j === i ? '%2F' : d)).join('')], [`slash@${i} as %2f`, chars.map((d, j) => (j === i ? '%2f' : d)).join('')]);
-    out.push([`slash@${i} doubled`, chars.map((d, j) => (j === i ? '//' : d)).join('')], [`/./ at ${i}`, chars.map((d, j) => (j === i ? '/./' : d)).join('')]);
-    out.push([`/x/../ at ${i}`, chars.map((d, j) => (j === i ? '/x/../' : d)).join('')], [`; before slash ${i}`, chars.map((d, j) => (j === i ? ';/' : d)).join('')]);
+    out.push(
+      [`slash@${i} as %2F`, chars.map((d, j) => (j === i ? '%2F' : d)).join('')],
+      [`slash@${i} as %2f`, chars.map((d, j) => (j === i ? '%2f' : d)).join('')],
+    );
+    out.push(
+      [`slash@${i} doubled`, chars.map((d, j) => (j === i ? '//' : d)).join('')],
+      [`/./ at ${i}`, chars.map((d, j) => (j === i ? '/./' : d)).join('')],
+    );
+    out.push(
+      [`/x/../ at ${i}`, chars.map((d, j) => (j === i ? '/x/../' : d)).join('')],
+      [`; before slash ${i}`, chars.map((d, j) => (j === i ? ';/' : d)).join('')],
+    );
   });
   out.push(
     ['leading //', `/${path}`],
@@ -90,10 +111,33 @@ const protectedRoutes = routes.filter((r) => !('public' in r.access));
 t.test("the auth hook saw every route in the router's table, and each declared public or a scope", async (t) => {
   const router = routerTable(service.app.printRoutes({ commonPrefix: false }));
   t.ok(router.length >= 14, `${router.length} routes in the router`);
-  t.same(routes.map((r) => `${r.method} ${r.url}`).sort(), router, 'no route was registered where the auth hook could not see it');
-  t.same(routes.filter((r) => 'public' in r.access).map((r) => `${r.method} ${r.url}`).sort(), EXPECTED_PUBLIC, 'the public routes are exactly the expected ones');
-  for (const route of protectedRoutes) t.ok('scope' in route.access, `${route.method} ${route.url} declares scope ${JSON.stringify((route.access as { scope?: string }).scope)}`);
-  for (const expected of ['POST /v1/decide', 'POST /v1/evaluate', 'GET /v1/sessions/:session_id', 'DELETE /v1/users/:user_id', 'GET /v1/users/:user_id/devices', 'DELETE /v1/users/:user_id/devices/:device_id', 'POST /v1/feedback']) {
+  t.same(
+    routes.map((r) => `${r.method} ${r.url}`).sort(),
+    router,
+    'no route was registered where the auth hook could not see it',
+  );
+  t.same(
+    routes
+      .filter((r) => 'public' in r.access)
+      .map((r) => `${r.method} ${r.url}`)
+      .sort(),
+    EXPECTED_PUBLIC,
+    'the public routes are exactly the expected ones',
+  );
+  for (const route of protectedRoutes)
+    t.ok(
+      'scope' in route.access,
+      `${route.method} ${route.url} declares scope ${JSON.stringify((route.access as { scope?: string }).scope)}`,
+    );
+  for (const expected of [
+    'POST /v1/decide',
+    'POST /v1/evaluate',
+    'GET /v1/sessions/:session_id',
+    'DELETE /v1/users/:user_id',
+    'GET /v1/users/:user_id/devices',
+    'DELETE /v1/users/:user_id/devices/:device_id',
+    'POST /v1/feedback',
+  ]) {
     t.ok(router.includes(expected), `${expected} (registered by a plugin) is enumerated`);
   }
 });
@@ -102,7 +146,11 @@ t.test('a route registered without a decision on auth, or with both, stops the a
   for (const config of [{}, { public: true, scope: 'users' }, { scope: 'admin' }, { public: 'yes' }] as never[]) {
     const app = Fastify();
     registerCallerAuth(app, [{ name: 'a', token: 'a-token-0123456789abcdef' }]);
-    t.throws(() => app.get('/v1/new', { config }, async () => ({})), /declare config\.public: true or config\.scope/, JSON.stringify(config));
+    t.throws(
+      () => app.get('/v1/new', { config }, async () => ({})),
+      /declare config\.public: true or config\.scope/,
+      JSON.stringify(config),
+    );
     await app.close();
   }
 });
@@ -126,9 +174,21 @@ for (const route of protectedRoutes) {
     if (route.method !== 'HEAD') t.equal(codeOf(plain), 'RISK_ERR_UNAUTHORIZED');
     const reached = await send(route.method, path, true);
     t.notOk([401, 403].includes(reached.status), `with the token the route answers (${reached.status})`);
-    for (const authorization of [`Bearer ${TEST_TOKEN}x`, `Bearer ${TEST_TOKEN.slice(0, -1)}`, `Basic ${TEST_TOKEN}`, TEST_TOKEN, 'Bearer', 'Bearer ', `Bearer ${TEST_TOKEN} extra`]) {
+    for (const authorization of [
+      `Bearer ${TEST_TOKEN}x`,
+      `Bearer ${TEST_TOKEN.slice(0, -1)}`,
+      `Basic ${TEST_TOKEN}`,
+      TEST_TOKEN,
+      'Bearer',
+      'Bearer ',
+      `Bearer ${TEST_TOKEN} extra`,
+    ]) {
       const body = route.method === 'POST' ? '{}' : undefined;
-      const wrong = await rawRequest(port, head(route.method, path, { headers: { authorization }, ...(body ? { body } : {}) }), body);
+      const wrong = await rawRequest(
+        port,
+        head(route.method, path, { headers: { authorization }, ...(body ? { body } : {}) }),
+        body,
+      );
       t.equal(wrong.status, 401, `Authorization: ${authorization.replace(TEST_TOKEN, '<token>')} is refused`);
     }
 
@@ -146,12 +206,18 @@ for (const route of protectedRoutes) {
         // The router took this spelling to the route (a param may decode to another value, so the
         // route's answer may differ): with the token it is the route answering, not the 404 fallback.
         t.notOk([401, 403].includes(authorized.status), `${label}: ${target} reaches the route only with the token`);
-        if (route.method !== 'HEAD' && authorized.status === 404) t.not(JSON.parse(authorized.body).message, 'not found', `${label}: the route answered`);
+        if (route.method !== 'HEAD' && authorized.status === 404)
+          t.not(JSON.parse(authorized.body).message, 'not found', `${label}: the route answered`);
         counts.routed += 1;
       } else if (anonymous.status === 404) {
         if (route.method !== 'HEAD') t.equal(codeOf(anonymous), 'RISK_ERR_NOT_FOUND', `${label}: ${target}`);
         t.equal(authorized.status, 404, `${label}: no route with a token either`);
-        if (route.method !== 'HEAD') t.same(JSON.parse(authorized.body), { code: 'RISK_ERR_NOT_FOUND', message: 'not found' }, `${label}: the unmatched-path answer, not the route's`);
+        if (route.method !== 'HEAD')
+          t.same(
+            JSON.parse(authorized.body),
+            { code: 'RISK_ERR_NOT_FOUND', message: 'not found' },
+            `${label}: the unmatched-path answer, not the route's`,
+          );
         counts.unmatched += 1;
       } else {
         t.equal(anonymous.status, 400, `${label}: ${target} answers 401, 404 or a 400 for a bad URL`);
@@ -168,11 +234,27 @@ for (const route of protectedRoutes) {
 }
 
 t.test('an unmatched path is a 404 whatever its spelling, method, token or body', async (t) => {
-  const targets = ['/v1/nope', '/v2/decide', '/%76%32/decide', '/v1/decide/extra', '/v1/users', '/v1/sessions', '/', '/v1', '/docs', '/healthz/x', '/%2e%2e/etc/passwd'];
+  const targets = [
+    '/v1/nope',
+    '/v2/decide',
+    '/%76%32/decide',
+    '/v1/decide/extra',
+    '/v1/users',
+    '/v1/sessions',
+    '/',
+    '/v1',
+    '/docs',
+    '/healthz/x',
+    '/%2e%2e/etc/passwd',
+  ];
   for (const target of targets) {
     for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
       for (const authorized of [false, true]) {
-        const reply = await rawRequest(port, head(method, target, { headers: authorized ? token : {}, body: 'not json', contentType: 'text/plain' }), 'not json');
+        const reply = await rawRequest(
+          port,
+          head(method, target, { headers: authorized ? token : {}, body: 'not json', contentType: 'text/plain' }),
+          'not json',
+        );
         t.equal(reply.status, 404, `${method} ${target}${authorized ? ' with a token' : ''}`);
         t.same(JSON.parse(reply.body), { code: 'RISK_ERR_NOT_FOUND', message: 'not found' });
       }

@@ -19,7 +19,10 @@ const SAMPLES: Record<string, { url: string; payload?: unknown }> = {
   'DELETE /v1/users/:user_id/devices/:device_id': { url: '/v1/users/alice/devices/laptop' },
   'DELETE /v1/users/:user_id': { url: '/v1/users/alice' },
   'POST /v1/evaluate': { url: '/v1/evaluate', payload: { signals: {} } },
-  'POST /v1/feedback': { url: '/v1/feedback', payload: { decision_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10', label: 'fraud', source: 'fraud_team' } },
+  'POST /v1/feedback': {
+    url: '/v1/feedback',
+    payload: { decision_id: '0b7c4b5e-8f7a-4c1e-9d55-6f1f2f0f9a10', label: 'fraud', source: 'fraud_team' },
+  },
 };
 /** What each scope is for (data/ops/SECURITY.md "Who may call what"): the routes must declare exactly this. */
 const EXPECTED_SCOPE: Record<string, Scope> = {
@@ -39,59 +42,95 @@ t.teardown(() => service.close());
 const routes = service.app.routeAccess.filter((r) => 'scope' in r.access);
 
 t.test('each route declares the scope it is documented under', async (t) => {
-  t.same(Object.fromEntries(routes.map((r) => [`${r.method} ${r.url}`, (r.access as { scope: Scope }).scope])), EXPECTED_SCOPE);
+  t.same(
+    Object.fromEntries(routes.map((r) => [`${r.method} ${r.url}`, (r.access as { scope: Scope }).scope])),
+    EXPECTED_SCOPE,
+  );
 });
 
-t.test('every token scope set × every route: the route answers, or 403 RISK_ERR_FORBIDDEN before it runs', async (t) => {
-  let allowed = 0;
-  let forbidden = 0;
-  for (const route of routes) {
-    const key = `${route.method} ${route.url}`;
-    const sample = SAMPLES[key];
-    if (!sample) {
-      t.fail(`${key}: a new route needs a sample request here (and a row in the scope table of data/ops/SECURITY.md)`);
-      continue;
-    }
-    const scope = (route.access as { scope: Scope }).scope;
-    for (const set of SETS) {
-      const before = service.logs.length;
-      const reply = await service.app.inject({
-        method: route.method as 'GET',
-        url: sample.url,
-        headers: { authorization: `Bearer ${tokenOf(set)}` },
-        ...(sample.payload ? { payload: sample.payload as object } : {}),
-      });
-      const label = `${nameOf(set)} → ${key}`;
-      if ((set ?? SCOPES).includes(scope)) {
-        allowed += 1;
-        t.ok((reply.statusCode >= 200 && reply.statusCode < 300) || [400, 404].includes(reply.statusCode), `${label}: ${reply.statusCode}`);
-        // Whatever the route logged (decision, audit) names this caller.
-        const lines = service.logs.slice(before).map((l) => JSON.parse(l) as { audit?: string; caller?: string });
-        for (const line of lines.filter((l) => l.audit)) t.equal(line.caller, nameOf(set), `${label}: the audit line carries the caller name`);
-        if (scope === 'users' && route.method !== 'HEAD') t.ok(lines.some((l) => l.audit), `${label}: audited`);
-      } else {
-        forbidden += 1;
-        t.equal(reply.statusCode, 403, label);
-        if (route.method !== 'HEAD') t.same(reply.json(), { code: 'RISK_ERR_FORBIDDEN', message: `this token lacks the "${scope}" scope` }, `${label}: body`);
-        t.same(service.logs.slice(before).filter((l) => l.includes('"audit"') || l.includes('"decision"')), [], `${label}: the handler never ran`);
+t.test(
+  'every token scope set × every route: the route answers, or 403 RISK_ERR_FORBIDDEN before it runs',
+  async (t) => {
+    let allowed = 0;
+    let forbidden = 0;
+    for (const route of routes) {
+      const key = `${route.method} ${route.url}`;
+      const sample = SAMPLES[key];
+      if (!sample) {
+        t.fail(
+          `${key}: a new route needs a sample request here (and a row in the scope table of data/ops/SECURITY.md)`,
+        );
+        continue;
+      }
+      const scope = (route.access as { scope: Scope }).scope;
+      for (const set of SETS) {
+        const before = service.logs.length;
+        const reply = await service.app.inject({
+          method: route.method as 'GET',
+          url: sample.url,
+          headers: { authorization: `Bearer ${tokenOf(set)}` },
+          ...(sample.payload ? { payload: sample.payload as object } : {}),
+        });
+        const label = `${nameOf(set)} → ${key}`;
+        if ((set ?? SCOPES).includes(scope)) {
+          allowed += 1;
+          t.ok(
+            (reply.statusCode >= 200 && reply.statusCode < 300) || [400, 404].includes(reply.statusCode),
+            `${label}: ${reply.statusCode}`,
+          );
+          // Whatever the route logged (decision, audit) names this caller.
+          const lines = service.logs.slice(before).map((l) => JSON.parse(l) as { audit?: string; caller?: string });
+          for (const line of lines.filter((l) => l.audit))
+            t.equal(line.caller, nameOf(set), `${label}: the audit line carries the caller name`);
+          if (scope === 'users' && route.method !== 'HEAD')
+            t.ok(
+              lines.some((l) => l.audit),
+              `${label}: audited`,
+            );
+        } else {
+          forbidden += 1;
+          t.equal(reply.statusCode, 403, label);
+          if (route.method !== 'HEAD')
+            t.same(
+              reply.json(),
+              { code: 'RISK_ERR_FORBIDDEN', message: `this token lacks the "${scope}" scope` },
+              `${label}: body`,
+            );
+          t.same(
+            service.logs.slice(before).filter((l) => l.includes('"audit"') || l.includes('"decision"')),
+            [],
+            `${label}: the handler never ran`,
+          );
+        }
       }
     }
-  }
-  t.comment(`${routes.length} routes × ${SETS.length} scope sets: ${allowed} allowed, ${forbidden} forbidden`);
-  t.equal(allowed + forbidden, routes.length * SETS.length);
-  t.ok(forbidden > 0 && allowed > 0);
-});
+    t.comment(`${routes.length} routes × ${SETS.length} scope sets: ${allowed} allowed, ${forbidden} forbidden`);
+    t.equal(allowed + forbidden, routes.length * SETS.length);
+    t.ok(forbidden > 0 && allowed > 0);
+  },
+);
 
 t.test('a decide-only token cannot erase; a users-only token cannot decide', async (t) => {
   const decideOnly = { authorization: `Bearer ${tokenOf(['decide'])}` };
   const users = { authorization: `Bearer ${tokenOf(['users'])}` };
   const decide = (headers: Record<string, string>) =>
-    service.app.inject({ method: 'POST', url: '/v1/decide', headers, payload: { user_id: 'bob', device_id: 'phone', ip: '89.160.20.112' } });
+    service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers,
+      payload: { user_id: 'bob', device_id: 'phone', ip: '89.160.20.112' },
+    });
   t.equal((await decide(decideOnly)).statusCode, 200);
   t.equal((await decide(users)).statusCode, 403, 'a users-only token cannot decide');
   const before = service.logs.length;
   t.equal((await service.app.inject({ method: 'DELETE', url: '/v1/users/bob', headers: decideOnly })).statusCode, 403);
-  t.notOk(service.logs.slice(before).some((l) => l.includes('"user_erased"')), 'no erase ran');
+  t.notOk(
+    service.logs.slice(before).some((l) => l.includes('"user_erased"')),
+    'no erase ran',
+  );
   t.equal((await service.app.inject({ method: 'DELETE', url: '/v1/users/bob', headers: users })).statusCode, 204);
-  t.ok(service.logs.some((l) => l.includes('"user_erased"') && l.includes('"caller":"only_users"')), 'the erase is audited with its caller');
+  t.ok(
+    service.logs.some((l) => l.includes('"user_erased"') && l.includes('"caller":"only_users"')),
+    'the erase is audited with its caller',
+  );
 });

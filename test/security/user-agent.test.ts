@@ -1,6 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
-import { compileBotPatterns, createUserAgentParser, isAbsentUserAgent, MAX_UA_LENGTH } from '../../src/signals/user-agent.js';
+import {
+  compileBotPatterns,
+  createUserAgentParser,
+  isAbsentUserAgent,
+  MAX_UA_LENGTH,
+} from '../../src/signals/user-agent.js';
 import { Redis } from 'ioredis';
 import type { Test } from 'tap';
 import { loginPathOptions } from '../../src/store/redis-client.js';
@@ -11,7 +16,10 @@ import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
 
 const MAX_HEADER = 8192;
-const crawlers = JSON.parse(await readFile('data/user-agents/bots/crawler-user-agents.json', 'utf8')) as Array<{ pattern: string; instances: string[] }>;
+const crawlers = JSON.parse(await readFile('data/user-agents/bots/crawler-user-agents.json', 'utf8')) as Array<{
+  pattern: string;
+  instances: string[];
+}>;
 const patterns = crawlers.map((c) => c.pattern);
 const parser = createUserAgentParser({ botPattern: compileBotPatterns(patterns)! });
 
@@ -27,7 +35,22 @@ const PADDINGS: Record<string, (n: number) => string> = {
 /** Where the marker starts: at the front, around the old 512 cut (straddling it), and up to the 8 KiB end. */
 function offsets(markerLength: number): number[] {
   const last = MAX_HEADER - markerLength;
-  return [...new Set([0, 100, MAX_UA_LENGTH - markerLength - 1, MAX_UA_LENGTH - Math.floor(markerLength / 2), MAX_UA_LENGTH, MAX_UA_LENGTH + 8, 1024, 2048, 4096, 6000, last - 1, last])].filter((o) => o >= 0 && o <= last);
+  return [
+    ...new Set([
+      0,
+      100,
+      MAX_UA_LENGTH - markerLength - 1,
+      MAX_UA_LENGTH - Math.floor(markerLength / 2),
+      MAX_UA_LENGTH,
+      MAX_UA_LENGTH + 8,
+      1024,
+      2048,
+      4096,
+      6000,
+      last - 1,
+      last,
+    ]),
+  ].filter((o) => o >= 0 && o <= last);
 }
 
 /** A normal browser agent, padded so the marker starts at `offset`, the whole at most 8 KiB. */
@@ -38,7 +61,25 @@ function hide(marker: string, offset: number, pad: (n: number) => string): strin
 }
 
 t.test('built-in automation markers are found at every offset, under every padding', async (t) => {
-  const markers = ['HeadlessChrome/120.0.0.0', 'PhantomJS/2.1.1', 'puppeteer', 'Playwright/1.40', 'selenium', 'webdriver', 'python-requests/2.31.0', 'python-urllib/3.11', 'aiohttp/3.9', 'Go-http-client/1.1', 'okhttp/4.12', 'curl/8.4.0', 'Wget/1.21', 'libwww-perl/6.72', 'node-fetch/1.0', 'axios/1.6.2', 'undici'];
+  const markers = [
+    'HeadlessChrome/120.0.0.0',
+    'PhantomJS/2.1.1',
+    'puppeteer',
+    'Playwright/1.40',
+    'selenium',
+    'webdriver',
+    'python-requests/2.31.0',
+    'python-urllib/3.11',
+    'aiohttp/3.9',
+    'Go-http-client/1.1',
+    'okhttp/4.12',
+    'curl/8.4.0',
+    'Wget/1.21',
+    'libwww-perl/6.72',
+    'node-fetch/1.0',
+    'axios/1.6.2',
+    'undici',
+  ];
   let checked = 0;
   for (const marker of markers) {
     for (const [padName, pad] of Object.entries(PADDINGS)) {
@@ -53,25 +94,28 @@ t.test('built-in automation markers are found at every offset, under every paddi
   t.ok(checked > 800, `${checked} placements`);
 });
 
-t.test('every crawler of the list is found past the old cut (one placement each, offsets and paddings rotating)', async (t) => {
-  const padNames = Object.keys(PADDINGS);
-  let checked = 0;
-  const missed: string[] = [];
-  crawlers.forEach((crawler, index) => {
-    // Anchored patterns (^curl, SSL Labs$) only ever match at an end of the header, which padding moves.
-    if (/^\^|\$$|\(\^\|/.test(crawler.pattern)) return;
-    const instance = crawler.instances[0];
-    if (!instance || instance.length > 2000) return;
-    const places = offsets(instance.length).filter((o) => o >= MAX_UA_LENGTH - instance.length);
-    const offset = places[index % places.length]!;
-    const padName = padNames[index % padNames.length]!;
-    const ua = hide(instance, offset, PADDINGS[padName]!);
-    if (!parser.parse(ua).bot) missed.push(`${crawler.pattern} at ${offset} (${padName})`);
-    checked += 1;
-  });
-  t.same(missed, []);
-  t.ok(checked > 1300, `${checked} crawlers placed past byte ${MAX_UA_LENGTH}`);
-});
+t.test(
+  'every crawler of the list is found past the old cut (one placement each, offsets and paddings rotating)',
+  async (t) => {
+    const padNames = Object.keys(PADDINGS);
+    let checked = 0;
+    const missed: string[] = [];
+    crawlers.forEach((crawler, index) => {
+      // Anchored patterns (^curl, SSL Labs$) only ever match at an end of the header, which padding moves.
+      if (/^\^|\$$|\(\^\|/.test(crawler.pattern)) return;
+      const instance = crawler.instances[0];
+      if (!instance || instance.length > 2000) return;
+      const places = offsets(instance.length).filter((o) => o >= MAX_UA_LENGTH - instance.length);
+      const offset = places[index % places.length]!;
+      const padName = padNames[index % padNames.length]!;
+      const ua = hide(instance, offset, PADDINGS[padName]!);
+      if (!parser.parse(ua).bot) missed.push(`${crawler.pattern} at ${offset} (${padName})`);
+      checked += 1;
+    });
+    t.same(missed, []);
+    t.ok(checked > 1300, `${checked} crawlers placed past byte ${MAX_UA_LENGTH}`);
+  },
+);
 
 t.test('the new matcher agrees with the list as one regex, over every instance the list ships', async (t) => {
   const reference = new RegExp(patterns.map((p) => `(?:${p})`).join('|'), 'i');
@@ -85,9 +129,15 @@ t.test('the new matcher agrees with the list as one regex, over every instance t
     }
   }
   t.same(disagreements, [], `${count} instances`);
-  const uap = JSON.parse(await readFile('data/user-agents/uap-core/test_ua.json', 'utf8')) as { test_cases: Array<{ user_agent_string: string }> };
+  const uap = JSON.parse(await readFile('data/user-agents/uap-core/test_ua.json', 'utf8')) as {
+    test_cases: Array<{ user_agent_string: string }>;
+  };
   const sample = uap.test_cases.filter((_, i) => i % 40 === 0).map((c) => c.user_agent_string);
-  t.same(sample.filter((ua) => reference.test(ua) !== matcher.test(ua)), [], `${sample.length} uap-core agents agree too`);
+  t.same(
+    sample.filter((ua) => reference.test(ua) !== matcher.test(ua)),
+    [],
+    `${sample.length} uap-core agents agree too`,
+  );
 });
 
 t.test('padding alone never makes a browser a bot', async (t) => {
@@ -99,42 +149,75 @@ t.test('padding alone never makes a browser a bot', async (t) => {
   }
 });
 
-t.test('the whole 8 KiB header costs far less than the list as one regex did, and the cache still answers', async (t) => {
-  // Baseline in the same process: the previous matcher (one alternation) over one 8 KiB header.
-  const reference = new RegExp(patterns.map((p) => `(?:${p})`).join('|'), 'i');
-  const probe = `${CHROME_WINDOWS}${PADDINGS.mixed!(MAX_HEADER - CHROME_WINDOWS.length)}`;
-  reference.test(probe.slice(0, 200));
-  let started = process.hrtime.bigint();
-  reference.test(probe);
-  const baselineMs = Number(process.hrtime.bigint() - started) / 1e6;
+t.test(
+  'the whole 8 KiB header costs far less than the list as one regex did, and the cache still answers',
+  async (t) => {
+    // Baseline in the same process: the previous matcher (one alternation) over one 8 KiB header.
+    const reference = new RegExp(patterns.map((p) => `(?:${p})`).join('|'), 'i');
+    const probe = `${CHROME_WINDOWS}${PADDINGS.mixed!(MAX_HEADER - CHROME_WINDOWS.length)}`;
+    reference.test(probe.slice(0, 200));
+    let started = process.hrtime.bigint();
+    reference.test(probe);
+    const baselineMs = Number(process.hrtime.bigint() - started) / 1e6;
 
-  const fresh = createUserAgentParser({ botPattern: compileBotPatterns(patterns)! });
-  const n = 200;
-  const agents = Array.from({ length: n }, (_, i) => `${CHROME_WINDOWS} ${i} ${PADDINGS.mixed!(MAX_HEADER - CHROME_WINDOWS.length - 8)}`.slice(0, MAX_HEADER));
-  fresh.parse(agents[0]!);
-  started = process.hrtime.bigint();
-  for (const ua of agents) fresh.parse(ua);
-  const perCallMs = Number(process.hrtime.bigint() - started) / 1e6 / n;
-  t.comment(`8 KiB agent, cache miss: ${perCallMs.toFixed(3)} ms per parse; the list as one regex: ${baselineMs.toFixed(1)} ms`);
-  // Generous: the single regex runs in V8's regexp interpreter, hundreds of times slower.
-  t.ok(perCallMs * 10 < baselineMs, 'at least 10x cheaper than the single alternation');
+    const fresh = createUserAgentParser({ botPattern: compileBotPatterns(patterns)! });
+    const n = 200;
+    const agents = Array.from({ length: n }, (_, i) =>
+      `${CHROME_WINDOWS} ${i} ${PADDINGS.mixed!(MAX_HEADER - CHROME_WINDOWS.length - 8)}`.slice(0, MAX_HEADER),
+    );
+    fresh.parse(agents[0]!);
+    started = process.hrtime.bigint();
+    for (const ua of agents) fresh.parse(ua);
+    const perCallMs = Number(process.hrtime.bigint() - started) / 1e6 / n;
+    t.comment(
+      `8 KiB agent, cache miss: ${perCallMs.toFixed(3)} ms per parse; the list as one regex: ${baselineMs.toFixed(1)} ms`,
+    );
+    // Generous: the single regex runs in V8's regexp interpreter, hundreds of times slower.
+    t.ok(perCallMs * 10 < baselineMs, 'at least 10x cheaper than the single alternation');
 
-  const long = agents[5]!;
-  t.equal(fresh.parse(long), fresh.parse(long), 'a long agent is answered from its cache');
-  t.equal(fresh.parse(CHROME_WINDOWS), fresh.parse(CHROME_WINDOWS), 'a short agent too');
-  const bot = `${CHROME_WINDOWS}${' '.repeat(600)}HeadlessChrome`;
-  t.equal(fresh.parse(bot).bot, true);
-  t.equal(fresh.parse(bot), fresh.parse(bot), 'and a long bot agent');
-  t.equal(fresh.parse(bot.slice(0, MAX_UA_LENGTH)).bot, false, 'its head alone is not a bot: the cache keys do not mix');
-});
+    const long = agents[5]!;
+    t.equal(fresh.parse(long), fresh.parse(long), 'a long agent is answered from its cache');
+    t.equal(fresh.parse(CHROME_WINDOWS), fresh.parse(CHROME_WINDOWS), 'a short agent too');
+    const bot = `${CHROME_WINDOWS}${' '.repeat(600)}HeadlessChrome`;
+    t.equal(fresh.parse(bot).bot, true);
+    t.equal(fresh.parse(bot), fresh.parse(bot), 'and a long bot agent');
+    t.equal(
+      fresh.parse(bot.slice(0, MAX_UA_LENGTH)).bot,
+      false,
+      'its head alone is not a bot: the cache keys do not mix',
+    );
+  },
+);
 
 t.test('absent agents: missing, empty, blank and placeholders, and nothing else', async (t) => {
-  const absent = [undefined, '', ' ', '   ', '\t', '\n', ' \t \r\n', '-', ' - ', '--', 'null', 'NULL', 'undefined', 'none', 'unknown', 'n/a', '(null)', '""', "''", `${' '.repeat(600)}-`];
+  const absent = [
+    undefined,
+    '',
+    ' ',
+    '   ',
+    '\t',
+    '\n',
+    ' \t \r\n',
+    '-',
+    ' - ',
+    '--',
+    'null',
+    'NULL',
+    'undefined',
+    'none',
+    'unknown',
+    'n/a',
+    '(null)',
+    '""',
+    "''",
+    `${' '.repeat(600)}-`,
+  ];
   for (const ua of absent) {
     t.equal(isAbsentUserAgent(ua), true, JSON.stringify(ua)?.slice(0, 20));
     t.match(parser.parse(ua), { absent: true, browser: '', os: '', bot: false }, JSON.stringify(ua)?.slice(0, 20));
   }
-  for (const ua of ['x', 'Mozilla', '-x', 'null/1.0', CHROME_WINDOWS, `${' '.repeat(600)}x`]) t.equal(parser.parse(ua).absent, false, JSON.stringify(ua).slice(0, 20));
+  for (const ua of ['x', 'Mozilla', '-x', 'null/1.0', CHROME_WINDOWS, `${' '.repeat(600)}x`])
+    t.equal(parser.parse(ua).absent, false, JSON.stringify(ua).slice(0, 20));
 });
 
 async function agentScenarios(t: Test, store?: Store) {
@@ -147,9 +230,19 @@ async function agentScenarios(t: Test, store?: Store) {
       method: 'POST',
       url: '/v1/decide',
       headers: { 'content-type': 'application/json', ...stack.service.auth },
-      payload: JSON.stringify({ user_id: user, device_id: device, ip: '89.160.20.112', ...(userAgent === undefined ? {} : { user_agent: userAgent }) }),
+      payload: JSON.stringify({
+        user_id: user,
+        device_id: device,
+        ip: '89.160.20.112',
+        ...(userAgent === undefined ? {} : { user_agent: userAgent }),
+      }),
     });
-    return response.json() as { action: string; signals: Record<string, unknown>; reasons: Array<{ rule: string }>; verification: { session_id: string } };
+    return response.json() as {
+      action: string;
+      signals: Record<string, unknown>;
+      reasons: Array<{ rule: string }>;
+      verification: { session_id: string };
+    };
   };
   const first = await decide('ua-laptop', CHROME_WINDOWS);
   t.equal(first.action, 'PASSIVE');

@@ -8,12 +8,22 @@ const service = await startTestService({}, { clock });
 t.teardown(() => service.close());
 
 t.test('enrich hands the engine only declared signals, each of its declared type', async (t) => {
-  await trustDirectly(service, { user: 'erin', device: 'laptop', ip: '89.160.20.112', country: 'SE', asn: 29518 }, clock());
+  await trustDirectly(
+    service,
+    { user: 'erin', device: 'laptop', ip: '89.160.20.112', country: 'SE', asn: 29518 },
+    clock(),
+  );
   const response = await service.app.inject({
     method: 'POST',
     url: '/v1/decide',
     headers: { ...service.auth, 'content-type': 'application/json' },
-    payload: JSON.stringify({ user_id: 'erin', device_id: 'laptop', ip: '89.160.20.112', user_agent: CHROME_WINDOWS, attributes: { plan: 'pro' } }),
+    payload: JSON.stringify({
+      user_id: 'erin',
+      device_id: 'laptop',
+      ip: '89.160.20.112',
+      user_agent: CHROME_WINDOWS,
+      attributes: { plan: 'pro' },
+    }),
   });
   t.equal(response.statusCode, 200);
   const { signals, degraded } = response.json() as { signals: Record<string, unknown>; degraded: string[] };
@@ -21,7 +31,9 @@ t.test('enrich hands the engine only declared signals, each of its declared type
   t.same(signalTypeProblems(signals), [], 'no unknown name, no value of the wrong type');
   // The history was read: every store signal is known (the optional ones only where they apply).
   const optional = new Set(['user.last_verified_days', 'ip.asn_known', 'geo.country_known']);
-  for (const spec of SIGNALS) if (spec.source === 'store' && !optional.has(spec.name)) t.not(signals[spec.name], undefined, `${spec.name} is known`);
+  for (const spec of SIGNALS)
+    if (spec.source === 'store' && !optional.has(spec.name))
+      t.not(signals[spec.name], undefined, `${spec.name} is known`);
   t.same(signals['request.attributes'], { plan: 'pro' });
   t.equal(signals['request.purpose_class'], undefined, 'derived by the engine, not by enrich');
 });

@@ -13,7 +13,14 @@ const geo = createGeoIp({
 
 interface Expected {
   ip: string;
-  'GeoIP2-City-Test': { country: string | null; registered_country: string | null; city: string | null; latitude: number | null; longitude: number | null; accuracy_radius: number | null } | null;
+  'GeoIP2-City-Test': {
+    country: string | null;
+    registered_country: string | null;
+    city: string | null;
+    latitude: number | null;
+    longitude: number | null;
+    accuracy_radius: number | null;
+  } | null;
   'GeoLite2-ASN-Test': { autonomous_system_number: number; autonomous_system_organization: string } | null;
   'GeoIP2-Anonymous-IP-Test': { is_anonymous?: boolean } | null;
   'GeoIP2-Connection-Type-Test': string | null;

@@ -14,12 +14,21 @@ t.test('a failed per-address sync is counted in risk_degraded_total, and decides
   if (redis.status !== 'ready') await new Promise((r) => redis.once('ready', r));
   const service = await startTestService({}, { store: createRedisStore({ redis, keyPrefix: 'vs:' }), redis });
   t.teardown(() => service.close());
-  const decide = () => service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: { user_id: 'vs-user', device_id: 'd', ip: '89.160.20.130' } });
+  const decide = () =>
+    service.app.inject({
+      method: 'POST',
+      url: '/v1/decide',
+      headers: { 'content-type': 'application/json', ...service.auth },
+      payload: { user_id: 'vs-user', device_id: 'd', ip: '89.160.20.130' },
+    });
   t.equal((await decide()).statusCode, 200);
   await server.kill();
   const reply = await decide();
   t.equal(reply.statusCode, 200, 'the decide answers while Redis is down');
   t.equal(reply.json().signals['velocity.ip_decides_1m'], undefined, 'store signals are unknown, as before');
-  const waited = await until(async () => /risk_degraded_total\{input="ip_velocity_sync"\} [1-9]/.test(await service.metrics.registry.metrics()), 5000);
+  const waited = await until(
+    async () => /risk_degraded_total\{input="ip_velocity_sync"\} [1-9]/.test(await service.metrics.registry.metrics()),
+    5000,
+  );
   t.ok(waited >= 0, `the failed sync was counted (${waited} ms)`);
 });

@@ -9,7 +9,8 @@ import { startRedis, startRedisCluster } from '../helpers/redis.js';
 const T0 = Date.parse('2026-11-25T12:00:00Z');
 
 /** A client may be ready before anyone listens for it. */
-const ready = (client: Redis | Cluster) => (client.status === 'ready' ? Promise.resolve() : new Promise((r) => client.once('ready', r)));
+const ready = (client: Redis | Cluster) =>
+  client.status === 'ready' ? Promise.resolve() : new Promise((r) => client.once('ready', r));
 
 t.test('local: per address, this decide included, the minute slides', async (t) => {
   const velocity = localIpVelocity();
@@ -25,9 +26,13 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
   let now = T0;
   const clients = [new Redis(server.url, loginPathOptions(500)), new Redis(server.url, loginPathOptions(500))];
   await Promise.all(clients.map(ready));
-  t.teardown(() => clients.forEach((c) => c.disconnect()));
+  t.teardown(() => {
+    for (const c of clients) c.disconnect();
+  });
   const [a, b] = clients.map((redis) => sharedIpVelocity({ redis, keyPrefix: 'v:', clock: () => now, syncMs: 60_000 }));
-  t.teardown(() => [a, b].forEach((v) => v!.close()));
+  t.teardown(() => {
+    for (const v of [a, b]) v!.close();
+  });
 
   const monitor = new Redis(server.url);
   t.teardown(() => monitor.disconnect());
@@ -59,7 +64,10 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
   await a!.sync();
   t.equal(a!.hit('ip-x', now), 1, 'counts leave the window after a minute');
   feed.disconnect();
-  t.ok(commands.filter((c) => c === 'evalsha' || c === 'eval').length >= 3, `syncs are scripts (${commands.join(' ')})`);
+  t.ok(
+    commands.filter((c) => c === 'evalsha' || c === 'eval').length >= 3,
+    `syncs are scripts (${commands.join(' ')})`,
+  );
 });
 
 t.test('shared: while Redis is down, local counts answer and are added once it is back', async (t) => {
@@ -103,7 +111,12 @@ t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
   t.teardown(() => client.disconnect());
   let errors = 0;
   const now = Date.now();
-  const velocity = sharedIpVelocity({ redis: client, keyPrefix: 'cv:', syncMs: 60_000, onSyncError: () => (errors += 1) });
+  const velocity = sharedIpVelocity({
+    redis: client,
+    keyPrefix: 'cv:',
+    syncMs: 60_000,
+    onSyncError: () => (errors += 1),
+  });
   t.teardown(() => velocity.close());
   for (let i = 0; i < 200; i++) velocity.hit(`ip-${i % 50}`, now);
   await velocity.sync();
@@ -136,6 +149,9 @@ t.test('shared: a large sync goes out in small scripts, so decides interleave wi
   feed.disconnect();
   t.ok(waited >= 0, `the monitor showed every script within ${waited} ms`);
   t.equal(synced(), 3000, 'every address synced once');
-  t.ok(Math.max(...calls) <= 64, `at most 64 addresses a script (largest ${Math.max(...calls)}, ${calls.length} scripts)`);
+  t.ok(
+    Math.max(...calls) <= 64,
+    `at most 64 addresses a script (largest ${Math.max(...calls)}, ${calls.length} scripts)`,
+  );
   t.equal(velocity.hit('addr-42', now), 2);
 });

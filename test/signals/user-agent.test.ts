@@ -3,11 +3,16 @@ import t from 'tap';
 import { checkSync } from 'recheck';
 import { compileBotPatterns, createUserAgentParser, MAX_UA_LENGTH } from '../../src/signals/user-agent.js';
 
-const crawlers = JSON.parse(await readFile('data/user-agents/bots/crawler-user-agents.json', 'utf8')) as Array<{ pattern: string; instances: string[] }>;
+const crawlers = JSON.parse(await readFile('data/user-agents/bots/crawler-user-agents.json', 'utf8')) as Array<{
+  pattern: string;
+  instances: string[];
+}>;
 const parser = createUserAgentParser({ botPattern: compileBotPatterns(crawlers.map((c) => c.pattern)) });
 
 t.test('ua-parser-js 1.x fixtures parse as expected (browser and os names)', async (t) => {
-  const browsers = JSON.parse(await readFile('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8')) as Array<{ ua: string; expect: { name: string } }>;
+  const browsers = JSON.parse(
+    await readFile('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8'),
+  ) as Array<{ ua: string; expect: { name: string } }>;
   let checked = 0;
   for (const c of browsers) {
     if (c.ua.length > MAX_UA_LENGTH) continue;
@@ -21,30 +26,73 @@ t.test('ua-parser-js 1.x fixtures parse as expected (browser and os names)', asy
 t.test('every crawler example is flagged as a bot', async (t) => {
   let total = 0;
   let missed: string[] = [];
-  for (const c of crawlers) for (const ua of c.instances) {
-    total += 1;
-    if (!parser.parse(ua).bot) missed.push(ua);
-  }
+  for (const c of crawlers)
+    for (const ua of c.instances) {
+      total += 1;
+      if (!parser.parse(ua).bot) missed.push(ua);
+    }
   missed = missed.filter((ua) => ua.length <= MAX_UA_LENGTH);
   t.same(missed, [], `${total} examples`);
 });
 
 t.test('mainstream browsers are not flagged', async (t) => {
-  const uap = JSON.parse(await readFile('data/user-agents/uap-core/test_ua.json', 'utf8')) as { test_cases: Array<{ user_agent_string: string; family: string }> };
-  const mainstream = new Set(['Chrome', 'Firefox', 'Safari', 'Mobile Safari', 'Chrome Mobile', 'Edge', 'Opera', 'Samsung Internet', 'Firefox Mobile', 'Chrome Mobile iOS']);
-  const own = JSON.parse(await readFile('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8')) as Array<{ ua: string; expect: { name: string } }>;
-  const ownNames = new Set(['Chrome', 'Firefox', 'Safari', 'Mobile Safari', 'Edge', 'Opera', 'Samsung Browser', 'Chrome WebView', 'Brave', 'Vivaldi', 'Yandex']);
+  const uap = JSON.parse(await readFile('data/user-agents/uap-core/test_ua.json', 'utf8')) as {
+    test_cases: Array<{ user_agent_string: string; family: string }>;
+  };
+  const mainstream = new Set([
+    'Chrome',
+    'Firefox',
+    'Safari',
+    'Mobile Safari',
+    'Chrome Mobile',
+    'Edge',
+    'Opera',
+    'Samsung Internet',
+    'Firefox Mobile',
+    'Chrome Mobile iOS',
+  ]);
+  const own = JSON.parse(await readFile('data/user-agents/ua-parser-js-1.0.41/browser-test.json', 'utf8')) as Array<{
+    ua: string;
+    expect: { name: string };
+  }>;
+  const ownNames = new Set([
+    'Chrome',
+    'Firefox',
+    'Safari',
+    'Mobile Safari',
+    'Edge',
+    'Opera',
+    'Samsung Browser',
+    'Chrome WebView',
+    'Brave',
+    'Vivaldi',
+    'Yandex',
+  ]);
   // uap-core files Google's "Web Preview" fetcher under Chrome; it is a crawler and is flagged on purpose.
-  const agents = [...uap.test_cases.filter((c) => mainstream.has(c.family)).map((c) => c.user_agent_string), ...own.filter((c) => ownNames.has(c.expect.name)).map((c) => c.ua)].filter(
-    (ua) => !ua.includes('Google Web Preview'),
-  );
+  const agents = [
+    ...uap.test_cases.filter((c) => mainstream.has(c.family)).map((c) => c.user_agent_string),
+    ...own.filter((c) => ownNames.has(c.expect.name)).map((c) => c.ua),
+  ].filter((ua) => !ua.includes('Google Web Preview'));
   t.ok(agents.length >= 75, `${agents.length} mainstream browser agents`);
-  t.same(agents.filter((ua) => parser.parse(ua).bot), []);
-  t.equal(parser.parse('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; Google Web Preview) Chrome/27.0.1453 Safari/537.36.').bot, true);
+  t.same(
+    agents.filter((ua) => parser.parse(ua).bot),
+    [],
+  );
+  t.equal(
+    parser.parse(
+      'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; Google Web Preview) Chrome/27.0.1453 Safari/537.36.',
+    ).bot,
+    true,
+  );
 });
 
 t.test('headless and scripted clients are flagged', async (t) => {
-  for (const ua of ['Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36', 'python-requests/2.31.0', 'curl/8.4.0', 'Go-http-client/1.1']) {
+  for (const ua of [
+    'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36',
+    'python-requests/2.31.0',
+    'curl/8.4.0',
+    'Go-http-client/1.1',
+  ]) {
     t.equal(parser.parse(ua).bot, true, ua);
   }
 });
@@ -56,7 +104,10 @@ t.test('no crawler pattern can backtrack catastrophically (recheck)', async (t) 
     const result = checkSync(pattern, 'i');
     checked += 1;
     // "unknown" is recheck giving up (timeout or unsupported syntax): not a verdict, so a failure.
-    t.ok(result.status === 'safe' || result.status === 'vulnerable', `${pattern}: recheck reached a verdict (${result.status})`);
+    t.ok(
+      result.status === 'safe' || result.status === 'vulnerable',
+      `${pattern}: recheck reached a verdict (${result.status})`,
+    );
     // Polynomial (degree 2) over at most 512 characters is bounded; exponential never is.
     const complexity = (result as { complexity?: { type: string; degree?: number } }).complexity;
     t.not(complexity?.type, 'exponential', pattern);

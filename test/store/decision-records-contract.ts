@@ -33,7 +33,11 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
     t.same((await records.get(r.id, T0))?.record, r);
     t.equal(await records.decisionOf(r.stepUp!.session), r.id);
     t.equal(await records.get(r.id, T0 + TTL), undefined);
-    t.equal(await records.label(r.id, { label: 'fraud', source: 's', by: 'b', at: T0 + TTL }, T0 + TTL), undefined, 'an expired decision takes no label');
+    t.equal(
+      await records.label(r.id, { label: 'fraud', source: 's', by: 'b', at: T0 + TTL }, T0 + TTL),
+      undefined,
+      'an expired decision takes no label',
+    );
     t.equal(await records.get('nope', T0), undefined);
   });
 
@@ -45,25 +49,38 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
     t.equal(await records.settle(r.id, 'other-session', 'approved', T0), undefined, 'another session claims nothing');
     t.ok(await records.settle(r.id, s, 'in_review', T0));
     t.equal(await records.settle(r.id, s, 'in_review', T0), undefined, 'in_review once');
-    t.equal(await records.settle(r.id, s, 'abandoned', T0 + 700_000, true), undefined, 'a lapse does not take a step-up in review');
+    t.equal(
+      await records.settle(r.id, s, 'abandoned', T0 + 700_000, true),
+      undefined,
+      'a lapse does not take a step-up in review',
+    );
     t.same(await records.settle(r.id, s, 'declined', T0), r);
     t.equal(await records.settle(r.id, s, 'approved', T0), undefined, 'a final outcome is final');
     t.match(await records.get(r.id, T0), { outcome: { outcome: 'declined' } });
-    t.notOk((await records.lapsed(T0 + TTL - 1, 1000)).some((d) => d.id === r.id), 'a settled step-up is no longer open');
+    t.notOk(
+      (await records.lapsed(T0 + TTL - 1, 1000)).some((d) => d.id === r.id),
+      'a settled step-up is no longer open',
+    );
   });
 
-  t.test(`${name}: lapsed lists open step-ups due by their window; a record without a step-up is never open`, async (t) => {
-    const records = await make();
-    const early = record({ stepUp: { session: unique('s'), method: 'FLASHING', expiresAt: T0 + 1000 } });
-    const late = record({ stepUp: { session: unique('s'), method: 'PASSIVE', expiresAt: T0 + 5000 } });
-    const none = record({ action: 'SKIP' });
-    delete (none as { stepUp?: unknown }).stepUp;
-    for (const r of [early, late, none]) await records.put(r, T0);
-    const due = (await records.lapsed(T0 + 1000, 100)).map((d) => d.id);
-    t.ok(due.includes(early.id) && !due.includes(late.id) && !due.includes(none.id), 'only the one whose window ended');
-    t.ok(await records.settle(early.id, early.stepUp!.session, 'abandoned', T0 + 1000, true));
-    t.notOk((await records.lapsed(T0 + 1000, 100)).some((d) => d.id === early.id));
-  });
+  t.test(
+    `${name}: lapsed lists open step-ups due by their window; a record without a step-up is never open`,
+    async (t) => {
+      const records = await make();
+      const early = record({ stepUp: { session: unique('s'), method: 'FLASHING', expiresAt: T0 + 1000 } });
+      const late = record({ stepUp: { session: unique('s'), method: 'PASSIVE', expiresAt: T0 + 5000 } });
+      const none = record({ action: 'SKIP' });
+      delete (none as { stepUp?: unknown }).stepUp;
+      for (const r of [early, late, none]) await records.put(r, T0);
+      const due = (await records.lapsed(T0 + 1000, 100)).map((d) => d.id);
+      t.ok(
+        due.includes(early.id) && !due.includes(late.id) && !due.includes(none.id),
+        'only the one whose window ended',
+      );
+      t.ok(await records.settle(early.id, early.stepUp!.session, 'abandoned', T0 + 1000, true));
+      t.notOk((await records.lapsed(T0 + 1000, 100)).some((d) => d.id === early.id));
+    },
+  );
 
   t.test(`${name}: a session handed to a later decision supersedes the earlier one`, async (t) => {
     const records = await make();
@@ -73,7 +90,10 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
     await records.put(second, T0 + 1000);
     t.equal(await records.decisionOf(first.stepUp!.session), second.id);
     t.match(await records.get(first.id, T0 + 1000), { outcome: { outcome: 'superseded' } });
-    t.notOk((await records.lapsed(T0 + 700_000, 100)).some((d) => d.id === first.id), 'the superseded one never lapses');
+    t.notOk(
+      (await records.lapsed(T0 + 700_000, 100)).some((d) => d.id === first.id),
+      'the superseded one never lapses',
+    );
   });
 
   t.test(`${name}: a label replaces the previous one and returns it`, async (t) => {
@@ -82,7 +102,11 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
     await records.put(r, T0);
     const first = await records.label(r.id, { label: 'fraud', source: 'user_report', by: 'a', at: T0 }, T0);
     t.same(first, { record: r });
-    const second = await records.label(r.id, { label: 'legitimate', source: 'support', note: 'cleared', by: 'b', at: T0 + 1 }, T0 + 1);
+    const second = await records.label(
+      r.id,
+      { label: 'legitimate', source: 'support', note: 'cleared', by: 'b', at: T0 + 1 },
+      T0 + 1,
+    );
     t.match(second, { previous: { label: 'fraud', by: 'a' }, record: r });
     t.match(await records.get(r.id, T0 + 1), { label: { label: 'legitimate', note: 'cleared', by: 'b' } });
   });
@@ -94,6 +118,9 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
     for (const r of rs) await records.put(r, base + 2);
     const listed = (await records.list(base, base + 2)).map((d) => d.record.at);
     t.same(listed, [base, base + 1, base + 2]);
-    t.same((await records.list(base + 1, base + 2)).map((d) => d.record.at), [base + 1, base + 2]);
+    t.same(
+      (await records.list(base + 1, base + 2)).map((d) => d.record.at),
+      [base + 1, base + 2],
+    );
   });
 }

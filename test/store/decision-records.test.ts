@@ -26,27 +26,82 @@ decisionRecordsContract(t, 'redis', async () => createRedisDecisionRecords({ red
 t.test('memory: the number of records is capped, oldest dropped first', async (t) => {
   const records = createMemoryDecisionRecords({ ttlMs: TTL, maxRecords: 10 });
   const at = Date.parse('2026-11-25T12:00:00Z');
-  for (let i = 0; i < 25; i++) await records.put({ id: `d${i}`, at: at + i, user: 'u', device: 'd', action: 'PASSIVE', score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {}, stepUp: { session: `s${i}`, method: 'PASSIVE', expiresAt: at } }, at + i);
+  for (let i = 0; i < 25; i++)
+    await records.put(
+      {
+        id: `d${i}`,
+        at: at + i,
+        user: 'u',
+        device: 'd',
+        action: 'PASSIVE',
+        score: 0,
+        rules: [],
+        shadow: [],
+        ruleset: 'h',
+        degraded: [],
+        purpose: 'login',
+        signals: {},
+        stepUp: { session: `s${i}`, method: 'PASSIVE', expiresAt: at },
+      },
+      at + i,
+    );
   const kept = (await records.list(0, at + 25)).map((d) => d.record.id);
-  t.same(kept, Array.from({ length: 10 }, (_, i) => `d${i + 15}`));
+  t.same(
+    kept,
+    Array.from({ length: 10 }, (_, i) => `d${i + 15}`),
+  );
   t.equal((await records.lapsed(at + 100, 100)).length, 10, 'the open index shrinks with them');
   t.equal(await records.decisionOf('s0'), undefined, 'and the session links');
 });
 
-t.test('memory: the bytes kept are capped too, whatever the records carry (outside review: ~10 KB each with the largest attributes)', async (t) => {
-  const records = createMemoryDecisionRecords({ ttlMs: TTL, maxBytes: 50_000 });
-  const at = Date.parse('2026-11-25T12:00:00Z');
-  const attributes = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`k${i}`, 'v'.repeat(256)]));
-  for (let i = 0; i < 40; i++) await records.put({ id: `b${i}`, at: at + i, user: 'u', device: 'd', action: 'SKIP', score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: { 'request.attributes': attributes } }, at + i);
-  const kept = (await records.list(0, at + 40)).map((d) => d.record.id);
-  const size = JSON.stringify((await records.get('b39', at + 40))!.record).length;
-  t.ok(kept.length * size <= 50_000 && kept.length >= 1, `${kept.length} records of ${size} bytes kept under 50,000 bytes`);
-  t.equal(kept.at(-1), 'b39', 'the newest kept, the oldest dropped');
-});
+t.test(
+  'memory: the bytes kept are capped too, whatever the records carry (outside review: ~10 KB each with the largest attributes)',
+  async (t) => {
+    const records = createMemoryDecisionRecords({ ttlMs: TTL, maxBytes: 50_000 });
+    const at = Date.parse('2026-11-25T12:00:00Z');
+    const attributes = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`k${i}`, 'v'.repeat(256)]));
+    for (let i = 0; i < 40; i++)
+      await records.put(
+        {
+          id: `b${i}`,
+          at: at + i,
+          user: 'u',
+          device: 'd',
+          action: 'SKIP',
+          score: 0,
+          rules: [],
+          shadow: [],
+          ruleset: 'h',
+          degraded: [],
+          purpose: 'login',
+          signals: { 'request.attributes': attributes },
+        },
+        at + i,
+      );
+    const kept = (await records.list(0, at + 40)).map((d) => d.record.id);
+    const size = JSON.stringify((await records.get('b39', at + 40))!.record).length;
+    t.ok(
+      kept.length * size <= 50_000 && kept.length >= 1,
+      `${kept.length} records of ${size} bytes kept under 50,000 bytes`,
+    );
+    t.equal(kept.at(-1), 'b39', 'the newest kept, the oldest dropped');
+  },
+);
 
 t.test('redis: the time index is trimmed past the retention on every write', async (t) => {
   const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}trim:`, ttlMs: 1000, shards: 1 });
-  const base = { user: 'u', device: 'd', action: 'SKIP' as const, score: 0, rules: [], shadow: [], ruleset: 'h', degraded: [], purpose: 'login', signals: {} };
+  const base = {
+    user: 'u',
+    device: 'd',
+    action: 'SKIP' as const,
+    score: 0,
+    rules: [],
+    shadow: [],
+    ruleset: 'h',
+    degraded: [],
+    purpose: 'login',
+    signals: {},
+  };
   await records.put({ ...base, id: 'old', at: 1000 }, 1000);
   await records.put({ ...base, id: 'new', at: 5000 }, 5000);
   t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, '0', '-1'), ['new']);

@@ -28,7 +28,10 @@ t.test('weak or malformed hash keys are refused', async (t) => {
 });
 
 t.test('rotation: the previous key stays readable, never written', async (t) => {
-  const rotated = createPseudonymiser(parseHashKey('k2:zyxwvutsrqponmlkjihgfedcba'), parseHashKey('k1:0123456789abcdefghijklmnop'));
+  const rotated = createPseudonymiser(
+    parseHashKey('k2:zyxwvutsrqponmlkjihgfedcba'),
+    parseHashKey('k1:0123456789abcdefghijklmnop'),
+  );
   t.equal(rotated.id('user', 'alice'), other.id('user', 'alice'), 'ids are made under the current key');
   t.equal(rotated.previous?.id('user', 'alice'), ids.id('user', 'alice'), 'the previous pseudonym is known');
   t.ok(rotated.matches('user', 'alice', ids.id('user', 'alice')), 'a previous pseudonym matches its value');
@@ -38,12 +41,29 @@ t.test('rotation: the previous key stays readable, never written', async (t) => 
   t.notOk(rotated.matches('device', 'alice', ids.id('user', 'alice')));
   const third = createPseudonymiser(parseHashKey('k3:a-third-key-nobody-rotated-from'));
   t.notOk(rotated.matches('user', 'alice', third.id('user', 'alice')));
-  t.notOk(rotated.matches('user', 'alice', `k1.${other.id('user', 'alice').slice(3)}`), 'the current MAC under the previous key id does not match');
+  t.notOk(
+    rotated.matches('user', 'alice', `k1.${other.id('user', 'alice').slice(3)}`),
+    'the current MAC under the previous key id does not match',
+  );
   t.notOk(ids.matches('user', 'alice', other.id('user', 'alice')), 'without a rotation only the current key matches');
   const sealedBefore = ids.seal('https://verify.didit.me/session/before');
-  t.equal(rotated.unseal(sealedBefore), 'https://verify.didit.me/session/before', 'values sealed before the rotation still open');
+  t.equal(
+    rotated.unseal(sealedBefore),
+    'https://verify.didit.me/session/before',
+    'values sealed before the rotation still open',
+  );
   t.match(rotated.seal('x'), /^k2\./, 'new values are sealed under the current key');
   t.equal(rotated.unseal(third.seal('x')), undefined);
-  t.throws(() => createPseudonymiser(parseHashKey('k1:zyxwvutsrqponmlkjihgfedcba'), parseHashKey('k1:0123456789abcdefghijklmnop')), /differ/, 'the same key id is refused');
-  t.throws(() => createPseudonymiser(parseHashKey('k2:0123456789abcdefghijklmnop'), parseHashKey('k1:0123456789abcdefghijklmnop')), /differ/, 'the same secret is refused');
+  t.throws(
+    () =>
+      createPseudonymiser(parseHashKey('k1:zyxwvutsrqponmlkjihgfedcba'), parseHashKey('k1:0123456789abcdefghijklmnop')),
+    /differ/,
+    'the same key id is refused',
+  );
+  t.throws(
+    () =>
+      createPseudonymiser(parseHashKey('k2:0123456789abcdefghijklmnop'), parseHashKey('k1:0123456789abcdefghijklmnop')),
+    /differ/,
+    'the same secret is refused',
+  );
 });

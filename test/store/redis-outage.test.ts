@@ -16,7 +16,19 @@ redis.on('error', () => undefined);
 const secret = 'outage-test-webhook-secret-0123456789';
 const service = await startTestService(
   {},
-  { store: createRedisStore({ redis, keyPrefix: 'outage:' }), didit: { baseUrl: 'http://127.0.0.1:9', apiKey: 'k', webhookSecrets: [secret], workflows: { PASSIVE: 'aaaaaaaa-1111-4111-8111-000000000001', FLASHING: 'aaaaaaaa-1111-4111-8111-000000000002', ACTIVE_3D: 'aaaaaaaa-1111-4111-8111-000000000003' } } },
+  {
+    store: createRedisStore({ redis, keyPrefix: 'outage:' }),
+    didit: {
+      baseUrl: 'http://127.0.0.1:9',
+      apiKey: 'k',
+      webhookSecrets: [secret],
+      workflows: {
+        PASSIVE: 'aaaaaaaa-1111-4111-8111-000000000001',
+        FLASHING: 'aaaaaaaa-1111-4111-8111-000000000002',
+        ACTIVE_3D: 'aaaaaaaa-1111-4111-8111-000000000003',
+      },
+    },
+  },
 );
 t.teardown(async () => {
   await service.close();
@@ -24,13 +36,23 @@ t.teardown(async () => {
 });
 
 const known = { user_id: 'outage-user', device_id: 'outage-phone', ip: '89.160.20.112', user_agent: CHROME_WINDOWS };
-await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
+await trustDirectly(
+  service,
+  { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 },
+  Date.now(),
+);
 
-const storeUp = async () => Number(/^risk_store_up (\S+)$/m.exec(await service.metrics.registry.getSingleMetricAsString('risk_store_up'))?.[1]);
+const storeUp = async () =>
+  Number(/^risk_store_up (\S+)$/m.exec(await service.metrics.registry.getSingleMetricAsString('risk_store_up'))?.[1]);
 
 async function decide(body = known) {
   const started = Date.now();
-  const response = await service.app.inject({ method: 'POST', url: '/v1/decide', headers: { 'content-type': 'application/json', ...service.auth }, payload: JSON.stringify(body) });
+  const response = await service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...service.auth },
+    payload: JSON.stringify(body),
+  });
   return { status: response.statusCode, body: response.json() as Record<string, any>, ms: Date.now() - started };
 }
 
@@ -54,40 +76,68 @@ async function outageBound(): Promise<{ bound: number; baseline: number }> {
   return { baseline, bound: baseline + 2 * COMMAND_TIMEOUT_MS + 400 };
 }
 
-t.test('Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back to SKIP within 2 s of restart', async (t) => {
-  const { baseline, bound } = await outageBound();
-  t.equal(await storeUp(), 1, 'risk_store_up 1 while Redis answers');
-  await server.kill();
-  const replies = [];
-  for (let i = 0; i < 20; i++) replies.push(await decide());
-  for (const r of replies) {
-    t.equal(r.status, 200);
-    t.not(r.body.action, 'SKIP');
-    t.not(r.body.action, 'DENY', 'an outage alone never denies');
-  }
-  t.ok(replies.every((r) => r.body.degraded.includes('store')), 'degraded names the store');
-  t.equal(await storeUp(), 0, 'risk_store_up dropped to 0');
-  const slowest = Math.max(...replies.map((r) => r.ms));
-  t.ok(slowest <= bound, `slowest decide during the outage: ${slowest} ms ≤ ${bound} ms (healthy baseline ${baseline} ms, command timeout ${COMMAND_TIMEOUT_MS} ms)`);
-  const ready = await service.app.inject({ method: 'GET', url: '/readyz' });
-  t.equal(ready.statusCode, 503);
-  t.same(ready.json().failing, ['store']);
+t.test(
+  'Redis killed: 200, never SKIP, degraded store, fast; webhook 503; back to SKIP within 2 s of restart',
+  async (t) => {
+    const { baseline, bound } = await outageBound();
+    t.equal(await storeUp(), 1, 'risk_store_up 1 while Redis answers');
+    await server.kill();
+    const replies = [];
+    for (let i = 0; i < 20; i++) replies.push(await decide());
+    for (const r of replies) {
+      t.equal(r.status, 200);
+      t.not(r.body.action, 'SKIP');
+      t.not(r.body.action, 'DENY', 'an outage alone never denies');
+    }
+    t.ok(
+      replies.every((r) => r.body.degraded.includes('store')),
+      'degraded names the store',
+    );
+    t.equal(await storeUp(), 0, 'risk_store_up dropped to 0');
+    const slowest = Math.max(...replies.map((r) => r.ms));
+    t.ok(
+      slowest <= bound,
+      `slowest decide during the outage: ${slowest} ms ≤ ${bound} ms (healthy baseline ${baseline} ms, command timeout ${COMMAND_TIMEOUT_MS} ms)`,
+    );
+    const ready = await service.app.inject({ method: 'GET', url: '/readyz' });
+    t.equal(ready.statusCode, 503);
+    t.same(ready.json().failing, ['store']);
 
-  const ts = Math.floor(Date.now() / 1000);
-  const body = JSON.stringify({ webhook_type: 'status.updated', timestamp: ts, session_id: '11111111-2222-4333-8444-555555555555', status: 'Approved', vendor_data: 'outage-user', workflow_id: 'aaaaaaaa-1111-4111-8111-000000000001' });
-  const webhook = await service.app.inject({ method: 'POST', url: '/v1/webhooks/didit', headers: { 'content-type': 'application/json', ...signWebhook(body, secret) }, payload: body });
-  t.equal(webhook.statusCode, 503, 'Didit retries on 5xx; never a 4xx for an authentic event');
-  t.notOk(webhook.body.includes('Connection is closed'));
+    const ts = Math.floor(Date.now() / 1000);
+    const body = JSON.stringify({
+      webhook_type: 'status.updated',
+      timestamp: ts,
+      session_id: '11111111-2222-4333-8444-555555555555',
+      status: 'Approved',
+      vendor_data: 'outage-user',
+      workflow_id: 'aaaaaaaa-1111-4111-8111-000000000001',
+    });
+    const webhook = await service.app.inject({
+      method: 'POST',
+      url: '/v1/webhooks/didit',
+      headers: { 'content-type': 'application/json', ...signWebhook(body, secret) },
+      payload: body,
+    });
+    t.equal(webhook.statusCode, 503, 'Didit retries on 5xx; never a 4xx for an authentic event');
+    t.notOk(webhook.body.includes('Connection is closed'));
 
-  await server.restart();
-  const restartedAt = Date.now();
-  // Nothing is persisted: the trust is gone, so SKIP needs the grant again, but the store must answer.
-  const recovered = await until(async () => (await decide()).body.degraded.length === 0, 5000);
-  t.ok(recovered >= 0 && Date.now() - restartedAt <= 2000, `first non-degraded decision ${Date.now() - restartedAt} ms after restart`);
-  t.equal(await storeUp(), 1, 'risk_store_up back to 1');
-  await trustDirectly(service, { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 }, Date.now());
-  t.equal((await decide()).body.action, 'SKIP');
-});
+    await server.restart();
+    const restartedAt = Date.now();
+    // Nothing is persisted: the trust is gone, so SKIP needs the grant again, but the store must answer.
+    const recovered = await until(async () => (await decide()).body.degraded.length === 0, 5000);
+    t.ok(
+      recovered >= 0 && Date.now() - restartedAt <= 2000,
+      `first non-degraded decision ${Date.now() - restartedAt} ms after restart`,
+    );
+    t.equal(await storeUp(), 1, 'risk_store_up back to 1');
+    await trustDirectly(
+      service,
+      { user: known.user_id, device: known.device_id, ip: known.ip, country: 'SE', asn: 29518 },
+      Date.now(),
+    );
+    t.equal((await decide()).body.action, 'SKIP');
+  },
+);
 
 t.test('Redis hung (CLIENT PAUSE): decisions stay within the command timeout and never SKIP', async (t) => {
   const { baseline, bound } = await outageBound();
@@ -102,7 +152,10 @@ t.test('Redis hung (CLIENT PAUSE): decisions stay within the command timeout and
   for (const r of replies) {
     t.equal(r.status, 200);
     t.not(r.body.action, 'SKIP');
-    t.ok(r.ms <= bound, `${r.ms} ms ≤ ${bound} ms (healthy baseline ${baseline} ms, command timeout ${COMMAND_TIMEOUT_MS} ms)`);
+    t.ok(
+      r.ms <= bound,
+      `${r.ms} ms ≤ ${bound} ms (healthy baseline ${baseline} ms, command timeout ${COMMAND_TIMEOUT_MS} ms)`,
+    );
   }
   await new Promise((r) => setTimeout(r, pauseMs - (Date.now() - pausedAt) + 100));
   const back = await until(async () => (await decide()).body.action === 'SKIP', 3000);

@@ -30,7 +30,18 @@ t.test('redis: every key has a TTL', async (t) => {
   const store = await makeStore();
   const now = Date.now();
   await store.observe({ user: 'ttl-user', device: 'd', ip: 'i', prefix: 'p', asn: 1, country: 'SE' }, now);
-  await store.trust({ user: 'ttl-user', device: 'd', ip: 'i', prefix: 'p', grantedBy: 's', ttlMs: 60_000, place: { lat: 1, lon: 2, accuracyKm: 3, travelNet: 'n' } }, now);
+  await store.trust(
+    {
+      user: 'ttl-user',
+      device: 'd',
+      ip: 'i',
+      prefix: 'p',
+      grantedBy: 's',
+      ttlMs: 60_000,
+      place: { lat: 1, lon: 2, accuracyKm: 3, travelNet: 'n' },
+    },
+    now,
+  );
   await store.recordDecline('ttl-user', now);
   await store.countSessionOpen('ttl-user', 'd', 60_000, now);
   await store.claimOnce('ttl-claim', 60_000, now);

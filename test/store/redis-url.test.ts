@@ -4,17 +4,29 @@ import { loadConfig } from '../../src/config.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 
 t.test('REDIS_URL accepts plain, TLS, Cluster and Sentinel URLs and nothing else', async (t) => {
-  for (const url of ['redis://127.0.0.1:6379', 'rediss://cache.internal:6380', 'redis+cluster://10.0.0.1:7000,10.0.0.2:7000', 'redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster']) {
+  for (const url of [
+    'redis://127.0.0.1:6379',
+    'rediss://cache.internal:6380',
+    'redis+cluster://10.0.0.1:7000,10.0.0.2:7000',
+    'redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster',
+  ]) {
     t.doesNotThrow(() => loadConfig({ REDIS_URL: url, ID_HASH_KEY: 'k:0123456789abcdefghijklmnop' }), url);
   }
   t.throws(() => loadConfig({ REDIS_URL: 'http://127.0.0.1', ID_HASH_KEY: 'k:0123456789abcdefghijklmnop' }));
-  t.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1' }), /ID_HASH_KEY/, 'pseudonyms need a stable key with Redis');
+  t.throws(
+    () => loadConfig({ REDIS_URL: 'redis://127.0.0.1' }),
+    /ID_HASH_KEY/,
+    'pseudonyms need a stable key with Redis',
+  );
 });
 
 t.test('the client kind follows the URL, with the login-path settings', async (t) => {
   const sentinel = createRedisClient('redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster') as Redis;
   t.ok(sentinel instanceof Redis);
-  t.same(sentinel.options.sentinels, [{ host: '127.0.0.1', port: 1 }, { host: '127.0.0.1', port: 2 }]);
+  t.same(sentinel.options.sentinels, [
+    { host: '127.0.0.1', port: 1 },
+    { host: '127.0.0.1', port: 2 },
+  ]);
   t.equal(sentinel.options.name, 'mymaster');
   t.equal(sentinel.options.enableOfflineQueue, false);
   t.equal(sentinel.options.commandTimeout, 100);

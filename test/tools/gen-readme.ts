@@ -6,7 +6,10 @@ import { signalTableMarkdown } from '../../src/engine/signals.js';
 export const SIGNALS_PAGE = 'rules/README.md';
 
 export function withGeneratedSections(page: string): string {
-  return page.replace(/(<!-- signals:start -->)[\s\S]*?(<!-- signals:end -->)/, (_all, start: string, end: string) => `${start}\n${signalTableMarkdown()}\n${end}`);
+  return page.replace(
+    /(<!-- signals:start -->)[\s\S]*?(<!-- signals:end -->)/,
+    (_all, start: string, end: string) => `${start}\n${signalTableMarkdown()}\n${end}`,
+  );
 }
 
 if (process.argv[1]?.endsWith('gen-readme.ts')) {
