@@ -171,6 +171,27 @@ function mutate(path: string, schema: Schema): fc.Arbitrary<unknown> {
     });
 }
 
+/**
+ * A body that names a decision must name one this service made: a well-formed body with an unknown
+ * `decision_id` is a documented 404, not a success. Five real decisions stand in for them.
+ */
+const knownDecisions: string[] = [];
+for (let i = 0; i < 5; i++) {
+  const reply = await service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...service.auth },
+    payload: JSON.stringify({ user_id: `fuzz-${i}`, device_id: 'd', ip: '89.160.20.112' }),
+  });
+  knownDecisions.push(reply.json().decision_id);
+}
+const namingKnownIds = (path: string, arb: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> =>
+  path === '/v1/feedback'
+    ? fc
+        .tuple(arb, fc.nat())
+        .map(([body, n]) => ({ ...(body as object), decision_id: knownDecisions[n % knownDecisions.length] }))
+    : arb;
+
 const validators = new Map<string, (body: unknown) => boolean>();
 function conforms(path: string, method: string, status: number, body: string): string | undefined {
   const documented = document.paths[path]?.[method]?.responses[String(status)];
@@ -191,7 +212,7 @@ for (const [path, methods] of Object.entries(document.paths)) {
       async (t) => {
         const counts: Record<string, number> = {};
         for (const [kind, arb] of [
-          ['positive', validBody(path, schema)],
+          ['positive', namingKnownIds(path, validBody(path, schema))],
           ['negative', mutate(path, schema)],
         ] as const) {
           await fc.assert(
