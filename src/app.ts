@@ -50,7 +50,7 @@ export interface AppDeps {
   readonly clock?: () => number;
   readonly stepUp?: StepUpService;
   /** Outgoing events (EVENTS_URL): device revokes and erasures (the users routes). */
-  readonly events?: EventSink;
+  readonly events?: Pick<EventSink, 'deviceRevoked'>;
   /** What the decide tells about each decision: outgoing events and the decision records (rule effectiveness). */
   readonly decisions?: Pick<EventSink, 'decided'>;
   /** Labels for POST /v1/feedback (rule effectiveness). */
