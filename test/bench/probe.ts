@@ -1,0 +1,85 @@
+/**
+ * One server under the bench's load, for profiling: `tsx test/bench/probe.ts <mode> [seconds]`
+ * (mode: bare | memory | redis), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
+ * records a perf profile of the measured window. Prints requests/s and the server's CPU µs per request.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import autocannon from 'autocannon';
+import { startRedis } from '../helpers/redis.js';
+import { trafficMix, USERS_PER_ROUND } from './traffic.js';
+
+const TOKEN = 'bench-token-0123456789abcdef';
+const mode = process.argv[2] ?? 'memory';
+const seconds = Number(process.argv[3] ?? 10);
+spawnSync('taskset', ['-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+const cpuSeconds = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+};
+
+const redis = mode === 'redis' ? await startRedis() : undefined;
+if (redis?.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
+const pools = [trafficMix(0), trafficMix(1)];
+const env: Record<string, string> = {
+  API_TOKENS: `bench:${TOKEN}`,
+  ID_HASH_KEY: 'bench:bench-hash-key-0123456789abcdefgh',
+  LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+  TOR_LIST_MAX_AGE_HOURS: '0',
+  BENCH_SEED_USERS: String(2 * USERS_PER_ROUND),
+  BENCH_MODE: mode === 'bare' ? 'bare' : 'decide',
+  ...(redis ? { REDIS_URL: redis.url } : {}),
+};
+if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
+const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
+const argv = ['taskset', '-c', '0', process.execPath, ...nodeArgs, 'dist/bench/test/bench/servers.js'];
+const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+const port = await new Promise<number>((resolve) => {
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+    const m = /ready (\d+)/.exec(out);
+    if (m) resolve(Number(m[1]));
+  });
+});
+const serverPid = Number(spawnSync('pgrep', ['-f', '-n', 'dist/bench/test/bench/servers.js']).stdout.toString().trim());
+const requests = (bodies: string[]) => {
+  let cursor = 0;
+  return [
+    {
+      method: 'POST' as const,
+      path: '/v1/decide',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: bodies[0]!,
+      setupRequest: (r: object) => ({ ...r, body: bodies[cursor++ % bodies.length] }),
+    },
+  ];
+};
+await autocannon({ url: `http://127.0.0.1:${port}`, connections: 8, amount: 4000, requests: requests(pools[0]!) });
+// PROBE_PERF=<file>: samples the server during the measured window only (not start-up or seeding).
+const perf = process.env.PROBE_PERF
+  ? spawn('perf', ['record', '-F', '1999', '-g', '-o', process.env.PROBE_PERF, '-p', String(serverPid)], {
+      stdio: 'ignore',
+    })
+  : undefined;
+if (perf) await new Promise((resolve) => setTimeout(resolve, 500));
+const before = cpuSeconds(serverPid);
+const r = await autocannon({
+  url: `http://127.0.0.1:${port}`,
+  connections: 32,
+  duration: seconds,
+  requests: requests(pools[1]!),
+});
+const cpu = cpuSeconds(serverPid) - before;
+if (perf) {
+  perf.kill('SIGINT');
+  await new Promise((resolve) => perf.once('exit', resolve));
+}
+process.stdout.write(
+  `${mode}: ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request, non2xx ${r.non2xx}\n`,
+);
+child.kill('SIGINT');
+await new Promise((resolve) => child.once('exit', resolve));
+await redis?.stop();
+process.exit(0);
