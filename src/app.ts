@@ -51,8 +51,8 @@ export interface AppDeps {
   readonly stepUp?: StepUpService;
   /** Outgoing events (EVENTS_URL): device revokes and erasures (the users routes). */
   readonly events?: Pick<EventSink, 'deviceRevoked'>;
-  /** What the decide tells about each decision: outgoing events and the decision records (rule effectiveness). */
-  readonly decisions?: Pick<EventSink, 'decided'>;
+  /** Where each decision goes: its log line and record (the journal) and its outgoing events. */
+  readonly decisions: Pick<EventSink, 'decided'>;
   /** Labels for POST /v1/feedback (rule effectiveness). */
   readonly effectiveness?: Pick<Effectiveness, 'feedback'>;
   /** Applies Didit's signed verdicts (POST /v1/webhooks/didit). */
@@ -226,7 +226,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       metrics: deps.metrics,
       clock,
       ...(deps.callbackPolicy ? { callbackPolicy: deps.callbackPolicy } : {}),
-      ...(deps.decisions ? { events: deps.decisions } : {}),
+      decisions: deps.decisions,
       ...(inFlight ? { leaveInFlight: inFlight.release } : {}),
       ...(limits
         ? {

@@ -1,3 +1,4 @@
+import { decisionLines } from './logger.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -309,6 +310,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     pendingTtlMs: config.retention.pendingMs,
     clock,
     log: logger,
+    lines: decisionLines(logger),
   });
   const stopSweep = effectiveness.start(EFFECTIVENESS_SWEEP_MS);
   const handleWebhook = createWebhookHandler({

@@ -34,3 +34,21 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     destination,
   );
 }
+
+/**
+ * Decision lines in this logger's own format (level, time, bindings, fields, msg), for the decision
+ * journal, which writes a batch of them in one write and shares each decision's signals JSON with its
+ * record. They bypass pino's serialisation and so its redaction: every field is a pseudonym, a rule id
+ * or a signal (test/routes/decide.test.ts keeps raw ids out of them).
+ */
+export function decisionLines(logger: Logger) {
+  const stream = (logger as unknown as Record<symbol, { write(chunk: string): void }>)[pino.symbols.streamSym]!;
+  const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
+  const level = logger.levels.values.info;
+  return {
+    enabled: () => logger.isLevelEnabled('info'),
+    line: (time: number, reqId: string, members: string) =>
+      `{"level":${level},"time":"${new Date(time).toISOString()}"${bindings},"reqId":${JSON.stringify(reqId)},${members}}\n`,
+    write: (chunk: string) => stream.write(chunk),
+  };
+}

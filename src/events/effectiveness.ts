@@ -1,4 +1,4 @@
-import { isStepUp, type Rung, type StepUpRung } from '../engine/ladder.js';
+import { isStepUp, type StepUpRung } from '../engine/ladder.js';
 import type {
   DecisionRecord,
   DecisionRecords,
@@ -8,27 +8,17 @@ import type {
   StepUpOutcome,
 } from '../store/decision-records.js';
 import type { SessionStatus, StepUpSession } from '../store/store.js';
+import {
+  createDecisionJournal,
+  type DecisionLineSink,
+  type JournalDeps,
+  type JournalFacts,
+} from './decision-journal.js';
 
-/** The slice of a decide the records keep (structural: events/ does not depend on signals/ or routes/). */
-export interface DecidedFacts {
-  readonly decisionId: string;
-  readonly purpose: string;
-  readonly enriched: {
-    readonly user: string;
-    readonly device: string;
-    readonly signals: Readonly<Record<string, unknown>>;
-  };
-  readonly decision: {
-    readonly action: Rung;
-    readonly score: number;
-    readonly reasons: ReadonlyArray<{ readonly rule: string }>;
-    readonly shadow: ReadonlyArray<{ readonly rule: string; readonly action: Rung }>;
-    readonly ruleset: string;
-    readonly degraded: readonly string[];
-  };
-  /** The Didit session handed out for this decision, if one was. */
-  readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
-}
+const NO_LINES: DecisionLineSink = { enabled: () => false, line: () => '', write: () => undefined };
+
+/** What a decide hands over (the journal's facts: its log line and its record). */
+export type DecidedFacts = JournalFacts;
 
 export interface EffectivenessCounters {
   /** A step-up's outcome, once per rule that raised it (`shadow`: a shadow rule that would have). */
@@ -47,8 +37,10 @@ export interface EffectivenessDeps {
   readonly pendingTtlMs: number;
   readonly clock: () => number;
   readonly log: { warn(obj: object, msg: string): void };
-  /** Record writes in flight at most; past it a decision is not recorded (counted), so a slow store never grows memory. */
-  readonly maxInFlight?: number;
+  /** Where the decision lines go; without, the journal writes records only. */
+  readonly lines?: DecisionLineSink;
+  /** The journal's batching (decision-journal.ts): flush interval, batch size, writes in flight. */
+  readonly journal?: Pick<JournalDeps, 'flushMs' | 'maxBatch' | 'maxInFlight'>;
 }
 
 const OUTCOME_OF: Partial<Record<SessionStatus, StepUpOutcome>> = {
@@ -65,8 +57,17 @@ const OUTCOME_OF: Partial<Record<SessionStatus, StepUpOutcome>> = {
  * on the decision's record, so it is counted once whichever replica or delivery gets there first.
  */
 export function createEffectiveness(deps: EffectivenessDeps) {
-  const inFlight = new Set<Promise<void>>();
-  const maxInFlight = deps.maxInFlight ?? 10_000;
+  const journal = createDecisionJournal({
+    records: deps.records,
+    lines: deps.lines ?? NO_LINES,
+    pendingTtlMs: deps.pendingTtlMs,
+    clock: deps.clock,
+    failed: (records) => {
+      for (let i = 0; i < records; i++) deps.counters.failed('record');
+    },
+    log: deps.log,
+    ...deps.journal,
+  });
 
   const count = (record: DecisionRecord, outcome: RecordedOutcome) => {
     if (outcome === 'superseded' || !record.stepUp) return;
@@ -77,41 +78,10 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       deps.counters.outcome(deps.ruleLabel(rule), method, outcome, true);
   };
 
-  const recordOf = (facts: DecidedFacts, now: number): DecisionRecord => ({
-    id: facts.decisionId,
-    at: now,
-    user: facts.enriched.user,
-    device: facts.enriched.device,
-    action: facts.decision.action,
-    score: facts.decision.score,
-    rules: facts.decision.reasons.map((r) => r.rule),
-    shadow: facts.decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
-    ruleset: facts.decision.ruleset,
-    degraded: [...facts.decision.degraded],
-    purpose: facts.purpose,
-    signals: facts.enriched.signals,
-    ...(facts.stepUp
-      ? { stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: now + deps.pendingTtlMs } }
-      : {}),
-  });
-
   const api = {
-    /** Every decide. Never throws and never awaited by the decide. */
+    /** Every decide: its log line and its record, written by the journal off the request path. */
     decided(facts: DecidedFacts): void {
-      if (inFlight.size >= maxInFlight) {
-        deps.counters.failed('record');
-        return;
-      }
-      const now = deps.clock();
-      const write = deps.records.put(recordOf(facts, now), now).catch((error: unknown) => {
-        deps.counters.failed('record');
-        deps.log.warn(
-          { err: (error as Error)?.message },
-          'decision record not stored: its outcome and labels will be missing from rule effectiveness',
-        );
-      });
-      inFlight.add(write);
-      void write.finally(() => inFlight.delete(write));
+      journal.add(facts);
     },
 
     /**
@@ -122,6 +92,7 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       const outcome = OUTCOME_OF[applied.status];
       if (!outcome) return;
       const session = applied.before.sessionId;
+      await journal.settled();
       const id = await deps.records.decisionOf(session);
       if (!id) return;
       const record = await deps.records.settle(id, session, outcome, deps.clock());
@@ -132,6 +103,7 @@ export function createEffectiveness(deps: EffectivenessDeps) {
     async sweep(now = deps.clock(), batch = 500, maxBatches = 10): Promise<number> {
       let settled = 0;
       try {
+        await journal.settled();
         for (let round = 0; round < maxBatches; round++) {
           const due = await deps.records.lapsed(now, batch);
           for (const { id, session } of due) {
@@ -157,6 +129,7 @@ export function createEffectiveness(deps: EffectivenessDeps) {
     ): Promise<{ previous?: Label; record: DecisionRecord } | undefined> {
       const now = deps.clock();
       const label: Label = { ...given, at: now };
+      await journal.settled();
       const result = await deps.records.label(id, label, now);
       // A decision's first label counts; a replacement is kept in the record (the report reads it) but
       // not counted again, so flipping one decision's label cannot inflate the per-rule series.
@@ -165,14 +138,14 @@ export function createEffectiveness(deps: EffectivenessDeps) {
       return result;
     },
 
-    /** Waits for the record writes in flight (shutdown, tests), at most `maxMs`: a hung store never holds a shutdown. */
-    async flush(maxMs = 2000): Promise<void> {
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, maxMs);
-        timer.unref();
-      });
-      await Promise.race([Promise.all([...inFlight]), deadline]).finally(() => clearTimeout(timer));
+    /** Writes the journal's batch and waits for its records, at most `maxMs`: a hung store never holds a shutdown. */
+    flush(maxMs = 2000): Promise<void> {
+      return journal.settled(maxMs);
+    },
+
+    /** Writes the journal's lines now (a reader of the log sees every answered decide). */
+    writeLines(): void {
+      journal.writeNow();
     },
 
     /** Runs the sweep every `intervalMs` (unref'd); returns the stop. */

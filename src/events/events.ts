@@ -56,6 +56,8 @@ export interface EventSinkDeps {
 /** The slice of an enriched decide the events read (structural: events do not depend on signals/). */
 export interface DecideFacts {
   readonly decisionId: string;
+  /** The request's id, on the decision line as on the request's other lines. */
+  readonly reqId: string;
   readonly userId: string;
   readonly purpose: string;
   readonly enriched: {
@@ -64,8 +66,10 @@ export interface DecideFacts {
     readonly grant: StepUpSession['grant'];
     readonly signals: Readonly<Record<string, unknown>>;
   };
-  readonly decision: Pick<Decision, 'action' | 'score' | 'reasons' | 'ruleset' | 'degraded' | 'shadow'>;
+  readonly decision: Pick<Decision, 'action' | 'score' | 'reasons' | 'ruleset' | 'degraded' | 'shadow' | 'bypass'>;
   readonly verification: string;
+  /** How long the decide took, for its log line. */
+  readonly seconds: number;
   /** The Didit session handed out for this decision, if one was (rule effectiveness joins its verdict back). */
   readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
 }

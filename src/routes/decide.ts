@@ -68,8 +68,8 @@ export interface DecideDeps {
   readonly callerLimit?: unknown;
   /** What `callback` may be; without one, https to a public DNS name only. */
   readonly callbackPolicy?: CallbackPolicy;
-  /** Outgoing events: appended to the outbox, never awaited here (not on the decide's critical path). */
-  readonly events?: Pick<EventSink, 'decided'>;
+  /** Each decision's log line, record and events: handed over, never awaited (not on the decide's critical path). */
+  readonly decisions: Pick<EventSink, 'decided'>;
   /** Frees the decide's in-flight slot (lib/in-flight.ts) before the Didit call, which waits without CPU. */
   readonly leaveInFlight?: (request: FastifyRequest) => void;
 }
@@ -101,32 +101,6 @@ function countDecision(
   for (const input of decision.degraded) metrics.degraded.labels(input).inc();
   for (const r of decision.results) if (r.outcome === 'fired') metrics.ruleFired.labels(r.rule, r.mode).inc();
   for (const s of decision.shadow) metrics.shadow.labels(s.rule, decision.action, s.action).inc();
-}
-
-/** The decision log line. It carries the point-in-time signals: it is what `rules replay` reads. */
-function decisionLine(
-  decisionId: string,
-  enriched: Enriched,
-  decision: Decision,
-  verification: Verification,
-  seconds: number,
-): Record<string, unknown> {
-  const line: Record<string, unknown> = {
-    decision_id: decisionId,
-    user: enriched.user,
-    device: enriched.device,
-    action: decision.action,
-    score: decision.score,
-    rules: decision.reasons.map((r) => r.rule),
-    shadow: decision.shadow.map((s) => ({ rule: s.rule, action: s.action })),
-    ruleset: decision.ruleset,
-    degraded: decision.degraded,
-    verification: verification.status,
-    duration_ms: Math.round(seconds * 1e6) / 1e3,
-    signals: enriched.signals,
-  };
-  if (decision.bypass) line.bypass = decision.bypass;
-  return line;
 }
 
 export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
@@ -195,18 +169,20 @@ export function registerDecide(app: FastifyInstance, deps: DecideDeps): void {
 
     const seconds = secondsSince(started);
     countDecision(deps.metrics, decisions, decision, seconds);
-    request.log.info(decisionLine(decisionId, enriched, decision, verification, seconds), 'decision');
     const stepUp =
       verification.status === 'created' || verification.status === 'reused'
         ? { sessionId: verification.session_id, method: verification.method }
         : undefined;
-    deps.events?.decided({
+    // Its log line and record (the journal, off the request path) and its events.
+    deps.decisions.decided({
       decisionId,
+      reqId: request.id,
       userId: body.user_id,
       purpose: body.purpose,
       enriched,
       decision,
       verification: verification.status,
+      seconds,
       ...(stepUp ? { stepUp } : {}),
     });
 

@@ -1,7 +1,9 @@
 import {
   claimable,
+  encodeRecord,
   type DecisionRecord,
   type DecisionRecords,
+  type EncodedRecord,
   type Label,
   type RecordedOutcome,
   type StoredDecision,
@@ -62,20 +64,27 @@ export function createMemoryDecisionRecords(options: MemoryDecisionRecordsOption
     return entry.record;
   };
 
+  const putOne = async ({ record, json }: EncodedRecord, now: number) => {
+    if (entries.has(record.id)) drop(record.id);
+    const size = json.length;
+    entries.set(record.id, { record, bytes: size });
+    bytes += size;
+    while (entries.size > max || (bytes > maxBytes && entries.size > 1)) drop(entries.keys().next().value as string);
+    const step = record.stepUp;
+    if (!step) return;
+    const before = sessions.get(step.session);
+    sessions.set(step.session, record.id);
+    open.set(record.id, { session: step.session, expiresAt: step.expiresAt });
+    if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
+  };
+
   return {
     kind: 'memory',
     async put(record, now) {
-      if (entries.has(record.id)) drop(record.id);
-      const size = JSON.stringify(record).length;
-      entries.set(record.id, { record, bytes: size });
-      bytes += size;
-      while (entries.size > max || (bytes > maxBytes && entries.size > 1)) drop(entries.keys().next().value as string);
-      const step = record.stepUp;
-      if (!step) return;
-      const before = sessions.get(step.session);
-      sessions.set(step.session, record.id);
-      open.set(record.id, { session: step.session, expiresAt: step.expiresAt });
-      if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
+      await putOne(encodeRecord(record), now);
+    },
+    async putMany(batch, now) {
+      for (const encoded of batch) await putOne(encoded, now);
     },
     async get(id, now) {
       const entry = entries.get(id);

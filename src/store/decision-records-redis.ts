@@ -1,8 +1,10 @@
 import type { Cluster, Redis } from 'ioredis';
 import {
+  encodeRecord,
   shardOf,
   type DecisionRecord,
   type DecisionRecords,
+  type EncodedRecord,
   type Label,
   type RecordedOutcome,
   type StoredDecision,
@@ -19,18 +21,26 @@ export interface RedisDecisionRecordsOptions {
 }
 
 // Every key of one script shares the shard's hash tag ({dr:<n>}): one slot on Cluster.
-const PUT = `
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+// A batch of one shard: KEYS[1] its time index, KEYS[2] its open step-ups, KEYS[3..] the records;
+// ARGV[1] the retention, ARGV[2] the trim point, then five per record: id, JSON, session, at, window end.
+const PUT_MANY = `
+local ttl = ARGV[1]
+local opened = false
+for i = 3, #KEYS do
+  local a = 3 + (i - 3) * 5
+  redis.call('DEL', KEYS[i])
+  redis.call('HSET', KEYS[i], 'd', ARGV[a + 1], 's', ARGV[a + 2])
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  redis.call('ZADD', KEYS[1], ARGV[a + 3], ARGV[a])
+  if ARGV[a + 4] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a])
+    opened = true
+  end
 end
-return 1`;
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+if opened then redis.call('PEXPIRE', KEYS[2], ttl) end
+return #KEYS - 2`;
 
 // The claim rule of decision-records.ts (claimable), on the record itself: once per decision.
 const SETTLE = `
@@ -60,7 +70,7 @@ redis.call('HSET', KEYS[1], 'l', ARGV[1])
 return { redis.call('HGET', KEYS[1], 'd'), previous or '' }`;
 
 interface Scripts {
-  riskRecordPut(...args: Array<string | number>): Promise<number>;
+  riskRecordPutMany(...args: Array<string | number>): Promise<number>;
   riskRecordSettle(...args: Array<string | number>): Promise<string | null>;
   riskRecordLabel(...args: Array<string | number>): Promise<[string, string] | null>;
 }
@@ -77,7 +87,8 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
   const redis = options.redis;
   const prefix = options.keyPrefix ?? 'risk:';
   const shards = options.shards ?? 8;
-  redis.defineCommand('riskRecordPut', { lua: PUT, numberOfKeys: 3 });
+  // The number of keys is the first argument: it depends on the batch.
+  redis.defineCommand('riskRecordPutMany', { lua: PUT_MANY });
   redis.defineCommand('riskRecordSettle', { lua: SETTLE, numberOfKeys: 2 });
   redis.defineCommand('riskRecordLabel', { lua: LABEL, numberOfKeys: 1 });
   const r = redis as unknown as Client & Scripts;
@@ -104,26 +115,42 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
     return d ? (JSON.parse(d) as DecisionRecord) : undefined;
   };
 
+  /** The session → decision link, and the superseded claim of the decision it pointed at before. */
+  const link = async (record: DecisionRecord, now: number) => {
+    const step = record.stepUp;
+    if (!step) return;
+    const before = (await redis.set(linkKey(step.session), record.id, 'PX', options.ttlMs, 'GET')) as string | null;
+    if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
+  };
+
+  const putMany = async (batch: readonly EncodedRecord[], now: number): Promise<void> => {
+    const byShard = new Map<number, EncodedRecord[]>();
+    for (const encoded of batch) {
+      const shard = shardOf(encoded.record.id, shards);
+      const list = byShard.get(shard);
+      if (list) list.push(encoded);
+      else byShard.set(shard, [encoded]);
+    }
+    // One script per shard (one slot on Cluster), all sent before any answer is awaited.
+    const writes: Array<Promise<number>> = [];
+    for (const [shard, list] of byShard) {
+      const args: Array<string | number> = [list.length + 2, timeKey(shard), openKey(shard)];
+      for (const { record } of list) args.push(recordKey(record.id));
+      args.push(options.ttlMs, now - options.ttlMs);
+      for (const { record, json } of list)
+        args.push(record.id, json, record.stepUp?.session ?? '', record.at, record.stepUp?.expiresAt ?? '');
+      writes.push(r.riskRecordPutMany(...args));
+    }
+    await Promise.all(writes);
+    // In batch order: a later hand-out of the same session supersedes an earlier one.
+    for (const { record } of batch) await link(record, now);
+  };
+
   return {
     kind: 'redis',
+    putMany,
     async put(record, now) {
-      const shard = shardOf(record.id, shards);
-      const step = record.stepUp;
-      await r.riskRecordPut(
-        recordKey(record.id),
-        timeKey(shard),
-        openKey(shard),
-        JSON.stringify(record),
-        step?.session ?? '',
-        options.ttlMs,
-        record.at,
-        step?.expiresAt ?? '',
-        record.id,
-        now - options.ttlMs,
-      );
-      if (!step) return;
-      const before = (await redis.set(linkKey(step.session), record.id, 'PX', options.ttlMs, 'GET')) as string | null;
-      if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
+      await putMany([encodeRecord(record)], now);
     },
     async get(id, now) {
       const stored = parse(await redis.hgetall(recordKey(id)));

@@ -38,6 +38,14 @@ export interface DecisionRecord {
   readonly stepUp?: { readonly session: string; readonly method: StepUpRung; readonly expiresAt: number };
 }
 
+/** A record with its JSON, made once (the journal shares the signals' JSON with the decision log line). */
+export interface EncodedRecord {
+  readonly record: DecisionRecord;
+  readonly json: string;
+}
+
+export const encodeRecord = (record: DecisionRecord): EncodedRecord => ({ record, json: JSON.stringify(record) });
+
 export interface Label {
   readonly label: FeedbackLabel;
   readonly source: string;
@@ -61,6 +69,8 @@ export interface DecisionRecords {
    * is settled as `superseded` (its outcome belongs to this one).
    */
   put(record: DecisionRecord, now: number): Promise<void>;
+  /** `put` for a batch, in order (a later record of the same session supersedes an earlier one), in few round trips. */
+  putMany(batch: readonly EncodedRecord[], now: number): Promise<void>;
   get(id: string, now: number): Promise<StoredDecision | undefined>;
   /** The decision a Didit session was last handed out for. */
   decisionOf(session: string): Promise<string | undefined>;

@@ -27,9 +27,9 @@ const decide = async () => {
 };
 
 t.test('a records store that fails or hangs never changes or holds a decide; the loss is counted', async (t) => {
-  const put = records.put;
+  const putMany = records.putMany;
   try {
-    records.put = async () => {
+    records.putMany = async () => {
       throw new Error('store down');
     };
     const before = await value(service.metrics.effectivenessFailures, { operation: 'record' });
@@ -47,7 +47,7 @@ t.test('a records store that fails or hangs never changes or holds a decide; the
       'risk_effectiveness_failures_total{operation="record"}',
     );
 
-    records.put = () => new Promise(() => undefined);
+    records.putMany = () => new Promise(() => undefined);
     const hung = await Promise.race([
       decide().then((r) => r.statusCode),
       new Promise((resolve) => setTimeout(() => resolve('held'), 10_000)),
@@ -57,7 +57,7 @@ t.test('a records store that fails or hangs never changes or holds a decide; the
     await service.effectiveness.flush(200);
     t.ok(Date.now() - started < 5000, 'and flush (shutdown) gives up on it');
   } finally {
-    records.put = put;
+    records.putMany = putMany;
   }
 });
 

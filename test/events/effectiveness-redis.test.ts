@@ -141,7 +141,10 @@ t.test('redis: replicas sweeping at once abandon a lapsed step-up exactly once',
   for (let i = 0; i < stepUps; i++) {
     replicas[i % 4]!.effect.decided({
       decisionId: `race-${i}`,
+      reqId: `req-${i}`,
       purpose: 'login',
+      verification: 'created',
+      seconds: 0.001,
       enriched: { user: `u${i}`, device: 'd', signals: {} },
       decision: { action: 'PASSIVE', score: 0, reasons: [{ rule: 'r' }], shadow: [], ruleset: 'h', degraded: [] },
       stepUp: { sessionId: `s-${i}`, method: 'PASSIVE' },

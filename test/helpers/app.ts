@@ -54,6 +54,7 @@ export async function buildTestApp(overrides: Partial<AppDeps> = {}): Promise<Te
     ),
     clock: Date.now,
     handleWebhook: unwired('handleWebhook'),
+    decisions: unwired('decisions'),
     sandbox: unwired('sandbox'),
     ...overrides,
   };

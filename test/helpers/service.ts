@@ -60,7 +60,15 @@ export async function startTestService(
   const { lines, stream } = captureLogs();
   const service = await createService(config, { logger: createLogger(config.log.level, stream), ...options });
   await service.app.ready();
-  return Object.assign(service, { logs: lines, auth: { authorization: `Bearer ${TEST_TOKEN}` } });
+  // The decision lines of answered decides are written by the journal within milliseconds; a test
+  // reading the log sees them at once.
+  Object.defineProperty(service, 'logs', {
+    get: () => {
+      service.effectiveness.writeLines();
+      return lines;
+    },
+  });
+  return Object.assign(service as Service & { logs: string[] }, { auth: { authorization: `Bearer ${TEST_TOKEN}` } });
 }
 
 export const CHROME_WINDOWS =

@@ -1,5 +1,5 @@
 import type { Test } from 'tap';
-import type { DecisionRecord, DecisionRecords } from '../../src/store/decision-records.js';
+import { encodeRecord, type DecisionRecord, type DecisionRecords } from '../../src/store/decision-records.js';
 
 const T0 = Date.parse('2026-11-25T12:00:00Z');
 const TTL = 90 * 86_400_000;
@@ -94,6 +94,31 @@ export function decisionRecordsContract(t: Test, name: string, make: () => Promi
       (await records.lapsed(T0 + 700_000, 100)).some((d) => d.id === first.id),
       'the superseded one never lapses',
     );
+  });
+
+  t.test(`${name}: a batch spread over every shard reads back, in order, superseding within itself`, async (t) => {
+    const records = await make();
+    // 40 records land on all 8 shards; the last two hand out one session, so the later supersedes.
+    const batch: DecisionRecord[] = Array.from({ length: 40 }, (_, i) => {
+      const { stepUp, ...plain } = record({ at: T0 + i });
+      return i % 3 === 0 ? { ...plain, stepUp: stepUp! } : plain;
+    });
+    const shared = record({ at: T0 + 40 });
+    const later = record({ at: T0 + 41, stepUp: { ...shared.stepUp!, expiresAt: T0 + 601_041 } });
+    batch.push(shared, later);
+    await records.putMany(batch.map(encodeRecord), T0 + 41);
+    const back = await Promise.all(batch.map((r) => records.get(r.id, T0 + 41)));
+    t.same(
+      back.map((b) => b?.record),
+      batch,
+      'every record reads back exactly',
+    );
+    t.equal(await records.decisionOf(shared.stepUp!.session), later.id, 'the later hand-out holds the session');
+    t.match(await records.get(shared.id, T0 + 41), { outcome: { outcome: 'superseded' } });
+    const open = (await records.lapsed(T0 + 700_000, 1000)).map((d) => d.id);
+    const expected = batch.filter((r) => r.stepUp && r.id !== shared.id).map((r) => r.id);
+    t.same(open.filter((id) => expected.includes(id)).sort(), [...expected].sort(), 'every opened step-up is indexed');
+    t.notOk(open.includes(shared.id), 'the superseded one is not');
   });
 
   t.test(`${name}: a label replaces the previous one and returns it`, async (t) => {

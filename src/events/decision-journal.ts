@@ -1,0 +1,192 @@
+import type { Rung, StepUpRung } from '../engine/ladder.js';
+import type { DecisionRecord, DecisionRecords, EncodedRecord } from '../store/decision-records.js';
+
+/** What a decide hands over: references to what it already built, nothing copied or serialised. */
+export interface JournalFacts {
+  readonly decisionId: string;
+  /** The request's id, as on every other line of the request. */
+  readonly reqId: string;
+  readonly purpose: string;
+  readonly enriched: {
+    readonly user: string;
+    readonly device: string;
+    readonly signals: Readonly<Record<string, unknown>>;
+  };
+  readonly decision: {
+    readonly action: Rung;
+    readonly score: number;
+    readonly reasons: ReadonlyArray<{ readonly rule: string }>;
+    readonly shadow: ReadonlyArray<{ readonly rule: string; readonly action: Rung }>;
+    readonly ruleset: string;
+    readonly degraded: readonly string[];
+    readonly bypass?: string;
+  };
+  readonly verification: string;
+  readonly seconds: number;
+  /** The Didit session handed out for this decision, if one was. */
+  readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
+}
+
+/** Where decision lines go: the service's log stream, in its own line format (logger.ts). */
+export interface DecisionLineSink {
+  enabled(): boolean;
+  /** One line, from its time and the JSON members after it (no braces). */
+  line(time: number, reqId: string, members: string): string;
+  write(chunk: string): void;
+}
+
+export interface JournalDeps {
+  readonly records: DecisionRecords;
+  readonly lines: DecisionLineSink;
+  /** How long a step-up may take before it counts as abandoned (PENDING_TTL_MINUTES). */
+  readonly pendingTtlMs: number;
+  readonly clock: () => number;
+  /** Records the store did not take (a failed write, or writes piled up past `maxInFlight`). */
+  readonly failed: (records: number) => void;
+  readonly log: { warn(obj: object, msg: string): void };
+  /** A batch is written this long after its first decide at the latest. */
+  readonly flushMs?: number;
+  /** ... or as soon as it holds this many. */
+  readonly maxBatch?: number;
+  /** Record writes (batches) in flight at most; past it a batch's records are dropped and counted, never queued. */
+  readonly maxInFlight?: number;
+}
+
+interface Entry {
+  readonly facts: JournalFacts;
+  readonly at: number;
+  readonly wallTime: number;
+}
+
+/**
+ * The decision journal: each decide's log line (what `rules replay` reads) and its decision record
+ * (what rule effectiveness joins), made off the request path. The decide hands over references;
+ * every `flushMs`, or at `maxBatch` decides, the journal serialises each decision's signals once for
+ * both, writes the batch's lines in one write to the log stream and its records in one script per
+ * shard. A clean shutdown flushes (`close`); a crash loses at most one interval of records, never a
+ * decide's answer. Lines are written before the records are, so a slow store never holds them.
+ */
+export function createDecisionJournal(deps: JournalDeps) {
+  const flushMs = deps.flushMs ?? 5;
+  const maxBatch = deps.maxBatch ?? 256;
+  const maxInFlight = deps.maxInFlight ?? 64;
+  let batch: Entry[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const inFlight = new Set<Promise<void>>();
+
+  const encode = ({ facts, at, wallTime }: Entry, withLine: boolean): { line?: string; record: EncodedRecord } => {
+    const { decision, enriched } = facts;
+    const rules = decision.reasons.map((r) => r.rule);
+    const shadow = decision.shadow.map((s) => ({ rule: s.rule, action: s.action }));
+    const signals = JSON.stringify(enriched.signals);
+    const record: DecisionRecord = {
+      id: facts.decisionId,
+      at,
+      user: enriched.user,
+      device: enriched.device,
+      action: decision.action,
+      score: decision.score,
+      rules,
+      shadow,
+      ruleset: decision.ruleset,
+      degraded: decision.degraded,
+      purpose: facts.purpose,
+      signals: enriched.signals,
+      ...(facts.stepUp
+        ? {
+            stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs },
+          }
+        : {}),
+    };
+    const { signals: _, ...rest } = record;
+    const json = `${JSON.stringify(rest).slice(0, -1)},"signals":${signals}}`;
+    if (!withLine) return { record: { record, json } };
+    const members = JSON.stringify({
+      decision_id: facts.decisionId,
+      user: enriched.user,
+      device: enriched.device,
+      action: decision.action,
+      score: decision.score,
+      rules,
+      shadow,
+      ruleset: decision.ruleset,
+      degraded: decision.degraded,
+      verification: facts.verification,
+      duration_ms: Math.round(facts.seconds * 1e6) / 1e3,
+    }).slice(1, -1);
+    const bypass = decision.bypass ? `,"bypass":${JSON.stringify(decision.bypass)}` : '';
+    return {
+      line: deps.lines.line(wallTime, facts.reqId, `${members},"signals":${signals}${bypass},"msg":"decision"`),
+      record: { record, json },
+    };
+  };
+
+  const store = (records: EncodedRecord[]) => {
+    if (inFlight.size >= maxInFlight) {
+      deps.failed(records.length);
+      return;
+    }
+    const write = deps.records.putMany(records, deps.clock()).catch((error: unknown) => {
+      deps.failed(records.length);
+      deps.log.warn(
+        { err: (error as Error)?.message, records: records.length },
+        'decision records not stored: their outcomes and labels will be missing from rule effectiveness',
+      );
+    });
+    inFlight.add(write);
+    void write.finally(() => inFlight.delete(write));
+  };
+
+  /** Writes what is batched: its lines now, its records on their way to the store. */
+  const writeBatch = () => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (batch.length === 0) return;
+    const entries = batch;
+    batch = [];
+    const withLines = deps.lines.enabled();
+    let chunk = '';
+    const records: EncodedRecord[] = [];
+    for (const entry of entries) {
+      const encoded = encode(entry, withLines);
+      if (encoded.line) chunk += encoded.line;
+      records.push(encoded.record);
+    }
+    if (chunk) deps.lines.write(chunk);
+    store(records);
+  };
+
+  return {
+    /** Writes the batch now: its lines at once (a reader of the log, such as a test, sees every answered decide), its records on their way. */
+    writeNow: writeBatch,
+
+    /** Every decide. Never throws, never awaited, O(1): the work happens at the next flush. */
+    add(facts: JournalFacts): void {
+      batch.push({ facts, at: deps.clock(), wallTime: Date.now() });
+      if (batch.length >= maxBatch) writeBatch();
+      else if (!timer) {
+        timer = setTimeout(writeBatch, flushMs);
+        timer.unref();
+      }
+    },
+
+    /**
+     * Writes the batch and waits for the record writes in flight, at most `maxMs`: what a reader of the
+     * records (the webhook, the sweep, feedback) and shutdown do first. A hung store never holds them.
+     */
+    async settled(maxMs = 1000): Promise<void> {
+      writeBatch();
+      if (inFlight.size === 0) return;
+      let deadline: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...inFlight]),
+        new Promise<void>((resolve) => {
+          deadline = setTimeout(resolve, maxMs);
+          deadline.unref();
+        }),
+      ]).finally(() => clearTimeout(deadline));
+    },
+  };
+}
+
+export type DecisionJournal = ReturnType<typeof createDecisionJournal>;
