@@ -34,14 +34,19 @@ const env: Record<string, string> = {
 if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
 const argv = ['taskset', '-c', '0', process.execPath, ...nodeArgs, 'dist/bench/test/bench/servers.js'];
-const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+child.stdout!.resume();
 const port = await new Promise<number>((resolve) => {
   let out = '';
-  child.stdout!.on('data', (c: Buffer) => {
+  const onData = (c: Buffer) => {
     out += c.toString();
     const m = /ready (\d+)/.exec(out);
-    if (m) resolve(Number(m[1]));
-  });
+    if (!m) return;
+    child.stderr!.off('data', onData);
+    child.stderr!.pipe(process.stderr);
+    resolve(Number(m[1]));
+  };
+  child.stderr!.on('data', onData);
 });
 const serverPid = Number(spawnSync('pgrep', ['-f', '-n', 'dist/bench/test/bench/servers.js']).stdout.toString().trim());
 const requests = (bodies: string[]) => {

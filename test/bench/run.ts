@@ -37,19 +37,25 @@ async function startServer(mode: string, env: Record<string, string>): Promise<S
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
         env: { ...process.env, ...env, BENCH_MODE: mode },
-        stdio: ['ignore', 'pipe', 'inherit'],
+        stdio: ['ignore', 'pipe', 'pipe'],
       })
     : spawn(process.execPath, args, {
         env: { ...process.env, ...env, BENCH_MODE: mode },
-        stdio: ['ignore', 'pipe', 'inherit'],
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
+  // Its log (stdout, the decision lines) is read and dropped, as a log shipper reads a container's pipe.
+  child.stdout!.resume();
   return new Promise((resolve, reject) => {
     let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const match = /ready (\d+)(?: (\d+))?/.exec(out);
-      if (match) resolve({ child, port: Number(match[1]), ...(match[2] ? { metricsPort: Number(match[2]) } : {}) });
-    });
+      if (!match) return;
+      child.stderr!.off('data', onData);
+      child.stderr!.pipe(process.stderr);
+      resolve({ child, port: Number(match[1]), ...(match[2] ? { metricsPort: Number(match[2]) } : {}) });
+    };
+    child.stderr!.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${mode} server exited with ${code}`)));
   });
 }
