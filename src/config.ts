@@ -98,6 +98,7 @@ export const envSchema = z.object({
   TRUST_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
   HISTORY_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(30),
   DECISION_RECORD_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
+  DECISION_JOURNAL_FLUSH_MS: z.coerce.number().int().min(1).max(1000).default(5),
   STEPUP_USER_MAX_PER_15M: z.coerce.number().int().min(1).default(20),
   STEPUP_DEVICE_MAX_PER_15M: z.coerce.number().int().min(1).default(5),
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),
@@ -196,6 +197,8 @@ export interface Config {
   };
   /** Every key family's lifetime; reviewMs is how long a Didit review may still end in trust. */
   readonly retention: Retention & { readonly reviewMs: number; readonly decisionRecordMs: number };
+  /** The decision journal's batch interval (decision lines and records, off the request path). */
+  readonly journal: { readonly flushMs: number };
   readonly limits: {
     readonly userPerMinute: number;
     readonly callerPerMinute: number;
@@ -438,6 +441,7 @@ function shape(c: Env, production: boolean): Config {
       reviewMs: c.DIDIT_REVIEW_TTL_HOURS * HOUR,
       decisionRecordMs: c.DECISION_RECORD_TTL_DAYS * DAY,
     },
+    journal: { flushMs: c.DECISION_JOURNAL_FLUSH_MS },
     limits: {
       userPerMinute: c.RATE_LIMIT_USER_PER_MIN,
       callerPerMinute: c.RATE_LIMIT_CALLER_PER_MIN,
