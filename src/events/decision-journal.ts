@@ -23,6 +23,8 @@ export interface JournalFacts {
   };
   readonly verification: string;
   readonly seconds: number;
+  /** `enriched.signals` as JSON when the decide already made it (for its reply). */
+  readonly signalsJson?: string;
   /** The Didit session handed out for this decision, if one was. */
   readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
 }
@@ -78,7 +80,7 @@ export function createDecisionJournal(deps: JournalDeps) {
     const { decision, enriched } = facts;
     const rules = decision.reasons.map((r) => r.rule);
     const shadow = decision.shadow.map((s) => ({ rule: s.rule, action: s.action }));
-    const signals = JSON.stringify(enriched.signals);
+    const signals = facts.signalsJson ?? JSON.stringify(enriched.signals);
     const record: DecisionRecord = {
       id: facts.decisionId,
       at,

@@ -70,6 +70,8 @@ export interface DecideFacts {
   readonly verification: string;
   /** How long the decide took, for its log line. */
   readonly seconds: number;
+  /** `enriched.signals` as JSON, made once by the decide for its reply, its line and its record. */
+  readonly signalsJson?: string;
   /** The Didit session handed out for this decision, if one was (rule effectiveness joins its verdict back). */
   readonly stepUp?: { readonly sessionId: string; readonly method: StepUpRung };
 }
