@@ -22,11 +22,12 @@ export function decideBody(prefix: string, i: number, users: number): string {
 }
 
 /**
- * POST /v1/decide on a kept-alive agent, as a login service's pool sends it. Never rejects: a reset,
- * a refused connection or the timeout is the reply's status, so a loader counts every request it sent.
+ * POST /v1/decide on a kept-alive agent, as a login service's pool sends it (or `false`: a connection
+ * of its own). Never rejects: a reset, a refused connection or the timeout is the reply's status, so a
+ * loader counts every request it sent.
  */
 export function postDecide(
-  agent: http.Agent,
+  agent: http.Agent | false,
   port: number,
   token: string,
   body: string,
