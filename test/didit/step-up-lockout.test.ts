@@ -1,5 +1,5 @@
 import t from 'tap';
-import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
+import { CHROME_WINDOWS, testClock, injectDecide } from '../helpers/service.js';
 import { startDiditStack } from '../helpers/didit.js';
 import { trustDirectly } from '../helpers/trust.js';
 
@@ -15,12 +15,7 @@ const HOME = '89.160.20.112';
 const ATTACKER = '2001:218::1';
 
 async function decide(body: Record<string, unknown>) {
-  const response = await service.app.inject({
-    method: 'POST',
-    url: '/v1/decide',
-    headers: { 'content-type': 'application/json', ...service.auth },
-    payload: JSON.stringify({ user_agent: CHROME_WINDOWS, ...body }),
-  });
+  const response = await injectDecide(service, { user_agent: CHROME_WINDOWS, ...body });
   t.equal(response.statusCode, 200);
   return response.json() as Record<string, any>;
 }

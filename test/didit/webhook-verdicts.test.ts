@@ -5,7 +5,7 @@ import { asciiEscape, canonicalJson, signWebhook } from '../../src/didit/signatu
 import { createWebhookHandler } from '../../src/didit/webhook-handler.js';
 import { webhookSettings } from '../../src/compose.js';
 import { startDiditStack } from '../helpers/didit.js';
-import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
+import { CHROME_WINDOWS, testClock, injectDecide } from '../helpers/service.js';
 
 const clock = testClock();
 // Generous Didit deadline: the machine is shared, and this file tests verdicts, not timeouts.
@@ -15,16 +15,11 @@ t.teardown(() => stack.close());
 
 let n = 0;
 const decide = async (user: string) => {
-  const response = await service.app.inject({
-    method: 'POST',
-    url: '/v1/decide',
-    headers: { 'content-type': 'application/json', ...service.auth },
-    payload: JSON.stringify({
-      user_id: user,
-      device_id: `${user}-phone`,
-      ip: '2001:218::1',
-      user_agent: CHROME_WINDOWS,
-    }),
+  const response = await injectDecide(service, {
+    user_id: user,
+    device_id: `${user}-phone`,
+    ip: '2001:218::1',
+    user_agent: CHROME_WINDOWS,
   });
   return response.json() as { action: string; verification: { status: string; session_id: string } };
 };

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { startDiditStack } from '../helpers/didit.js';
-import { testClock } from '../helpers/service.js';
+import { testClock, injectDecide } from '../helpers/service.js';
 import { scenarioRules, value } from './effectiveness-scenario.js';
 
 const clock = testClock();
@@ -12,16 +12,11 @@ const records = service.records as { -readonly [K in keyof typeof service.record
 let n = 0;
 const decide = async () => {
   const user = `fail-${++n}`;
-  const reply = await service.app.inject({
-    method: 'POST',
-    url: '/v1/decide',
-    headers: { 'content-type': 'application/json', ...service.auth },
-    payload: JSON.stringify({
-      user_id: user,
-      device_id: `${user}-d`,
-      ip: '2001:218::1',
-      attributes: { risky: true, watch: false, noisy: false, never: false, shadowy: false },
-    }),
+  const reply = await injectDecide(service, {
+    user_id: user,
+    device_id: `${user}-d`,
+    ip: '2001:218::1',
+    attributes: { risky: true, watch: false, noisy: false, never: false, shadowy: false },
   });
   return reply;
 };

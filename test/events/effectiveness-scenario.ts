@@ -12,7 +12,7 @@ import { loadRuleDir } from '../../src/rules-io/load.js';
 import { replay } from '../../src/rules-io/replay.js';
 import { effectivenessReport } from '../../src/rules-io/effectiveness-report.js';
 import type { DiditStack } from '../helpers/didit.js';
-import { CHROME_WINDOWS, type TestClock } from '../helpers/service.js';
+import { CHROME_WINDOWS, type TestClock, injectDecide } from '../helpers/service.js';
 
 const RULES = `rules:
   - id: risky-flag
@@ -95,17 +95,12 @@ export async function runScenario(t: Test, stack: DiditStack, clock: TestClock):
 
   const decide = async (name: string, flags: Flags, user = `${name}-${run}`) => {
     const attributes = { risky: false, watch: false, noisy: false, never: false, shadowy: false, ...flags };
-    const response = await service.app.inject({
-      method: 'POST',
-      url: '/v1/decide',
-      headers: { 'content-type': 'application/json', ...service.auth },
-      payload: JSON.stringify({
-        user_id: user,
-        device_id: `${user}-phone`,
-        ip: '2001:218::1',
-        user_agent: CHROME_WINDOWS,
-        attributes,
-      }),
+    const response = await injectDecide(service, {
+      user_id: user,
+      device_id: `${user}-phone`,
+      ip: '2001:218::1',
+      user_agent: CHROME_WINDOWS,
+      attributes,
     });
     const body = response.json() as {
       decision_id: string;

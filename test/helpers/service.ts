@@ -71,6 +71,16 @@ export async function startTestService(
   return Object.assign(service as Service & { logs: string[] }, { auth: { authorization: `Bearer ${TEST_TOKEN}` } });
 }
 
+/** POST /v1/decide in process (no socket), as the test caller. */
+export function injectDecide(service: Pick<TestService, 'app' | 'auth'>, body: unknown) {
+  return service.app.inject({
+    method: 'POST',
+    url: '/v1/decide',
+    headers: { 'content-type': 'application/json', ...service.auth },
+    payload: JSON.stringify(body),
+  });
+}
+
 export const CHROME_WINDOWS =
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
 export const FIREFOX_LINUX = 'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0';

@@ -29,6 +29,17 @@ const ignored = readFileSync('.dockerignore', 'utf8')
   .filter(Boolean);
 const root = mkdtempSync(path.join(tmpdir(), 'risk-docker-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
+// The image's `npm cache clean --force` would empty this machine's own npm cache on every run (and the
+// next `npm ci` of CI, or of anyone else here, would download everything again). The steps get a cache
+// of their own, seeded from the machine's: content files are immutable (hard links; cleaning unlinks
+// only the links), index files are appended to (copied).
+const npmCache = path.join(root, 'npm-cache', '_cacache');
+const machineCache = path.join(execSync('npm config get cache', { encoding: 'utf8' }).trim(), '_cacache');
+mkdirSync(npmCache, { recursive: true });
+if (existsSync(path.join(machineCache, 'content-v2')))
+  spawnSync('cp', ['-al', path.join(machineCache, 'content-v2'), npmCache]);
+if (existsSync(path.join(machineCache, 'index-v5')))
+  cpSync(path.join(machineCache, 'index-v5'), path.join(npmCache, 'index-v5'), { recursive: true });
 
 const context = path.join(root, 'context');
 mkdirSync(context);
@@ -86,7 +97,7 @@ for (const line of dockerfile) {
     case 'RUN': {
       const run = spawnSync('sh', ['-c', args], {
         cwd: path.join(stage!.dir, stage!.workdir),
-        env: { ...process.env, ...stage!.env },
+        env: { ...process.env, npm_config_cache: path.dirname(npmCache), ...stage!.env },
         encoding: 'utf8',
         timeout: 300_000,
       });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { startTestService } from '../helpers/service.js';
+import { startTestService, injectDecide } from '../helpers/service.js';
 
 t.test('an overloaded event loop sheds with 503 + Retry-After instead of queueing', async (t) => {
   // under-pressure compares the mean loop delay of each sample window with the limit, and keeps that
@@ -9,13 +9,7 @@ t.test('an overloaded event loop sheds with 503 + Retry-After instead of queuein
     PRESSURE_SAMPLE_INTERVAL_MS: '100',
   });
   t.teardown(() => service.close());
-  const decide = () =>
-    service.app.inject({
-      method: 'POST',
-      url: '/v1/decide',
-      headers: { 'content-type': 'application/json', ...service.auth },
-      payload: JSON.stringify({ user_id: 'p', device_id: 'd', ip: '89.160.20.112' }),
-    });
+  const decide = () => injectDecide(service, { user_id: 'p', device_id: 'd', ip: '89.160.20.112' });
   let calm = 0;
   for (let i = 0; i < 100 && calm !== 200; i++) {
     await new Promise((r) => setTimeout(r, 25));
@@ -49,13 +43,7 @@ t.test(
   async (t) => {
     const service = await startTestService({ MAX_DECIDES_IN_FLIGHT: '2' });
     t.teardown(() => service.close());
-    const decide = (i: number) =>
-      service.app.inject({
-        method: 'POST',
-        url: '/v1/decide',
-        headers: { 'content-type': 'application/json', ...service.auth },
-        payload: JSON.stringify({ user_id: `p-${i}`, device_id: 'd', ip: '89.160.20.112' }),
-      });
+    const decide = (i: number) => injectDecide(service, { user_id: `p-${i}`, device_id: 'd', ip: '89.160.20.112' });
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => decide(i)));
     const shed = answers.filter((a) => a.statusCode === 503);
     t.equal(answers.filter((a) => a.statusCode === 200).length + shed.length, 20, 'each decide answered 200 or 503');

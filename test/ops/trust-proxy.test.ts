@@ -9,17 +9,23 @@ async function listen(env: Record<string, string>) {
   return { service, base: `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}` };
 }
 
+/**
+ * Twelve failed deliveries at once: past the first failure each waits out the 1 s tarpit, so sent one
+ * after another they would spend eleven seconds on timers. The count per bucket is the same either way.
+ */
 async function limitedCount(base: string, forwardedFor: (i: number) => string): Promise<number> {
-  let limited = 0;
-  for (let i = 0; i < 12; i++) {
-    const reply = await fetch(`${base}/v1/webhooks/didit`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-forwarded-for': forwardedFor(i) },
-      body: '{}',
-    });
-    if (reply.status === 429) limited += 1;
-  }
-  return limited;
+  const statuses = await Promise.all(
+    Array.from({ length: 12 }, async (_, i) => {
+      const reply = await fetch(`${base}/v1/webhooks/didit`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-forwarded-for': forwardedFor(i) },
+        body: '{}',
+      });
+      await reply.arrayBuffer();
+      return reply.status;
+    }),
+  );
+  return statuses.filter((status) => status === 429).length;
 }
 
 t.test('without TRUST_PROXY, a spoofed X-Forwarded-For changes nothing: one socket, one bucket', async (t) => {

@@ -5,46 +5,10 @@
  */
 import http from 'node:http';
 import t from 'tap';
+import { decideBody, openLoop, postDecide } from '../helpers/paced-load.js';
 import { productionEntry, startServerProcess } from '../helpers/process.js';
-import { CHROME_WINDOWS } from '../helpers/service.js';
 
 const TOKEN = 'drain-token-0123456789abcdef';
-
-type Outcome = { status: number; connection: string | undefined } | { error: string };
-
-function post(agent: http.Agent, port: number, i: number): Promise<Outcome> {
-  const body = JSON.stringify({
-    user_id: `drain-${i % 16}`,
-    device_id: 'phone',
-    ip: `89.160.20.${129 + (i % 16)}`,
-    user_agent: CHROME_WINDOWS,
-  });
-  return new Promise((resolve) => {
-    const request = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        path: '/v1/decide',
-        method: 'POST',
-        agent,
-        headers: {
-          authorization: `Bearer ${TOKEN}`,
-          'content-type': 'application/json',
-          'content-length': Buffer.byteLength(body),
-        },
-      },
-      (response) => {
-        response.resume();
-        response.on('end', () =>
-          resolve({ status: response.statusCode ?? 0, connection: response.headers.connection }),
-        );
-        response.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
-      },
-    );
-    request.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
-    request.end(body);
-  });
-}
 
 t.test(
   'T30: SIGTERM at 300 req/s on kept-alive connections: 0 resets, 0 lost, in-flight answered with connection: close',
@@ -62,49 +26,37 @@ t.test(
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
     t.teardown(() => agent.destroy());
 
+    const post = (i: number) => postDecide(agent, server.port, TOKEN, decideBody('drain', i, 16));
     // Warm up (JIT, GeoIP pages, the pool's sockets) so the paced phase measures the drain only.
-    for (let i = 0; i < 20; i++)
-      await Promise.all(Array.from({ length: 16 }, (_, j) => post(agent, server.port, i * 16 + j)));
-    const outcomes: Array<{ sentAt: number; doneAt: number; outcome: Outcome }> = [];
-    const pending: Array<Promise<void>> = [];
+    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 16 }, (_, j) => post(i * 16 + j)));
     let signalledAt = 0;
+    // Paced open loop at 300/s for 1.5 s before the signal and 1.5 s after it (by then the listener is
+    // closed and the process has exited).
     const startedAt = Date.now();
-    // Paced open loop: a request every 3.33 ms whatever the answers do, for 1.5 s before the signal
-    // and 1.5 s after it (by then the listener is closed and the process has exited).
-    for (let i = 0; Date.now() - startedAt < 3000; i++) {
-      const due = startedAt + (i * 1000) / 300;
-      const wait = due - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const outcomes = await openLoop(300, 3, (i) => {
       if (!signalledAt && Date.now() - startedAt >= 1500) {
         signalledAt = Date.now();
         server.child.kill('SIGTERM');
       }
-      const sentAt = Date.now();
-      pending.push(
-        post(agent, server.port, i).then((outcome) => void outcomes.push({ sentAt, doneAt: Date.now(), outcome })),
-      );
-    }
-    await Promise.all(pending);
+      return post(i);
+    });
     const exit = await server.exited();
     const exitMs = Date.now() - signalledAt;
 
     const counts: Record<string, number> = {};
-    for (const { outcome } of outcomes) {
-      const key = 'status' in outcome ? String(outcome.status) : outcome.error;
-      counts[key] = (counts[key] ?? 0) + 1;
-    }
-    const afterSignal = outcomes.filter((o) => o.doneAt >= signalledAt && 'status' in o.outcome);
-    const drained = afterSignal.filter((o) => 'status' in o.outcome && o.outcome.status === 200).length;
-    const served = outcomes.filter((o) => o.doneAt < signalledAt).length;
+    for (const { status } of outcomes) counts[status] = (counts[status] ?? 0) + 1;
+    const answered = outcomes.filter((o) => typeof o.status === 'number');
+    const afterSignal = answered.filter((o) => o.at >= signalledAt);
+    const drained = afterSignal.filter((o) => o.status === 200).length;
+    const served = outcomes.filter((o) => o.at < signalledAt).length;
     t.comment(
       `outcomes: ${JSON.stringify(counts)}; ${outcomes.length} sent at 300/s, ${served} answered in the 1.5 s before SIGTERM (${Math.round(served / 1.5)}/s achieved), ${drained} answered after it; exit ${exit.code} after ${exitMs} ms`,
     );
     t.equal(exit.code, 0, 'exit code 0');
     t.ok(exitMs < 5000, `exited ${exitMs} ms after SIGTERM`);
     t.ok(served > 0 && drained > 0, 'traffic before the signal, and requests in flight at the signal answered');
-    const resets = outcomes.filter(({ outcome }) => 'error' in outcome && outcome.error !== 'ECONNREFUSED');
     t.same(
-      resets.map((r) => r.outcome),
+      outcomes.filter((o) => typeof o.status === 'string' && o.status !== 'ECONNREFUSED').map((o) => o.status),
       [],
       '0 resets and 0 requests without an answer (refused connections are not requests)',
     );
@@ -113,11 +65,10 @@ t.test(
       [],
       'only 200, 503 or a refused connection',
     );
-    for (const { outcome } of afterSignal)
-      if ('status' in outcome && outcome.status === 503)
-        t.equal(outcome.connection, 'close', '503 while closing carries connection: close');
+    for (const { status, headers } of afterSignal)
+      if (status === 503) t.equal(headers.connection, 'close', '503 while closing carries connection: close');
     // Answers already on the wire when the signal landed carry keep-alive; every later one closes.
-    const closing = afterSignal.filter((o) => 'status' in o.outcome && o.outcome.connection === 'close').length;
+    const closing = afterSignal.filter((o) => o.headers.connection === 'close').length;
     t.comment(`${closing} of ${afterSignal.length} answers completed after the signal carried connection: close`);
     t.ok(closing > 0, 'in-flight requests are answered with connection: close');
   },

@@ -8,7 +8,7 @@ import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { Store } from '../../src/store/store.js';
 import { rank } from '../../src/engine/ladder.js';
 import { startDiditStack } from '../helpers/didit.js';
-import { CHROME_WINDOWS, testClock } from '../helpers/service.js';
+import { CHROME_WINDOWS, testClock, injectDecide } from '../helpers/service.js';
 import { trustDirectly } from '../helpers/trust.js';
 
 /**
@@ -197,12 +197,7 @@ for (const faults of [...cells, ...pairs]) {
     const verificationReasons = new Set<string>();
     for (const body of requests) {
       const started = Date.now();
-      const response = await service.app.inject({
-        method: 'POST',
-        url: '/v1/decide',
-        headers: { 'content-type': 'application/json', ...service.auth },
-        payload: JSON.stringify(body),
-      });
+      const response = await injectDecide(service, body);
       const ms = Date.now() - started;
       t.equal(response.statusCode, 200, `${title}: HTTP 200`);
       const reply = response.json() as {

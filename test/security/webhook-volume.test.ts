@@ -29,7 +29,10 @@ const realTrust = service.store.trust.bind(service.store);
   return realTrust(grant, now);
 };
 
-const COUNT = 5000;
+// Eight times the failure budget: were authentic deliveries counted against it, all but 120 would be
+// refused. The forged fifth (200) has spent the budget about 600 deliveries in, so some 400 authentic
+// ones arrive with it spent.
+const COUNT = 1000;
 
 t.test(
   `${COUNT} authentic deliveries from one address within one minute (test clock): 0 refused, exactly ${COUNT} grants`,
@@ -76,27 +79,31 @@ t.test(
 
     const counts: Record<string, number> = {};
     const count = (key: string) => (counts[key] = (counts[key] ?? 0) + 1);
+    const send = async (d: { body: string; headers: Record<string, string> }) => {
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...d.headers },
+        body: d.body,
+      });
+      const reply = (await response.json()) as { result?: string };
+      return `${response.status}${reply.result ? ` ${reply.result}` : ''}`;
+    };
     const started = Date.now();
     let next = 0;
+    // Past its first few failures a forged delivery waits out the 1 s tarpit: it runs beside the
+    // authentic ones, not in front of the next, or sixteen senders spend a minute waiting on timers.
+    const forged: Array<Promise<unknown>> = [];
     // 16 connections' worth of concurrency; every fifth request is a forged one from the same address.
     await Promise.all(
       Array.from({ length: 16 }, async () => {
         while (next < COUNT) {
           const i = next++;
-          const send = async (d: { body: string; headers: Record<string, string> }) => {
-            const response = await fetch(url, {
-              method: 'POST',
-              headers: { 'content-type': 'application/json', ...d.headers },
-              body: d.body,
-            });
-            const reply = (await response.json()) as { result?: string };
-            return `${response.status}${reply.result ? ` ${reply.result}` : ''}`;
-          };
+          if (i % 5 === 0) forged.push(send(junk).then((status) => count(`forged ${status}`)));
           count(`authentic ${await send(deliveries[i]!)}`);
-          if (i % 5 === 0) count(`forged ${await send(junk)}`);
         }
       }),
     );
+    await Promise.all(forged);
     const elapsedMs = Date.now() - started;
     t.comment(`${COUNT} authentic + ${COUNT / 5} forged deliveries in ${elapsedMs} ms: ${JSON.stringify(counts)}`);
     t.equal(clock(), now, 'the test clock stood still: all of it inside one limiter minute, however slow the machine');
@@ -108,7 +115,7 @@ t.test(
     t.equal(grants, COUNT, 'exactly one trust grant per delivery');
     t.equal(counts['forged 401'], 120, 'the failure budget: 120 forged deliveries answered 401 …');
     t.equal(counts['forged 429'], COUNT / 5 - 120, '… and the rest 429');
-    const sample = await service.store.listDevices(service.ids.id('user', 'volume-4321'), clock());
+    const sample = await service.store.listDevices(service.ids.id('user', 'volume-987'), clock());
     t.equal(sample.length, 1, 'a granted device is in the store');
   },
 );

@@ -4,7 +4,7 @@ import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { until } from '../helpers/poll.js';
 import { startRedis } from '../helpers/redis.js';
-import { startTestService } from '../helpers/service.js';
+import { startTestService, injectDecide } from '../helpers/service.js';
 
 t.test('a failed per-address sync is counted in risk_degraded_total, and decides still answer', async (t) => {
   const server = await startRedis();
@@ -14,13 +14,7 @@ t.test('a failed per-address sync is counted in risk_degraded_total, and decides
   if (redis.status !== 'ready') await new Promise((r) => redis.once('ready', r));
   const service = await startTestService({}, { store: createRedisStore({ redis, keyPrefix: 'vs:' }), redis });
   t.teardown(() => service.close());
-  const decide = () =>
-    service.app.inject({
-      method: 'POST',
-      url: '/v1/decide',
-      headers: { 'content-type': 'application/json', ...service.auth },
-      payload: { user_id: 'vs-user', device_id: 'd', ip: '89.160.20.130' },
-    });
+  const decide = () => injectDecide(service, { user_id: 'vs-user', device_id: 'd', ip: '89.160.20.130' });
   t.equal((await decide()).statusCode, 200);
   await server.kill();
   const reply = await decide();

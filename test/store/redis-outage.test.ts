@@ -4,7 +4,7 @@ import { signWebhook } from '../../src/didit/signature.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
-import { CHROME_WINDOWS, startTestService } from '../helpers/service.js';
+import { CHROME_WINDOWS, startTestService, injectDecide } from '../helpers/service.js';
 import { until } from '../helpers/poll.js';
 import { trustDirectly } from '../helpers/trust.js';
 
@@ -47,12 +47,7 @@ const storeUp = async () =>
 
 async function decide(body = known) {
   const started = Date.now();
-  const response = await service.app.inject({
-    method: 'POST',
-    url: '/v1/decide',
-    headers: { 'content-type': 'application/json', ...service.auth },
-    payload: JSON.stringify(body),
-  });
+  const response = await injectDecide(service, body);
   return { status: response.statusCode, body: response.json() as Record<string, any>, ms: Date.now() - started };
 }
 
