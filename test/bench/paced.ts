@@ -12,12 +12,15 @@ export async function fixedRate({
   bodies,
   rate,
   seconds,
+  cpuSeconds,
 }: {
   port: number;
   token: string;
   bodies: string[];
   rate: number;
   seconds: number;
+  /** The server's CPU seconds so far: with it, the server's CPU per request at this rate is reported. */
+  cpuSeconds?: () => number;
 }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const total = rate * seconds;
@@ -25,6 +28,7 @@ export async function fixedRate({
   let non2xx = 0;
   let errors = 0;
   let sent = 0;
+  const cpuBefore = cpuSeconds?.();
   const started = performance.now();
   await new Promise<void>((resolve) => {
     let done = 0;
@@ -70,6 +74,7 @@ export async function fixedRate({
     };
     tick();
   });
+  const cpu = cpuSeconds && cpuBefore !== undefined ? cpuSeconds() - cpuBefore : undefined;
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const at = (q: number) =>
@@ -83,5 +88,6 @@ export async function fixedRate({
     max_ms: at(1),
     non2xx,
     errors,
+    ...(cpu !== undefined ? { cpu_us_per_request: Math.round((cpu * 1e6) / Math.max(1, latencies.length)) } : {}),
   };
 }
