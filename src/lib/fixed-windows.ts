@@ -1,4 +1,5 @@
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { growingLru } from './growing-lru.js';
 
 /**
  * Fixed-window counters in process memory, bounded: the per-caller limit, and the fallback while the
@@ -8,7 +9,7 @@ export class LocalWindows {
   private readonly windows: LRUCache<string, { count: number; resetAt: number }>;
 
   constructor(max = 50_000) {
-    this.windows = new LRUCache({ max });
+    this.windows = growingLru(max);
   }
 
   /** The current window's count without counting anything. */

@@ -24,6 +24,7 @@ export interface GeoResult {
 export interface LoadedDatabase {
   readonly reader: Reader<Response>;
   readonly path: string;
+  /** Seconds since 1970 (MaxMind's `build_epoch`). */
   readonly buildEpoch: number;
   readonly type: string;
 }
@@ -43,7 +44,9 @@ export function readerFromBuffer(buffer: Buffer, path: string): LoadedDatabase {
   reader.get('1.1.1.1');
   reader.get('2001:4860::1');
   const metadata = reader.metadata;
-  return { reader, path, buildEpoch: Number(metadata.buildEpoch) || 0, type: metadata.databaseType };
+  // maxmind hands the build time over as a Date; the data-age gauge and its alert count in seconds.
+  const buildEpoch = Math.floor(Number(metadata.buildEpoch) / 1000) || 0;
+  return { reader, path, buildEpoch, type: metadata.databaseType };
 }
 
 interface CityRecord {

@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../lib/growing-lru.js';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
 
 /**
@@ -14,7 +14,7 @@ export interface IpVelocity {
 
 /** Exact, in this process: for the single-process memory-store deployment. */
 export function localIpVelocity(maxAddresses = 100_000, cap = 10_000): IpVelocity {
-  const windows = new LRUCache<string, number[]>({ max: maxAddresses });
+  const windows = growingLru<string, number[]>(maxAddresses);
   return {
     hit(ip, now) {
       let times = windows.get(ip);

@@ -3,7 +3,7 @@
  * through Redis once a second (see sharedIpVelocity).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../lib/growing-lru.js';
 
 type Client = Redis | Cluster;
 
@@ -147,7 +147,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
    * for one bucket after (5-10 s): older, it may hold decides that have left the window, so the
    * answer falls back to this process's own count until the next sync reads the address again.
    */
-  const shared = new LRUCache<string, { total: number; bucket: number }>({ max: options.maxAddresses ?? 100_000 });
+  const shared = growingLru<string, { total: number; bucket: number }>(options.maxAddresses ?? 100_000);
   /** Counted here since the last sync: address → bucket number → count. */
   let pending = new Map<string, BucketCounts>();
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */

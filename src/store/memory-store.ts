@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../lib/growing-lru.js';
 import { pushWindow, timestamp } from '../lib/sliding-window.js';
 import {
   CAPS,
@@ -130,10 +130,10 @@ export interface MemoryStoreOptions {
 /** The embedded default: bounded (LRU users, per-user caps, TTLs), single-process, nothing persisted. */
 export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
-  const users = new LRUCache<string, UserState>({ max: options.maxUsers ?? 100_000 });
-  const sessions = new LRUCache<string, StepUpSession>({ max: 100_000 });
-  const pendingIndex = new LRUCache<string, string>({ max: 100_000 });
-  const claims = new LRUCache<string, { at: number; owner: string }>({ max: 500_000 });
+  const users = growingLru<string, UserState>(options.maxUsers ?? 100_000);
+  const sessions = growingLru<string, StepUpSession>(100_000);
+  const pendingIndex = growingLru<string, string>(100_000);
+  const claims = growingLru<string, { at: number; owner: string }>(500_000);
   const deadLetters = new Map<string, { letter: DeadLetter; expiresAt: number }>();
 
   const emptyState = (): UserState => ({

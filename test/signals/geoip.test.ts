@@ -82,3 +82,9 @@ t.test('a configured database that is missing makes its signals unknown', async 
   t.same(none.lookup('89.160.20.112').failed, ['city', 'asn']);
   t.equal(none.lookup('89.160.20.112').country, undefined);
 });
+
+t.test('the build time is in seconds, as the data-age gauge (now − build) and its 35-day alert count', async (t) => {
+  const loaded = await openDatabase(`${dir}/GeoIP2-City-Test.mmdb`);
+  t.ok(loaded.buildEpoch > Date.parse('2012-01-01') / 1000, `${loaded.buildEpoch} is after 2012 in seconds`);
+  t.ok(loaded.buildEpoch < Date.now() / 1000, `${loaded.buildEpoch} is before now in seconds`);
+});
