@@ -180,9 +180,10 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   const sandbox = createRuleSandbox({ log: logger });
   let booted = false;
   const rules = createRulesHolder({
-    // Until the sandbox's worker has started (its first seconds), a reload compiles here, under the
-    // same static bounds and regex budget, rather than wait for it.
-    load: () => loadRuleDir(config.rules.dir, { ids, now: clock(), ...(booted && sandbox.ready() ? { sandbox } : {}) }),
+    // After boot every reload is checked in the sandbox, waiting for its worker to start when it is
+    // idle (stopped after SANDBOX idleMs, to give its memory back): a reload is never urgent enough
+    // to compile an unchecked set here.
+    load: () => loadRuleDir(config.rules.dir, { ids, now: clock(), ...(booted ? { sandbox } : {}) }),
     log: logger,
     onReload: (outcome, ruleset) => {
       metrics.rulesReloadSuccess.set(outcome.ok ? 1 : 0);
@@ -192,8 +193,6 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   });
   await rules.reload();
   booted = true;
-  // A server that hot-reloads starts its sandbox now, so reloads are checked there from the start.
-  if (options.watch) void sandbox.warm();
 
   const {
     geoip,

@@ -29,6 +29,11 @@ export interface SandboxLimits {
   readonly memoryMb: number;
   readonly evaluateRegex: RegexBudget;
   readonly checkRegex: RegexBudget;
+  /**
+   * Workers idle this long are stopped: each holds ~55 MB (the rule compiler and the regex checker)
+   * for jobs that come rarely (a rules reload, a playground call); the next job starts one again.
+   */
+  readonly idleMs: number;
 }
 
 export const SANDBOX_LIMITS: SandboxLimits = {
@@ -40,6 +45,7 @@ export const SANDBOX_LIMITS: SandboxLimits = {
   memoryMb: 96,
   evaluateRegex: REGEX_BUDGET,
   checkRegex: { perPatternMs: 600, perLoadMs: 3000 },
+  idleMs: 60_000,
 };
 
 export type SandboxOutcome =
@@ -60,6 +66,8 @@ export interface RuleSandbox {
   warm(): Promise<boolean>;
   /** A started worker is waiting for jobs (no start-up to wait for). */
   ready(): boolean;
+  /** Workers running now (started or starting): 0 when idle past `idleMs`. */
+  workers(): number;
   close(): Promise<void>;
 }
 
@@ -250,10 +258,24 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     return runOn(current, pending.body);
   };
 
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  const stopWorkers = (): void => {
+    const workers = [slot, spare];
+    slot = spare = undefined;
+    for (const w of workers) void w?.worker.terminate();
+  };
+
+  const armIdle = (): void => {
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(stopWorkers, limits.idleMs);
+    idleTimer.unref();
+  };
+
   const pump = (): void => {
     if (running) return;
+    clearTimeout(idleTimer);
     const next = queue.shift();
-    if (!next) return;
+    if (!next) return armIdle();
     running = true;
     void execute(next).then((outcome) => {
       running = false;
@@ -282,16 +304,19 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     check: (files, now) => submit({ kind: 'check', files, now }),
     pending: () => queue.length + (running ? 1 : 0),
     ready: () => slot?.up === true,
+    workers: () => (slot ? 1 : 0) + (spare ? 1 : 0),
     async warm() {
       if (closed) return false;
       slot ??= spare ?? spawn();
       if (spare === slot) spare = undefined;
       spare ??= spawn();
       const both = await Promise.all([slot.ready, spare.ready]);
+      if (!running && queue.length === 0) armIdle();
       return both.every(Boolean);
     },
     async close() {
       closed = true;
+      clearTimeout(idleTimer);
       for (const waiting of queue.splice(0)) waiting.resolve({ kind: 'busy', reason: 'shutting down' });
       const workers = [slot, spare];
       slot = spare = undefined;

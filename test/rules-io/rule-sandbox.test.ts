@@ -83,3 +83,16 @@ t.test('regex checks: a per-pattern and a per-ruleset time budget, refusing what
   t.match(fresh('(a+)+$'), /catastrophic backtracking/, 'a vulnerable one is refused as such');
   t.match(fresh('(unclosed'), /invalid regex/);
 });
+
+t.test('idle workers are stopped (their memory given back) and the next job starts one again', async (t) => {
+  const sandbox = createRuleSandbox({ idleMs: 200 });
+  t.teardown(() => sandbox.close());
+  t.equal(sandbox.workers(), 0, 'nothing runs before the first job');
+  const first = await sandbox.evaluate(GOOD, { signals: { 'ip.tor': true } as never, now: Date.now() });
+  t.equal(first.kind, 'ok');
+  t.equal(sandbox.workers(), 2, 'the worker and its spare, while in use');
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.equal(sandbox.workers(), 0, 'both stopped once idle');
+  const again = await sandbox.check(GOOD, Date.now());
+  t.equal(again.kind, 'ok', 'a reload after idle waits for a start and is checked');
+});
