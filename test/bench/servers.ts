@@ -76,9 +76,25 @@ if (mode === 'bare' || mode === 'bare-lua') {
   // As `npm start` logs: pino's default destination, stdout, asynchronous (the bench drains the pipe).
   const logger = createLogger(config.log.level);
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
-  // Every user of every round has a verified device and network, granted from where its address
-  // really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP.
-  const files = config.data.geoip;
+  await seedUsers(service, config.data.geoip);
+  await service.app.listen({ port, host: '127.0.0.1' });
+  const metrics = createMetricsApp(service.metrics.registry);
+  await metrics.listen({ port: 0, host: '127.0.0.1' });
+  process.stderr.write(
+    `ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`,
+  );
+}
+process.on('SIGINT', () => process.exit(0));
+
+/**
+ * Every user of every round has a verified device and network, granted from where its address
+ * really is in the loaded databases (as an Approved step-up would have), so 85% of decides SKIP. The
+ * readers opened for it are local, so their copy of each database is collected once seeding is done.
+ */
+async function seedUsers(
+  service: Awaited<ReturnType<typeof createService>>,
+  files: { city?: string; asn?: string },
+): Promise<void> {
   const city = await maxmind.open<CityResponse>(files.city!);
   const asn = await maxmind.open<AsnResponse>(files.asn!);
   const now = Date.now();
@@ -109,11 +125,4 @@ if (mode === 'bare' || mode === 'bare-lua') {
     }
     await Promise.all(batch);
   }
-  await service.app.listen({ port, host: '127.0.0.1' });
-  const metrics = createMetricsApp(service.metrics.registry);
-  await metrics.listen({ port: 0, host: '127.0.0.1' });
-  process.stderr.write(
-    `ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`,
-  );
 }
-process.on('SIGINT', () => process.exit(0));
