@@ -22,6 +22,8 @@ export interface LoopTurnOptions {
   readonly retryAfterS: number;
   /** Sends the 503 (the app's stable error body) and counts it. */
   readonly shed: (reply: FastifyReply) => FastifyReply;
+  /** How long turns must have run past the budget back to back before shedding starts (ms). Default 50. */
+  readonly persistMs?: number;
   /** Milliseconds, monotonic; a test may drive it. */
   readonly now?: () => number;
 }
@@ -32,12 +34,14 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   // Set by the first request of a turn; cleared in the check phase that follows the poll. The
   // immediate is queued only while requests arrive, so an idle loop still sleeps in its poll.
   let turnStarted: number | undefined;
-  // One slow turn alone (a GC pause, the process descheduled on a busy host) is not a queue: shedding
-  // starts only when the previous turn also ran past the budget, as CoDel waits for the delay to
-  // persist, and stops with the first turn that fits.
-  let previousTurnMs = 0;
+  // One slow turn alone (a GC pause, the process descheduled on a busy host) is not a standing queue:
+  // as CoDel waits for the delay to persist for an interval, shedding starts once turns have run past
+  // the budget back to back for `persistMs`, and stops with the first turn that fits the budget.
+  let longSince: number | undefined;
+  const persistMs = options.persistMs ?? 50;
   const endTurn = () => {
-    previousTurnMs = turnStarted === undefined ? 0 : now() - turnStarted;
+    if (turnStarted !== undefined && now() - turnStarted > options.budgetMs) longSince ??= turnStarted;
+    else longSince = undefined;
     turnStarted = undefined;
   };
   app.addHook('onRequest', (request, reply, done) => {
@@ -46,7 +50,7 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     if (turnStarted === undefined) {
       turnStarted = at;
       setImmediate(endTurn);
-    } else if (at - turnStarted > options.budgetMs && previousTurnMs > options.budgetMs) {
+    } else if (longSince !== undefined && turnStarted - longSince >= persistMs && at - turnStarted > options.budgetMs) {
       void options.shed(reply.header('retry-after', String(options.retryAfterS)));
       return;
     }

@@ -1,0 +1,100 @@
+import Fastify, { type FastifyReply } from 'fastify';
+import t, { type Test } from 'tap';
+import { shedLateInTurn } from '../../src/lib/loop-turn.js';
+
+/**
+ * The gate on a fastify app, its clock driven by the test: each decide read costs `step` ms of the
+ * turn (as a decide's CPU would), so which requests a turn admits does not depend on this machine.
+ * Requests injected together are read in one loop turn, as one poll hands over every readable socket.
+ */
+function harness(t: Test, step = 3) {
+  const app = Fastify();
+  let clock = 0;
+  let shed = 0;
+  let handled = 0;
+  shedLateInTurn(app, {
+    budgetMs: 10,
+    persistMs: 50,
+    applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
+    retryAfterS: 1,
+    now: () => (clock += step),
+    shed: (reply: FastifyReply) => {
+      shed += 1;
+      return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
+    },
+  });
+  app.post('/decide', { config: { scope: 'decide' } }, async () => {
+    handled += 1;
+    return { ok: true };
+  });
+  app.post('/other', async () => ({ ok: true }));
+  t.teardown(() => app.close());
+  const turn = async (count: number, url = '/decide') => {
+    const answers = await Promise.all(
+      Array.from({ length: count }, () => app.inject({ method: 'POST', url, payload: {} })),
+    );
+    // Let the check phase that ends the turn run before the next batch.
+    await new Promise((r) => setImmediate(r));
+    return answers;
+  };
+  return { app, turn, shed: () => shed, handled: () => handled };
+}
+
+t.test(
+  'decides read late in a turn are shed with 503 + Retry-After once turns have run long for a while',
+  async (t) => {
+    const h = harness(t);
+    await h.app.ready();
+    const first = await h.turn(30);
+    t.same(new Set(first.map((a) => a.statusCode)), new Set([200]), 'one long turn alone sheds nothing (a GC pause)');
+
+    const second = await h.turn(30);
+    const statuses = second.map((a) => a.statusCode);
+    const served = statuses.filter((s) => s === 200).length;
+    t.equal(served, 4, 'the decides read within the 10 ms budget are served (3 ms each: 0, 3, 6, 9)');
+    t.same(statuses.slice(0, 4), [200, 200, 200, 200], 'in the order they were read: the rest of the turn is shed');
+    t.equal(second.length - served, 26);
+    for (const answer of second.filter((a) => a.statusCode === 503)) t.equal(answer.headers['retry-after'], '1');
+    t.equal(h.shed(), 26, 'each shed counted');
+    t.equal(h.handled(), 34, 'no shed decide reached its handler');
+
+    const others = await h.turn(30, '/other');
+    t.same(new Set(others.map((a) => a.statusCode)), new Set([200]), 'other routes are never shed');
+  },
+);
+
+t.test('a turn within the budget ends shedding; the next long turn starts the wait over', async (t) => {
+  const h = harness(t);
+  await h.app.ready();
+  await h.turn(30);
+  t.ok(
+    (await h.turn(30)).some((a) => a.statusCode === 503),
+    'shedding after two long turns',
+  );
+  t.same(
+    (await h.turn(2)).map((a) => a.statusCode),
+    [200, 200],
+    'a short turn (6 ms) serves all',
+  );
+  t.same(
+    new Set((await h.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'and the next long turn alone sheds nothing',
+  );
+});
+
+t.test('turns that stay long for less than the persistence interval shed nothing', async (t) => {
+  // 1 ms per decide: 12-decide turns run 12 ms, past the budget, but four of them span 48 ms < 50 ms.
+  const h = harness(t, 1);
+  await h.app.ready();
+  for (let i = 0; i < 4; i++) await h.turn(12);
+  t.equal(h.shed(), 0);
+  t.ok(
+    (await h.turn(12)).some((a) => a.statusCode === 503),
+    'the fifth long turn in a row sheds its tail',
+  );
+});
+
+t.test('the budget must be positive', async (t) => {
+  t.throws(() => shedLateInTurn(Fastify(), { budgetMs: 0, applies: () => true, retryAfterS: 1, shed: (r) => r }));
+});
