@@ -123,26 +123,6 @@ function mapError(error: unknown): { status: number; body: ErrorBody } {
 
 export const MAX_PARAM_LENGTH = 256;
 
-const OVERLOADED = JSON.stringify({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
-
-/**
- * The 503 of a shed decide, written straight to the socket: past capacity most requests are shed, so
- * their cost is what is left for the admitted ones; fastify's reply path (serialiser, onSend hooks)
- * costs as much again as the HTTP exchange itself. Same body and Retry-After as the app's 503; during
- * a drain (the server no longer listening) it closes the connection like every other answer.
- */
-function shedRaw(app: FastifyInstance, reply: FastifyReply): FastifyReply {
-  reply.hijack();
-  reply.raw.writeHead(503, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(OVERLOADED),
-    'retry-after': String(reply.getHeader('retry-after') ?? 1),
-    ...(app.server.listening ? {} : { connection: 'close' }),
-  });
-  reply.raw.end(OVERLOADED);
-  return reply;
-}
-
 /** Every route of the service, registered here from the one dependency object. */
 export function buildApp(deps: AppDeps): FastifyInstance {
   const clock = deps.clock ?? Date.now;
@@ -221,7 +201,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       retryAfterS: 1,
       shed: (reply) => {
         deps.metrics.shed.labels('queue_delay').inc();
-        return shedRaw(app, reply);
+        return overloaded(reply);
       },
     });
   }

@@ -24,6 +24,8 @@ export interface LoopTurnOptions {
   readonly shed: (reply: FastifyReply) => FastifyReply;
   /** How long turns must have run past the budget back to back before shedding starts (ms). Default 50. */
   readonly persistMs?: number;
+  /** How long turns must have fit the budget before shedding stops (ms). Default 500. */
+  readonly releaseMs?: number;
   /** Milliseconds, monotonic; a test may drive it. */
   readonly now?: () => number;
 }
@@ -36,13 +38,28 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   let turnStarted: number | undefined;
   // One slow turn alone (a GC pause, the process descheduled on a busy host) is not a standing queue:
   // as CoDel waits for the delay to persist for an interval, shedding starts once turns have run past
-  // the budget back to back for `persistMs`, and stops with the first turn that fits the budget.
-  let longSince: number | undefined;
+  // the budget back to back for `persistMs`. It stops once no turn has run long for `releaseMs`
+  // (short turns, or none: an idle loop). Shedding itself makes turns short, and stopping at the first
+  // short one would let the queue build again for `persistMs` each time, latency spiking in cycles;
+  // staying on costs nothing while turns are short, as only the part of a turn past the budget is shed.
   const persistMs = options.persistMs ?? 50;
+  const releaseMs = options.releaseMs ?? 500;
+  let shedding = false;
+  let longSince: number | undefined;
+  let lastLong = Number.NEGATIVE_INFINITY;
+  let lastEnd = Number.NEGATIVE_INFINITY;
   const endTurn = () => {
-    if (turnStarted !== undefined && now() - turnStarted > options.budgetMs) longSince ??= turnStarted;
-    else longSince = undefined;
+    const started = turnStarted ?? 0;
+    const at = now();
     turnStarted = undefined;
+    const backToBack = started - lastEnd <= options.budgetMs;
+    lastEnd = at;
+    if (at - started > options.budgetMs) {
+      lastLong = at;
+      // A second long turn right after the first, and the run of them as long as persistMs.
+      if (longSince === undefined || !backToBack) longSince = started;
+      else if (at - longSince >= persistMs) shedding = true;
+    } else longSince = undefined;
   };
   app.addHook('onRequest', (request, reply, done) => {
     if (!options.applies(request)) return done();
@@ -50,7 +67,9 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     if (turnStarted === undefined) {
       turnStarted = at;
       setImmediate(endTurn);
-    } else if (longSince !== undefined && turnStarted - longSince >= persistMs && at - turnStarted > options.budgetMs) {
+      // Short turns or no turns at all (an idle loop) for releaseMs: the queue is gone.
+      if (shedding && at - lastLong >= releaseMs) shedding = false;
+    } else if (shedding && at - turnStarted > options.budgetMs) {
       void options.shed(reply.header('retry-after', String(options.retryAfterS)));
       return;
     }

@@ -7,7 +7,7 @@ import { shedLateInTurn } from '../../src/lib/loop-turn.js';
  * turn (as a decide's CPU would), so which requests a turn admits does not depend on this machine.
  * Requests injected together are read in one loop turn, as one poll hands over every readable socket.
  */
-function harness(t: Test, step = 3) {
+function harness(t: Test, step = 3, releaseMs?: number) {
   const app = Fastify();
   let clock = 0;
   let shed = 0;
@@ -15,6 +15,7 @@ function harness(t: Test, step = 3) {
   shedLateInTurn(app, {
     budgetMs: 10,
     persistMs: 50,
+    ...(releaseMs !== undefined ? { releaseMs } : {}),
     applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
     retryAfterS: 1,
     now: () => (clock += step),
@@ -37,7 +38,10 @@ function harness(t: Test, step = 3) {
     await new Promise((r) => setImmediate(r));
     return answers;
   };
-  return { app, turn, shed: () => shed, handled: () => handled };
+  const idle = (ms: number) => {
+    clock += ms;
+  };
+  return { app, turn, idle, shed: () => shed, handled: () => handled };
 }
 
 t.test(
@@ -47,25 +51,32 @@ t.test(
     await h.app.ready();
     const first = await h.turn(30);
     t.same(new Set(first.map((a) => a.statusCode)), new Set([200]), 'one long turn alone sheds nothing (a GC pause)');
-
     const second = await h.turn(30);
-    const statuses = second.map((a) => a.statusCode);
+    t.same(
+      new Set(second.map((a) => a.statusCode)),
+      new Set([200]),
+      'the turn that finds the queue it left serves too',
+    );
+
+    const third = await h.turn(30);
+    const statuses = third.map((a) => a.statusCode);
     const served = statuses.filter((s) => s === 200).length;
-    t.equal(served, 4, 'the decides read within the 10 ms budget are served (3 ms each: 0, 3, 6, 9)');
+    t.equal(served, 4, 'two long turns back to back (180 ms): the decides read within the 10 ms budget are served');
     t.same(statuses.slice(0, 4), [200, 200, 200, 200], 'in the order they were read: the rest of the turn is shed');
-    t.equal(second.length - served, 26);
-    for (const answer of second.filter((a) => a.statusCode === 503)) t.equal(answer.headers['retry-after'], '1');
+    t.equal(third.length - served, 26);
+    for (const answer of third.filter((a) => a.statusCode === 503)) t.equal(answer.headers['retry-after'], '1');
     t.equal(h.shed(), 26, 'each shed counted');
-    t.equal(h.handled(), 34, 'no shed decide reached its handler');
+    t.equal(h.handled(), 64, 'no shed decide reached its handler');
 
     const others = await h.turn(30, '/other');
     t.same(new Set(others.map((a) => a.statusCode)), new Set([200]), 'other routes are never shed');
   },
 );
 
-t.test('a turn within the budget ends shedding; the next long turn starts the wait over', async (t) => {
-  const h = harness(t);
+t.test('shedding stays on through short turns for the release time, then stops', async (t) => {
+  const h = harness(t, 3, 20);
   await h.app.ready();
+  await h.turn(30);
   await h.turn(30);
   t.ok(
     (await h.turn(30)).some((a) => a.statusCode === 503),
@@ -76,15 +87,35 @@ t.test('a turn within the budget ends shedding; the next long turn starts the wa
     [200, 200],
     'a short turn (6 ms) serves all',
   );
+  t.ok(
+    (await h.turn(30)).some((a) => a.statusCode === 503),
+    'a long turn right after it still sheds its tail: one short turn does not end shedding',
+  );
+  for (let i = 0; i < 3; i++) await h.turn(2);
   t.same(
     new Set((await h.turn(30)).map((a) => a.statusCode)),
     new Set([200]),
-    'and the next long turn alone sheds nothing',
+    'after 20 ms of short turns shedding has stopped: the next long turn alone sheds nothing',
+  );
+
+  const idle = harness(t);
+  await idle.app.ready();
+  await idle.turn(30);
+  await idle.turn(30);
+  t.ok(
+    (await idle.turn(30)).some((a) => a.statusCode === 503),
+    'shedding after two long turns',
+  );
+  idle.idle(500);
+  t.same(
+    new Set((await idle.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'after 500 ms without a decide shedding has stopped: a burst after a quiet spell is served',
   );
 });
 
-t.test('turns that stay long for less than the persistence interval shed nothing', async (t) => {
-  // 1 ms per decide: 12-decide turns run 12 ms, past the budget, but four of them span 48 ms < 50 ms.
+t.test('turns that stay long for less than the persistence interval, or not back to back, shed nothing', async (t) => {
+  // 1 ms per decide: 12-decide turns run 12 ms, past the budget; the fourth ends 51 ms after the first began.
   const h = harness(t, 1);
   await h.app.ready();
   for (let i = 0; i < 4; i++) await h.turn(12);
@@ -92,6 +123,21 @@ t.test('turns that stay long for less than the persistence interval shed nothing
   t.ok(
     (await h.turn(12)).some((a) => a.statusCode === 503),
     'the fifth long turn in a row sheds its tail',
+  );
+
+  const g = harness(t);
+  await g.app.ready();
+  await g.turn(30);
+  g.idle(100);
+  await g.turn(30);
+  t.same(
+    new Set((await g.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'two long turns 100 ms apart (two GC pauses) are not a standing queue: the turn after them serves all',
+  );
+  t.ok(
+    (await g.turn(30)).some((a) => a.statusCode === 503),
+    'two back to back are',
   );
 });
 

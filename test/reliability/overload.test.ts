@@ -157,19 +157,26 @@ t.test(
     // The bound: 50 ms (the bar) on a quiet machine, where the 0.5× p99 is 7–15 ms and 1.5–2× gave
     // 20–35 ms. With the gate an accepted decide waits what the baseline waits (the machine's own
     // noise) plus at most about two loop turns, each the gate's 10 ms budget plus the 503s written in
-    // it (≤ 512 × ~20 µs): baseline + 40 ms. A busy machine stretches every latency: this process's p99
-    // scheduling delay in the phase is added (the time the machine withheld, which lands on every
-    // answer it reads). Without the gate the same ramp gave 436–3,000 ms on a quiet box, 258–292 ms
-    // against a 109 ms baseline at load 7.
+    // it (≤ 512 × ~20 µs): baseline + 40 ms. A busy machine stretches every latency. Two margins, both
+    // measured in the phase: this process's p99 scheduling delay (the time the machine withheld, which
+    // lands on every answer it reads), and, when the service ran less than 90% of the time it was
+    // runnable, the division by that share (each of its waits spans 1/share the wall time). Without
+    // the gate the same ramp gave 436–3,000 ms on a quiet box, 258–292 ms against a 109 ms baseline at
+    // load 7 (and shed nothing, which the shed checks below catch on any machine).
     const baseline = rows[0]!.ok_p99_ms;
-    const boundOf = (row: Row) => Math.round(Math.max(50, baseline + 40) + row.client_lag_p99_ms);
+    const boundOf = (row: Row) =>
+      Math.round(
+        (Math.max(50, baseline + 40) + row.client_lag_p99_ms) /
+          (row.service_cpu_share < 0.9 ? Math.max(0.1, row.service_cpu_share) : 1),
+      );
     const within = (row: Row) => row.ok_p99_ms <= boundOf(row) && row.shed_p99_ms <= 2 * boundOf(row);
     for (const factor of [1.5, 2]) {
       // A phase over its bound while the machine withheld more than the gate's budget from this process
-      // (p99 scheduling delay > 10 ms: other test files on the same 2 cores) is run again, up to twice:
-      // the service is judged on a phase the machine let it run. On a quiet box the first try counts.
+      // (p99 scheduling delay > 10 ms) or 10% of the service's runnable time (other test files on the
+      // same 2 cores) is run again, up to twice. On a quiet box the first try counts.
       let row = await run(factor);
-      for (let retry = 0; retry < 2 && !within(row) && row.client_lag_p99_ms > 10; retry++) {
+      const contended = (r: Row) => r.client_lag_p99_ms > 10 || r.service_cpu_share < 0.9;
+      for (let retry = 0; retry < 2 && !within(row) && contended(row); retry++) {
         t.comment(`contended phase, run again: ${JSON.stringify(row)}`);
         row = await run(factor);
       }
@@ -243,7 +250,7 @@ t.test(
       const bound = boundOf(row);
       t.ok(
         row.ok_p99_ms <= bound,
-        `${row.offered}: accepted p99 ${row.ok_p99_ms} ms ≤ max(50, ${baseline} + 40) + ${lagMs} ms`,
+        `${row.offered}: accepted p99 ${row.ok_p99_ms} ms ≤ ${bound} ms (max(50, ${baseline} + 40) + ${lagMs} ms, ÷ CPU share ${row.service_cpu_share} if < 0.9)`,
       );
       // A shed is by construction one of the requests that waited longest (read late in a long turn):
       // "quickly" is the same order as an accepted answer, not the seconds of a queue (1.2 s before).
@@ -261,7 +268,11 @@ t.test(
       const servable = Math.round(perCpuSecond * row.service_cpu_s);
       t.ok(row.ok >= servable * 0.25, `${row.offered}: ${row.ok} served, ≥ 25% of the ${servable} its CPU could serve`);
     }
-    t.ok(rssPeak < rssBefore + 200, `memory bounded: RSS ${rssBefore} → ${rssPeak} MB`);
+    // The memory store keeps up to 50,000 decision records (≤ 64 MiB of JSON, about twice that as
+    // strings on the heap) and the ramp sends 30,000–120,000 decides; V8 keeps the heap it grew.
+    // 300 MB is those records, the heap's slack and room; memory kept per decide beyond them (a leak, a
+    // queue inside the process) would exceed it.
+    t.ok(rssPeak < rssBefore + 300, `memory bounded: RSS ${rssBefore} → ${rssPeak} MB (< +300 MB)`);
     t.ok(recoveredMs >= 0 && recoveredMs <= 5000, `full service ${recoveredMs} ms after the ramp (≤ 5 s)`);
   },
 );
