@@ -3,13 +3,14 @@ import t, { type Test } from 'tap';
 import { shedLateInTurn } from '../../src/lib/loop-turn.js';
 
 /**
- * The gate on a fastify app, its clock driven by the test: each decide read costs `step` ms of the
- * turn (as a decide's CPU would), so which requests a turn admits does not depend on this machine.
+ * The gate on a fastify app, its clocks driven by the test: each decide read costs `step` ms of CPU
+ * (and `wallPerCpu` times that of wall time), so which requests a turn admits does not depend on this machine.
  * Requests injected together are read in one loop turn, as one poll hands over every readable socket.
  */
-function harness(t: Test, step = 3, releaseMs?: number) {
+function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1) {
   const app = Fastify();
   let clock = 0;
+  let wall = 0;
   let shed = 0;
   let handled = 0;
   shedLateInTurn(app, {
@@ -18,7 +19,12 @@ function harness(t: Test, step = 3, releaseMs?: number) {
     ...(releaseMs !== undefined ? { releaseMs } : {}),
     applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
     retryAfterS: 1,
-    now: () => (clock += step),
+    cpu: () => {
+      clock += step;
+      wall += step * wallPerCpu;
+      return clock;
+    },
+    now: () => wall,
     shed: (reply: FastifyReply) => {
       shed += 1;
       return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
@@ -39,7 +45,7 @@ function harness(t: Test, step = 3, releaseMs?: number) {
     return answers;
   };
   const idle = (ms: number) => {
-    clock += ms;
+    wall += ms;
   };
   return { app, turn, idle, shed: () => shed, handled: () => handled };
 }
@@ -139,6 +145,14 @@ t.test('turns that stay long for less than the persistence interval, or not back
     (await g.turn(30)).some((a) => a.statusCode === 503),
     'two back to back are',
   );
+});
+
+t.test('a process the host starves (turns long in wall time, short in CPU) sheds nothing', async (t) => {
+  // 0.3 ms of CPU per decide, 3 ms of wall time: 30-decide turns last 90 ms but hold 9 ms of work.
+  const h = harness(t, 0.3, undefined, 10);
+  await h.app.ready();
+  for (let i = 0; i < 5; i++) await h.turn(30);
+  t.equal(h.shed(), 0, 'refusing requests would not give the withheld time back');
 });
 
 t.test('the budget must be positive', async (t) => {
