@@ -5,7 +5,7 @@
  * PRESSURE_MAX_EVENT_LOOP_DELAY_MS. Capacity is measured first in the same test, on the same machine, so
  * the ramp is relative to what this box can do now; latency bounds are relative to the 0.5× phase.
  *
- * The load comes from raw keep-alive sockets (test/helpers/open-loop.ts), a pool of 512 like a login
+ * The load comes from raw keep-alive sockets (test/helpers/open-loop.ts), a pool of 1,024 like a login
  * fleet's: node's http client cost as much CPU as a decide and queued past its sockets, so the old
  * version of this test measured the client's own queue (1–2.5 s) rather than the service.
  */
@@ -112,17 +112,17 @@ t.test(
       productionEntry(),
     );
     t.teardown(() => server.child.kill('SIGKILL'));
-    // Two caller addresses × 256: the per-address connection cap (256) is not the subject either.
+    // Four caller addresses × 256: the per-address connection cap (256) is not the subject either.
     const load = new OpenLoop({
       port: server.port,
       path: '/v1/decide',
       headers: { authorization: `Bearer ${TOKEN}` },
       body,
-      sources: ['127.0.0.2', '127.0.0.3'],
+      sources: ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'],
       perSource: 256,
     });
     t.teardown(() => load.close());
-    await load.warm(512);
+    await load.warm(1024);
 
     // Capacity: 64 closed-loop workers for 3 s after a 2 s warm-up (JIT, first GCs), answered 200s per second.
     await load.closed(16, 2, 0);
@@ -157,7 +157,7 @@ t.test(
     // The bound: 50 ms (the bar) on a quiet machine, where the 0.5× p99 is 7–15 ms and 1.5–2× gave
     // 20–35 ms. With the gate an accepted decide waits what the baseline waits (the machine's own
     // noise) plus at most about two loop turns, each the gate's 10 ms budget plus the 503s written in
-    // it (≤ 512 × ~20 µs): baseline + 40 ms. A busy machine stretches every latency. Two margins, both
+    // it (those that arrived during the previous turn, ~20 µs each): baseline + 40 ms. A busy machine stretches every latency. Two margins, both
     // measured in the phase: this process's p99 scheduling delay (the time the machine withheld, which
     // lands on every answer it reads), and, when the service ran less than 90% of the time it was
     // runnable, the division by that share (each of its waits spans 1/share the wall time). Without
@@ -169,13 +169,14 @@ t.test(
         (Math.max(50, baseline + 40) + row.client_lag_p99_ms) /
           (row.service_cpu_share < 0.9 ? Math.max(0.1, row.service_cpu_share) : 1),
       );
-    const within = (row: Row) => row.ok_p99_ms <= boundOf(row) && row.shed_p99_ms <= 2 * boundOf(row);
+    const contended = (r: Row) => r.client_lag_p99_ms > 10 || r.service_cpu_share < 0.9;
+    const within = (row: Row) =>
+      row.ok_p99_ms <= boundOf(row) && row.shed_p99_ms <= 2 * boundOf(row) && row.client_full <= row.sent * 0.1;
     for (const factor of [1.5, 2]) {
       // A phase over its bound while the machine withheld more than the gate's budget from this process
       // (p99 scheduling delay > 10 ms) or 10% of the service's runnable time (other test files on the
       // same 2 cores) is run again, up to twice. On a quiet box the first try counts.
       let row = await run(factor);
-      const contended = (r: Row) => r.client_lag_p99_ms > 10 || r.service_cpu_share < 0.9;
       for (let retry = 0; retry < 2 && !within(row) && contended(row); retry++) {
         t.comment(`contended phase, run again: ${JSON.stringify(row)}`);
         row = await run(factor);
@@ -223,12 +224,14 @@ t.test(
 
     t.equal(server.child.exitCode, null, 'no crash');
     t.equal(rows[0]!.other, 0, 'below capacity every request is answered 200 or 503: no timeout, no reset');
-    // Half of capacity is not shed, unless the machine withheld more than the gate's 10 ms budget from
-    // the processes here (this one's p99 scheduling delay): then a decide did wait that long, and a
-    // 503 for it is the design (CI, other test files on the same 2 cores). A quiet box sheds none.
+    // Half of capacity is not shed, unless the machine was busy with others during the phase (more
+    // than 10 ms p99 withheld from this process, or the service running under 90% of its runnable
+    // time): after a long deschedule the requests that arrived meanwhile are real work queued, more
+    // than a turn's budget, and a 503 for the late ones is the design. A quiet box sheds none.
+    const half = rows[0]!;
     t.ok(
-      rows[0]!.shed <= rows[0]!.sent * 0.01 || rows[0]!.client_lag_p99_ms > 10,
-      `0.5×: ${rows[0]!.shed} of ${rows[0]!.sent} shed (≤ 1% unless this process saw p99 scheduling delay > 10 ms: ${rows[0]!.client_lag_p99_ms} ms)`,
+      half.shed <= half.sent * 0.01 || contended(half),
+      `0.5×: ${half.shed} of ${half.sent} shed (≤ 1% unless contended: ${half.client_lag_p99_ms} ms p99 withheld, CPU share ${half.service_cpu_share})`,
     );
     t.same(
       rows.map((r) => r.shed_without_retry_after),
@@ -256,11 +259,11 @@ t.test(
       // "quickly" is the same order as an accepted answer, not the seconds of a queue (1.2 s before).
       if (row.shed > 0)
         t.ok(row.shed_p99_ms <= 2 * bound, `${row.offered}: 503 p99 ${row.shed_p99_ms} ms ≤ 2 × ${bound} ms`);
-      // Each request that found all caller connections busy means the service held 512 decides: the
+      // Each request that found all caller connections busy means the service held 1,024 decides: the
       // queue the gate exists to prevent. A few happen when the box withholds CPU from the service.
       t.ok(
         row.client_full <= row.sent * 0.1,
-        `${row.offered}: ${row.client_full} requests found all 512 caller connections busy (≤ 10%)`,
+        `${row.offered}: ${row.client_full} requests found all 1,024 caller connections busy (≤ 10%)`,
       );
       // A gate that shed everything would pass the latency checks. Scaled to the CPU the service got in
       // the phase (the load generator takes more of the 2 cores at 2×): at least a quarter of that CPU
