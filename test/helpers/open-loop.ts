@@ -6,9 +6,10 @@ import net from 'node:net';
  * node:http's client costs about as much CPU per request as a decide, so on a 2-core box it, not the
  * service, sets the "capacity", and its Agent queues whatever its sockets cannot carry: past that
  * point the latency measured is the client's own queue, which no server can shorten. Here a request
- * is pre-serialised bytes written to an idle socket (a new one is opened when none is idle, as a
- * fleet of callers would), and the answer is read from the status line and Content-Length alone, so
- * the queue that forms is in front of the service (kernel buffers, its event loop), where it belongs.
+ * is pre-serialised bytes written to an idle socket (a new one is opened when none is idle, up to
+ * `perSource` per caller address; past that the request fails at once as 'client_full', as a caller's
+ * bounded pool that fails fast would), and the answer is read from the status line and Content-Length
+ * alone, so the queue that forms is in front of the service (kernel buffers, its event loop).
  */
 export interface Answer {
   /** HTTP status, or the socket error code. */
