@@ -1,4 +1,10 @@
-import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyHttpOptions,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
@@ -31,6 +37,7 @@ import { registerFeedback } from './routes/feedback.js';
 import type { Effectiveness } from './events/effectiveness.js';
 import type { CallbackPolicy } from './lib/callback-url.js';
 import { limitInFlight, type InFlight } from './lib/in-flight.js';
+import { shedLateInTurn } from './lib/loop-turn.js';
 import {
   addressMatcher,
   CONNECTION_LIMITS,
@@ -66,8 +73,11 @@ export interface AppDeps {
   readonly staleData?: () => readonly string[];
   readonly trustProxy?: readonly string[];
   readonly rateLimits?: RateLimitSettings;
-  /** Shed load with 503 + Retry-After when the event loop lags this much (0 disables). */
-  readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number };
+  /**
+   * Shed load with 503 + Retry-After when the event loop lags this much (0 disables), and decides read
+   * this far into a loop turn while turns run long (lib/loop-turn.ts; 0 or unset disables).
+   */
+  readonly pressure?: { maxEventLoopDelayMs: number; sampleIntervalMs: number; maxQueueDelayMs?: number };
   /** Shed decides with 503 + Retry-After beyond this many in flight (0 disables; lib/in-flight.ts). */
   readonly maxDecidesInFlight?: number;
   /** Socket caps and header/body deadlines (lib/connection-limits.ts); defaults apply where unset. */
@@ -178,18 +188,32 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       security: [{ bearer: [] }],
     },
   });
-  // Auth first: its onRoute hook must see every route, this one included.
-  registerCallerAuth(app, deps.apiTokens);
-  app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   // Callers treat 503 (or a timeout) as PASSIVE: shedding is a safe answer, a 5 s queue is not.
   const overloaded = (reply: FastifyReply) =>
     reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE', message: 'overloaded; retry or treat as PASSIVE' });
+  const isDecide = (request: FastifyRequest) =>
+    (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide';
+  if (deps.pressure?.maxQueueDelayMs && deps.pressure.maxQueueDelayMs > 0) {
+    // The first onRequest hook: a decide shed here costs routing and a 503, not auth or the body.
+    shedLateInTurn(app, {
+      budgetMs: deps.pressure.maxQueueDelayMs,
+      applies: isDecide,
+      retryAfterS: 1,
+      shed: (reply) => {
+        deps.metrics.shed.labels('queue_delay').inc();
+        return overloaded(reply);
+      },
+    });
+  }
+  // Auth first among the rest: its onRoute hook must see every route, this one included.
+  registerCallerAuth(app, deps.apiTokens);
+  app.get('/docs/json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   let inFlight: InFlight | undefined;
   if (deps.maxDecidesInFlight && deps.maxDecidesInFlight > 0) {
     // Registered before the routes' own onRequest hooks (auth, caller limit): a shed decide costs no work.
     inFlight = limitInFlight(app, {
       max: deps.maxDecidesInFlight,
-      applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
+      applies: isDecide,
       retryAfterS: 1,
       shed: (reply) => {
         deps.metrics.shed.labels('in_flight').inc();

@@ -112,6 +112,7 @@ export const envSchema = z.object({
     .default(168),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
   PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
+  PRESSURE_MAX_QUEUE_DELAY_MS: z.coerce.number().int().min(0).max(1000).default(10),
   MAX_DECIDES_IN_FLIGHT: z.coerce.number().int().min(0).default(32),
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),
@@ -225,6 +226,7 @@ export interface Config {
   readonly pressure: {
     readonly maxEventLoopDelayMs: number;
     readonly sampleIntervalMs: number;
+    readonly maxQueueDelayMs: number;
     readonly maxDecidesInFlight: number;
   };
   readonly http: { readonly connections: { readonly max: number; readonly perAddress: number } };
@@ -458,6 +460,7 @@ function shape(c: Env, production: boolean): Config {
     pressure: {
       maxEventLoopDelayMs: c.PRESSURE_MAX_EVENT_LOOP_DELAY_MS,
       sampleIntervalMs: c.PRESSURE_SAMPLE_INTERVAL_MS,
+      maxQueueDelayMs: c.PRESSURE_MAX_QUEUE_DELAY_MS,
       maxDecidesInFlight: c.MAX_DECIDES_IN_FLIGHT,
     },
     http: { connections: { max: c.HTTP_MAX_CONNECTIONS, perAddress: c.HTTP_MAX_CONNECTIONS_PER_ADDRESS } },

@@ -58,8 +58,8 @@ export const KNOWN_LABELS = {
   /** Deliveries refused for the failures their source sent (the route's own result, beside the handler's). */
   webhookRouteResult: ['rate_limited'],
   rateLimit: ['user', 'caller'],
-  /** Why a request was shed with 503: too many decides in flight, or a lagging event loop. */
-  shedReason: ['in_flight', 'event_loop'],
+  /** Why a request was shed with 503: too many decides in flight, a lagging event loop, or read late in a long loop turn. */
+  shedReason: ['in_flight', 'event_loop', 'queue_delay'],
   stage: ['enrich', 'store', 'evaluate', 'didit'],
   reloadDataset: ['lists', ...GEO_DATABASES.map((db) => `geoip_${db}` as const)],
   /** The engine's own reasons, beside the ruleset's rule and bypass ids (the other `rule` label values). */
@@ -168,7 +168,7 @@ export function createMetrics() {
     }),
     shed: new client.Counter({
       name: 'risk_shed_total',
-      help: 'Requests refused with 503 + Retry-After under overload, by reason (in_flight: MAX_DECIDES_IN_FLIGHT; event_loop: PRESSURE_MAX_EVENT_LOOP_DELAY_MS)',
+      help: 'Requests refused with 503 + Retry-After under overload, by reason (in_flight: MAX_DECIDES_IN_FLIGHT; event_loop: PRESSURE_MAX_EVENT_LOOP_DELAY_MS; queue_delay: PRESSURE_MAX_QUEUE_DELAY_MS)',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),

@@ -54,6 +54,7 @@ export async function startTestService(
     ID_HASH_KEY: TEST_HASH_KEY,
     LOG_LEVEL: 'info',
     PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    PRESSURE_MAX_QUEUE_DELAY_MS: '0',
     MAX_DECIDES_IN_FLIGHT: '0',
     ...env,
   });

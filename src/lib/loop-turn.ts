@@ -1,0 +1,97 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+/**
+ * Load shedding on queueing delay, decided per event-loop turn.
+ *
+ * Past capacity the queue is not inside the process: requests wait in kernel socket buffers until the
+ * loop polls, and one poll then hands over every readable socket, each request run to its first real
+ * wait within that same turn. Nothing in flight piles up (a bound on concurrency never engages) and
+ * the loop's delay, sampled every few hundred ms, reacts long after callers have timed out. What does
+ * show the queue is the turn itself: every request read in a turn was already waiting when the turn's
+ * poll began, so the time since the turn began is a lower bound on how long the request has waited.
+ * Past `budgetMs` into a turn the rest of that turn's requests are refused at once, in `onRequest`
+ * (before auth or the body): the turn ends soon, the next poll reads what arrived meanwhile, and the
+ * requests admitted are those that waited least (CoDel's rule: drop on sojourn time, not queue length).
+ *
+ * A turn is measured in the process's CPU time, not the wall clock: on a crowded host the process is
+ * descheduled mid-turn, and the turn then lasts long with little work in it. Refusing requests would
+ * not give that time back, so only the work queued ahead of a request counts, and a starved process at
+ * a light load sheds nothing.
+ */
+export interface LoopTurnOptions {
+  /** How far into a loop turn, in CPU time, requests are still admitted (ms). */
+  readonly budgetMs: number;
+  /** Which requests count (and may be shed); others pass untouched. */
+  readonly applies: (request: FastifyRequest) => boolean;
+  /** Seconds in the Retry-After of a shed answer. */
+  readonly retryAfterS: number;
+  /** Sends the 503 (the app's stable error body) and counts it. */
+  readonly shed: (reply: FastifyReply) => FastifyReply;
+  /** How long turns must have run past the budget back to back before shedding starts (ms). Default 50. */
+  readonly persistMs?: number;
+  /** How long turns must have fit the budget before shedding stops (ms). Default 500. */
+  readonly releaseMs?: number;
+  /** Wall-clock milliseconds, monotonic; a test may drive it. */
+  readonly now?: () => number;
+  /** CPU milliseconds used by the process so far; a test may drive it. */
+  readonly cpu?: () => number;
+}
+
+export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): void {
+  if (!(options.budgetMs > 0)) throw new Error('loop-turn budget must be positive');
+  const now = options.now ?? (() => performance.now());
+  // getrusage: well under a microsecond against ~150 µs for a decide.
+  const cpu =
+    options.cpu ??
+    (() => {
+      const used = process.cpuUsage();
+      return (used.user + used.system) / 1000;
+    });
+  // Set by the first request of a turn; cleared in the check phase that follows the poll. The
+  // immediate is queued only while requests arrive, so an idle loop still sleeps in its poll.
+  let turnStarted: number | undefined;
+  let turnCpu = 0;
+  // One slow turn alone (a GC pause) is not a standing queue:
+  // as CoDel waits for the delay to persist for an interval, shedding starts once turns have run past
+  // the budget back to back for `persistMs`. It stops once no turn has run long for `releaseMs`
+  // (short turns, or none: an idle loop). Shedding itself makes turns short, and stopping at the first
+  // short one would let the queue build again for `persistMs` each time, latency spiking in cycles;
+  // staying on costs nothing while turns are short, as only the part of a turn past the budget is shed.
+  const persistMs = options.persistMs ?? 50;
+  const releaseMs = options.releaseMs ?? 500;
+  let shedding = false;
+  let longSince: number | undefined;
+  let lastLong = Number.NEGATIVE_INFINITY;
+  let lastEnd = Number.NEGATIVE_INFINITY;
+  const endTurn = () => {
+    const started = turnStarted ?? 0;
+    const at = now();
+    const long = cpu() - turnCpu > options.budgetMs;
+    turnStarted = undefined;
+    // An idle spell between two long turns (two GC pauses apart) is not a queue either.
+    const backToBack = started - lastEnd <= persistMs;
+    lastEnd = at;
+    if (long) {
+      lastLong = at;
+      // A second long turn right after the first, and the run of them as long as persistMs.
+      if (longSince === undefined || !backToBack) longSince = started;
+      else if (at - longSince >= persistMs) shedding = true;
+    } else longSince = undefined;
+  };
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!options.applies(request)) return done();
+    const used = cpu();
+    if (turnStarted === undefined) {
+      const at = now();
+      turnStarted = at;
+      turnCpu = used;
+      setImmediate(endTurn);
+      // Short turns or no turns at all (an idle loop) for releaseMs: the queue is gone.
+      if (shedding && at - lastLong >= releaseMs) shedding = false;
+    } else if (shedding && used - turnCpu > options.budgetMs) {
+      void options.shed(reply.header('retry-after', String(options.retryAfterS)));
+      return;
+    }
+    done();
+  });
+}

@@ -1,0 +1,160 @@
+import Fastify, { type FastifyReply } from 'fastify';
+import t, { type Test } from 'tap';
+import { shedLateInTurn } from '../../src/lib/loop-turn.js';
+
+/**
+ * The gate on a fastify app, its clocks driven by the test: each decide read costs `step` ms of CPU
+ * (and `wallPerCpu` times that of wall time), so which requests a turn admits does not depend on this machine.
+ * Requests injected together are read in one loop turn, as one poll hands over every readable socket.
+ */
+function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1) {
+  const app = Fastify();
+  let clock = 0;
+  let wall = 0;
+  let shed = 0;
+  let handled = 0;
+  shedLateInTurn(app, {
+    budgetMs: 10,
+    persistMs: 50,
+    ...(releaseMs !== undefined ? { releaseMs } : {}),
+    applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
+    retryAfterS: 1,
+    cpu: () => {
+      clock += step;
+      wall += step * wallPerCpu;
+      return clock;
+    },
+    now: () => wall,
+    shed: (reply: FastifyReply) => {
+      shed += 1;
+      return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
+    },
+  });
+  app.post('/decide', { config: { scope: 'decide' } }, async () => {
+    handled += 1;
+    return { ok: true };
+  });
+  app.post('/other', async () => ({ ok: true }));
+  t.teardown(() => app.close());
+  const turn = async (count: number, url = '/decide') => {
+    const answers = await Promise.all(
+      Array.from({ length: count }, () => app.inject({ method: 'POST', url, payload: {} })),
+    );
+    // Let the check phase that ends the turn run before the next batch.
+    await new Promise((r) => setImmediate(r));
+    return answers;
+  };
+  const idle = (ms: number) => {
+    wall += ms;
+  };
+  return { app, turn, idle, shed: () => shed, handled: () => handled };
+}
+
+t.test(
+  'decides read late in a turn are shed with 503 + Retry-After once turns have run long for a while',
+  async (t) => {
+    const h = harness(t);
+    await h.app.ready();
+    const first = await h.turn(30);
+    t.same(new Set(first.map((a) => a.statusCode)), new Set([200]), 'one long turn alone sheds nothing (a GC pause)');
+    const second = await h.turn(30);
+    t.same(
+      new Set(second.map((a) => a.statusCode)),
+      new Set([200]),
+      'the turn that finds the queue it left serves too',
+    );
+
+    const third = await h.turn(30);
+    const statuses = third.map((a) => a.statusCode);
+    const served = statuses.filter((s) => s === 200).length;
+    t.equal(served, 4, 'two long turns back to back (180 ms): the decides read within the 10 ms budget are served');
+    t.same(statuses.slice(0, 4), [200, 200, 200, 200], 'in the order they were read: the rest of the turn is shed');
+    t.equal(third.length - served, 26);
+    for (const answer of third.filter((a) => a.statusCode === 503)) t.equal(answer.headers['retry-after'], '1');
+    t.equal(h.shed(), 26, 'each shed counted');
+    t.equal(h.handled(), 64, 'no shed decide reached its handler');
+
+    const others = await h.turn(30, '/other');
+    t.same(new Set(others.map((a) => a.statusCode)), new Set([200]), 'other routes are never shed');
+  },
+);
+
+t.test('shedding stays on through short turns for the release time, then stops', async (t) => {
+  const h = harness(t, 3, 20);
+  await h.app.ready();
+  await h.turn(30);
+  await h.turn(30);
+  t.ok(
+    (await h.turn(30)).some((a) => a.statusCode === 503),
+    'shedding after two long turns',
+  );
+  t.same(
+    (await h.turn(2)).map((a) => a.statusCode),
+    [200, 200],
+    'a short turn (6 ms) serves all',
+  );
+  t.ok(
+    (await h.turn(30)).some((a) => a.statusCode === 503),
+    'a long turn right after it still sheds its tail: one short turn does not end shedding',
+  );
+  for (let i = 0; i < 3; i++) await h.turn(2);
+  t.same(
+    new Set((await h.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'after 20 ms of short turns shedding has stopped: the next long turn alone sheds nothing',
+  );
+
+  const idle = harness(t);
+  await idle.app.ready();
+  await idle.turn(30);
+  await idle.turn(30);
+  t.ok(
+    (await idle.turn(30)).some((a) => a.statusCode === 503),
+    'shedding after two long turns',
+  );
+  idle.idle(500);
+  t.same(
+    new Set((await idle.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'after 500 ms without a decide shedding has stopped: a burst after a quiet spell is served',
+  );
+});
+
+t.test('turns that stay long for less than the persistence interval, or not back to back, shed nothing', async (t) => {
+  // 1 ms per decide: 12-decide turns run 12 ms, past the budget; the fourth ends 51 ms after the first began.
+  const h = harness(t, 1);
+  await h.app.ready();
+  for (let i = 0; i < 4; i++) await h.turn(12);
+  t.equal(h.shed(), 0);
+  t.ok(
+    (await h.turn(12)).some((a) => a.statusCode === 503),
+    'the fifth long turn in a row sheds its tail',
+  );
+
+  const g = harness(t);
+  await g.app.ready();
+  await g.turn(30);
+  g.idle(100);
+  await g.turn(30);
+  t.same(
+    new Set((await g.turn(30)).map((a) => a.statusCode)),
+    new Set([200]),
+    'two long turns 100 ms apart (two GC pauses) are not a standing queue: the turn after them serves all',
+  );
+  t.ok(
+    (await g.turn(30)).some((a) => a.statusCode === 503),
+    'two back to back are',
+  );
+});
+
+t.test('a process the host starves (turns long in wall time, short in CPU) sheds nothing', async (t) => {
+  // 0.3 ms of CPU per decide, 3 ms of wall time: 30-decide turns last 90 ms but hold 9 ms of work.
+  const h = harness(t, 0.3, undefined, 10);
+  await h.app.ready();
+  for (let i = 0; i < 5; i++) await h.turn(30);
+  t.equal(h.shed(), 0, 'refusing requests would not give the withheld time back');
+});
+
+t.test('the budget must be positive', async (t) => {
+  t.throws(() => shedLateInTurn(Fastify(), { budgetMs: 0, applies: () => true, retryAfterS: 1, shed: (r) => r }));
+});
