@@ -275,7 +275,10 @@ export function createRuleSandbox(options: SandboxOptions = {}): RuleSandbox {
     if (running) return;
     clearTimeout(idleTimer);
     const next = queue.shift();
-    if (!next) return armIdle();
+    if (!next) {
+      armIdle();
+      return;
+    }
     running = true;
     void execute(next).then((outcome) => {
       running = false;
