@@ -19,12 +19,13 @@ function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1) {
     ...(releaseMs !== undefined ? { releaseMs } : {}),
     applies: (request) => (request.routeOptions.config as { scope?: string } | undefined)?.scope === 'decide',
     retryAfterS: 1,
-    cpu: () => {
+    // Each request reads the wall clock once on arrival: that read stands for the request's cost.
+    now: () => {
       clock += step;
       wall += step * wallPerCpu;
-      return clock;
+      return wall;
     },
-    now: () => wall,
+    cpu: () => clock,
     shed: (reply: FastifyReply) => {
       shed += 1;
       return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
@@ -158,3 +159,37 @@ t.test('a process the host starves (turns long in wall time, short in CPU) sheds
 t.test('the budget must be positive', async (t) => {
   t.throws(() => shedLateInTurn(Fastify(), { budgetMs: 0, applies: () => true, retryAfterS: 1, shed: (r) => r }));
 });
+
+t.test(
+  'while turns fit the budget the CPU clock is never read (a getrusage costs ~8 µs a call under load)',
+  async (t) => {
+    const app = Fastify();
+    let wall = 0;
+    let cpuReads = 0;
+    shedLateInTurn(app, {
+      budgetMs: 10,
+      applies: () => true,
+      retryAfterS: 1,
+      now: () => (wall += 0.1),
+      cpu: () => {
+        cpuReads += 1;
+        return wall;
+      },
+      shed: (reply: FastifyReply) => reply.status(503).send({}),
+    });
+    app.post('/decide', async () => ({ ok: true }));
+    t.teardown(() => app.close());
+    await app.ready();
+    for (let i = 0; i < 20; i++) {
+      await Promise.all(Array.from({ length: 30 }, () => app.inject({ method: 'POST', url: '/decide', payload: {} })));
+      await new Promise((r) => setImmediate(r));
+    }
+    t.equal(cpuReads, 0, '600 decides in 20 short turns, no CPU clock read');
+    // 200 decides in one turn run 20 ms by the wall clock: the next turn is measured in CPU time.
+    await Promise.all(Array.from({ length: 200 }, () => app.inject({ method: 'POST', url: '/decide', payload: {} })));
+    await new Promise((r) => setImmediate(r));
+    await Promise.all(Array.from({ length: 3 }, () => app.inject({ method: 'POST', url: '/decide', payload: {} })));
+    await new Promise((r) => setImmediate(r));
+    t.ok(cpuReads >= 1 && cpuReads <= 2, `after a long turn, the next is measured (${cpuReads} reads)`);
+  },
+);
