@@ -26,6 +26,7 @@ export async function fixedRate({
   const total = rate * seconds;
   const latencies: number[] = [];
   let non2xx = 0;
+  const byStatus: Record<string, number> = {};
   let errors = 0;
   let sent = 0;
   const cpuBefore = cpuSeconds?.();
@@ -56,7 +57,10 @@ export async function fixedRate({
             },
           },
           (response) => {
-            if (response.statusCode !== 200) non2xx += 1;
+            if (response.statusCode !== 200) {
+              non2xx += 1;
+              byStatus[String(response.statusCode)] = (byStatus[String(response.statusCode)] ?? 0) + 1;
+            }
             response.resume();
             response.on('end', () => {
               latencies.push(performance.now() - due);
@@ -87,6 +91,7 @@ export async function fixedRate({
     p999_ms: at(0.999),
     max_ms: at(1),
     non2xx,
+    non2xx_by_status: byStatus,
     errors,
     ...(cpu !== undefined ? { cpu_us_per_request: Math.round((cpu * 1e6) / Math.max(1, latencies.length)) } : {}),
   };
