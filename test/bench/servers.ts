@@ -73,7 +73,7 @@ if (mode === 'bare' || mode === 'bare-lua') {
   });
   const redis = config.redis.url ? createRedisClient(config.redis.url, 500) : undefined;
   const store = redis ? createRedisStore({ redis, keyPrefix: config.redis.keyPrefix }) : undefined;
-  // As `npm start` logs: pino's default destination, stdout, asynchronous (the bench drains the pipe).
+  // As `npm start` logs: pino's default destination, stdout, asynchronous (the bench points it at /dev/null).
   const logger = createLogger(config.log.level);
   const service = await createService(config, { logger, ...(store ? { store } : {}), ...(redis ? { redis } : {}) });
   await seedUsers(service, config.data.geoip);
