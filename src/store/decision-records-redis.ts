@@ -123,7 +123,29 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
     if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
   };
 
+  // The batches' link phases, in the order the batches were handed over: on Cluster a later batch's
+  // scripts (one node) can be answered before an earlier one's (every node).
+  let linkTurn: Promise<void> = Promise.resolve();
+
   const putMany = async (batch: readonly EncodedRecord[], now: number): Promise<void> => {
+    const previous = linkTurn;
+    let linksSent!: () => void;
+    linkTurn = new Promise<void>((resolve) => {
+      linksSent = resolve;
+    });
+    try {
+      await writeAndLink(batch, now, previous, linksSent);
+    } finally {
+      linksSent();
+    }
+  };
+
+  const writeAndLink = async (
+    batch: readonly EncodedRecord[],
+    now: number,
+    previous: Promise<void>,
+    linksSent: () => void,
+  ): Promise<void> => {
     const byShard = new Map<number, EncodedRecord[]>();
     for (const encoded of batch) {
       const shard = shardOf(encoded.record.id, shards);
@@ -152,8 +174,13 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
     });
     // Every link sent at once in batch order, not one round trip each: a connection answers in order,
     // so a later hand-out of a session, in this batch or in the next one (written while this one would
-    // still be linking), supersedes an earlier one and never the reverse.
-    await Promise.all(batch.filter((encoded) => !lost.has(encoded)).map(({ record }) => link(record, now)));
+    // still be linking), supersedes an earlier one and never the reverse. Sent only once the batch before
+    // has sent its own.
+    await previous;
+    const links = batch.filter((encoded) => !lost.has(encoded)).map(({ record }) => link(record, now));
+    // Sent: a later batch's links for the same session go to the same connection, which answers in order.
+    linksSent();
+    await Promise.all(links);
     if (lost.size > 0) throw Object.assign(new Error(`${(cause as Error)?.message ?? cause}`), { records: lost.size });
   };
 

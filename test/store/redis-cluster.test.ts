@@ -89,3 +89,42 @@ t.test('cluster: one record, and a batch of 256 whose sessions repeat, each land
   t.equal(superseded, 256 - 40, 'every earlier hand-out is superseded, none of the last');
   t.equal(crossSlot, 0, 'no CROSSSLOT');
 });
+
+t.test(
+  'cluster: a batch started while an earlier one is still being written does not lose its session to it',
+  async (t) => {
+    const records = createRedisDecisionRecords({
+      redis: recordsClient,
+      keyPrefix: 'cluster-order:',
+      ttlMs: RECORDS_TTL,
+    });
+    const at = Date.parse('2026-11-25T12:00:00Z');
+    const make = (id: string, session: string, when: number): DecisionRecord => ({
+      id,
+      at: when,
+      user: 'u',
+      device: 'd',
+      action: 'PASSIVE',
+      score: 25,
+      rules: ['r'],
+      shadow: [],
+      ruleset: 'h',
+      degraded: [],
+      purpose: 'login',
+      signals: { big: 'x'.repeat(4000) },
+      stepUp: { session, method: 'PASSIVE', expiresAt: when + 600_000 },
+    });
+    let lost = 0;
+    for (let round = 0; round < 10; round++) {
+      // The earlier batch spans every shard (so every node); the later one is one record on one node.
+      const first = Array.from({ length: 200 }, (_, i) => make(`a${round}-${i}`, `sa${round}-${i}`, at));
+      first.push(make(`a${round}-shared`, `shared${round}`, at));
+      await Promise.all([
+        records.putMany(first.map(encodeRecord), at),
+        records.putMany([encodeRecord(make(`b${round}-shared`, `shared${round}`, at + 5))], at + 5),
+      ]);
+      if ((await records.decisionOf(`shared${round}`)) !== `b${round}-shared`) lost += 1;
+    }
+    t.equal(lost, 0, 'in 10 rounds the later hand-out always holds the session');
+  },
+);
