@@ -310,6 +310,7 @@ export async function createService(config: Config, options: ServiceOptions): Pr
     clock,
     log: logger,
     lines: decisionLines(logger),
+    journal: { flushMs: config.journal.flushMs },
   });
   const stopSweep = effectiveness.start(EFFECTIVENESS_SWEEP_MS);
   const handleWebhook = createWebhookHandler({

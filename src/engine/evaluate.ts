@@ -238,7 +238,8 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
 
   const shadow: ShadowResult[] = rules.firedShadow.map((rule) => {
     const withRule = higher(rungForScore(policy.scoreBands, score + rule.score), rule.minAction ?? 'SKIP');
-    return { rule: rule.id, action: higher(action, withRule), because: because(rule, signals) };
+    // In the reply schema's order: the decide writes its reply with JSON.stringify, not the schema.
+    return { rule: rule.id, because: because(rule, signals), action: higher(action, withRule) };
   });
 
   const degraded = new Set(input.degraded ?? []);

@@ -129,9 +129,11 @@ export function createDecisionJournal(deps: JournalDeps) {
       return;
     }
     const write = deps.records.putMany(records, deps.clock()).catch((error: unknown) => {
-      deps.failed(records.length);
+      // A store that stored part of the batch (one shard failing) says how many it lost.
+      const lost = (error as { records?: number } | undefined)?.records ?? records.length;
+      deps.failed(lost);
       deps.log.warn(
-        { err: (error as Error)?.message, records: records.length },
+        { err: (error as Error)?.message, records: lost },
         'decision records not stored: their outcomes and labels will be missing from rule effectiveness',
       );
     });

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { openSync, readSync } from 'node:fs';
 
 /**
  * Load shedding on queueing delay, decided per event-loop turn.
@@ -40,13 +41,7 @@ export interface LoopTurnOptions {
 export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): void {
   if (!(options.budgetMs > 0)) throw new Error('loop-turn budget must be positive');
   const now = options.now ?? (() => performance.now());
-  // getrusage: well under a microsecond against ~150 µs for a decide.
-  const cpu =
-    options.cpu ??
-    (() => {
-      const used = process.cpuUsage();
-      return (used.user + used.system) / 1000;
-    });
+  const cpu = options.cpu ?? loopThreadCpuMs();
   // Set by the first request of a turn; cleared in the check phase that follows the poll. The
   // immediate is queued only while requests arrive, so an idle loop still sleeps in its poll.
   let turnStarted: number | undefined;
@@ -112,4 +107,39 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     }
     done();
   });
+}
+
+/**
+ * The CPU clock of the calling thread (the event loop's), in ms. The process's clock (getrusage) also
+ * counts every other thread: a rule sandbox worker running a playground job or a reload check, GC
+ * helpers, the libuv pool. A loop descheduled mid-turn while a worker burns a core then reads as a
+ * turn long in CPU, and the gate sheds what it exists not to. Linux keeps each thread's time on CPU in
+ * /proc/thread-self/schedstat (ns, first field; ~3 µs a read here); elsewhere the process clock.
+ */
+export function loopThreadCpuMs(): () => number {
+  threadClock ??= openThreadClock();
+  return threadClock;
+}
+
+// One per thread (a worker has its own copy of this module), opened on first use and kept open.
+let threadClock: (() => number) | undefined;
+
+function openThreadClock(): () => number {
+  const processCpu = () => {
+    const used = process.cpuUsage();
+    return (used.user + used.system) / 1000;
+  };
+  let fd: number;
+  try {
+    // /proc/thread-self is resolved when opened: this thread's file, read later with pread (no reopen).
+    fd = openSync('/proc/thread-self/schedstat', 'r');
+  } catch {
+    return processCpu;
+  }
+  const buffer = Buffer.alloc(64);
+  const read = () => {
+    const text = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0));
+    return Number(text.slice(0, text.indexOf(' '))) / 1e6;
+  };
+  return Number.isFinite(read()) && read() > 0 ? read : processCpu;
 }

@@ -123,7 +123,29 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
     if (before && before !== record.id) await settle(before, step.session, 'superseded', now);
   };
 
+  // The batches' link phases, in the order the batches were handed over: on Cluster a later batch's
+  // scripts (one node) can be answered before an earlier one's (every node).
+  let linkTurn: Promise<void> = Promise.resolve();
+
   const putMany = async (batch: readonly EncodedRecord[], now: number): Promise<void> => {
+    const previous = linkTurn;
+    let linksSent!: () => void;
+    linkTurn = new Promise<void>((resolve) => {
+      linksSent = resolve;
+    });
+    try {
+      await writeAndLink(batch, now, previous, linksSent);
+    } finally {
+      linksSent();
+    }
+  };
+
+  const writeAndLink = async (
+    batch: readonly EncodedRecord[],
+    now: number,
+    previous: Promise<void>,
+    linksSent: () => void,
+  ): Promise<void> => {
     const byShard = new Map<number, EncodedRecord[]>();
     for (const encoded of batch) {
       const shard = shardOf(encoded.record.id, shards);
@@ -132,18 +154,34 @@ export function createRedisDecisionRecords(options: RedisDecisionRecordsOptions)
       else byShard.set(shard, [encoded]);
     }
     // One script per shard (one slot on Cluster), all sent before any answer is awaited.
-    const writes: Array<Promise<number>> = [];
-    for (const [shard, list] of byShard) {
+    const lists = [...byShard.values()];
+    const writes = [...byShard].map(([shard, list]) => {
       const args: Array<string | number> = [list.length + 2, timeKey(shard), openKey(shard)];
       for (const { record } of list) args.push(recordKey(record.id));
       args.push(options.ttlMs, now - options.ttlMs);
       for (const { record, json } of list)
         args.push(record.id, json, record.stepUp?.session ?? '', record.at, record.stepUp?.expiresAt ?? '');
-      writes.push(r.riskRecordPutMany(...args));
-    }
-    await Promise.all(writes);
-    // In batch order: a later hand-out of the same session supersedes an earlier one.
-    for (const { record } of batch) await link(record, now);
+      return r.riskRecordPutMany(...args);
+    });
+    const written = await Promise.allSettled(writes);
+    // A shard that failed (its node failing over) costs its own records only: the others are linked.
+    const lost = new Set<EncodedRecord>();
+    let cause: unknown;
+    written.forEach((result, i) => {
+      if (result.status === 'fulfilled') return;
+      cause ??= result.reason;
+      for (const encoded of lists[i]!) lost.add(encoded);
+    });
+    // Every link sent at once in batch order, not one round trip each: a connection answers in order,
+    // so a later hand-out of a session, in this batch or in the next one (written while this one would
+    // still be linking), supersedes an earlier one and never the reverse. Sent only once the batch before
+    // has sent its own.
+    await previous;
+    const links = batch.filter((encoded) => !lost.has(encoded)).map(({ record }) => link(record, now));
+    // Sent: a later batch's links for the same session go to the same connection, which answers in order.
+    linksSent();
+    await Promise.all(links);
+    if (lost.size > 0) throw Object.assign(new Error(`${(cause as Error)?.message ?? cause}`), { records: lost.size });
   };
 
   return {

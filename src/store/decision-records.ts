@@ -69,7 +69,10 @@ export interface DecisionRecords {
    * is settled as `superseded` (its outcome belongs to this one).
    */
   put(record: DecisionRecord, now: number): Promise<void>;
-  /** `put` for a batch, in order (a later record of the same session supersedes an earlier one), in few round trips. */
+  /**
+   * `put` for a batch, in order (a later record of the same session supersedes an earlier one), in few
+   * round trips. A partial failure rejects with `records`, the number not stored, when the store knows it.
+   */
   putMany(batch: readonly EncodedRecord[], now: number): Promise<void>;
   get(id: string, now: number): Promise<StoredDecision | undefined>;
   /** The decision a Didit session was last handed out for. */

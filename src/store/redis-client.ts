@@ -5,7 +5,8 @@ import { Redis, Cluster, type RedisOptions } from 'ioredis';
  * instead of waiting 12-22 s), at most one retry, a ~100 ms command deadline, reconnects capped
  * near 1 s. Measured by the reliability bar: first failure in ~1 ms, recovery in ~0.3 s.
  * Auto-pipelining: the commands of every decide started in one event-loop turn go out in one socket
- * write (one syscall instead of one each; on Cluster, one per node), each still with its own answer.
+ * write (one syscall instead of one each), each still with its own answer. Not on Cluster: there it is
+ * the Cluster's own option (left off), not its nodes' redisOptions, so a Cluster client sends as before.
  */
 export function loginPathOptions(commandTimeoutMs = 100): RedisOptions {
   return {

@@ -17,13 +17,14 @@ function stream() {
 }
 
 /** Records that keep each batch they were given (or fail / hang when told to). */
-function recordsSpy(mode: { fail?: boolean; hang?: boolean } = {}) {
+function recordsSpy(mode: { fail?: boolean; hang?: boolean; lost?: number } = {}) {
   const batches: EncodedRecord[][] = [];
   const records = {
     kind: 'memory',
     async putMany(batch: readonly EncodedRecord[]) {
       batches.push([...batch]);
-      if (mode.fail) throw new Error('store down');
+      if (mode.fail)
+        throw Object.assign(new Error('store down'), mode.lost === undefined ? {} : { records: mode.lost });
       if (mode.hang) await new Promise(() => undefined);
     },
   } as unknown as DecisionRecords;
@@ -180,6 +181,11 @@ t.test('a failing or hung store is counted, bounded, and never loses a line', as
   await failing.journal.settled();
   t.same(failing.failed, [3], 'the batch of 3 is counted as lost records');
   t.equal(failing.out.lines().length, 3, 'its lines were written anyway');
+
+  const partly = journalWith(recordsSpy({ fail: true, lost: 1 }).records);
+  for (let i = 0; i < 3; i++) partly.journal.add(facts(i));
+  await partly.journal.settled();
+  t.same(partly.failed, [1], 'a store that kept part of the batch (one shard down) has only the rest counted');
 
   const hung = journalWith(recordsSpy({ hang: true }).records, 'info', { maxInFlight: 1 });
   hung.journal.add(facts(1));

@@ -1,6 +1,6 @@
 import Fastify, { type FastifyReply } from 'fastify';
 import t, { type Test } from 'tap';
-import { shedLateInTurn } from '../../src/lib/loop-turn.js';
+import { loopThreadCpuMs, shedLateInTurn } from '../../src/lib/loop-turn.js';
 
 /**
  * The gate on a fastify app, its clocks driven by the test: each decide read costs `step` ms of CPU
@@ -193,3 +193,63 @@ t.test(
     t.ok(cpuReads >= 1 && cpuReads <= 2, `after a long turn, the next is measured (${cpuReads} reads)`);
   },
 );
+
+/** A worker thread burning a core (a rule sandbox job) while the test runs. */
+async function busyWorker(t: Test) {
+  const { Worker } = await import('node:worker_threads');
+  const worker = new Worker('for (;;) {}', { eval: true });
+  await new Promise((r) => worker.once('online', r));
+  t.teardown(() => worker.terminate());
+}
+
+const offCpu = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+t.test("the gate's CPU clock is the event loop's thread: another thread's work is not the loop's queue", async (t) => {
+  await busyWorker(t);
+  const cpu = loopThreadCpuMs();
+  let wall = performance.now();
+  let used = cpu();
+  offCpu(60); // the loop thread off CPU (descheduled) while the worker runs
+  const waited = { wall: performance.now() - wall, cpu: cpu() - used };
+  t.ok(
+    waited.cpu < waited.wall / 2,
+    `loop off CPU for ${waited.wall.toFixed(1)} ms: ${waited.cpu.toFixed(2)} ms counted`,
+  );
+  wall = performance.now();
+  used = cpu();
+  // The loop's own work is counted (whatever share of a core this busy machine gives it).
+  while (cpu() - used < 10 && performance.now() - wall < 2000);
+  t.ok(
+    cpu() - used >= 10,
+    `loop busy: ${(cpu() - used).toFixed(1)} ms counted in ${(performance.now() - wall).toFixed(1)} ms`,
+  );
+});
+
+t.test('a starved loop beside a busy worker thread sheds nothing (real clocks)', async (t) => {
+  await busyWorker(t);
+  const app = Fastify();
+  let shed = 0;
+  shedLateInTurn(app, {
+    budgetMs: 10,
+    persistMs: 20,
+    // Each decide read finds the loop thread just back from 6 ms off CPU: turns long in wall time only.
+    applies: (request) => {
+      const decide = request.url === '/decide';
+      if (decide) offCpu(6);
+      return decide;
+    },
+    retryAfterS: 1,
+    shed: (reply: FastifyReply) => {
+      shed += 1;
+      return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
+    },
+  });
+  app.post('/decide', async () => ({ ok: true }));
+  t.teardown(() => app.close());
+  await app.ready();
+  for (let turn = 0; turn < 6; turn++) {
+    await Promise.all(Array.from({ length: 8 }, () => app.inject({ method: 'POST', url: '/decide', payload: {} })));
+    await new Promise((r) => setImmediate(r));
+  }
+  t.equal(shed, 0, 'six turns of ~48 ms wall, the worker busy throughout: nothing shed');
+});

@@ -1,5 +1,8 @@
+import Fastify from 'fastify';
 import t from 'tap';
-import { CHROME_WINDOWS, startTestService, testClock } from '../helpers/service.js';
+import { decideReply, doc } from '../../src/routes/schemas.js';
+import { scenarioRules } from '../events/effectiveness-scenario.js';
+import { CHROME_WINDOWS, injectDecide, startTestService, testClock } from '../helpers/service.js';
 import { trustDirectly } from '../helpers/trust.js';
 
 const clock = testClock();
@@ -282,3 +285,33 @@ t.test('a user agent with a newline and JSON cannot forge a log line', async (t)
   t.equal(added.length, 1);
   t.notOk(added.some((l) => JSON.parse(l).msg === 'forged'));
 });
+
+t.test(
+  'the reply is, byte for byte, what the documented schema serialises (as the route answered before)',
+  async (t) => {
+    const shadowService = await startTestService({ RULES_DIR: scenarioRules() }, { clock });
+    t.teardown(() => shadowService.close());
+    const response = await injectDecide(shadowService, {
+      user_id: 'schema-user',
+      device_id: 'schema-device',
+      ip: '89.160.20.112',
+      user_agent: CHROME_WINDOWS,
+      attributes: { watch: true, shadowy: true, note: 'a"\n\u2028b' },
+    });
+    t.equal(response.statusCode, 200);
+    const body = response.json();
+    t.ok(body.shadow.length > 0 && body.reasons.length > 0, 'a reply with reasons and shadow results');
+    // The route sent the reply object through fastify's serializer for this schema before it was assembled by hand.
+    const reference = Fastify();
+    reference.post('/', { schema: { response: { 200: doc(decideReply) } } }, async (request) => request.body);
+    const expected = await reference.inject({
+      method: 'POST',
+      url: '/',
+      headers: { 'content-type': 'application/json' },
+      payload: response.body,
+    });
+    await reference.close();
+    t.equal(response.body, expected.body, 'the same bytes, fields in the same order');
+    t.equal(response.headers['content-type'], expected.headers['content-type'], 'the same content type');
+  },
+);

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import t from 'tap';
 import { createMemoryDecisionRecords } from '../../src/store/decision-records-memory.js';
 import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
+import { encodeRecord, shardOf } from '../../src/store/decision-records.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { startRedis } from '../helpers/redis.js';
 import { decisionRecordsContract } from './decision-records-contract.js';
@@ -105,4 +106,57 @@ t.test('redis: the time index is trimmed past the retention on every write', asy
   await records.put({ ...base, id: 'old', at: 1000 }, 1000);
   await records.put({ ...base, id: 'new', at: 5000 }, 5000);
   t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, '0', '-1'), ['new']);
+});
+
+const stepUpRecord = (id: string, session: string, at: number) => ({
+  id,
+  at,
+  user: 'u',
+  device: 'd',
+  action: 'PASSIVE' as const,
+  score: 0,
+  rules: [],
+  shadow: [],
+  ruleset: 'h',
+  degraded: [],
+  purpose: 'login',
+  signals: {},
+  stepUp: { session, method: 'PASSIVE' as const, expiresAt: at + 600_000 },
+});
+
+t.test('redis: a batch started while an earlier one is still linking does not lose its session to it', async (t) => {
+  const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}order:`, ttlMs: TTL });
+  const at = Date.parse('2026-11-25T12:00:00Z');
+  // The journal's batches overlap: the next is written 5 ms later whether or not the last has linked.
+  const first = Array.from({ length: 200 }, (_, i) => stepUpRecord(`a${i}`, `sa${i}`, at));
+  first.push(stepUpRecord('a-shared', 'shared', at));
+  const writes = [
+    records.putMany(first.map(encodeRecord), at),
+    records.putMany([encodeRecord(stepUpRecord('b-shared', 'shared', at + 5))], at + 5),
+  ];
+  await Promise.all(writes);
+  t.equal(await records.decisionOf('shared'), 'b-shared', 'the later hand-out holds the session');
+  t.match(await records.get('a-shared', at + 5), { outcome: { outcome: 'superseded' } });
+  t.notOk((await records.get('b-shared', at + 5))?.outcome, 'the later decision is still open');
+});
+
+t.test('redis: a shard that refuses its script costs only its own records their session links', async (t) => {
+  const keyPrefix = `${prefix}partial:`;
+  const records = createRedisDecisionRecords({ redis, keyPrefix, ttlMs: TTL, shards: 8 });
+  const at = Date.parse('2026-11-25T12:00:00Z');
+  // One node of a Cluster failing over, here one shard's index made unwritable.
+  await redis.set(`${keyPrefix}{dr:3}:at`, 'not a sorted set');
+  const batch = Array.from({ length: 40 }, (_, i) => stepUpRecord(`p${i}`, `sp${i}`, at));
+  const failing = batch.filter((r) => shardOf(r.id, 8) === 3);
+  t.ok(failing.length > 0 && failing.length < batch.length, `${failing.length} of ${batch.length} on the bad shard`);
+  const error = await records.putMany(batch.map(encodeRecord), at).then(
+    () => undefined,
+    (e: unknown) => e as { records?: number },
+  );
+  t.ok(error, 'the batch reports the failure');
+  t.equal(error?.records, failing.length, 'counting only the records not stored');
+  for (const r of batch) {
+    const linked = await records.decisionOf(r.stepUp.session);
+    t.equal(linked, shardOf(r.id, 8) === 3 ? undefined : r.id, `${r.id} (shard ${shardOf(r.id, 8)})`);
+  }
 });

@@ -1,9 +1,12 @@
 import { Cluster } from 'ioredis';
 import t from 'tap';
 import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
+import { type DecisionRecord, encodeRecord } from '../../src/store/decision-records.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedisCluster } from '../helpers/redis.js';
 import { storeContract } from './contract.js';
+import { decisionRecordsContract } from './decision-records-contract.js';
 
 const cluster = await startRedisCluster();
 t.teardown(() => cluster.stop());
@@ -37,3 +40,91 @@ storeContract(t, 'cluster', makeStore);
 t.test('cluster: 0 CROSSSLOT errors across the whole suite', async (t) => {
   t.equal(crossSlot, 0);
 });
+
+// The decision records write a batch as one script per shard with a variable number of keys.
+const recordsClient = new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true });
+await new Promise((r) => recordsClient.once('ready', r));
+t.teardown(() => recordsClient.disconnect());
+const RECORDS_TTL = 90 * 86_400_000;
+decisionRecordsContract(t, 'cluster', async () =>
+  createRedisDecisionRecords({ redis: recordsClient, keyPrefix: 'cluster-dr:', ttlMs: RECORDS_TTL }),
+);
+
+t.test('cluster: one record, and a batch of 256 whose sessions repeat, each land whole', async (t) => {
+  const records = createRedisDecisionRecords({ redis: recordsClient, keyPrefix: 'cluster-dr256:', ttlMs: RECORDS_TTL });
+  const at = Date.parse('2026-11-25T12:00:00Z');
+  const make = (id: string, session: string): DecisionRecord => ({
+    id,
+    at,
+    user: 'u',
+    device: 'd',
+    action: 'PASSIVE',
+    score: 25,
+    rules: ['r'],
+    shadow: [],
+    ruleset: 'h',
+    degraded: [],
+    purpose: 'login',
+    signals: { 'device.known': false },
+    stepUp: { session, method: 'PASSIVE', expiresAt: at + 600_000 },
+  });
+  const one = make('one', 'one-session');
+  await records.putMany([encodeRecord(one)], at);
+  t.same((await records.get('one', at))?.record, one);
+  t.equal(await records.decisionOf('one-session'), 'one');
+
+  const batch = Array.from({ length: 256 }, (_, i) => make(`b${i}`, `bs${i % 40}`));
+  await records.putMany(batch.map(encodeRecord), at);
+  const back = await Promise.all(batch.map((r) => records.get(r.id, at)));
+  t.same(
+    back.map((b) => b?.record),
+    batch,
+    'all 256 read back',
+  );
+  for (let s = 0; s < 40; s++) {
+    const last = batch.filter((r) => r.stepUp!.session === `bs${s}`).at(-1)!;
+    t.equal(await records.decisionOf(`bs${s}`), last.id, `bs${s}: its last hand-out holds it`);
+  }
+  const superseded = back.filter((b) => b?.outcome?.outcome === 'superseded').length;
+  t.equal(superseded, 256 - 40, 'every earlier hand-out is superseded, none of the last');
+  t.equal(crossSlot, 0, 'no CROSSSLOT');
+});
+
+t.test(
+  'cluster: a batch started while an earlier one is still being written does not lose its session to it',
+  async (t) => {
+    const records = createRedisDecisionRecords({
+      redis: recordsClient,
+      keyPrefix: 'cluster-order:',
+      ttlMs: RECORDS_TTL,
+    });
+    const at = Date.parse('2026-11-25T12:00:00Z');
+    const make = (id: string, session: string, when: number): DecisionRecord => ({
+      id,
+      at: when,
+      user: 'u',
+      device: 'd',
+      action: 'PASSIVE',
+      score: 25,
+      rules: ['r'],
+      shadow: [],
+      ruleset: 'h',
+      degraded: [],
+      purpose: 'login',
+      signals: { big: 'x'.repeat(4000) },
+      stepUp: { session, method: 'PASSIVE', expiresAt: when + 600_000 },
+    });
+    let lost = 0;
+    for (let round = 0; round < 10; round++) {
+      // The earlier batch spans every shard (so every node); the later one is one record on one node.
+      const first = Array.from({ length: 200 }, (_, i) => make(`a${round}-${i}`, `sa${round}-${i}`, at));
+      first.push(make(`a${round}-shared`, `shared${round}`, at));
+      await Promise.all([
+        records.putMany(first.map(encodeRecord), at),
+        records.putMany([encodeRecord(make(`b${round}-shared`, `shared${round}`, at + 5))], at + 5),
+      ]);
+      if ((await records.decisionOf(`shared${round}`)) !== `b${round}-shared`) lost += 1;
+    }
+    t.equal(lost, 0, 'in 10 rounds the later hand-out always holds the session');
+  },
+);
