@@ -88,8 +88,9 @@ if (perf) {
   perf.kill('SIGINT');
   await new Promise((resolve) => perf.once('exit', resolve));
 }
+const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${serverPid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 process.stdout.write(
-  `${mode}: ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request, non2xx ${r.non2xx}\n`,
+  `${mode}: RSS ${Math.round(rss)} MB, ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request, non2xx ${r.non2xx}\n`,
 );
 child.kill('SIGINT');
 await new Promise((resolve) => child.once('exit', resolve));
