@@ -81,9 +81,8 @@ export function createDecisionJournal(deps: JournalDeps) {
     const rules = decision.reasons.map((r) => r.rule);
     const shadow = decision.shadow.map((s) => ({ rule: s.rule, action: s.action }));
     const signals = facts.signalsJson ?? JSON.stringify(enriched.signals);
-    const record: DecisionRecord = {
-      id: facts.decisionId,
-      at,
+    // The fields the record and the line share, built once; each adds its own around them.
+    const shared = {
       user: enriched.user,
       device: enriched.device,
       action: decision.action,
@@ -92,27 +91,24 @@ export function createDecisionJournal(deps: JournalDeps) {
       shadow,
       ruleset: decision.ruleset,
       degraded: decision.degraded,
+    };
+    const stored = {
+      id: facts.decisionId,
+      at,
+      ...shared,
       purpose: facts.purpose,
-      signals: enriched.signals,
       ...(facts.stepUp
         ? {
             stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs },
           }
         : {}),
     };
-    const { signals: _, ...rest } = record;
-    const json = `${JSON.stringify(rest).slice(0, -1)},"signals":${signals}}`;
+    const record: DecisionRecord = { ...stored, signals: enriched.signals };
+    const json = `${JSON.stringify(stored).slice(0, -1)},"signals":${signals}}`;
     if (!withLine) return { record: { record, json } };
     const members = JSON.stringify({
       decision_id: facts.decisionId,
-      user: enriched.user,
-      device: enriched.device,
-      action: decision.action,
-      score: decision.score,
-      rules,
-      shadow,
-      ruleset: decision.ruleset,
-      degraded: decision.degraded,
+      ...shared,
       verification: facts.verification,
       duration_ms: Math.round(facts.seconds * 1e6) / 1e3,
     }).slice(1, -1);
