@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { openSync, readSync } from 'node:fs';
+import { type GcPauses, gcPauses } from './gc-pauses.js';
 
 /**
  * Load shedding on queueing delay, decided per event-loop turn.
@@ -36,12 +37,21 @@ export interface LoopTurnOptions {
   readonly now?: () => number;
   /** CPU milliseconds used by the process so far; a test may drive it. */
   readonly cpu?: () => number;
+  /** Milliseconds of garbage-collector pause between two wall-clock times; a test may drive it. */
+  readonly gcPauses?: GcPauses;
+  /** Milliseconds the event loop has spent outside its poll so far (busy); a test may drive it. */
+  readonly loopBusy?: () => number;
 }
+
+/** Shedding stops early once the loop was idle this share of a release window: the load fits again. */
+const RELEASE_IDLE_SHARE = 0.25;
 
 export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): void {
   if (!(options.budgetMs > 0)) throw new Error('loop-turn budget must be positive');
   const now = options.now ?? (() => performance.now());
   const cpu = options.cpu ?? loopThreadCpuMs();
+  const collecting = options.gcPauses ?? gcPauses();
+  const loopBusy = options.loopBusy ?? (() => performance.eventLoopUtilization().active);
   // Set by the first request of a turn; cleared in the check phase that follows the poll. The
   // immediate is queued only while requests arrive, so an idle loop still sleeps in its poll.
   let turnStarted: number | undefined;
@@ -54,16 +64,39 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   let wallLong = false;
   // One slow turn alone (a GC pause) is not a standing queue:
   // as CoDel waits for the delay to persist for an interval, shedding starts once turns have run past
-  // the budget back to back for `persistMs`. It stops once no turn has run long for `releaseMs`
-  // (short turns, or none: an idle loop). Shedding itself makes turns short, and stopping at the first
-  // short one would let the queue build again for `persistMs` each time, latency spiking in cycles;
-  // staying on costs nothing while turns are short, as only the part of a turn past the budget is shed.
+  // the budget back to back for `persistMs`, not counting the collector's pauses within them. A pause
+  // makes its turn long and leaves a backlog that makes the next turns long as well; at half load that
+  // backlog clears in a turn or two, and counting the pause towards `persistMs` shed it (0.5–2% of
+  // decides at half of capacity after a 20–50 ms collection).
+  // It stops once no turn has run long for `releaseMs` (short turns, or none: an idle loop), or once the
+  // loop sat idle in its poll for a quarter of a `releaseMs` window: under overload, even shedding,
+  // the loop never waits. Shedding itself makes turns short, and stopping at the first short one
+  // would let the queue build again for `persistMs` each time, latency spiking in cycles; staying on
+  // costs nothing while turns are short, as only the part of a turn past the budget is shed. But a
+  // collection's backlog makes a turn long now and then at any load, and each one alone kept shedding
+  // on after an overload had passed: at half load, 2% of decides were shed a phase after a ramp.
   const persistMs = options.persistMs ?? 50;
   const releaseMs = options.releaseMs ?? 500;
   let shedding = false;
   let longSince: number | undefined;
   let lastLong = Number.NEGATIVE_INFINITY;
   let lastEnd = Number.NEGATIVE_INFINITY;
+  let windowStart = 0;
+  let windowBusy = 0;
+  const startShedding = (at: number) => {
+    shedding = true;
+    windowStart = at;
+    windowBusy = loopBusy();
+  };
+  const stillOverloaded = (at: number) => {
+    if (at - lastLong >= releaseMs) return false;
+    if (at - windowStart < releaseMs) return true;
+    const busy = loopBusy();
+    const idleShare = 1 - (busy - windowBusy) / (at - windowStart);
+    windowStart = at;
+    windowBusy = busy;
+    return idleShare < RELEASE_IDLE_SHARE;
+  };
   const endTurn = () => {
     const started = turnStarted ?? 0;
     const at = now();
@@ -85,7 +118,8 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     if (!measured) return;
     lastLong = at;
     // A second long turn right after the first, and the run of them as long as persistMs.
-    if (continuing && at - (longSince as number) >= persistMs) shedding = true;
+    if (!shedding && continuing && at - (longSince as number) - collecting(longSince as number, at) >= persistMs)
+      startShedding(at);
   };
   app.addHook('onRequest', (request, reply, done) => {
     if (!options.applies(request)) return done();
@@ -94,8 +128,7 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
       turnStarted = at;
       turnCpu = wallLong || shedding ? cpu() : undefined;
       setImmediate(endTurn);
-      // Short turns or no turns at all (an idle loop) for releaseMs: the queue is gone.
-      if (shedding && at - lastLong >= releaseMs) shedding = false;
+      if (shedding && !stillOverloaded(at)) shedding = false;
     } else if (
       shedding &&
       at - turnStarted > options.budgetMs &&

@@ -13,6 +13,7 @@ export async function fixedRate({
   rate,
   seconds,
   cpuSeconds,
+  onAnswer,
 }: {
   port: number;
   token: string;
@@ -21,6 +22,8 @@ export async function fixedRate({
   seconds: number;
   /** The server's CPU seconds so far: with it, the server's CPU per request at this rate is reported. */
   cpuSeconds?: () => number;
+  /** Called with each answer's due time (ms since the start) and latency, for a look at the tail. */
+  onAnswer?: (dueMs: number, latencyMs: number, status: number) => void;
 }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const total = rate * seconds;
@@ -64,6 +67,7 @@ export async function fixedRate({
             response.resume();
             response.on('end', () => {
               latencies.push(performance.now() - due);
+              onAnswer?.(due - started, performance.now() - due, response.statusCode ?? 0);
               finish();
             });
           },

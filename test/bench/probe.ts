@@ -2,10 +2,13 @@
  * One server under the bench's load, for profiling: `tsx test/bench/probe.ts <mode> [seconds]`
  * (mode: bare | memory | redis), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
  * records a perf profile of the measured window. Prints requests/s and the server's CPU µs per request.
+ * PROBE_RATE=<req/s> measures at that paced rate instead of saturation and prints the slowest answers
+ * with their times; PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
+import { fixedRate } from './paced.js';
 import { startRedis } from '../helpers/redis.js';
 import { trafficMix, USERS_PER_ROUND } from './traffic.js';
 
@@ -15,7 +18,7 @@ import { trafficMix, USERS_PER_ROUND } from './traffic.js';
  * lands on the load generator's core (a pipe drained there backed up and cost the server ~10% in
  * partial rewrites of a growing buffer).
  */
-const DEV_NULL = openSync('/dev/null', 'w');
+const DEV_NULL = openSync(process.env.PROBE_STDOUT ?? '/dev/null', 'w');
 
 const TOKEN = 'bench-token-0123456789abcdef';
 const mode = process.argv[2] ?? 'memory';
@@ -77,6 +80,27 @@ const perf = process.env.PROBE_PERF
   : undefined;
 if (perf) await new Promise((resolve) => setTimeout(resolve, 500));
 const before = cpuSeconds(serverPid);
+if (process.env.PROBE_RATE) {
+  const rate = Number(process.env.PROBE_RATE);
+  const answers: [number, number, number][] = [];
+  const startedAt = Date.now();
+  const figures = await fixedRate({
+    port,
+    token: TOKEN,
+    bodies: pools[1]!,
+    rate,
+    seconds,
+    cpuSeconds: () => cpuSeconds(serverPid),
+    onAnswer: (due, ms, status) => answers.push([due, ms, status]),
+  });
+  process.stdout.write(`${mode} at ${rate}/s (start ${startedAt}): ${JSON.stringify(figures)}\n`);
+  for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
+    process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
+  child.kill('SIGINT');
+  await new Promise((resolve) => child.once('exit', resolve));
+  await redis?.stop();
+  process.exit(0);
+}
 const r = await autocannon({
   url: `http://127.0.0.1:${port}`,
   connections: 32,

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyReply } from 'fastify';
 import t, { type Test } from 'tap';
+import { type GcPauses, gcPauses } from '../../src/lib/gc-pauses.js';
 import { loopThreadCpuMs, shedLateInTurn } from '../../src/lib/loop-turn.js';
 
 /**
@@ -7,7 +8,7 @@ import { loopThreadCpuMs, shedLateInTurn } from '../../src/lib/loop-turn.js';
  * (and `wallPerCpu` times that of wall time), so which requests a turn admits does not depend on this machine.
  * Requests injected together are read in one loop turn, as one poll hands over every readable socket.
  */
-function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1) {
+function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1, gcPauses: GcPauses = () => 0) {
   const app = Fastify();
   let clock = 0;
   let wall = 0;
@@ -26,6 +27,9 @@ function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1) {
       return wall;
     },
     cpu: () => clock,
+    gcPauses,
+    // The loop is busy while decides cost CPU; `idle` is time in its poll.
+    loopBusy: () => clock,
     shed: (reply: FastifyReply) => {
       shed += 1;
       return reply.status(503).send({ code: 'RISK_ERR_UNAVAILABLE' });
@@ -121,6 +125,28 @@ t.test('shedding stays on through short turns for the release time, then stops',
   );
 });
 
+t.test(
+  'shedding stops once the loop idles for a quarter of a release window, though turns still run long now and then',
+  async (t) => {
+    const h = harness(t);
+    await h.app.ready();
+    await h.turn(30);
+    await h.turn(30);
+    t.ok(
+      (await h.turn(30)).some((a) => a.statusCode === 503),
+      'shedding after two long turns',
+    );
+    // After the overload: each 90 ms turn (a collection's backlog, say) follows 60 ms in the poll, 40% idle.
+    const shedPerTurn: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      h.idle(60);
+      shedPerTurn.push((await h.turn(30)).filter((a) => a.statusCode === 503).length);
+    }
+    t.ok(shedPerTurn[0]! > 0, 'the first turn after the overload still sheds its tail');
+    t.same(shedPerTurn.slice(4), [0, 0, 0, 0], `a release window later nothing is shed (${shedPerTurn})`);
+  },
+);
+
 t.test('turns that stay long for less than the persistence interval, or not back to back, shed nothing', async (t) => {
   // 1 ms per decide: 12-decide turns run 12 ms, past the budget; the fourth ends 51 ms after the first began.
   const h = harness(t, 1);
@@ -146,6 +172,35 @@ t.test('turns that stay long for less than the persistence interval, or not back
     (await g.turn(30)).some((a) => a.statusCode === 503),
     'two back to back are',
   );
+});
+
+t.test("the collector's pauses within a run of long turns do not count towards persistence", async (t) => {
+  // As above, 12 ms turns, the run's fourth ends 51 ms after it began; 10 ms of that was a collection.
+  const h = harness(t, 1, undefined, 1, (from, to) => Math.max(0, Math.min(to, 11) - Math.max(from, 1)));
+  await h.app.ready();
+  for (let i = 0; i < 5; i++) await h.turn(12);
+  t.equal(h.shed(), 0, 'five long turns, 41 ms of them work: a pause and the backlog it left are not a queue');
+  t.ok(
+    (await h.turn(12)).some((a) => a.statusCode === 503),
+    'the run goes on past 50 ms of work: the sixth turn sheds its tail',
+  );
+});
+
+t.test('the pauses are those V8 reports, by time', async (t) => {
+  const pauses = gcPauses();
+  const from = performance.now();
+  // Garbage enough for several scavenges; each reported after its turn, in a check phase.
+  let kept: number[][] = [];
+  for (let i = 0; i < 200_000; i++) {
+    kept.push(new Array(16).fill(i));
+    if (kept.length > 1000) kept = [];
+  }
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  const to = performance.now();
+  const paused = pauses(from, to);
+  t.ok(paused > 0 && paused < to - from, `${paused.toFixed(2)} ms of pause in ${(to - from).toFixed(1)} ms`);
+  t.equal(pauses(from - 60_000, from - 30_000), 0, 'none in a window before it');
 });
 
 t.test('a process the host starves (turns long in wall time, short in CPU) sheds nothing', async (t) => {
