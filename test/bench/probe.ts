@@ -41,6 +41,7 @@ const env: Record<string, string> = {
   BENCH_SEED_USERS: String(2 * USERS_PER_ROUND),
   BENCH_MODE: mode === 'bare' ? 'bare' : 'decide',
   ...(redis ? { REDIS_URL: redis.url } : {}),
+  ...(process.env.PROBE_ALLOC ? { BENCH_ALLOC_PROFILE: process.env.PROBE_ALLOC } : {}),
 };
 if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
@@ -79,6 +80,8 @@ const perf = process.env.PROBE_PERF
     })
   : undefined;
 if (perf) await new Promise((resolve) => setTimeout(resolve, 500));
+// PROBE_ALLOC=<file> (passed on as BENCH_ALLOC_PROFILE): allocation sampling of the measured window.
+if (process.env.PROBE_ALLOC) process.kill(serverPid, 'SIGUSR2');
 const before = cpuSeconds(serverPid);
 if (process.env.PROBE_RATE) {
   const rate = Number(process.env.PROBE_RATE);

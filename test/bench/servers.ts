@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 /**
  * The servers the benchmark compares, each run as its own process so its CPU time and RSS can be
  * read from /proc: BENCH_MODE=bare | bare-lua | decide (decide uses the real service; REDIS_URL
@@ -84,7 +85,30 @@ if (mode === 'bare' || mode === 'bare-lua') {
     `ready ${(service.app.server.address() as { port: number }).port} ${(metrics.server.address() as { port: number }).port}\n`,
   );
 }
-process.on('SIGINT', () => process.exit(0));
+// BENCH_ALLOC_PROFILE=<file>: SIGUSR2 starts V8's sampling heap profiler, counting what collections
+// freed too (where the young generation's churn comes from; BENCH_ALLOC_PROMOTED=1: only what outlived
+// a scavenge, which is what makes scavenges slow), and SIGINT writes it.
+const allocProfile = process.env.BENCH_ALLOC_PROFILE;
+let profiling: import('node:inspector').Session | undefined;
+if (allocProfile) {
+  const { Session } = await import('node:inspector');
+  process.on('SIGUSR2', () => {
+    profiling = new Session();
+    profiling.connect();
+    profiling.post('HeapProfiler.startSampling', {
+      samplingInterval: 4096,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: process.env.BENCH_ALLOC_PROMOTED !== '1',
+    } as never);
+  });
+}
+process.on('SIGINT', () => {
+  if (!profiling || !allocProfile) process.exit(0);
+  profiling.post('HeapProfiler.stopSampling', (error, result) => {
+    if (!error) writeFileSync(allocProfile, JSON.stringify(result.profile));
+    process.exit(0);
+  });
+});
 
 /**
  * Every user of every round has a verified device and network, granted from where its address
