@@ -112,7 +112,7 @@ export const envSchema = z.object({
     .default(168),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(250),
   PRESSURE_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(5).default(500),
-  PRESSURE_MAX_QUEUE_DELAY_MS: z.coerce.number().int().min(0).max(1000).default(10),
+  PRESSURE_MAX_QUEUE_DELAY_MS: z.coerce.number().int().min(0).max(1000).default(5),
   MAX_DECIDES_IN_FLIGHT: z.coerce.number().int().min(0).default(32),
   RATE_LIMIT_USER_PER_MIN: z.coerce.number().int().min(1).default(120),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().int().min(1).default(60_000),

@@ -471,7 +471,7 @@ const DEFAULTS: Record<string, () => [unknown, unknown]> = {
   ],
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: () => [load().pressure.maxEventLoopDelayMs, 250],
   PRESSURE_SAMPLE_INTERVAL_MS: () => [load().pressure.sampleIntervalMs, 500],
-  PRESSURE_MAX_QUEUE_DELAY_MS: () => [load().pressure.maxQueueDelayMs, 10],
+  PRESSURE_MAX_QUEUE_DELAY_MS: () => [load().pressure.maxQueueDelayMs, 5],
   RATE_LIMIT_USER_PER_MIN: () => [load().limits.userPerMinute, 120],
   RATE_LIMIT_CALLER_PER_MIN: () => [load().limits.callerPerMinute, 60_000],
   RATE_LIMIT_WEBHOOK_PER_MIN: () => [load().limits.webhookPerMinute, 120],

@@ -164,7 +164,7 @@ t.test(
     const rows: Row[] = [half, await run(1)];
     // The bound: 50 ms (the bar) on a quiet machine, where the 0.5× p99 is 7–15 ms and 1.5–2× gave
     // 20–35 ms. With the gate an accepted decide waits what the baseline waits (the machine's own
-    // noise) plus at most about two loop turns, each the gate's 10 ms budget plus the 503s written in
+    // noise) plus at most about two loop turns, each the gate's budget (5 ms; 10 ms before) plus the 503s written in
     // it (those that arrived during the previous turn, ~20 µs each): baseline + 40 ms. A busy machine stretches every latency. Two margins, both
     // measured in the phase: this process's p99 scheduling delay (the time the machine withheld, which
     // lands on every answer it reads), and, when the service ran less than 90% of the time it was
