@@ -1,4 +1,4 @@
-import { PerformanceObserver } from 'node:perf_hooks';
+import { type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 
 /**
  * The garbage collector's pauses of the main thread, as reported by V8, kept for a short while so that
@@ -6,8 +6,9 @@ import { PerformanceObserver } from 'node:perf_hooks';
  * 50 ms makes one loop turn long in CPU time, and the requests that arrived meanwhile make the next one
  * long too, but nothing is queued that the following turns will not clear.
  *
- * V8 reports a pause after it ends (Node queues the entry for the next check phase), so a reader sees
- * the pauses of earlier turns, not of the turn still running.
+ * V8 reports a pause after it ends and Node delivers the entry from an immediate queued then, after
+ * the gate's own end-of-turn immediate: the reader takes the entries not yet delivered first, so the
+ * pauses of the turn being judged count too.
  */
 export type GcPauses = (fromMs: number, toMs: number) => number;
 
@@ -27,16 +28,18 @@ function observe(): GcPauses {
   const ends = new Float64Array(KEPT);
   let next = 0;
   let count = 0;
-  const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) {
+  const keep = (entries: readonly PerformanceEntry[]) => {
+    for (const entry of entries) {
       starts[next] = entry.startTime;
       ends[next] = entry.startTime + entry.duration;
       next = (next + 1) % KEPT;
       count = Math.min(KEPT, count + 1);
     }
-  });
+  };
+  const observer = new PerformanceObserver((list) => keep(list.getEntries()));
   observer.observe({ entryTypes: ['gc'] });
   return (fromMs, toMs) => {
+    keep(observer.takeRecords());
     let total = 0;
     for (let i = 0; i < count; i++) {
       const overlap = Math.min(toMs, ends[i]!) - Math.max(fromMs, starts[i]!);

@@ -67,23 +67,28 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   // run of long turns is confirmed in CPU time from its second turn on.
   let turnCpu: number | undefined;
   let wallLong = false;
-  // One slow turn alone (a GC pause) is not a standing queue:
-  // as CoDel waits for the delay to persist for an interval, shedding starts once turns have run past
-  // the budget back to back for `persistMs`, not counting the collector's pauses within them. A pause
-  // makes its turn long and leaves a backlog that makes the next turns long as well; at half load that
-  // backlog clears in a turn or two, and counting the pause towards `persistMs` shed it (0.5–2% of
-  // decides at half of capacity after a 20–50 ms collection).
-  // It stops once no turn has run long for `releaseMs` (short turns, or none: an idle loop), or once the
-  // loop sat idle in its poll for a quarter of a `releaseMs` window: under overload, even shedding,
-  // the loop hardly waits. Shedding itself makes turns short, and stopping at the first short one
-  // would let the queue build again for `persistMs` each time, latency spiking in cycles; staying on
-  // costs nothing while turns are short, as only the part of a turn past the budget is shed. But a
-  // collection's backlog makes a turn long now and then at any load, and each one alone kept shedding
-  // on after an overload had passed: at half load, 1–3% of decides were shed in the second after a ramp.
+  // One slow turn alone (a GC pause) is not a standing queue. As CoDel waits for the delay to
+  // persist for an interval, shedding starts once two or more long turns have followed each other
+  // with no wait between them (the next turn's first request within a budget of the last turn's end: the poll
+  // found work already queued) until their work adds up to `persistMs`. The work is the turns' own
+  // CPU time, less the collector's pauses in them: a pause makes its turn long and leaves a backlog
+  // that makes the next turns long too, and at half load that backlog clears in a turn or two
+  // (counted, it shed 0.5–2% of decides after a 20–50 ms collection). Bursts that leave the loop idle
+  // between them are not a queue either, however long each turn is.
+  // Shedding stops once no turn has run long for `releaseMs` (short turns, or none: an idle loop), or
+  // once the loop sat idle in its poll for a quarter of a `releaseMs` window: under overload, even
+  // shedding, the loop hardly waits. Shedding itself makes turns short, and stopping at the first
+  // short one would let the queue build again for `persistMs` each time, latency spiking in cycles;
+  // staying on costs nothing while turns are short, as only the part of a turn past the budget is
+  // shed. But a collection's backlog makes a turn long now and then at any load, and each one alone
+  // kept shedding on after an overload had passed: at half load, 1–3% of decides were shed in the
+  // second after a ramp.
   const persistMs = options.persistMs ?? 50;
   const releaseMs = options.releaseMs ?? 500;
   let shedding = false;
-  let longSince: number | undefined;
+  // The work of the current run of long turns (ms), or undefined outside one, and its turns.
+  let runWork: number | undefined;
+  let runTurns = 0;
   let lastLong = Number.NEGATIVE_INFINITY;
   let lastEnd = Number.NEGATIVE_INFINITY;
   let windowStart = 0;
@@ -109,22 +114,23 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     // Long by the wall clock with no CPU reading (the first of a run) counts provisionally: it may
     // start a run, and the next turn, read in CPU time, confirms it or ends it.
     const measured = turnCpu !== undefined;
-    const long = wallLong && (!measured || cpu() - (turnCpu as number) > options.budgetMs);
+    const turnWork = measured ? cpu() - (turnCpu as number) : at - started;
+    const long = wallLong && turnWork > options.budgetMs;
     turnStarted = undefined;
-    // An idle spell between two long turns (two GC pauses apart) is not a queue either.
-    const backToBack = started - lastEnd <= persistMs;
+    const queued = started - lastEnd <= options.budgetMs;
     lastEnd = at;
     if (!long) {
-      longSince = undefined;
+      runWork = undefined;
       return;
     }
-    const continuing = longSince !== undefined && backToBack;
-    if (!continuing) longSince = started;
+    const work = Math.max(0, turnWork - collecting(started, at));
+    const continuing = runWork !== undefined && queued;
+    runWork = continuing ? (runWork as number) + work : work;
+    runTurns = continuing ? runTurns + 1 : 1;
     if (!measured) return;
     lastLong = at;
-    // A second long turn right after the first, and the run of them as long as persistMs.
-    if (!shedding && continuing && at - (longSince as number) - collecting(longSince as number, at) >= persistMs)
-      startShedding(at);
+    // One long turn alone is a burst or a pause; a second right after it finds the queue it left.
+    if (!shedding && runTurns >= 2 && runWork >= persistMs) startShedding(at);
   };
   app.addHook('onRequest', (request, reply, done) => {
     if (!options.applies(request)) return done();
@@ -133,7 +139,11 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
       turnStarted = at;
       turnCpu = wallLong || shedding ? cpu() : undefined;
       setImmediate(endTurn);
-      if (shedding && !stillOverloaded(at)) shedding = false;
+      if (shedding && !stillOverloaded(at)) {
+        shedding = false;
+        // A new run must last `persistMs` of its own before shedding starts again.
+        runWork = undefined;
+      }
     } else if (
       shedding &&
       at - turnStarted > options.budgetMs &&
