@@ -129,7 +129,7 @@ t.test('nesting and size never reach a 500: 4xx with stable codes', async (t) =>
   t.equal(big.json().code, 'RISK_ERR_BODY_TOO_LARGE');
 });
 
-t.test('four junk senders from one address do not make decides shed: p99 within 2× of quiet', async (t) => {
+t.test('four junk senders from one address do not make decides shed: p99 within 2× of quiet + 10 ms', async (t) => {
   const shedding = await startTestService(
     { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '250', RATE_LIMIT_USER_PER_MIN: '100000' },
     { didit },
@@ -221,8 +221,19 @@ t.test('four junk senders from one address do not make decides shed: p99 within 
     `the senders kept sending past their first 3 failures (${junkSent}; each answer then waits out the 1 s tarpit)`,
   );
   t.notOk(junkCodes[500], 'no 500');
+  // A 503 answers at once, so the latency check alone would pass a sender that stalls the loop into
+  // shedding (a synchronous tarpit: 497 of 500 loaded decides shed, and 412 of the quiet ones after
+  // them, p99 11.7 ms). 1% of the 1,000 for a stall of the shared machine's own.
   t.ok(
-    p99(loaded) <= 2 * p99(quiet),
-    `p99 with junk ${p99(loaded).toFixed(1)} ms ≤ 2 × quiet ${p99(quiet).toFixed(1)} ms`,
+    shed.loaded + shed.quiet <= 10,
+    `decides shed: ${shed.loaded} with the junk senders, ${shed.quiet} between their rounds (≤ 10 of 1,000)`,
+  );
+  // The p99 of 500 decides is their fifth slowest: on a 2-core box running other test files one
+  // stall of theirs moves it by ~10 ms (CI: 13.4 against 5.4 ms quiet, once, with 43 junk requests in
+  // all). A sender that cost the loop real time (a synchronous tarpit holds it for 1 s, a costly
+  // signature check tens of ms under four senders) adds far more than that margin.
+  t.ok(
+    p99(loaded) <= 2 * p99(quiet) + 10,
+    `p99 with junk ${p99(loaded).toFixed(1)} ms ≤ 2 × quiet ${p99(quiet).toFixed(1)} ms + 10 ms`,
   );
 });
