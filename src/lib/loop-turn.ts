@@ -50,6 +50,8 @@ export interface LoopTurnOptions {
  * built again, 2× p99 44–51 ms against 17–22 ms.)
  */
 const RELEASE_IDLE_SHARE = 0.25;
+/** Less idle than this between two long turns, and the second found its work already waiting. */
+const QUEUED_IDLE_MS = 1;
 
 export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): void {
   if (!(options.budgetMs > 0)) throw new Error('loop-turn budget must be positive');
@@ -60,17 +62,19 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   // Set by the first request of a turn; cleared in the check phase that follows the poll. The
   // immediate is queued only while requests arrive, so an idle loop still sleeps in its poll.
   let turnStarted: number | undefined;
-  // The process's CPU clock costs a getrusage (measured at ~8 µs under load, with the process's
-  // threads busy), so it is read only where the wall clock cannot decide: a turn's CPU is at most
-  // its wall time, so a turn within the budget by the wall clock is short. The CPU clock is read at a
-  // turn's start only while a turn before it ran long by the wall clock (or while shedding), so a
-  // run of long turns is confirmed in CPU time from its second turn on.
+  // The thread's CPU clock costs a read of /proc (~3 µs; a getrusage was ~8 µs under load), so it is
+  // read only where the wall clock cannot decide: a turn's CPU is at most its wall time, so a turn
+  // within the budget by the wall clock is short. The CPU clock is read at a turn's start only while
+  // a turn before it ran long by the wall clock (or while shedding), so a run of long turns is
+  // confirmed in CPU time from its second turn on; the first, unmeasured, counts one budget at most
+  // (its wall time may be time the host withheld).
   let turnCpu: number | undefined;
   let wallLong = false;
   // One slow turn alone (a GC pause) is not a standing queue. As CoDel waits for the delay to
   // persist for an interval, shedding starts once two or more long turns have followed each other
-  // with no wait between them (the next turn's first request within a budget of the last turn's end: the poll
-  // found work already queued) until their work adds up to `persistMs`. The work is the turns' own
+  // with no wait between them (the loop idle in its poll less than 1 ms from one long turn's end to
+  // the next turn's first decide: the poll found work already queued; the loop may be busy with other
+  // work between them, replies from Redis, webhooks, health checks) until their work adds up to `persistMs`. The work is the turns' own
   // CPU time, less the collector's pauses in them: a pause makes its turn long and leaves a backlog
   // that makes the next turns long too, and at half load that backlog clears in a turn or two
   // (counted, it shed 0.5–2% of decides after a 20–50 ms collection). Bursts that leave the loop idle
@@ -89,8 +93,12 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
   // The work of the current run of long turns (ms), or undefined outside one, and its turns.
   let runWork: number | undefined;
   let runTurns = 0;
+  // The loop's idle time (ms, from an arbitrary origin) when the last long turn ended, and whether
+  // the current turn began with no idle spell since.
+  let idleAtLongEnd = 0;
+  let turnQueued = false;
+  const idleNow = (at: number) => at - loopBusy();
   let lastLong = Number.NEGATIVE_INFINITY;
-  let lastEnd = Number.NEGATIVE_INFINITY;
   let windowStart = 0;
   let windowBusy = 0;
   const startShedding = (at: number) => {
@@ -114,17 +122,17 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     // Long by the wall clock with no CPU reading (the first of a run) counts provisionally: it may
     // start a run, and the next turn, read in CPU time, confirms it or ends it.
     const measured = turnCpu !== undefined;
-    const turnWork = measured ? cpu() - (turnCpu as number) : at - started;
-    const long = wallLong && turnWork > options.budgetMs;
     turnStarted = undefined;
-    const queued = started - lastEnd <= options.budgetMs;
-    lastEnd = at;
+    // A turn long only by a collection's pause is not long either.
+    const turnWork = wallLong ? (measured ? cpu() - (turnCpu as number) : at - started) - collecting(started, at) : 0;
+    const long = turnWork > options.budgetMs;
     if (!long) {
       runWork = undefined;
       return;
     }
-    const work = Math.max(0, turnWork - collecting(started, at));
-    const continuing = runWork !== undefined && queued;
+    idleAtLongEnd = idleNow(at);
+    const work = measured ? turnWork : options.budgetMs;
+    const continuing = runWork !== undefined && turnQueued;
     runWork = continuing ? (runWork as number) + work : work;
     runTurns = continuing ? runTurns + 1 : 1;
     if (!measured) return;
@@ -137,6 +145,7 @@ export function shedLateInTurn(app: FastifyInstance, options: LoopTurnOptions): 
     const at = now();
     if (turnStarted === undefined) {
       turnStarted = at;
+      turnQueued = runWork !== undefined && idleNow(at) - idleAtLongEnd < QUEUED_IDLE_MS;
       turnCpu = wallLong || shedding ? cpu() : undefined;
       setImmediate(endTurn);
       if (shedding && !stillOverloaded(at)) {

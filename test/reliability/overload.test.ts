@@ -279,11 +279,13 @@ t.test(
       const servable = Math.round(perCpuSecond * row.service_cpu_s);
       t.ok(row.ok >= servable * 0.25, `${row.offered}: ${row.ok} served, ≥ 25% of the ${servable} its CPU could serve`);
     }
-    // The memory store keeps up to 50,000 decision records (≤ 64 MiB of JSON, about twice that as
-    // strings on the heap) and the ramp sends 30,000–120,000 decides; V8 keeps the heap it grew.
-    // 300 MB is those records, the heap's slack and room; memory kept per decide beyond them (a leak, a
-    // queue inside the process) would exceed it.
-    t.ok(rssPeak < rssBefore + 300, `memory bounded: RSS ${rssBefore} → ${rssPeak} MB (< +300 MB)`);
+    // The memory store keeps up to 50,000 decision records (about 1.2 KB of heap each) and the ramp
+    // sends 60,000–120,000 decides. V8 lets the old generation fill with garbage to about three times
+    // what is live before a mark-compact, and keeps the heap it grew: measured at saturation, 150–220
+    // MB live after a mark-compact, 590 MB used before it, a 664 MB heap, RSS 707 MB. +300 MB failed
+    // once in CI (342 → 685 MB) when the gate served more of the ramp. A leak is the soak's to find
+    // (`npm run soak`: RSS per minute over 10 minutes); this bounds a queue inside the process.
+    t.ok(rssPeak < rssBefore + 450, `memory bounded: RSS ${rssBefore} → ${rssPeak} MB (< +450 MB)`);
     t.ok(recoveredMs >= 0 && recoveredMs <= 5000, `full service ${recoveredMs} ms after the ramp (≤ 5 s)`);
   },
 );
