@@ -47,14 +47,16 @@ if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
 const argv = ['taskset', '-c', '0', process.execPath, ...nodeArgs, 'dist/bench/test/bench/servers.js'];
 const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', DEV_NULL, 'pipe'] });
+let metricsPort: number | undefined;
 const port = await new Promise<number>((resolve) => {
   let out = '';
   const onData = (c: Buffer) => {
     out += c.toString();
-    const m = /ready (\d+)/.exec(out);
+    const m = /ready (\d+)(?: (\d+))?/.exec(out);
     if (!m) return;
     child.stderr!.off('data', onData);
     child.stderr!.pipe(process.stderr);
+    if (m[2]) metricsPort = Number(m[2]);
     resolve(Number(m[1]));
   };
   child.stderr!.on('data', onData);
@@ -97,6 +99,10 @@ if (process.env.PROBE_RATE) {
     onAnswer: (due, ms, status) => answers.push([due, ms, status]),
   });
   process.stdout.write(`${mode} at ${rate}/s (start ${startedAt}): ${JSON.stringify(figures)}\n`);
+  if (metricsPort) {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    process.stdout.write(`  ${text.match(/^risk_shed_total\{.*$/gm)?.join(', ') ?? 'no sheds counted'}\n`);
+  }
   for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
     process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
   child.kill('SIGINT');
