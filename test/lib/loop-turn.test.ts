@@ -69,6 +69,17 @@ function harness(t: Test, step = 3, releaseMs?: number, wallPerCpu = 1, gcPauses
   return { app, turn, idle, work, stall, shed: () => shed, handled: () => handled };
 }
 
+/** Three 90 ms turns back to back: shedding on, checked. */
+async function overload(t: Test, h: ReturnType<typeof harness>) {
+  await h.app.ready();
+  await h.turn(30);
+  await h.turn(30);
+  t.ok(
+    (await h.turn(30)).some((a) => a.statusCode === 503),
+    'shedding after two long turns',
+  );
+}
+
 t.test(
   'decides read late in a turn are shed with 503 + Retry-After once turns have run long for a while',
   async (t) => {
@@ -100,13 +111,7 @@ t.test(
 
 t.test('shedding stays on through short turns for the release time, then stops', async (t) => {
   const h = harness(t, 3, 20);
-  await h.app.ready();
-  await h.turn(30);
-  await h.turn(30);
-  t.ok(
-    (await h.turn(30)).some((a) => a.statusCode === 503),
-    'shedding after two long turns',
-  );
+  await overload(t, h);
   t.same(
     (await h.turn(2)).map((a) => a.statusCode),
     [200, 200],
@@ -124,13 +129,7 @@ t.test('shedding stays on through short turns for the release time, then stops',
   );
 
   const idle = harness(t);
-  await idle.app.ready();
-  await idle.turn(30);
-  await idle.turn(30);
-  t.ok(
-    (await idle.turn(30)).some((a) => a.statusCode === 503),
-    'shedding after two long turns',
-  );
+  await overload(t, idle);
   idle.idle(500);
   t.same(
     new Set((await idle.turn(30)).map((a) => a.statusCode)),
@@ -143,13 +142,7 @@ t.test(
   'shedding stops once the loop idles for a quarter of a release window, though turns still run long now and then',
   async (t) => {
     const h = harness(t);
-    await h.app.ready();
-    await h.turn(30);
-    await h.turn(30);
-    t.ok(
-      (await h.turn(30)).some((a) => a.statusCode === 503),
-      'shedding after two long turns',
-    );
+    await overload(t, h);
     // Still overloaded: long turns back to back, the loop never idle. Each sheds its tail.
     const busy: number[] = [];
     for (let i = 0; i < 12; i++) busy.push((await h.turn(30)).filter((a) => a.statusCode === 503).length);
