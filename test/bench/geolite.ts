@@ -30,6 +30,20 @@ export const UNREACHABLE_DIDIT = {
   DIDIT_WORKFLOW_ACTIVE_3D: '33333333-3333-4333-8333-333333333333',
 };
 
+/** Polls `/readyz` every 10 ms until it answers 200; throws if the process exits first or after 30 s. */
+export async function untilReady(port: number | string, started: number, child: ChildProcess, name: string): Promise<void> {
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode} before ready`);
+    if (performance.now() - started > 30_000) throw new Error('server not ready after 30 s');
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 export interface Spread {
   median: number;
   min: number;
@@ -196,16 +210,7 @@ async function measureOnce(
     : spawn(argv[0]!, argv.slice(1), { env: fullEnv, stdio: 'ignore' });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   try {
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode} before ready`);
-      if (performance.now() - started > 30_000) throw new Error('server not ready after 30 s');
-      const ok = await fetch(`http://127.0.0.1:${ports.PORT}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await untilReady(ports.PORT, started, child, script);
     const startupMs = performance.now() - started;
     const startupCpuMs = cpuMs(`/proc/${child.pid}/stat`);
     const startupMainCpuMs = cpuMs(`/proc/${child.pid}/task/${child.pid}/stat`);

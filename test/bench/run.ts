@@ -12,7 +12,7 @@ import { startRedis } from '../helpers/redis.js';
 import { USERS_PER_ROUND, trafficMix } from './traffic.js';
 import { microBenchmarks } from './micro.js';
 import { fixedRate } from './paced.js';
-import { geoliteFigures, UNREACHABLE_DIDIT } from './geolite.js';
+import { geoliteFigures, UNREACHABLE_DIDIT, untilReady } from './geolite.js';
 
 /**
  * The servers' stdout (their log: the decision lines, written by pino's asynchronous default
@@ -182,15 +182,7 @@ async function startupToReady(env: Record<string, string>): Promise<number> {
       ? spawn('taskset', ['-c', '0', ...argv], { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' })
       : spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' });
     try {
-      for (;;) {
-        if (performance.now() - started > 30_000) throw new Error('server not ready after 30 s');
-        const ok = await fetch(`http://127.0.0.1:${ports.PORT}/readyz`).then(
-          (r) => r.status === 200,
-          () => false,
-        );
-        if (ok) break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await untilReady(ports.PORT, started, child, 'dist/bench/src/server.js');
       times.push(performance.now() - started);
     } finally {
       child.kill('SIGKILL');

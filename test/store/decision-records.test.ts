@@ -7,6 +7,7 @@ import { encodeRecord, shardOf } from '../../src/store/decision-records.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { startRedis } from '../helpers/redis.js';
 import { decisionRecordsContract } from './decision-records-contract.js';
+import { stepUpRecord } from '../helpers/decision-record.js';
 
 const TTL = 90 * 86_400_000;
 const own = process.env.REDIS_URL ? undefined : await startRedis();
@@ -29,21 +30,7 @@ t.test('memory: the number of records is capped, oldest dropped first', async (t
   const at = Date.parse('2026-11-25T12:00:00Z');
   for (let i = 0; i < 25; i++)
     await records.put(
-      {
-        id: `d${i}`,
-        at: at + i,
-        user: 'u',
-        device: 'd',
-        action: 'PASSIVE',
-        score: 0,
-        rules: [],
-        shadow: [],
-        ruleset: 'h',
-        degraded: [],
-        purpose: 'login',
-        signals: {},
-        stepUp: { session: `s${i}`, method: 'PASSIVE', expiresAt: at },
-      },
+      stepUpRecord(`d${i}`, `s${i}`, at + i, { stepUp: { session: `s${i}`, method: 'PASSIVE', expiresAt: at } }),
       at + i,
     );
   const kept = (await records.list(0, at + 25)).map((d) => d.record.id);
@@ -108,22 +95,6 @@ t.test('redis: the time index is trimmed past the retention on every write', asy
   t.same(await redis.zrange(`${prefix}trim:{dr:0}:at`, '0', '-1'), ['new']);
 });
 
-const stepUpRecord = (id: string, session: string, at: number) => ({
-  id,
-  at,
-  user: 'u',
-  device: 'd',
-  action: 'PASSIVE' as const,
-  score: 0,
-  rules: [],
-  shadow: [],
-  ruleset: 'h',
-  degraded: [],
-  purpose: 'login',
-  signals: {},
-  stepUp: { session, method: 'PASSIVE' as const, expiresAt: at + 600_000 },
-});
-
 t.test('redis: a batch started while an earlier one is still linking does not lose its session to it', async (t) => {
   const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}order:`, ttlMs: TTL });
   const at = Date.parse('2026-11-25T12:00:00Z');
@@ -156,7 +127,7 @@ t.test('redis: a shard that refuses its script costs only its own records their 
   t.ok(error, 'the batch reports the failure');
   t.equal(error?.records, failing.length, 'counting only the records not stored');
   for (const r of batch) {
-    const linked = await records.decisionOf(r.stepUp.session);
+    const linked = await records.decisionOf(r.stepUp!.session);
     t.equal(linked, shardOf(r.id, 8) === 3 ? undefined : r.id, `${r.id} (shard ${shardOf(r.id, 8)})`);
   }
 });

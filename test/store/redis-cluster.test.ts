@@ -2,10 +2,11 @@ import { Cluster } from 'ioredis';
 import t from 'tap';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
-import { type DecisionRecord, encodeRecord } from '../../src/store/decision-records.js';
+import { encodeRecord } from '../../src/store/decision-records.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedisCluster } from '../helpers/redis.js';
 import { storeContract } from './contract.js';
+import { stepUpRecord } from '../helpers/decision-record.js';
 import { decisionRecordsContract } from './decision-records-contract.js';
 
 const cluster = await startRedisCluster();
@@ -53,21 +54,8 @@ decisionRecordsContract(t, 'cluster', async () =>
 t.test('cluster: one record, and a batch of 256 whose sessions repeat, each land whole', async (t) => {
   const records = createRedisDecisionRecords({ redis: recordsClient, keyPrefix: 'cluster-dr256:', ttlMs: RECORDS_TTL });
   const at = Date.parse('2026-11-25T12:00:00Z');
-  const make = (id: string, session: string): DecisionRecord => ({
-    id,
-    at,
-    user: 'u',
-    device: 'd',
-    action: 'PASSIVE',
-    score: 25,
-    rules: ['r'],
-    shadow: [],
-    ruleset: 'h',
-    degraded: [],
-    purpose: 'login',
-    signals: { 'device.known': false },
-    stepUp: { session, method: 'PASSIVE', expiresAt: at + 600_000 },
-  });
+  const make = (id: string, session: string) =>
+    stepUpRecord(id, session, at, { score: 25, rules: ['r'], signals: { 'device.known': false } });
   const one = make('one', 'one-session');
   await records.putMany([encodeRecord(one)], at);
   t.same((await records.get('one', at))?.record, one);
@@ -99,21 +87,8 @@ t.test(
       ttlMs: RECORDS_TTL,
     });
     const at = Date.parse('2026-11-25T12:00:00Z');
-    const make = (id: string, session: string, when: number): DecisionRecord => ({
-      id,
-      at: when,
-      user: 'u',
-      device: 'd',
-      action: 'PASSIVE',
-      score: 25,
-      rules: ['r'],
-      shadow: [],
-      ruleset: 'h',
-      degraded: [],
-      purpose: 'login',
-      signals: { big: 'x'.repeat(4000) },
-      stepUp: { session, method: 'PASSIVE', expiresAt: when + 600_000 },
-    });
+    const make = (id: string, session: string, when: number) =>
+      stepUpRecord(id, session, when, { score: 25, rules: ['r'], signals: { big: 'x'.repeat(4000) } });
     let lost = 0;
     for (let round = 0; round < 10; round++) {
       // The earlier batch spans every shard (so every node); the later one is one record on one node.
