@@ -31,7 +31,12 @@ export const UNREACHABLE_DIDIT = {
 };
 
 /** Polls `/readyz` every 10 ms until it answers 200; throws if the process exits first or after 30 s. */
-export async function untilReady(port: number | string, started: number, child: ChildProcess, name: string): Promise<void> {
+export async function untilReady(
+  port: number | string,
+  started: number,
+  child: ChildProcess,
+  name: string,
+): Promise<void> {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode} before ready`);
     if (performance.now() - started > 30_000) throw new Error('server not ready after 30 s');
