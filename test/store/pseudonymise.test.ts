@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import t from 'tap';
 import { createPseudonymiser, parseHashKey } from '../../src/store/pseudonymise.js';
 
@@ -10,6 +11,36 @@ t.test('pseudonyms are keyed HMACs with the key id in front', async (t) => {
   t.equal(ids.id('ip', '203.0.113.77'), a, 'stable');
   t.not(ids.id('device', '203.0.113.77'), a, 'kinds are separated');
   t.not(other.id('ip', '203.0.113.77').slice(3), a.slice(3), 'another key, another pseudonym');
+});
+
+t.test('a pseudonym is the keyed HMAC of kind and value, cached or not, for every kind and value shape', async (t) => {
+  // Pseudonyms are stored: the cache and the way the string is built must never change one.
+  const secret = '0123456789abcdefghijklmnop';
+  const expected = (kind: string, value: string) =>
+    `k1.${createHmac('sha256', secret).update(kind).update('\0').update(value).digest('base64url').slice(0, 22)}`;
+  const values = [
+    'a',
+    '203.0.113.77',
+    '2001:db8::1',
+    '2001:db8:1234::/48',
+    'user-0123456789abcdef',
+    `device-${'x'.repeat(300)}`,
+    'Zoë-ユーザー-👩‍💻',
+    '\0',
+    ` ${'y'.repeat(12)}`,
+  ];
+  for (const kind of ['user', 'device', 'ip', 'net'] as const) {
+    for (const value of values) {
+      const fresh = createPseudonymiser(parseHashKey(`k1:${secret}`));
+      const first = fresh.id(kind, value);
+      t.equal(first, expected(kind, value), `${kind} ${JSON.stringify(value).slice(0, 24)}: computed`);
+      t.equal(fresh.id(kind, value), first, `${kind} ${JSON.stringify(value).slice(0, 24)}: cached`);
+      // The same value under another kind is never served from the first kind's cache.
+      for (const other of ['user', 'device', 'ip', 'net'] as const) {
+        if (other !== kind) t.equal(fresh.id(other, value), expected(other, value));
+      }
+    }
+  }
 });
 
 t.test('sealed values open only under the same key and untampered', async (t) => {
