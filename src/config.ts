@@ -5,6 +5,7 @@ import { callbackProblem, parseAllowedOrigins, type CallbackPolicy } from './lib
 import { geoipPaths } from './data-io/geoip-files.js';
 import type { StepUpRung } from './engine/ladder.js';
 import type { EventsSettings } from './events/service.js';
+import { DEFAULT_JOURNAL_FLUSH_MS } from './events/decision-journal.js';
 import { checkApiTokens, parseApiTokens, type ApiToken } from './routes/auth.js';
 import type { GeoDatabase } from './signals/geoip.js';
 import type { ListName } from './signals/ip-lists.js';
@@ -98,7 +99,7 @@ export const envSchema = z.object({
   TRUST_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
   HISTORY_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(30),
   DECISION_RECORD_TTL_DAYS: z.coerce.number().int().min(1).max(400).default(90),
-  DECISION_JOURNAL_FLUSH_MS: z.coerce.number().int().min(1).max(1000).default(5),
+  DECISION_JOURNAL_FLUSH_MS: z.coerce.number().int().min(1).max(1000).default(DEFAULT_JOURNAL_FLUSH_MS),
   STEPUP_USER_MAX_PER_15M: z.coerce.number().int().min(1).default(20),
   STEPUP_DEVICE_MAX_PER_15M: z.coerce.number().int().min(1).default(5),
   STEPUP_GLOBAL_MAX_PER_MIN: z.coerce.number().int().min(1).max(600).default(480),

@@ -430,7 +430,7 @@ const DEFAULTS: Record<string, () => [unknown, unknown]> = {
   ],
   ID_HASH_KEY_PREVIOUS: () => [load().ids.previousHashKey, undefined],
   DECISION_RECORD_TTL_DAYS: () => [load().retention.decisionRecordMs, 90 * DAY],
-  DECISION_JOURNAL_FLUSH_MS: () => [load().journal.flushMs, 5],
+  DECISION_JOURNAL_FLUSH_MS: () => [load().journal.flushMs, 20],
   MAX_DECIDES_IN_FLIGHT: () => [load().pressure.maxDecidesInFlight, 32],
   API_TOKENS: () => [
     [load().auth.apiTokens, load().embedded.includes('generated-api-token')],

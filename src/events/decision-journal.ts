@@ -37,6 +37,13 @@ export interface DecisionLineSink {
   write(chunk: string): void;
 }
 
+/**
+ * Each flush is a timer wake-up, a log write through libuv's pool (a pool thread's wake-up and the
+ * loop's) and a Redis script whose reply wakes the loop again. On a VM a wake-up costs 40–140 µs of
+ * CPU: at a paced 1,000 decides/s, 20 ms cost 24 µs less a decide than 5 ms (issue #19).
+ */
+export const DEFAULT_JOURNAL_FLUSH_MS = 20;
+
 export interface JournalDeps {
   readonly records: DecisionRecords;
   readonly lines: DecisionLineSink;
@@ -69,7 +76,7 @@ interface Entry {
  * decide's answer. Lines are written before the records are, so a slow store never holds them.
  */
 export function createDecisionJournal(deps: JournalDeps) {
-  const flushMs = deps.flushMs ?? 5;
+  const flushMs = deps.flushMs ?? DEFAULT_JOURNAL_FLUSH_MS;
   const maxBatch = deps.maxBatch ?? 256;
   const maxInFlight = deps.maxInFlight ?? 64;
   let batch: Entry[] = [];
