@@ -32,6 +32,10 @@ export async function fixedRate({
   const byStatus: Record<string, number> = {};
   let errors = 0;
   let sent = 0;
+  // The generator's own stalls (its timer late by more than 5 ms): a stall here delays requests as
+  // a slow server would, so a tail the server did not cause shows in these figures.
+  let generatorMaxGapMs = 0;
+  let generatorGapsOver5Ms = 0;
   const cpuBefore = cpuSeconds?.();
   const started = performance.now();
   await new Promise<void>((resolve) => {
@@ -40,8 +44,13 @@ export async function fixedRate({
       done += 1;
       if (done === total) resolve();
     };
+    let lastTick = performance.now();
     const tick = () => {
       const now = performance.now();
+      const gap = now - lastTick;
+      lastTick = now;
+      if (gap > generatorMaxGapMs) generatorMaxGapMs = gap;
+      if (gap > 5) generatorGapsOver5Ms += 1;
       while (sent < total && started + (sent * 1000) / rate <= now) {
         const due = started + (sent * 1000) / rate;
         const body = bodies[sent % bodies.length]!;
@@ -97,6 +106,8 @@ export async function fixedRate({
     non2xx,
     non2xx_by_status: byStatus,
     errors,
+    generator_max_gap_ms: Math.round(generatorMaxGapMs * 100) / 100,
+    generator_gaps_over_5ms: generatorGapsOver5Ms,
     ...(cpu !== undefined ? { cpu_us_per_request: Math.round((cpu * 1e6) / Math.max(1, latencies.length)) } : {}),
   };
 }

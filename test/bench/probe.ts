@@ -1,9 +1,11 @@
 /**
  * One server under the bench's load, for profiling: `tsx test/bench/probe.ts <mode> [seconds]`
  * (mode: bare | memory | redis), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
- * records a perf profile of the measured window. Prints requests/s and the server's CPU µs per request.
+ * records a perf profile of the measured window (the cpu-clock event: a VM may count no cycles;
+ * add `--perf-basic-prof` to NODE_ARGS for JavaScript names). Prints requests/s and the server's CPU µs per request.
  * PROBE_RATE=<req/s> measures at that paced rate instead of saturation and prints the slowest answers
- * with their times; PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines).
+ * with their times (and, on Redis, its slow log: a stall of Redis's own shows there);
+ * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -77,9 +79,13 @@ const requests = (bodies: string[]) => {
 await autocannon({ url: `http://127.0.0.1:${port}`, connections: 8, amount: 4000, requests: requests(pools[0]!) });
 // PROBE_PERF=<file>: samples the server during the measured window only (not start-up or seeding).
 const perf = process.env.PROBE_PERF
-  ? spawn('perf', ['record', '-F', '1999', '-g', '-o', process.env.PROBE_PERF, '-p', String(serverPid)], {
-      stdio: 'ignore',
-    })
+  ? spawn(
+      'perf',
+      ['record', '-e', 'cpu-clock', '-F', '1999', '-g', '-o', process.env.PROBE_PERF, '-p', String(serverPid)],
+      {
+        stdio: 'ignore',
+      },
+    )
   : undefined;
 if (perf) await new Promise((resolve) => setTimeout(resolve, 500));
 // PROBE_ALLOC=<file> (passed on as BENCH_ALLOC_PROFILE): allocation sampling of the measured window.
@@ -103,6 +109,10 @@ if (process.env.PROBE_RATE) {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     process.stdout.write(`  ${text.match(/^risk_shed_total\{.*$/gm)?.join(', ') ?? 'no sheds counted'}\n`);
   }
+  if (redis)
+    process.stdout.write(
+      `  redis slowlog (µs, command): ${redis.cli('SLOWLOG', 'GET', '5').replace(/\s+/g, ' ').slice(0, 600)}\n`,
+    );
   for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
     process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
   child.kill('SIGINT');
