@@ -26,6 +26,7 @@ export interface Pseudonymiser {
   matches(kind: IdKind, value: string, pseudonym: string): boolean;
 }
 
+const KID = /^[A-Za-z0-9_-]{1,8}$/;
 /** Pseudonyms cached per kind and generation (at most twice this many per kind). */
 const CACHED_PER_KIND = 12_500;
 /** A pseudonym's MAC: the first 22 characters of the HMAC's base64url (128 bits and 4 more). */
@@ -49,7 +50,7 @@ export function parseHashKey(text: string): HashKey {
   if (at < 1) throw new Error('ID_HASH_KEY must be kid:secret');
   const kid = text.slice(0, at);
   const secret = text.slice(at + 1);
-  if (!/^[A-Za-z0-9_-]{1,8}$/.test(kid)) throw new Error('ID_HASH_KEY kid must be 1-8 characters of [A-Za-z0-9_-]');
+  if (!KID.test(kid)) throw new Error('ID_HASH_KEY kid must be 1-8 characters of [A-Za-z0-9_-]');
   if (secret.length < 22) throw new Error('ID_HASH_KEY secret must be at least 22 characters');
   return { kid, secret };
 }
@@ -60,15 +61,17 @@ export function pseudonymiserOf(current: string, previous?: string): Pseudonymis
 }
 
 export function createPseudonymiser(key: HashKey, previousKey?: HashKey): Pseudonymiser {
+  // The kid is written into pseudonyms byte for byte (latin1): only what parseHashKey accepts.
+  if (!KID.test(key.kid)) throw new Error('a hash key id must be 1-8 characters of [A-Za-z0-9_-]');
   if (previousKey && (previousKey.kid === key.kid || previousKey.secret === key.secret)) {
     throw new Error('ID_HASH_KEY_PREVIOUS must differ from ID_HASH_KEY in both key id and secret');
   }
   const previous = previousKey ? createPseudonymiser(previousKey) : undefined;
   const sealKey = createHmac('sha256', key.secret).update('seal\0v1').digest();
   // Returning users repeat the same ids: a bounded cache saves five HMACs per decide. One cache per
-  // kind, keyed by the value itself, each pseudonym kept as one flat string: an entry is two heap
-  // objects (a composite key and a pseudonym built by concatenation were five: cons strings, a
-  // slice and the strings they point into). What a cache keeps is what every full collection marks.
+  // kind, keyed by the value as the caller passed it, each pseudonym kept as one flat string (a
+  // composite key and a pseudonym built by concatenation kept cons strings, a slice and the whole
+  // digest's encoding alive). What a cache keeps is what every full collection marks.
   const caches: Record<IdKind, ReadCache<string, string>> = {
     user: new ReadCache(CACHED_PER_KIND),
     device: new ReadCache(CACHED_PER_KIND),
@@ -91,10 +94,10 @@ export function createPseudonymiser(key: HashKey, previousKey?: HashKey): Pseudo
       return `${key.kid}.${Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url')}`;
     },
     unseal(sealed) {
-      const prefix = `${key.kid}.`;
-      if (!sealed.startsWith(prefix)) return previous?.unseal(sealed);
+      const sealedPrefix = `${key.kid}.`;
+      if (!sealed.startsWith(sealedPrefix)) return previous?.unseal(sealed);
       try {
-        const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
+        const raw = Buffer.from(sealed.slice(sealedPrefix.length), 'base64url');
         const decipher = createDecipheriv('aes-256-gcm', sealKey, raw.subarray(0, 12));
         decipher.setAuthTag(raw.subarray(12, 28));
         return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');

@@ -43,6 +43,28 @@ t.test('a pseudonym is the keyed HMAC of kind and value, cached or not, for ever
   }
 });
 
+t.test('pseudonyms stored by earlier versions are made again byte for byte, for kids of every length', async (t) => {
+  // Recorded once from `<kid>.${createHmac(...).digest('base64url').slice(0, 22)}`: the cache and the
+  // way the string is built (the MAC written after a prefix of the kid's own length) must not move one.
+  const pinned: Array<[string, string, 'user' | 'device' | 'net', string, string]> = [
+    ['k', '0123456789abcdefghijklmnop', 'user', 'alice', 'k.m0-mu0hHXx_3vL2Z2gSR_z'],
+    ['a-b_c-d_', 'zyxwvutsrqponmlkjihgfedcba', 'device', 'device-0123456789abcdef', 'a-b_c-d_.-8VUp_K31yrpK1sYdlh3ks'],
+    ['_', 'another-secret-of-enough-length', 'net', '2001:db8:1234::/48', '_.FdqrS7TqaeEB8QUQ18mIJN'],
+  ];
+  for (const [kid, secret, kind, value, expected] of pinned) {
+    const pseudonymiser = createPseudonymiser(parseHashKey(`${kid}:${secret}`));
+    t.equal(pseudonymiser.id(kind, value), expected, `${kid}: computed`);
+    t.equal(pseudonymiser.id(kind, value), expected, `${kid}: cached`);
+    t.ok(pseudonymiser.matches(kind, value, expected), `${kid}: matches`);
+  }
+});
+
+t.test('a key id outside what ID_HASH_KEY accepts is refused however the pseudonymiser is made', async (t) => {
+  for (const kid of ['', 'kā', 'k.1', 'k:1', 'toolong12', 'k 1']) {
+    t.throws(() => createPseudonymiser({ kid, secret: '0123456789abcdefghijklmnop' }), /key id/, JSON.stringify(kid));
+  }
+});
+
 t.test('sealed values open only under the same key and untampered', async (t) => {
   const sealed = ids.seal('https://verify.didit.me/session/3FaJ9wLqX2Mz');
   t.notOk(sealed.includes('3FaJ9wLqX2Mz'));
