@@ -11,7 +11,7 @@ import type { Enriched, Enricher, SignInRequest } from '../signals/enrich.js';
 import { isValidClientIp } from '../signals/ip.js';
 import type { StepUpService, Verification } from '../didit/step-up-types.js';
 import type { Decision } from '../engine/evaluate.js';
-import { parseBody } from './validation.js';
+import { idText, parseBody } from './validation.js';
 import { callbackProblem, MAX_CALLBACK_LENGTH, type CallbackPolicy } from '../lib/callback-url.js';
 import { decideReply, doc, errorResponses } from './schemas.js';
 import type { Mutable } from '../lib/mutable.js';
@@ -26,8 +26,8 @@ const attributeKey = z
   .regex(/^[a-z][a-z0-9_]{0,63}$/, 'attribute names are snake_case, at most 64 characters');
 
 export const decideBodySchema = z.strictObject({
-  user_id: z.string().min(1).max(128),
-  device_id: z.string().min(1).max(256),
+  user_id: idText(128),
+  device_id: idText(256),
   ip: z
     .string()
     .max(45)

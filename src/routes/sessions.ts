@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, Store } from '../store/store.js';
-import { parseBody } from './validation.js';
+import { idText, parseBody } from './validation.js';
 import { doc, errorResponses, sessionReply } from './schemas.js';
 
 export type Outcome = 'allow' | 'deny' | 'hold' | 'retry' | 'pending';
@@ -17,7 +17,7 @@ const OUTCOME: Record<SessionStatus, Outcome> = {
 };
 
 const params = z.strictObject({ session_id: z.string().regex(/^[0-9a-f-]{36}$/, 'session_id is a lowercase UUID') });
-const query = z.strictObject({ user_id: z.string().min(1).max(128).optional() });
+const query = z.strictObject({ user_id: idText(128).optional() });
 
 /**
  * GET /v1/sessions/{id}: what the login service does next. The store keeps only the pseudonymised

@@ -4,12 +4,12 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import { migrationOf, type KnownIds } from '../store/rotation.js';
 import type { Store } from '../store/store.js';
-import { parseBody } from './validation.js';
+import { idText, parseBody } from './validation.js';
 import { devicesReply, doc, errorResponses } from './schemas.js';
 import type { EventSink } from '../events/events.js';
 
-const userParams = z.strictObject({ user_id: z.string().min(1).max(128) });
-const deviceParams = z.strictObject({ user_id: z.string().min(1).max(128), device_id: z.string().min(1).max(256) });
+const userParams = z.strictObject({ user_id: idText(128) });
+const deviceParams = z.strictObject({ user_id: idText(128), device_id: idText(256) });
 
 async function guarded<T>(work: () => Promise<T>): Promise<T> {
   try {
