@@ -98,7 +98,7 @@ t.test('redis: the time index is trimmed past the retention on every write', asy
 t.test('redis: a batch started while an earlier one is still linking does not lose its session to it', async (t) => {
   const records = createRedisDecisionRecords({ redis, keyPrefix: `${prefix}order:`, ttlMs: TTL });
   const at = Date.parse('2026-11-25T12:00:00Z');
-  // The journal's batches overlap: the next is written 5 ms later whether or not the last has linked.
+  // The journal's batches overlap: the next is written one flush interval later whether or not the last has linked.
   const first = Array.from({ length: 200 }, (_, i) => stepUpRecord(`a${i}`, `sa${i}`, at));
   first.push(stepUpRecord('a-shared', 'shared', at));
   const writes = [
