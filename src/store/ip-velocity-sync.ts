@@ -39,7 +39,13 @@ return out
 /** Addresses per script call: each call stays well under a millisecond of Redis time, so the decide path's scripts interleave with a sync instead of queueing behind it. */
 const SYNC_CHUNK = 64;
 
-type BucketCounts = Map<number, number>;
+/**
+ * Decides counted in this process: bucket number → address → count. Keyed by bucket first, so an
+ * address costs one map entry and a number, not a map of its own: every address counted between two
+ * syncs outlives a young collection or two, and what outlives them is what full collections mark.
+ * A sync interval spans one bucket, two at a bucket's edge.
+ */
+type Counts = Map<number, Map<string, number>>;
 
 /** A stable shard per address pseudonym, so one address always lands on the same hash tag. */
 function shardOf(address: string, shards: number): number {
@@ -48,20 +54,33 @@ function shardOf(address: string, shards: number): number {
   return (h >>> 0) % shards;
 }
 
-/** Decides in the window that ends at `bucket`. */
-function sumWindow(counts: BucketCounts | undefined, bucket: number): number {
-  if (!counts) return 0;
+/** An address's decides in `counts` within the window that ends at `bucket`. */
+function sumWindow(counts: Counts, address: string, bucket: number): number {
   let total = 0;
-  for (const [b, n] of counts) if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += n;
+  for (const [b, byAddress] of counts)
+    if (b > bucket - WINDOW_BUCKETS && b <= bucket) total += byAddress.get(address) ?? 0;
   return total;
 }
 
-function mergeCounts(into: Map<string, BucketCounts>, from: Iterable<[string, BucketCounts]>): void {
-  for (const [address, buckets] of from) {
-    let target = into.get(address);
-    if (!target) into.set(address, (target = new Map()));
-    for (const [b, n] of buckets) target.set(b, (target.get(b) ?? 0) + n);
-  }
+/** Adds `n` decides of `address` in bucket `b`. */
+function add(counts: Counts, b: number, address: string, n: number): void {
+  let byAddress = counts.get(b);
+  if (!byAddress) counts.set(b, (byAddress = new Map()));
+  byAddress.set(address, (byAddress.get(address) ?? 0) + n);
+}
+
+/** The addresses in `counts`, each once. */
+function addressesOf(counts: Counts): Set<string> {
+  const addresses = new Set<string>();
+  for (const byAddress of counts.values()) for (const address of byAddress.keys()) addresses.add(address);
+  return addresses;
+}
+
+/** Entries in `counts` (an address in two buckets counts twice). */
+function entriesOf(counts: Counts): number {
+  let n = 0;
+  for (const byAddress of counts.values()) n += byAddress.size;
+  return n;
 }
 
 /** Addresses grouped by shard (a Cluster slot each), in script-sized chunks. */
@@ -106,10 +125,10 @@ function syncCommand(redis: Client): SyncClient {
 }
 
 /** Per address, what it adds to the current bucket: counts older than the window are of no use to anyone any more. */
-function addsOf(batch: ReadonlyMap<string, BucketCounts>, addresses: readonly string[], firstBucket: number): number[] {
+function addsOf(batch: Counts, addresses: readonly string[], firstBucket: number): number[] {
   return addresses.map((address) => {
     let n = 0;
-    for (const [b, count] of batch.get(address)!) if (b >= firstBucket) n += count;
+    for (const [b, byAddress] of batch) if (b >= firstBucket) n += byAddress.get(address) ?? 0;
     return n;
   });
 }
@@ -117,15 +136,11 @@ function addsOf(batch: ReadonlyMap<string, BucketCounts>, addresses: readonly st
 /** Most addresses counted between two syncs: past it, the local counts start over (a flood of addresses must not grow memory). */
 const MAX_PENDING = 100_000;
 
-/** Counts one decide in this process: address → bucket number → count. */
-function countHit(pending: Map<string, BucketCounts>, ip: string, bucket: number): BucketCounts {
-  let mine = pending.get(ip);
-  if (!mine) {
-    if (pending.size >= MAX_PENDING) pending.clear();
-    pending.set(ip, (mine = new Map()));
-  }
-  mine.set(bucket, (mine.get(bucket) ?? 0) + 1);
-  return mine;
+/** Counts one decide in this process. */
+function countHit(pending: Counts, ip: string, bucket: number): void {
+  const byAddress = pending.get(bucket);
+  if (byAddress && !byAddress.has(ip) && entriesOf(pending) >= MAX_PENDING) pending.clear();
+  add(pending, bucket, ip, 1);
 }
 
 /**
@@ -148,18 +163,13 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
    * answer falls back to this process's own count until the next sync reads the address again.
    */
   const shared = growingLru<string, { total: number; bucket: number }>(options.maxAddresses ?? 100_000);
-  /** Counted here since the last sync: address → bucket number → count. */
-  let pending = new Map<string, BucketCounts>();
+  /** Counted here since the last sync. */
+  let pending: Counts = new Map();
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */
-  let inFlight = new Map<string, BucketCounts>();
+  let inFlight: Counts = new Map();
 
   /** One script call for one shard's chunk; false when it failed (its counts are then pending again, within bounds). */
-  async function syncChunk(
-    batch: ReadonlyMap<string, BucketCounts>,
-    shard: number,
-    addresses: string[],
-    bucket: number,
-  ): Promise<boolean> {
+  async function syncChunk(batch: Counts, shard: number, addresses: string[], bucket: number): Promise<boolean> {
     const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
     try {
       const reply = await client.riskIpVelocitySync(
@@ -171,11 +181,15 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
       for (const [i, address] of addresses.entries()) shared.set(address, { total: Number(reply[i]), bucket });
       return true;
     } catch {
-      if (pending.size + addresses.length <= MAX_PENDING)
-        mergeCounts(
-          pending,
-          addresses.map((address) => [address, batch.get(address)!]),
-        );
+      if (entriesOf(pending) + addresses.length <= MAX_PENDING)
+        for (const [b, byAddress] of batch) {
+          // Buckets that have left the window are of no use to anyone: a long outage keeps none.
+          if (b <= bucket - WINDOW_BUCKETS) continue;
+          for (const address of addresses) {
+            const n = byAddress.get(address);
+            if (n) add(pending, b, address, n);
+          }
+        }
       return false;
     }
   }
@@ -189,7 +203,9 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
     const synced = await Promise.all(
-      chunkByShard(batch.keys(), shards).map(({ shard, addresses }) => syncChunk(batch, shard, addresses, bucket)),
+      chunkByShard(addressesOf(batch), shards).map(({ shard, addresses }) =>
+        syncChunk(batch, shard, addresses, bucket),
+      ),
     );
     inFlight = new Map();
     if (synced.includes(false)) options.onSyncError?.();
@@ -204,10 +220,10 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   return {
     hit(ip, now) {
       const bucket = Math.floor(now / BUCKET_MS);
-      const mine = countHit(pending, ip, bucket);
+      countHit(pending, ip, bucket);
       const known = shared.get(ip);
       const sharedTotal = known && known.bucket >= bucket - 1 ? known.total : 0;
-      return sharedTotal + sumWindow(inFlight.get(ip), bucket) + sumWindow(mine, bucket);
+      return sharedTotal + sumWindow(inFlight, ip, bucket) + sumWindow(pending, ip, bucket);
     },
     close() {
       clearInterval(timer);
