@@ -1,3 +1,5 @@
+// First: V8 flags must be set before anything allocates in bulk.
+import './v8-flags.js';
 import closeWithGrace from 'close-with-grace';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config.js';

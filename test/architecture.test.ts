@@ -166,3 +166,11 @@ t.test('test folders mirror src/ folders or name a concern that crosses them', a
     'the check names each kind',
   );
 });
+
+t.test('the entry points set the V8 flags before anything else is imported', async (t) => {
+  // An import above it would run first (ES modules evaluate in order) and allocate under V8's defaults.
+  for (const file of ['src/server.ts', 'test/bench/servers.ts']) {
+    const first = importsOf(readFileSync(file, 'utf8'))[0] ?? '';
+    t.match(first, /\/v8-flags\.js$/, `${file} imports v8-flags first`);
+  }
+});

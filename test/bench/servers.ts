@@ -1,3 +1,5 @@
+// First, as in src/server.ts: the production process's V8 flags.
+import '../../src/v8-flags.js';
 import { writeFileSync } from 'node:fs';
 /**
  * The servers the benchmark compares, each run as its own process so its CPU time and RSS can be
