@@ -10,7 +10,8 @@ import { setFlagsFromString } from 'node:v8';
  * what dies at once, so full collections, the service's longest pauses, came more often. At a paced
  * 1,000 decides/s on Redis (probe, 10 s windows, 15 runs with the flag and 9 without): p99.9 median
  * 16 ms against 31 ms, full collections in a window besides start-up's two mostly none against
- * mostly one or two; CPU per decide unchanged (saturated 188 against 185 µs).
+ * mostly one or two; CPU per decide unchanged (saturated 188 against 185 µs). Measured on freshly
+ * started servers; the bench's window after its saturated rounds did not show it.
  *
  * Imported first by the entry points, before anything allocates in bulk. An operator who passes
  * `--allocation-site-pretenuring` to node keeps V8's default.
