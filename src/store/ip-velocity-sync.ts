@@ -69,19 +69,13 @@ function add(counts: Counts, b: number, address: string, n: number): void {
   byAddress.set(address, (byAddress.get(address) ?? 0) + n);
 }
 
-/** The addresses in `counts`, each once. */
-function addressesOf(counts: Counts): Set<string> {
-  const addresses = new Set<string>();
-  for (const byAddress of counts.values()) for (const address of byAddress.keys()) addresses.add(address);
-  return addresses;
+/** Counts not yet synced, and the distinct addresses among them (what the memory bound counts). */
+interface Pending {
+  readonly buckets: Counts;
+  readonly addresses: Set<string>;
 }
 
-/** Entries in `counts` (an address in two buckets counts twice). */
-function entriesOf(counts: Counts): number {
-  let n = 0;
-  for (const byAddress of counts.values()) n += byAddress.size;
-  return n;
-}
+const emptyPending = (): Pending => ({ buckets: new Map(), addresses: new Set() });
 
 /** Addresses grouped by shard (a Cluster slot each), in script-sized chunks. */
 function chunkByShard(addresses: Iterable<string>, shards: number): Array<{ shard: number; addresses: string[] }> {
@@ -137,10 +131,15 @@ function addsOf(batch: Counts, addresses: readonly string[], firstBucket: number
 const MAX_PENDING = 100_000;
 
 /** Counts one decide in this process. */
-function countHit(pending: Counts, ip: string, bucket: number): void {
-  const byAddress = pending.get(bucket);
-  if (byAddress && !byAddress.has(ip) && entriesOf(pending) >= MAX_PENDING) pending.clear();
-  add(pending, bucket, ip, 1);
+function countHit(pending: Pending, ip: string, bucket: number): void {
+  if (!pending.addresses.has(ip)) {
+    if (pending.addresses.size >= MAX_PENDING) {
+      pending.buckets.clear();
+      pending.addresses.clear();
+    }
+    pending.addresses.add(ip);
+  }
+  add(pending.buckets, bucket, ip, 1);
 }
 
 /**
@@ -164,7 +163,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
    */
   const shared = growingLru<string, { total: number; bucket: number }>(options.maxAddresses ?? 100_000);
   /** Counted here since the last sync. */
-  let pending: Counts = new Map();
+  let pending = emptyPending();
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */
   let inFlight: Counts = new Map();
 
@@ -181,13 +180,15 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
       for (const [i, address] of addresses.entries()) shared.set(address, { total: Number(reply[i]), bucket });
       return true;
     } catch {
-      if (entriesOf(pending) + addresses.length <= MAX_PENDING)
+      if (pending.addresses.size + addresses.length <= MAX_PENDING)
         for (const [b, byAddress] of batch) {
           // Buckets that have left the window are of no use to anyone: a long outage keeps none.
           if (b <= bucket - WINDOW_BUCKETS) continue;
           for (const address of addresses) {
             const n = byAddress.get(address);
-            if (n) add(pending, b, address, n);
+            if (!n) continue;
+            add(pending.buckets, b, address, n);
+            pending.addresses.add(address);
           }
         }
       return false;
@@ -197,15 +198,13 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   /** Hands what was counted since the last sync to Redis, chunk by chunk, and keeps the totals it answers. */
   async function syncNow(): Promise<void> {
     const now = clock();
-    if (pending.size === 0) return;
-    const batch = pending;
-    pending = new Map();
+    if (pending.addresses.size === 0) return;
+    const { buckets: batch, addresses } = pending;
+    pending = emptyPending();
     inFlight = batch;
     const bucket = Math.floor(now / BUCKET_MS);
     const synced = await Promise.all(
-      chunkByShard(addressesOf(batch), shards).map(({ shard, addresses }) =>
-        syncChunk(batch, shard, addresses, bucket),
-      ),
+      chunkByShard(addresses, shards).map((chunk) => syncChunk(batch, chunk.shard, chunk.addresses, bucket)),
     );
     inFlight = new Map();
     if (synced.includes(false)) options.onSyncError?.();
@@ -223,7 +222,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
       countHit(pending, ip, bucket);
       const known = shared.get(ip);
       const sharedTotal = known && known.bucket >= bucket - 1 ? known.total : 0;
-      return sharedTotal + sumWindow(inFlight, ip, bucket) + sumWindow(pending, ip, bucket);
+      return sharedTotal + sumWindow(inFlight, ip, bucket) + sumWindow(pending.buckets, ip, bucket);
     },
     close() {
       clearInterval(timer);

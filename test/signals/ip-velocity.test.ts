@@ -105,6 +105,38 @@ t.test('shared: while Redis is down, local counts answer and are added once it i
   t.equal(total, 2, 'what could not be added while Redis was down is added after (the restart lost the first)');
 });
 
+t.test(
+  'shared: a long outage with many addresses keeps a busy address counted (the bound is on addresses)',
+  async (t) => {
+    // Failed syncs put each address's buckets back, up to the window's twelve: a bound on entries
+    // rather than on addresses cleared every count at ~8,000 addresses, and a flood of that size
+    // could hold a busy address's velocity near zero while Redis was down.
+    const server = await startRedis();
+    t.teardown(() => server.stop());
+    const redis = new Redis(server.url, loginPathOptions(200));
+    redis.on('error', () => undefined);
+    await ready(redis);
+    t.teardown(() => redis.disconnect());
+    await server.kill();
+    let now = T0;
+    const velocity = sharedIpVelocity({ redis, keyPrefix: 'flood:', syncMs: 3_600_000, clock: () => now });
+    t.teardown(() => velocity.close());
+    const others = 10_000;
+    const perSecond = others / 5;
+    let busy = 0;
+    for (let second = 0; second < 120; second++) {
+      for (let i = 0; i < 20; i++) busy = velocity.hit('busy', now);
+      // Every other address once per 5-second bucket: 10,000 addresses in each bucket of the window.
+      const first = (second % 5) * perSecond;
+      for (let i = first; i < first + perSecond; i++) velocity.hit(`other-${i}`, now);
+      await velocity.sync();
+      now += 1000;
+    }
+    // The window is 55-60 s of 5-second buckets at 20 a second.
+    t.ok(busy >= 1100 && busy <= 1200, `the busy address still counts its minute (${busy})`);
+  },
+);
+
 t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
   const cluster = await startRedisCluster();
   t.teardown(() => cluster.stop());
