@@ -5,6 +5,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
+import { isUtf8 } from 'node:buffer';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import swagger from '@fastify/swagger';
@@ -168,6 +169,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // JSON only: fastify's built-in text/plain parser would hand a string to routes documented as 415 for it.
   app.removeContentTypeParser('text/plain');
+  // UTF-8 only: read as a string, every invalid byte would become U+FFFD first, and ids that differ
+  // only there would share a pseudonym (a lone surrogate in a JSON escape is idText's to refuse).
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    if (!isUtf8(body as Buffer)) {
+      done(new RiskError('RISK_ERR_MALFORMED_BODY', 'the body is not valid UTF-8'), undefined);
+      return;
+    }
+    parseJson(request, (body as Buffer).toString('utf8'), done);
+  });
   app.setNotFoundHandler((_request, reply) =>
     reply.status(404).send({ code: 'RISK_ERR_NOT_FOUND', message: 'not found' }),
   );

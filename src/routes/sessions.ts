@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import type { SessionStatus, Store } from '../store/store.js';
-import { idText, parseBody } from './validation.js';
+import { idText } from '../lib/id-text.js';
+import { parseBody } from './validation.js';
 import { doc, errorResponses, sessionReply } from './schemas.js';
 
 export type Outcome = 'allow' | 'deny' | 'hold' | 'retry' | 'pending';

@@ -4,7 +4,8 @@ import { RiskError } from '../errors.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
 import { migrationOf, type KnownIds } from '../store/rotation.js';
 import type { Store } from '../store/store.js';
-import { idText, parseBody } from './validation.js';
+import { idText } from '../lib/id-text.js';
+import { parseBody } from './validation.js';
 import { devicesReply, doc, errorResponses } from './schemas.js';
 import type { EventSink } from '../events/events.js';
 

@@ -2,6 +2,7 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { RUNGS } from '../engine/ladder.js';
 import type { BypassContext, CompiledBypass, LoadError } from '../engine/ruleset.js';
+import { idText } from '../lib/id-text.js';
 
 /** At most this far ahead: an exception that outlives a quarter is a policy change, not an exception. */
 export const MAX_BYPASS_DAYS = 90;
@@ -17,8 +18,8 @@ const bypassSchema = z.strictObject({
   expires: z.string().regex(/^\d{4}-\d{2}-\d{2}$/),
   match: z
     .strictObject({
-      user: z.string().min(1).max(128).optional(),
-      device: z.string().min(1).max(256).optional(),
+      user: idText(128).optional(),
+      device: idText(256).optional(),
       ip_prefix: z.string().max(64).optional(),
       asn: z.number().int().positive().optional(),
       country: z

@@ -93,7 +93,7 @@ t.test('an expired bypass no longer applies', async (t) => {
   clock.set(Date.parse('2026-11-25T12:00:00Z'));
 });
 
-t.test('bypasses more than 90 days ahead or without a scope are refused at load', async (t) => {
+t.test('bypasses more than 90 days ahead, without a scope or with an ill-formed id are refused at load', async (t) => {
   const { compileFromTexts } = await import('../../src/rules-io/load.js');
   const { readRuleDir } = await import('../../src/rules-io/load.js');
   const base = (await readRuleDir('rules')).filter((f) => !f.name.startsWith('bypass'));
@@ -119,6 +119,33 @@ t.test('bypasses more than 90 days ahead or without a scope are refused at load'
     { now: Date.parse('2026-11-25') },
   );
   t.equal(unscoped.ok, false);
+  // A lone surrogate would be hashed as U+FFFD: the bypass would apply to another user or device.
+  for (const field of ['user', 'device']) {
+    for (const id of ['\\ud800', 'ceo\\udfff', '\\udc00ceo']) {
+      const lone = compileFromTexts(
+        [
+          ...base,
+          {
+            name: 'bypasses.yaml',
+            text: `bypasses:\n  - { id: lone, reason: an ill-formed id, match: { ${field}: "${id}" }, lowest: SKIP, expires: "2026-12-01" }\n`,
+          },
+        ],
+        { now: Date.parse('2026-11-25') },
+      );
+      t.equal(lone.ok, false, `${field} ${id}`);
+    }
+  }
+  const wellFormed = compileFromTexts(
+    [
+      ...base,
+      {
+        name: 'bypasses.yaml',
+        text: 'bypasses:\n  - { id: pair, reason: an id outside the BMP, match: { user: "ceo\\ud83d\\ude00" }, lowest: SKIP, expires: "2026-12-01" }\n',
+      },
+    ],
+    { now: Date.parse('2026-11-25') },
+  );
+  t.equal(wellFormed.ok, true, 'a surrogate pair is a character like any other');
 });
 
 t.test('POST /v1/evaluate answers from signals alone and changes nothing', async (t) => {

@@ -41,3 +41,29 @@ t.test('decide: well-formed ids outside the BMP, and U+FFFD itself, are accepted
   }
   t.equal(pseudonyms.size, ids.length, 'each id its own pseudonym');
 });
+
+t.test('decide: a body that is not valid UTF-8 is a 400 before any field is read', async (t) => {
+  // Read as a string, each of these would become U+FFFD and collide with `alice\ufffd` above.
+  const invalid: Array<[string, number[]]> = [
+    ['a byte no UTF-8 sequence starts with', [0xff]],
+    ['a lead byte with no continuation', [0xc3]],
+    ['an overlong encoding', [0xc0, 0x80]],
+    ['an encoded surrogate', [0xed, 0xa0, 0x80]],
+    ['a truncated four-byte sequence', [0xf0, 0x9f, 0x98]],
+    ['a stray continuation byte', [0x80]],
+  ];
+  for (const field of ['user_id', 'device_id'] as const) {
+    for (const [what, bytes] of invalid) {
+      const before = Buffer.from(`{"user_id":"alice","device_id":"dev-1","ip":"203.0.113.9","${field}":"alice`);
+      const payload = Buffer.concat([before, Buffer.from(bytes), Buffer.from('"}')]);
+      const response = await service.app.inject({
+        method: 'POST',
+        url: '/v1/decide',
+        headers: { 'content-type': 'application/json', ...service.auth },
+        payload,
+      });
+      t.equal(response.statusCode, 400, `${field}: ${what}`);
+      t.equal(response.json().code, 'RISK_ERR_MALFORMED_BODY');
+    }
+  }
+});
