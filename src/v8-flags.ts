@@ -8,11 +8,11 @@ import { setFlagsFromString } from 'node:v8';
  * many alive at once: V8 judged sites long-lived (47 tenure decisions in 4 s,
  * `--trace-pretenuring-statistics`; the sampler's largest surviving sites were the rule run and the
  * journal's encoding) and filled the old generation with what dies at once, so full collections,
- * the service's longest pauses, came more often. At a paced
- * 1,000 decides/s on Redis (probe, 10 s windows, 15 runs with the flag and 9 without, not all
- * paired): p99.9 median 16 ms against 31 ms, ranges overlapping (9–46 against 12–56 ms); full collections in a window besides start-up's two mostly none against
- * mostly one or two; CPU per decide unchanged (saturated 188 against 185 µs). Measured on freshly
- * started servers; the bench's window after its saturated rounds did not show it.
+ * the service's longest pauses, came more often. At a paced 1,000 decides/s on Redis (probe, 10 s
+ * windows, 15 runs with the flag and 9 without, not all paired): p99.9 median 16 ms against 31 ms,
+ * ranges overlapping (9–46 against 12–56 ms); full collections in a window besides start-up's two
+ * mostly none against mostly one or two; CPU per decide unchanged (saturated 188 against 185 µs).
+ * Measured on freshly started servers; the bench's window after its saturated rounds did not show it.
  *
  * Imported first by the entry points, so it runs before any other module's code (loading the module
  * graph allocates before it; nothing was tenured that early in a trace). An operator who passes

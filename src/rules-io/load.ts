@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -22,6 +23,11 @@ export interface TextFile {
   readonly text: string;
   /** Set by the directory reader for a file it refused to read because of its size. */
   readonly tooLarge?: boolean;
+  /**
+   * Set by the directory reader for a file that is not UTF-8: decoded, each invalid byte would be
+   * U+FFFD, and a bypass's id could land on another user's (data/ops/SECURITY.md).
+   */
+  readonly notUtf8?: boolean;
 }
 
 export function isTestFile(name: string): boolean {
@@ -109,6 +115,10 @@ export function compileFromTexts(files: readonly TextFile[], options: LoadOption
       errors.push({ file: file.name, reason: `file larger than ${MAX_RULE_FILE_BYTES} bytes` });
       continue;
     }
+    if (file.notUtf8) {
+      errors.push({ file: file.name, reason: 'not valid UTF-8' });
+      continue;
+    }
     if (file.text.trim() === '') {
       errors.push({ file: file.name, reason: 'empty file' });
       continue;
@@ -156,7 +166,8 @@ export async function readRuleDir(dir: string): Promise<TextFile[]> {
       files.push({ name, text: '', tooLarge: true });
       continue;
     }
-    files.push({ name, text: await readFile(full, 'utf8') });
+    const bytes = await readFile(full);
+    files.push(isUtf8(bytes) ? { name, text: bytes.toString('utf8') } : { name, text: '', notUtf8: true });
   }
   return files;
 }

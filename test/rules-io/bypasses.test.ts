@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -146,6 +146,27 @@ t.test('bypasses more than 90 days ahead, without a scope or with an ill-formed 
     { now: Date.parse('2026-11-25') },
   );
   t.equal(wellFormed.ok, true, 'a surrogate pair is a character like any other');
+});
+
+t.test('a bypass file that is not UTF-8 is refused at load, not read with U+FFFD in its ids', async (t) => {
+  const { loadRuleDir } = await import('../../src/rules-io/load.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'bypass-bytes-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync('rules', dir, { recursive: true });
+  for (const name of readdirSync(dir)) if (name.startsWith('bypass')) rmSync(path.join(dir, name));
+  const line = (user: Buffer) =>
+    Buffer.concat([
+      Buffer.from('bypasses:\n  - { id: bytes, reason: a raw byte in an id, match: { user: "ceo'),
+      user,
+      Buffer.from('" }, lowest: SKIP, expires: "2026-12-01" }\n'),
+    ]);
+  writeFileSync(path.join(dir, 'bypasses.yaml'), line(Buffer.from([0xff])));
+  const refused = await loadRuleDir(dir, { now: Date.parse('2026-11-25') });
+  t.equal(refused.ok, false);
+  t.match(JSON.stringify(refused), /not valid UTF-8/);
+  writeFileSync(path.join(dir, 'bypasses.yaml'), line(Buffer.from('é')));
+  const accepted = await loadRuleDir(dir, { now: Date.parse('2026-11-25') });
+  t.equal(accepted.ok, true, 'a UTF-8 file with the same shape loads');
 });
 
 t.test('POST /v1/evaluate answers from signals alone and changes nothing', async (t) => {
