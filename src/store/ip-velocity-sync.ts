@@ -178,6 +178,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
         ...addsOf(batch, addresses, bucket - WINDOW_BUCKETS + 1),
       );
       for (const [i, address] of addresses.entries()) shared.set(address, { total: Number(reply[i]), bucket });
+      leaveInFlight(batch, addresses);
       return true;
     } catch {
       if (pending.addresses.size + addresses.length <= MAX_PENDING)
@@ -191,8 +192,18 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
             pending.addresses.add(address);
           }
         }
+      leaveInFlight(batch, addresses);
       return false;
     }
+  }
+
+  /**
+   * A chunk's counts leave the in-flight batch as soon as its reply is in `shared` (or its counts are
+   * pending again): counted in both, an address read twice until the sync's last chunk answered.
+   * Every chunk's arguments were built before any reply arrived, so the batch may shrink now.
+   */
+  function leaveInFlight(batch: Counts, addresses: readonly string[]): void {
+    for (const byAddress of batch.values()) for (const address of addresses) byAddress.delete(address);
   }
 
   /** Hands what was counted since the last sync to Redis, chunk by chunk, and keeps the totals it answers. */

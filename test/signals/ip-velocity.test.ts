@@ -137,6 +137,47 @@ t.test(
   },
 );
 
+t.test(
+  'shared: an address whose chunk has answered is not counted twice while the rest of the sync runs',
+  async (t) => {
+    // The interleaving needs replies held back one script at a time, so this client is a stand-in
+    // that answers like the sync script on an empty Redis: each address's total is what was added.
+    const held: Array<{ args: Array<string | number>; answer: () => void; fail: () => void }> = [];
+    const client = {
+      defineCommand: () => undefined,
+      riskIpVelocitySync: (...args: Array<string | number>) =>
+        new Promise<number[]>((resolve, reject) => {
+          const keys = Number(args[0]);
+          const answer = () => resolve(args.slice(keys + 2).map(Number));
+          held.push({ args, answer, fail: () => reject(new Error('down')) });
+        }),
+    };
+    const velocity = sharedIpVelocity({
+      redis: client as never,
+      keyPrefix: 'twice:',
+      syncMs: 3_600_000,
+      clock: () => T0,
+    });
+    t.teardown(() => velocity.close());
+    const addresses = Array.from({ length: 200 }, (_, i) => `addr-${i}`);
+    for (const address of addresses) velocity.hit(address, T0);
+    const syncing = velocity.sync();
+    t.ok(held.length > 2, `the sync went out in ${held.length} scripts`);
+    const addressOf = (i: number) => String(held[i]!.args[1]).split('}:')[1]!;
+    const [answered, failed, waiting] = [addressOf(0), addressOf(1), addressOf(2)];
+    t.ok([answered, failed, waiting].every((a) => addresses.includes(a)));
+    held[0]!.answer();
+    held[1]!.fail();
+    await new Promise((resolve) => setImmediate(resolve));
+    t.equal(velocity.hit(answered, T0), 2, 'answered: the shared total and this decide');
+    t.equal(velocity.hit(failed, T0), 2, 'failed: pending again and this decide');
+    t.equal(velocity.hit(waiting, T0), 2, 'still in flight: the batch and this decide');
+    for (const { answer } of held.slice(2)) answer();
+    await syncing;
+    t.equal(velocity.hit(waiting, T0), 3, 'once answered: the shared total and the two decides since');
+  },
+);
+
 t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
   const cluster = await startRedisCluster();
   t.teardown(() => cluster.stop());
