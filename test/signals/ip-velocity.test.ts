@@ -1,5 +1,5 @@
 import { Cluster, Redis } from 'ioredis';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { localIpVelocity } from '../../src/signals/ip-velocity.js';
 import { sharedIpVelocity } from '../../src/store/ip-velocity-sync.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
@@ -11,6 +11,17 @@ const T0 = Date.parse('2026-11-25T12:00:00Z');
 /** A client may be ready before anyone listens for it. */
 const ready = (client: Redis | Cluster) =>
   client.status === 'ready' ? Promise.resolve() : new Promise((r) => client.once('ready', r));
+
+/** A Redis of the test's own and a client with the decide path's settings (fails fast when Redis is down). */
+async function redisOnTheLoginPath(t: Test) {
+  const server = await startRedis();
+  t.teardown(() => server.stop());
+  const redis = new Redis(server.url, loginPathOptions(200));
+  redis.on('error', () => undefined);
+  await ready(redis);
+  t.teardown(() => redis.disconnect());
+  return { server, redis };
+}
 
 t.test('local: per address, this decide included, the minute slides', async (t) => {
   const velocity = localIpVelocity();
@@ -71,12 +82,7 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
 });
 
 t.test('shared: while Redis is down, local counts answer and are added once it is back', async (t) => {
-  const server = await startRedis();
-  t.teardown(() => server.stop());
-  const redis = new Redis(server.url, loginPathOptions(200));
-  redis.on('error', () => undefined);
-  await ready(redis);
-  t.teardown(() => redis.disconnect());
+  const { server, redis } = await redisOnTheLoginPath(t);
   let errors = 0;
   const now = Date.now();
   const velocity = sharedIpVelocity({ redis, keyPrefix: 'down:', syncMs: 60_000, onSyncError: () => (errors += 1) });
@@ -111,12 +117,7 @@ t.test(
     // Failed syncs put each address's buckets back, up to the window's twelve: a bound on entries
     // rather than on addresses cleared every count at ~8,000 addresses, and a flood of that size
     // could hold a busy address's velocity near zero while Redis was down.
-    const server = await startRedis();
-    t.teardown(() => server.stop());
-    const redis = new Redis(server.url, loginPathOptions(200));
-    redis.on('error', () => undefined);
-    await ready(redis);
-    t.teardown(() => redis.disconnect());
+    const { server, redis } = await redisOnTheLoginPath(t);
     await server.kill();
     let now = T0;
     const velocity = sharedIpVelocity({ redis, keyPrefix: 'flood:', syncMs: 3_600_000, clock: () => now });
