@@ -113,10 +113,7 @@ if (process.env.PROBE_RATE) {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     process.stdout.write(`  ${text.match(/^risk_shed_total\{.*$/gm)?.join(', ') ?? 'no sheds counted'}\n`);
   }
-  if (redis)
-    process.stdout.write(
-      `  redis slow log, commands over 1 ms in the window: ${redis.cli('SLOWLOG', 'GET', '5').replace(/\s+/g, ' ').slice(0, 600)}\n`,
-    );
+  if (redis) process.stdout.write(slowLogSummary(redis.cli('--json', 'SLOWLOG', 'GET', '20'), startedAt));
   for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
     process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
   child.kill('SIGINT');
@@ -143,3 +140,13 @@ child.kill('SIGINT');
 await new Promise((resolve) => child.once('exit', resolve));
 await redis?.stop();
 process.exit(0);
+
+/** One line per slow command: when in the window, how long Redis ran it, and its name and first key (the arguments are pseudonyms and counts). */
+function slowLogSummary(json: string, startedAt: number): string {
+  const entries = JSON.parse(json) as [number, number, number, string[]][];
+  const lines = entries.map(
+    ([, unixSeconds, micros, args]) =>
+      `    at ~${(unixSeconds * 1000 - startedAt).toFixed(0)} ms: ${micros} µs ${args[0]} ${args.length} args, ${args.slice(1, 3).join(' ').slice(0, 80)}`,
+  );
+  return `  redis slow log, commands over 1 ms in the window (${entries.length}):\n${lines.join('\n')}\n`;
+}
