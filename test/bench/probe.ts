@@ -114,6 +114,10 @@ if (process.env.PROBE_RATE) {
     process.stdout.write(`  ${text.match(/^risk_shed_total\{.*$/gm)?.join(', ') ?? 'no sheds counted'}\n`);
   }
   if (redis) process.stdout.write(slowLogSummary(redis.cli('--json', 'SLOWLOG', 'GET', '20'), startedAt));
+  if (perf) {
+    perf.kill('SIGINT');
+    await new Promise((resolve) => perf.once('exit', resolve));
+  }
   for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
     process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
   child.kill('SIGINT');
