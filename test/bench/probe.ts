@@ -6,7 +6,8 @@
  * PROBE_RATE=<req/s> measures at that paced rate instead of saturation and prints the slowest answers
  * with their times (and, on Redis, its slow log of the window: commands that ran over 1 ms; Redis
  * kept off its core by other work does not show there);
- * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines).
+ * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines). PROBE_WARM=<seconds>
+ * runs that long at saturation before the window.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -78,6 +79,14 @@ const requests = (bodies: string[]) => {
   ];
 };
 await autocannon({ url: `http://127.0.0.1:${port}`, connections: 8, amount: 4000, requests: requests(pools[0]!) });
+// PROBE_WARM=<seconds>: saturated load first, so the window sees a long-running server's heap and caches (as the bench's paced runs do).
+if (process.env.PROBE_WARM)
+  await autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: 32,
+    duration: Number(process.env.PROBE_WARM),
+    requests: requests(pools[0]!),
+  });
 // PROBE_PERF=<file>: samples the server during the measured window only (not start-up or seeding).
 const perf = process.env.PROBE_PERF
   ? spawn(
