@@ -42,8 +42,10 @@ const SYNC_CHUNK = 64;
 /**
  * Script calls of one sync outstanding at once. Sent all together, a second's worth of addresses
  * (1,000 at 1,000 decides/s: ~5 ms of Redis time) reached Redis ahead of every decide sent after
- * them, and that stall set the decide path's p99. Two at a time, a decide waits behind two
- * chunks at most, and one chunk's round trip overlaps the other's run.
+ * them, and that stall set the decide path's p99. Two at a time, a decide sent during a sync waits
+ * behind two chunks (~0.4 ms of Redis) at most, and one chunk's round trip overlaps the other's
+ * run. A sync then takes a round trip per two chunks: 1,000 addresses ~8 round trips, and the
+ * ~10,000 a process can decide in a second ~80 (well inside the interval at a few ms each).
  */
 const SYNC_IN_FLIGHT = 2;
 
@@ -155,7 +157,7 @@ function countHit(pending: Pending, ip: string, bucket: number): void {
  * and, every `syncMs`, adds its counts to per-address 5-second buckets in Redis and reads back the totals of
  * the addresses it saw since the last sync. A decide's answer is the shared total as of the last
  * sync that included the address plus what this process counted since: an address busy on every
- * replica is current to within one sync interval. While Redis fails the local counts keep
+ * replica is current to within a sync interval and its run. While Redis fails the local counts keep
  * answering (and are added once it is back, up to a bound).
  */
 export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelocity {
@@ -175,10 +177,32 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
   /** Sent in the sync under way: still counted until the reply has them in `shared`. */
   let inFlight: Counts = new Map();
 
-  /** One script call for one shard's chunk; false when it failed (its counts are then pending again, within bounds). */
-  async function syncChunk(batch: Counts, shard: number, addresses: string[], bucket: number): Promise<boolean> {
-    const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
+  let closed = false;
+
+  /** A chunk's counts go back to pending, within the bound, less the buckets that left the window. */
+  function requeue(batch: Counts, addresses: readonly string[], bucket: number): void {
+    if (pending.addresses.size + addresses.length <= MAX_PENDING)
+      for (const [b, byAddress] of batch) {
+        // Buckets that have left the window are of no use to anyone: a long outage keeps none.
+        if (b <= bucket - WINDOW_BUCKETS) continue;
+        for (const address of addresses) {
+          const n = byAddress.get(address);
+          if (!n) continue;
+          add(pending.buckets, b, address, n);
+          pending.addresses.add(address);
+        }
+      }
+    leaveInFlight(batch, addresses);
+  }
+
+  /**
+   * One script call for one shard's chunk; false when it failed (its counts are then pending again).
+   * The bucket is read per chunk: a sync on a slow Redis may outlast one.
+   */
+  async function syncChunk(batch: Counts, shard: number, addresses: string[]): Promise<boolean> {
+    const bucket = Math.floor(clock() / BUCKET_MS);
     try {
+      const keys = addresses.map((address) => `${keyPrefix}{ipv:${shard}}:${address}`);
       const reply = await client.riskIpVelocitySync(
         keys.length,
         ...keys,
@@ -189,18 +213,9 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
       leaveInFlight(batch, addresses);
       return true;
     } catch {
-      if (pending.addresses.size + addresses.length <= MAX_PENDING)
-        for (const [b, byAddress] of batch) {
-          // Buckets that have left the window are of no use to anyone: a long outage keeps none.
-          if (b <= bucket - WINDOW_BUCKETS) continue;
-          for (const address of addresses) {
-            const n = byAddress.get(address);
-            if (!n) continue;
-            add(pending.buckets, b, address, n);
-            pending.addresses.add(address);
-          }
-        }
-      leaveInFlight(batch, addresses);
+      // A script that timed out may still run in Redis later: its counts may then be added twice,
+      // which errs towards a step-up, never towards SKIP.
+      requeue(batch, addresses, bucket);
       return false;
     }
   }
@@ -214,24 +229,30 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
     for (const byAddress of batch.values()) for (const address of addresses) byAddress.delete(address);
   }
 
-  /** Hands what was counted since the last sync to Redis, chunk by chunk, and keeps the totals it answers. */
+  /**
+   * Hands what was counted since the last sync to Redis, SYNC_IN_FLIGHT chunks at a time, and keeps
+   * the totals it answers. After a failure the rest is not sent but pending again: against a Redis
+   * that is down or slower than the command timeout, each chunk would wait out a timeout of its own
+   * and leave its script queued there. After `close` the rest is not sent either (the client is
+   * closing), and that is no sync error.
+   */
   async function syncNow(): Promise<void> {
-    const now = clock();
     if (pending.addresses.size === 0) return;
     const { buckets: batch, addresses } = pending;
     pending = emptyPending();
     inFlight = batch;
-    const bucket = Math.floor(now / BUCKET_MS);
     const chunks = chunkByShard(addresses, shards);
     let next = 0;
     let failed = false;
     const sender = async () => {
-      while (next < chunks.length) {
+      while (next < chunks.length && !failed && !closed) {
         const chunk = chunks[next++]!;
-        if (!(await syncChunk(batch, chunk.shard, chunk.addresses, bucket))) failed = true;
+        if (!(await syncChunk(batch, chunk.shard, chunk.addresses).catch(() => false))) failed = true;
       }
     };
     await Promise.all(Array.from({ length: Math.min(SYNC_IN_FLIGHT, chunks.length) }, sender));
+    const bucket = Math.floor(clock() / BUCKET_MS);
+    for (; next < chunks.length; next++) requeue(batch, chunks[next]!.addresses, bucket);
     inFlight = new Map();
     if (failed) options.onSyncError?.();
   }
@@ -251,6 +272,7 @@ export function sharedIpVelocity(options: SharedIpVelocityOptions): SharedIpVelo
       return sharedTotal + sumWindow(inFlight, ip, bucket) + sumWindow(pending.buckets, ip, bucket);
     },
     close() {
+      closed = true;
       clearInterval(timer);
     },
     async sync() {

@@ -153,40 +153,118 @@ t.test(
           held.push({ args, answer, fail: () => reject(new Error('down')) });
         }),
     };
+    let errors = 0;
     const velocity = sharedIpVelocity({
       redis: client as never,
       keyPrefix: 'twice:',
       syncMs: 3_600_000,
       clock: () => T0,
+      onSyncError: () => (errors += 1),
     });
     t.teardown(() => velocity.close());
     const addresses = Array.from({ length: 200 }, (_, i) => `addr-${i}`);
     for (const address of addresses) velocity.hit(address, T0);
-    let done = false;
-    const syncing = velocity.sync().then(() => (done = true));
     const tick = () => new Promise((resolve) => setImmediate(resolve));
+    const addressOf = (i: number) => String(held[i]!.args[1]).split('}:')[1]!;
+    const sentSoFar = () =>
+      held.flatMap(({ args }) => args.slice(1, Number(args[0]) + 1).map((key) => String(key).split('}:')[1]!));
+
+    const syncing = velocity.sync();
     await tick();
     t.equal(held.length, 2, 'two scripts outstanding at once, the rest wait for their answers');
-    const addressOf = (i: number) => String(held[i]!.args[1]).split('}:')[1]!;
-    const [answered, failed] = [addressOf(0), addressOf(1)];
     held[0]!.answer();
+    await tick();
+    t.equal(held.length, 3, 'an answer lets the next script go');
+    const [answered, failing, third] = [addressOf(0), addressOf(1), addressOf(2)];
+    const unsent = addresses.find((a) => !sentSoFar().includes(a))!;
+    t.ok([answered, failing, third, unsent].every((a) => addresses.includes(a)));
+    t.equal(velocity.hit(answered, T0), 2, 'answered: the shared total and this decide');
+    t.equal(velocity.hit(failing, T0), 2, 'sent, not answered: the batch and this decide');
+    t.equal(velocity.hit(unsent, T0), 2, 'not sent yet: the batch and this decide');
+
     held[1]!.fail();
     await tick();
-    t.equal(held.length, 4, 'each answer (or failure) lets the next script go');
-    const waiting = addressOf(2);
-    const sent = new Set(held.flatMap(({ args }) => args.slice(1, Number(args[0]) + 1).map(String)));
-    const unsent = addresses.find((a) => ![...sent].some((key) => key.endsWith(`}:${a}`)))!;
-    t.ok([answered, failed, waiting, unsent].every((a) => addresses.includes(a)));
-    t.equal(velocity.hit(answered, T0), 2, 'answered: the shared total and this decide');
-    t.equal(velocity.hit(failed, T0), 2, 'failed: pending again and this decide');
-    t.equal(velocity.hit(waiting, T0), 2, 'sent, not answered: the batch and this decide');
-    t.equal(velocity.hit(unsent, T0), 2, 'not sent yet: the batch and this decide');
-    for (let answeredUpTo = 2; !done; await tick()) while (answeredUpTo < held.length) held[answeredUpTo++]!.answer();
+    t.equal(held.length, 3, 'after a failure the rest of the sync is not sent');
+    t.equal(velocity.hit(failing, T0), 3, 'failed: pending again, with the decide since and this one');
+    held[2]!.answer();
     await syncing;
-    t.equal(velocity.hit(waiting, T0), 3, 'once answered: the shared total and the two decides since');
-    t.equal(velocity.hit(unsent, T0), 3, 'sent later and answered: the same');
+    t.equal(errors, 1, 'the failed sync is reported once');
+    t.equal(velocity.hit(third, T0), 2, 'answered last: the shared total and this decide');
+    t.equal(velocity.hit(unsent, T0), 3, 'never sent: pending again, with the decide since and this one');
+
+    // The next sync carries what the failure left behind, each count once.
+    const resync = velocity.sync();
+    for (let answeredUpTo = 3, done = false; !done; ) {
+      await tick();
+      while (answeredUpTo < held.length) held[answeredUpTo++]!.answer();
+      done = await Promise.race([resync.then(() => true), tick().then(() => false)]);
+    }
+    t.equal(velocity.hit(failing, T0), 4, 'synced: its three decides and this one');
+    t.equal(velocity.hit(unsent, T0), 4, 'synced: its three decides and this one');
+    t.equal(errors, 1);
   },
 );
+
+t.test('shared: a sync that outlasts its bucket sends each chunk in the bucket of its own time', async (t) => {
+  const held: Array<{ bucket: number; answer: () => void }> = [];
+  const client = {
+    defineCommand: () => undefined,
+    riskIpVelocitySync: (...args: Array<string | number>) =>
+      new Promise<number[]>((resolve) => {
+        const keys = Number(args[0]);
+        held.push({ bucket: Number(args[keys + 1]), answer: () => resolve(args.slice(keys + 2).map(Number)) });
+      }),
+  };
+  let now = T0;
+  const velocity = sharedIpVelocity({
+    redis: client as never,
+    keyPrefix: 'late:',
+    syncMs: 3_600_000,
+    clock: () => now,
+  });
+  t.teardown(() => velocity.close());
+  for (let i = 0; i < 200; i++) velocity.hit(`addr-${i}`, now);
+  const syncing = velocity.sync();
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+  await tick();
+  now += 5_000;
+  for (let answered = 0; answered < held.length; await tick()) held[answered++]!.answer();
+  await syncing;
+  const first = Math.floor(T0 / 5_000);
+  t.same(
+    [held[0]!.bucket, held[1]!.bucket, held.at(-1)!.bucket],
+    [first, first, first + 1],
+    'the two sent at once in the first bucket, the later ones in the next',
+  );
+});
+
+t.test('shared: close stops a sync under way without a sync error', async (t) => {
+  const sent: number[] = [];
+  const answers: Array<() => void> = [];
+  const client = {
+    defineCommand: () => undefined,
+    riskIpVelocitySync: (...args: Array<string | number>) =>
+      new Promise<number[]>((resolve) => {
+        sent.push(Number(args[0]));
+        answers.push(() => resolve(args.slice(Number(args[0]) + 2).map(Number)));
+      }),
+  };
+  let errors = 0;
+  const velocity = sharedIpVelocity({
+    redis: client as never,
+    keyPrefix: 'close:',
+    syncMs: 3_600_000,
+    clock: () => T0,
+    onSyncError: () => (errors += 1),
+  });
+  for (let i = 0; i < 1000; i++) velocity.hit(`addr-${i}`, T0);
+  const syncing = velocity.sync();
+  velocity.close();
+  for (const answer of answers) answer();
+  await syncing;
+  t.equal(sent.length, 2, 'only the two scripts sent before close');
+  t.equal(errors, 0);
+});
 
 t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
   const cluster = await startRedisCluster();
