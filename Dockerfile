@@ -22,4 +22,4 @@ EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # node as PID 1 handles SIGTERM itself (src/server.ts drains and exits); no shell wrapper.
-CMD ["node", "dist/server.js"]
+CMD ["node", "--min-semi-space-size=16", "dist/server.js"]

