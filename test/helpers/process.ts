@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import path from 'node:path';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
 import { freePort } from './redis.js';
 
 export interface ServerProcess {
@@ -133,7 +134,7 @@ function sourceFiles(dir: string): string[] {
 }
 
 /**
- * `node dist/server.js` as production runs it: src/ compiled by tsc (src/tsconfig.json) into
+ * `node <COMMAND_LINE_FLAGS> dist/server.js` as production runs it (`npm start`, the image): src/ compiled by tsc (src/tsconfig.json) into
  * dist/test-<hash of the sources>/, once per source state. Test files running in parallel may both
  * compile; each writes its own folder and renames it into place, so none sees a half-written build.
  * Inside the work tree, so the compiled files resolve node_modules and package.json's "type".
@@ -166,5 +167,5 @@ export function productionEntry(cwd = process.cwd()): string[] {
       rmSync(building, { recursive: true, force: true }); // another test file built the same sources first
     }
   }
-  return [path.join(target, 'server.js')];
+  return [...COMMAND_LINE_FLAGS, path.join(target, 'server.js')];
 }
