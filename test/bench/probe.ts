@@ -53,15 +53,7 @@ if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
 // The server starts as `npm start` starts it; PROBE_NO_FLAGS=1 leaves its node flags out (to measure what they change).
 const flags = process.env.PROBE_NO_FLAGS ? [] : COMMAND_LINE_FLAGS;
-const argv = [
-  'taskset',
-  '-c',
-  '0',
-  process.execPath,
-  ...flags,
-  ...nodeArgs,
-  'dist/bench/test/bench/servers.js',
-];
+const argv = ['taskset', '-c', '0', process.execPath, ...flags, ...nodeArgs, 'dist/bench/test/bench/servers.js'];
 const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', DEV_NULL, 'pipe'] });
 let metricsPort: number | undefined;
 const port = await new Promise<number>((resolve) => {
