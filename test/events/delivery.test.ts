@@ -95,10 +95,22 @@ t.test(
     for (const label of first.keys()) {
       await h.emit(`user-${label}`, { label });
     }
+    const undelivered = () =>
+      retriedClass
+        .map(([label]) => label)
+        .filter((label) => !receiver.attempts.some((a) => a.event.data.label === label && receiver.accepted.has(a.id)));
     await waitFor(
       () => receiver.accepted.size >= retriedClass.length,
       20_000,
-      'every retried event delivered',
+      () =>
+        `every retried event delivered; not delivered: ${undelivered().join(', ')}; attempts per label: ${JSON.stringify(
+          Object.fromEntries(
+            retriedClass.map(([label]) => [
+              label,
+              receiver.attempts.filter((a) => a.event.data.label === label).length,
+            ]),
+          ),
+        )}`,
       () => clock.advance(5000),
     );
     for (const d of receiver.attempts) ids.set(d.event.data.label, d.id);

@@ -142,15 +142,16 @@ export function newSecret(): string {
   return `whsec_${Buffer.from(Array.from({ length: 32 }, () => Math.floor(Math.random() * 256))).toString('base64')}`;
 }
 
+/** Polls `check` every 50 ms; `what` names the wait in the error (a function: read at the timeout, so it can say what is missing). */
 export async function waitFor(
   check: () => boolean,
   timeoutMs: number,
-  what: string,
+  what: string | (() => string),
   onIdle?: () => void,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
     onIdle?.();
     await new Promise((r) => setTimeout(r, 50));
   }
