@@ -8,6 +8,29 @@ import { startRedis, startRedisCluster } from '../helpers/redis.js';
 
 const T0 = Date.parse('2026-11-25T12:00:00Z');
 
+/**
+ * A stand-in for the sync script's client that holds each call until the test answers or fails it:
+ * the interleavings of a sync need replies held back one script at a time. An answer is what the
+ * script says on an empty Redis: each address's total is what was added.
+ */
+function heldScripts() {
+  const held: Array<{ args: Array<string | number>; bucket: number; answer: () => void; fail: () => void }> = [];
+  const client = {
+    defineCommand: () => undefined,
+    riskIpVelocitySync: (...args: Array<string | number>) =>
+      new Promise<number[]>((resolve, reject) => {
+        const keys = Number(args[0]);
+        held.push({
+          args,
+          bucket: Number(args[keys + 1]),
+          answer: () => resolve(args.slice(keys + 2).map(Number)),
+          fail: () => reject(new Error('down')),
+        });
+      }),
+  };
+  return { client: client as never, held };
+}
+
 /** A client may be ready before anyone listens for it. */
 const ready = (client: Redis | Cluster) =>
   client.status === 'ready' ? Promise.resolve() : new Promise((r) => client.once('ready', r));
@@ -141,21 +164,10 @@ t.test(
 t.test(
   'shared: an address whose chunk has answered is not counted twice while the rest of the sync runs',
   async (t) => {
-    // The interleaving needs replies held back one script at a time, so this client is a stand-in
-    // that answers like the sync script on an empty Redis: each address's total is what was added.
-    const held: Array<{ args: Array<string | number>; answer: () => void; fail: () => void }> = [];
-    const client = {
-      defineCommand: () => undefined,
-      riskIpVelocitySync: (...args: Array<string | number>) =>
-        new Promise<number[]>((resolve, reject) => {
-          const keys = Number(args[0]);
-          const answer = () => resolve(args.slice(keys + 2).map(Number));
-          held.push({ args, answer, fail: () => reject(new Error('down')) });
-        }),
-    };
+    const { client, held } = heldScripts();
     let errors = 0;
     const velocity = sharedIpVelocity({
-      redis: client as never,
+      redis: client,
       keyPrefix: 'twice:',
       syncMs: 3_600_000,
       clock: () => T0,
@@ -206,18 +218,10 @@ t.test(
 );
 
 t.test('shared: a sync that outlasts its bucket sends each chunk in the bucket of its own time', async (t) => {
-  const held: Array<{ bucket: number; answer: () => void }> = [];
-  const client = {
-    defineCommand: () => undefined,
-    riskIpVelocitySync: (...args: Array<string | number>) =>
-      new Promise<number[]>((resolve) => {
-        const keys = Number(args[0]);
-        held.push({ bucket: Number(args[keys + 1]), answer: () => resolve(args.slice(keys + 2).map(Number)) });
-      }),
-  };
+  const { client, held } = heldScripts();
   let now = T0;
   const velocity = sharedIpVelocity({
-    redis: client as never,
+    redis: client,
     keyPrefix: 'late:',
     syncMs: 3_600_000,
     clock: () => now,
@@ -239,19 +243,10 @@ t.test('shared: a sync that outlasts its bucket sends each chunk in the bucket o
 });
 
 t.test('shared: close stops a sync under way without a sync error', async (t) => {
-  const sent: number[] = [];
-  const answers: Array<() => void> = [];
-  const client = {
-    defineCommand: () => undefined,
-    riskIpVelocitySync: (...args: Array<string | number>) =>
-      new Promise<number[]>((resolve) => {
-        sent.push(Number(args[0]));
-        answers.push(() => resolve(args.slice(Number(args[0]) + 2).map(Number)));
-      }),
-  };
+  const { client, held: sent } = heldScripts();
   let errors = 0;
   const velocity = sharedIpVelocity({
-    redis: client as never,
+    redis: client,
     keyPrefix: 'close:',
     syncMs: 3_600_000,
     clock: () => T0,
@@ -260,7 +255,7 @@ t.test('shared: close stops a sync under way without a sync error', async (t) =>
   for (let i = 0; i < 1000; i++) velocity.hit(`addr-${i}`, T0);
   const syncing = velocity.sync();
   velocity.close();
-  for (const answer of answers) answer();
+  for (const { answer } of sent) answer();
   await syncing;
   t.equal(sent.length, 2, 'only the two scripts sent before close');
   t.equal(errors, 0);
