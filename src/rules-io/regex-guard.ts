@@ -1,5 +1,18 @@
-import { checkSync } from 'recheck';
+import { createRequire } from 'node:module';
 import type { RegexGuard, RegexRefusal } from '../engine/ruleset.js';
+
+type Recheck = typeof import('recheck');
+let loaded: Recheck | undefined;
+/**
+ * recheck (a Scala.js bundle) is ~9 MB of live heap once loaded, about a fifth of a serving
+ * process's, and every full collection marks it again. It is loaded on the first pattern to check:
+ * a service whose rules have no `matches()` never carries it, and the rule sandbox's worker, where
+ * reloads are checked, loads it in its own heap.
+ */
+function recheck(): Recheck {
+  loaded ??= createRequire(import.meta.url)('recheck') as Recheck;
+  return loaded;
+}
 
 /**
  * recheck proves a `matches()` pattern free of super-linear backtracking, but the proof itself can
@@ -36,7 +49,7 @@ function remember(pattern: string, verdict: RegexRefusal | undefined): RegexRefu
 let warm = false;
 export function warmRecheck(): void {
   if (warm) return;
-  checkSync('^a+$', '', { timeout: 5000 });
+  recheck().checkSync('^a+$', '', { timeout: 5000 });
   warm = true;
 }
 
@@ -61,9 +74,9 @@ export function createRecheckGuard(
         tooExpensive: true,
       };
     const started = now();
-    let result: ReturnType<typeof checkSync>;
+    let result: ReturnType<Recheck['checkSync']>;
     try {
-      result = checkSync(pattern, '', { timeout: left });
+      result = recheck().checkSync(pattern, '', { timeout: left });
     } catch {
       // The pure backend can throw its timeout instead of reporting it: refused all the same.
       return { reason: `the regex safety check did not finish within ${Math.round(left)} ms`, tooExpensive: true };
