@@ -138,13 +138,23 @@ export function createDispatcher(deps: DispatcherDeps) {
     const headers = signEvent(deps.keys, head.eventId, Math.floor(started / 1000), head.body);
     let status = 0;
     let retryAfterS: number | undefined;
+    // One controller an attempt, aborted by its own timer or by stop(). Not AbortSignal.any() over
+    // AbortSignal.timeout(): the combined signal holds its sources weakly, and a full collection
+    // during the attempt collected the timeout before it fired (nodejs/node#57736), leaving the
+    // attempt, its concurrency slot and its user's queue waiting on a silent receiver for good.
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    const timeout = setTimeout(abort, deps.timeoutMs);
+    const stop = stopping.signal;
+    if (stop.aborted) abort();
+    else stop.addEventListener('abort', abort, { once: true });
     try {
       const response = await send(deps.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'user-agent': 'stepup-risk-engine-events/1', ...headers },
         body: head.body,
         redirect: 'manual',
-        signal: AbortSignal.any([AbortSignal.timeout(deps.timeoutMs), stopping.signal]),
+        signal: controller.signal,
       });
       status = response.status;
       const retryAfter = Number(response.headers.get('retry-after'));
@@ -152,6 +162,9 @@ export function createDispatcher(deps: DispatcherDeps) {
       await response.body?.cancel().catch(() => undefined);
     } catch {
       status = 0; // timeout, reset, refused, DNS: the receiver did not answer
+    } finally {
+      clearTimeout(timeout);
+      stop.removeEventListener('abort', abort);
     }
     const now = deps.clock();
     if (stopped && status === 0) return; // cut short by stop(): not the receiver's failure

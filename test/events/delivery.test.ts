@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { createBreaker } from '../../src/lib/breaker.js';
 import { createDispatcher, type DispatcherTuning } from '../../src/events/dispatcher.js';
@@ -113,10 +115,7 @@ t.test(
             ]),
           ),
         )}`,
-      // 1 s of the service's clock a poll: enough for the backoff (base 1 s), and a delivery in flight
-      // for up to 15 s of real time on a loaded machine still lands inside the receiver's 300 s
-      // timestamp tolerance (at 5 s a poll, 3 s in flight read as a stale signature, 401, rejected).
-      () => clock.advance(1000),
+      () => clock.advance(5000),
     );
     for (const d of receiver.attempts) ids.set(d.event.data.label, d.id);
     for (const status of rejectedClass) {
@@ -135,6 +134,40 @@ t.test(
     t.equal((await h.outbox.stats(clock())).depth, 0, 'the outbox is empty');
   },
 );
+
+t.test('an attempt times out even when a full collection runs while it waits on a silent receiver', async (t) => {
+  // AbortSignal.any() over AbortSignal.timeout() lost the timeout to a full collection
+  // (nodejs/node#57736): the attempt hung for good, and its user's queue behind it.
+  setFlagsFromString('--expose-gc');
+  const collect = runInNewContext('gc') as () => void;
+  receiver.answer = (d) => (receiver.attempts.some((a) => a.id === d.id) ? 200 : 'hang');
+  const h = harness({ threshold: 1000, timeoutMs: 300 });
+  t.teardown(() => h.dispatcher.stop());
+  const before = receiver.attempts.length;
+  await h.emit(`user-gc-${Date.now()}`, { label: 'gc' });
+  await waitFor(() => receiver.attempts.length > before, 5000, 'the first attempt');
+  for (let i = 0; i < 3; i++) {
+    collect();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await waitFor(
+    () => receiver.attempts.slice(before).some((a) => receiver.accepted.has(a.id)),
+    10_000,
+    () =>
+      `the event delivered after its attempt timed out; attempts: ${JSON.stringify(receiver.attempts.slice(before).map((a) => a.answered))}`,
+    () => clock.advance(5000),
+  );
+  const tries = receiver.attempts.slice(before);
+  t.same(
+    tries.map((a) => a.answered),
+    ['hang', 200],
+    'the hung attempt timed out, and the retry was delivered',
+  );
+  t.ok(
+    h.results.some((r) => r.result === 'retry'),
+    'the timeout counted as a failed attempt',
+  );
+});
 
 t.test('the receiver down for 2 minutes, then back: nothing lost, nothing twice, order per user kept', async (t) => {
   const h = harness();
