@@ -9,8 +9,11 @@ let loaded: Recheck | undefined;
  * a service whose rules have no `matches()` never carries it, and the rule sandbox's worker, where
  * reloads are checked, loads it in its own heap.
  */
+const require = createRequire(import.meta.url);
+// Resolved now, loaded later: a missing package still fails the process at start, not at the first reload.
+require.resolve('recheck');
 function recheck(): Recheck {
-  loaded ??= createRequire(import.meta.url)('recheck') as Recheck;
+  loaded ??= require('recheck') as Recheck;
   return loaded;
 }
 
