@@ -3,6 +3,10 @@ import t from 'tap';
 import { checkSync } from 'recheck';
 import { compileBotPatterns, createUserAgentParser, MAX_UA_LENGTH } from '../../src/signals/user-agent.js';
 
+// recheck's in-thread backend, as the service runs it (src/rules-io/regex-guard.ts): its native agent
+// sometimes stopped answering after a timed-out check, and the caller then waited forever.
+process.env.RECHECK_SYNC_BACKEND = 'pure';
+
 const crawlers = JSON.parse(await readFile('data/user-agents/bots/crawler-user-agents.json', 'utf8')) as Array<{
   pattern: string;
   instances: string[];
