@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Breaker } from '../lib/breaker.js';
 import type { Outbox, OutboxEntry, OutboxStats } from '../store/outbox-contract.js';
 import { signEvent } from './signing.js';
@@ -69,6 +70,16 @@ interface ShardState {
  * following a redirect. 2xx = delivered; 4xx other than 408/429 = rejected (not retried); anything
  * else (5xx, 3xx, 408, 429, timeout, reset) is retried with full-jitter backoff until `retryMs`.
  */
+/**
+ * The signal stop() aborts: every attempt in flight listens on it (up to EVENTS_MAX_CONCURRENCY of
+ * them, 64 at most), past the 10 listeners after which node warns of a leak that is not one.
+ */
+function stopSignal(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
+
 export function createDispatcher(deps: DispatcherDeps) {
   const tuning = { ...DEFAULT_TUNING, ...deps.tuning };
   const send = deps.fetch ?? fetch;
@@ -81,7 +92,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   let failing = false;
   const sending = new Set<Promise<void>>();
   // Aborts the requests in flight at shutdown: they stay in the outbox and are retried (by the next holder).
-  let stopping = new AbortController();
+  let stopping = stopSignal();
 
   const backoff = (attempts: number) =>
     tuning.random() * Math.min(tuning.backoffCapMs, tuning.backoffBaseMs * 2 ** Math.min(attempts - 1, 30));
@@ -269,7 +280,9 @@ export function createDispatcher(deps: DispatcherDeps) {
     start(): void {
       if (!stopped) return;
       stopped = false;
-      stopping = new AbortController();
+      stopping = stopSignal();
+      // A new run takes its leases at once (stop gave them back), not one lease interval later.
+      lastLease = 0;
       schedule(0);
     },
     /** Stops taking work, cuts the requests in flight short (they are retried later), gives the leases back. */

@@ -115,7 +115,10 @@ t.test(
             ]),
           ),
         )}`,
-      () => clock.advance(5000),
+      // 1 s of the service's clock a poll covers the backoff (base 1 s); at 5 s, an attempt in flight
+      // for 60 polls (3 s of a loaded machine) would reach the receiver with a signature older than
+      // its 300 s tolerance: 401, rejected, never delivered.
+      () => clock.advance(1000),
     );
     for (const d of receiver.attempts) ids.set(d.event.data.label, d.id);
     for (const status of rejectedClass) {
@@ -141,7 +144,8 @@ t.test('an attempt times out even when a full collection runs while it waits on 
   setFlagsFromString('--expose-gc');
   const collect = runInNewContext('gc') as () => void;
   receiver.answer = (d) => (receiver.attempts.some((a) => a.id === d.id) ? 200 : 'hang');
-  const h = harness({ threshold: 1000, timeoutMs: 300 });
+  // Long enough that the collections surely run before it would fire on a loaded machine.
+  const h = harness({ threshold: 1000, timeoutMs: 1500 });
   t.teardown(() => h.dispatcher.stop());
   const before = receiver.attempts.length;
   await h.emit(`user-gc-${Date.now()}`, { label: 'gc' });
@@ -167,6 +171,50 @@ t.test('an attempt times out even when a full collection runs while it waits on 
     h.results.some((r) => r.result === 'retry'),
     'the timeout counted as a failed attempt',
   );
+});
+
+t.test('64 attempts in flight at once raise no listener-leak warning', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  receiver.answer = (d) => (receiver.attempts.some((a) => a.id === d.id) ? 200 : 'hang');
+  const h = harness({ threshold: 1000, maxConcurrency: 64, timeoutMs: 1000 });
+  t.teardown(() => h.dispatcher.stop());
+  const before = receiver.attempts.length;
+  const users = Array.from({ length: 64 }, (_, i) => `user-many-${i}-${Date.now()}`);
+  for (const user of users) await h.emit(user, { label: 'many' });
+  await waitFor(() => receiver.attempts.length - before >= 64, 10_000, 'all 64 first attempts in flight');
+  await waitFor(
+    () => receiver.attempts.slice(before).filter((a) => receiver.accepted.has(a.id)).length >= 64,
+    20_000,
+    'all 64 delivered after their attempts timed out',
+    () => clock.advance(1000),
+  );
+  // Node reports a listener warning on the next tick.
+  await new Promise((r) => setImmediate(r));
+  t.same(
+    warnings.filter((w) => /MaxListeners/.test(w)),
+    [],
+    'no MaxListenersExceededWarning',
+  );
+});
+
+t.test('after stop, start takes its leases and delivers at once, not a lease interval later', async (t) => {
+  const h = harness();
+  t.teardown(() => h.dispatcher.stop());
+  // A first delivery, so the run has taken its leases before it stops.
+  const first = receiver.accepted.size;
+  await h.emit(`user-restart-first-${Date.now()}`, { label: 'restart' });
+  await waitFor(() => receiver.accepted.size > first, 10_000, 'the first delivery');
+  await h.dispatcher.stop();
+  h.dispatcher.start();
+  const before = receiver.accepted.size;
+  const started = Date.now();
+  await h.emit(`user-restart-${Date.now()}`, { label: 'restart' });
+  await waitFor(() => receiver.accepted.size > before, 10_000, 'the event delivered after the restart');
+  const took = Date.now() - started;
+  t.ok(took < 4000, `delivered ${took} ms after the restart (the lease interval is 5,000 ms)`);
 });
 
 t.test('the receiver down for 2 minutes, then back: nothing lost, nothing twice, order per user kept', async (t) => {
