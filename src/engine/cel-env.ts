@@ -64,12 +64,14 @@ const PLACEMENT = GROUPS.flatMap((group, index) =>
   group.fields.map((spec) => ({ name: spec.name, group: index, field: fieldName(spec), int: spec.type === 'int' })),
 );
 
+const PURPOSE_CLASS = PLACEMENT.find((place) => place.name === 'request.purpose_class')!;
+
 /**
  * Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. Fields
  * are assigned in the schema's order, so instances of one group share a few hidden classes and the
  * evaluator's property reads stay fast.
  */
-export function toCelContext(signals: Signals): CelContext {
+export function toCelContext(signals: Signals, purposeClass?: string): CelContext {
   const instances: Array<Record<string, unknown>> = [];
   const context: CelContext = {};
   for (const group of GROUPS) {
@@ -83,6 +85,8 @@ export function toCelContext(signals: Signals): CelContext {
     if (value === undefined) continue;
     instances[place.group]![place.field] = place.int ? BigInt(Math.trunc(value as number)) : value;
   }
+  // The ruleset's class of `request.purpose`, over any supplied one (evaluate.ts: SignalView).
+  if (purposeClass !== undefined) instances[PURPOSE_CLASS.group]![PURPOSE_CLASS.field] = purposeClass;
   return context;
 }
 

@@ -67,9 +67,27 @@ function formatValue(value: SignalValue | undefined): string {
   return JSON.stringify(value);
 }
 
-export function because(rule: CompiledRule, signals: Signals): string {
+/**
+ * The signals as the rules see them: the input's, with `request.purpose_class` from the ruleset's
+ * vocabulary when a purpose was given (the vocabulary wins over a supplied value). Read through
+ * this view, not set on a copy: a decide's sixty-odd signals were cloned to add that one.
+ */
+interface SignalView {
+  readonly signals: Signals;
+  /** Set when `request.purpose` is a string: what `request.purpose_class` reads as. */
+  readonly purposeClass: PurposeClass | undefined;
+}
+
+const PURPOSE_CLASS = 'request.purpose_class';
+
+function read(view: SignalView, name: string): SignalValue | undefined {
+  if (name === PURPOSE_CLASS && view.purposeClass !== undefined) return view.purposeClass;
+  return view.signals[name as keyof Signals];
+}
+
+function because(rule: CompiledRule, view: SignalView): string {
   if (rule.reads.length === 0) return rule.description;
-  return rule.reads.map((name) => `${name}=${formatValue(signals[name as keyof Signals])}`).join(', ');
+  return rule.reads.map((name) => `${name}=${formatValue(read(view, name))}`).join(', ');
 }
 
 function runRule(rule: CompiledRule, context: ReturnType<typeof toCelContext>): RuleOutcome {
@@ -81,15 +99,12 @@ function runRule(rule: CompiledRule, context: ReturnType<typeof toCelContext>): 
   }
 }
 
-/** The signals with `request.purpose_class` derived from the ruleset's vocabulary (the vocabulary wins over a supplied value). */
-function withPurposeClass(
-  ruleset: CompiledRuleset,
-  signals: Signals,
-): { signals: Signals; purposeClass: PurposeClass | undefined } {
+function viewOf(ruleset: CompiledRuleset, signals: Signals): SignalView {
   const purpose = signals['request.purpose'];
-  if (typeof purpose !== 'string') return { signals, purposeClass: undefined };
-  const purposeClass = classifyPurpose(ruleset.purposes, purpose);
-  return { signals: { ...signals, 'request.purpose_class': purposeClass }, purposeClass };
+  return {
+    signals,
+    purposeClass: typeof purpose === 'string' ? classifyPurpose(ruleset.purposes, purpose) : undefined,
+  };
 }
 
 /** What the rules said, before the score band, the floors and any bypass. */
@@ -105,8 +120,8 @@ interface RulesOutcome {
   readonly enforceUnknown: boolean;
 }
 
-function runRules(ruleset: CompiledRuleset, signals: Signals, input: EvaluationInput): RulesOutcome {
-  const context = toCelContext(signals);
+function runRules(ruleset: CompiledRuleset, view: SignalView, input: EvaluationInput): RulesOutcome {
+  const context = toCelContext(view.signals, view.purposeClass);
   const results: RuleResult[] = [];
   const reasons: Reason[] = [];
   const firedShadow: CompiledRule[] = [];
@@ -120,10 +135,10 @@ function runRules(ruleset: CompiledRuleset, signals: Signals, input: EvaluationI
       continue;
     }
     const outcome = runRule(rule, context);
-    const text = outcome !== 'not_fired' || input.explainAll ? because(rule, signals) : '';
+    const text = outcome !== 'not_fired' || input.explainAll ? because(rule, view) : '';
     results.push({ rule: rule.id, mode: rule.mode, outcome, because: text });
     if (outcome === 'unknown') {
-      for (const name of rule.reads) if (signals[name as keyof Signals] === undefined) unknown.add(name);
+      for (const name of rule.reads) if (read(view, name) === undefined) unknown.add(name);
       if (rule.mode === 'enforce') enforceUnknown = true;
       continue;
     }
@@ -150,10 +165,11 @@ interface Floors {
 }
 
 /** Which floors apply; adds the unknown signals needed for SKIP to `unknown`. */
-function floorsFor(signals: Signals, rules: RulesOutcome, purposeClass: PurposeClass | undefined): Floors {
+function floorsFor(view: SignalView, rules: RulesOutcome): Floors {
+  const { signals, purposeClass } = view;
   let missingForSkip = false;
   for (const name of REQUIRED_FOR_SKIP) {
-    if (signals[name as keyof Signals] !== undefined) continue;
+    if (read(view, name) !== undefined) continue;
     rules.unknown.add(name);
     missingForSkip = true;
   }
@@ -225,13 +241,14 @@ function applyBypass(
  * made of the final action; it never changes it).
  */
 function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decision {
-  const { signals, purposeClass } = withPurposeClass(ruleset, input.signals);
+  const view = viewOf(ruleset, input.signals);
+  const { signals, purposeClass } = view;
   const policy = ruleset.policy;
-  const rules = runRules(ruleset, signals, input);
+  const rules = runRules(ruleset, view, input);
   const { reasons, unknown, score } = rules;
 
   let action = higher(rungForScore(policy.scoreBands, score), rules.minimum);
-  const floors = floorsFor(signals, rules, purposeClass);
+  const floors = floorsFor(view, rules);
   action = applyFloors(action, floors, policy, signals, unknown, reasons);
   const bypassed = applyBypass(ruleset, input, action, rules.minimum, floors, reasons);
   if (bypassed) action = bypassed.action;
@@ -239,7 +256,7 @@ function evaluateUnsafe(ruleset: CompiledRuleset, input: EvaluationInput): Decis
   const shadow: ShadowResult[] = rules.firedShadow.map((rule) => {
     const withRule = higher(rungForScore(policy.scoreBands, score + rule.score), rule.minAction ?? 'SKIP');
     // In the reply schema's order: the decide writes its reply with JSON.stringify, not the schema.
-    return { rule: rule.id, because: because(rule, signals), action: higher(action, withRule) };
+    return { rule: rule.id, because: because(rule, view), action: higher(action, withRule) };
   });
 
   const degraded = new Set(input.degraded ?? []);

@@ -204,6 +204,45 @@ t.test('reasons name the signal values the rule read', async (t) => {
   t.equal(decision.ruleset, rs.hash);
 });
 
+t.test('reasons read request.purpose_class as the vocabulary classes the purpose, not as supplied', async (t) => {
+  const rs = compile({
+    'policy.yaml': POLICY,
+    'purposes.yaml': 'purposes:\n  login: normal\n  transfer: sensitive\n',
+    'a.yaml': [
+      'rules:',
+      '  - { id: sensitive, description: d, when: "request.purpose_class == \'sensitive\'", then: { score: 20 } }',
+      '  - { id: watch, description: d, mode: shadow, when: "request.purpose_class != \'normal\'", then: { min_action: ACTIVE_3D }, expires: "2030-01-01" }',
+      '',
+    ].join('\n'),
+  });
+  for (const supplied of [undefined, 'normal', 'undeclared']) {
+    const signals: Signals = { ...returning, 'request.purpose': 'transfer' };
+    if (supplied) (signals as Record<string, unknown>)['request.purpose_class'] = supplied;
+    const decision = evaluate(rs, { signals, now: NOW });
+    t.same(
+      decision.reasons,
+      [{ rule: 'sensitive', because: 'request.purpose_class="sensitive"' }],
+      `supplied ${supplied}: the rule fired on the vocabulary's class and says so`,
+    );
+    t.same(
+      decision.shadow.map((s) => s.because),
+      ['request.purpose_class="sensitive"'],
+      `supplied ${supplied}: so does the shadow rule`,
+    );
+    t.same(decision.unknown, [], `supplied ${supplied}: nothing unknown`);
+  }
+  // Without a purpose there is no class to derive: a supplied one is read as given.
+  const { 'request.purpose': _purpose, ...withoutPurpose } = returning as Record<string, unknown>;
+  const bare = evaluate(rs, {
+    signals: { ...withoutPurpose, 'request.purpose_class': 'sensitive' } as Signals,
+    now: NOW,
+  });
+  t.same(
+    bare.reasons.map((r) => r.because),
+    ['request.purpose_class="sensitive"'],
+  );
+});
+
 t.test('evaluate never throws, even on a malformed ruleset object', async (t) => {
   const broken = { hash: 'x', policy: undefined, rules: [] } as unknown as CompiledRuleset;
   const decision = evaluate(broken, { signals: returning, now: NOW });
