@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js';
 import { bigintOf, dottedQuad, uint32 } from './ip.js';
+import { ipv6Bytes } from './ipv6-text.js';
 
 /**
  * A sorted, merged table of address ranges with binary search: O(log n) per lookup, for IPv4
@@ -64,6 +65,22 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
     const bits4 = slash === -1 ? 32 : /^\d{1,2}$/.test(entry.slice(slash + 1)) ? Number(entry.slice(slash + 1)) : -1;
     if (quad && bits4 >= 0 && bits4 <= 32) {
       v4.push(ipv4Range(uint32(quad), bits4));
+      continue;
+    }
+    // IPv6 too (a fifth of the hosting list), but for IPv4-mapped entries, which ipaddr.js turns into IPv4 ranges below.
+    const bytes6 =
+      slash === -1 || /^\d{1,3}$/.test(entry.slice(slash + 1))
+        ? ipv6Bytes(slash === -1 ? entry : entry.slice(0, slash))
+        : undefined;
+    const bits6 = slash === -1 ? 128 : Number(entry.slice(slash + 1));
+    if (
+      bytes6 &&
+      bits6 <= 128 &&
+      !(bytes6[10] === 0xff && bytes6[11] === 0xff && bytes6.slice(0, 10).every((b) => b === 0))
+    ) {
+      const hostBits = BigInt(128 - bits6);
+      const first = (bigintOf(bytes6) >> hostBits) << hostBits;
+      v6.push([first, first + (1n << hostBits) - 1n]);
       continue;
     }
     try {

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
+import { ipv6Bytes, ipv6Text } from './ipv6-text.js';
 
 export interface ClientIp {
   /** Canonical text: dotted quad, or compressed lowercase IPv6 (RFC 5952 style). */
@@ -28,7 +29,10 @@ export type Ipv4Embedding = 'nat64' | '6to4' | 'teredo' | 'ipv4-compatible';
 
 /** The embedded IPv4 of a 16-byte address, or undefined when it is a plain IPv6 address. */
 export function embeddedIpv4(bytes: readonly number[]): { octets: number[]; form: Ipv4Embedding } | undefined {
-  const zeroes = (from: number, to: number) => bytes.slice(from, to).every((b) => b === 0);
+  const zeroes = (from: number, to: number) => {
+    for (let i = from; i < to; i++) if (bytes[i] !== 0) return false;
+    return true;
+  };
   // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the last 32 bits.
   if (bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && zeroes(4, 12))
     return { octets: bytes.slice(12, 16), form: 'nat64' };
@@ -73,15 +77,45 @@ const IPV4_NOT_UNICAST: ReadonlyArray<readonly [number, number]> = (() => {
   return ranges.sort((a, b) => a[0] - b[0]);
 })();
 
+/** The same for IPv6, as sorted [first, last] pairs of 128-bit values. */
+const IPV6_NOT_UNICAST: ReadonlyArray<readonly [bigint, bigint]> = (() => {
+  const special = (
+    ipaddr.IPv6.prototype as unknown as {
+      SpecialRanges: Record<string, Array<[ipaddr.IPv6, number]> | [ipaddr.IPv6, number]>;
+    }
+  ).SpecialRanges;
+  const ranges: Array<[bigint, bigint]> = [];
+  for (const entry of Object.values(special)) {
+    const list = Array.isArray(entry[0]) ? (entry as Array<[ipaddr.IPv6, number]>) : [entry as [ipaddr.IPv6, number]];
+    for (const [address, bits] of list) {
+      const first = bigintOf(address.toByteArray());
+      ranges.push([first, first + (1n << BigInt(128 - bits)) - 1n]);
+    }
+  }
+  return ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+})();
+
+/** Those ranges by the first byte they cover: an address is compared with the few that can hold it. */
+const IPV6_NOT_UNICAST_BY_FIRST_BYTE: ReadonlyArray<ReadonlyArray<readonly [bigint, bigint]>> = (() => {
+  const table = Array.from({ length: 256 }, () => [] as Array<readonly [bigint, bigint]>);
+  for (const range of IPV6_NOT_UNICAST)
+    for (let byte = Number(range[0] >> 120n); byte <= Number(range[1] >> 120n); byte++) table[byte]!.push(range);
+  return table;
+})();
+
 /** Four octets as one unsigned 32-bit number. */
 export function uint32(octets: readonly number[]): number {
   return ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
 }
 
-/** Sixteen bytes as one bigint. */
+/** Sixteen bytes as one bigint (four 32-bit words: a BigInt operation a word, not a byte). */
 export function bigintOf(bytes: readonly number[]): bigint {
   let value = 0n;
-  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
+  let i = 0;
+  for (; i + 4 <= bytes.length; i += 4)
+    value =
+      (value << 32n) | BigInt(((bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!) >>> 0);
+  for (; i < bytes.length; i++) value = (value << 8n) | BigInt(bytes[i]!);
   return value;
 }
 
@@ -120,6 +154,22 @@ function ipv4(octets: number[], address: string, embeddedIn?: Ipv4Embedding): Cl
   return embeddedIn ? { ...ip, embeddedIn } : ip;
 }
 
+function ipv6(bytes: number[]): ClientIp {
+  // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 client itself, as ipaddr.process has it.
+  if (bytes[10] === 0xff && bytes[11] === 0xff && bytes.slice(0, 10).every((b) => b === 0)) {
+    const octets = bytes.slice(12, 16);
+    return ipv4(octets, octets.join('.'));
+  }
+  const embedded = embeddedIpv4(bytes);
+  if (embedded) return ipv4(embedded.octets, embedded.octets.join('.'), embedded.form);
+  const key = bigintOf(bytes);
+  let isPrivate = false;
+  for (const [first, last] of IPV6_NOT_UNICAST_BY_FIRST_BYTE[bytes[0]!]!)
+    if (key >= first && key <= last) isPrivate = true;
+  const net64 = `${ipv6Text([...bytes.slice(0, 8), 0, 0, 0, 0, 0, 0, 0, 0])}/64`;
+  return { address: ipv6Text(bytes), version: 6, prefix: net64, travelNet: net64, private: isPrivate, bytes, key };
+}
+
 /**
  * Parses an already validated IP; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) and the forms that embed an
  * IPv4 client (NAT64, 6to4, Teredo, IPv4-compatible) become that IPv4.
@@ -128,6 +178,9 @@ export function parseClientIp(text: string): ClientIp {
   // Most sign-ins arrive over IPv4 in canonical dotted form: no parser object, no string rebuild.
   const quad = dottedQuad(text);
   if (quad) return ipv4(quad, text);
+  const bytes6 = ipv6Bytes(text);
+  if (bytes6) return ipv6(bytes6);
+  // What the fast paths leave (other IPv4 spellings a caller might pass, zone ids): ipaddr.js.
   const parsed = ipaddr.process(text);
   const bytes = parsed.toByteArray();
   const address = parsed.toString();
