@@ -2,7 +2,8 @@ import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, wri
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { startServerProcess } from '../helpers/process.js';
+import { COMMAND_LINE_FLAGS } from '../../src/node-flags.js';
+import { productionEntry, startServerProcess } from '../helpers/process.js';
 import { until } from '../helpers/poll.js';
 import { countBy } from '../helpers/count.js';
 
@@ -16,11 +17,17 @@ const rulesDir = path.join(deployDir, 'current');
 symlinkSync(releaseDir('release-1'), rulesDir);
 t.teardown(() => rmSync(deployDir, { recursive: true, force: true }));
 
-const server = await startServerProcess({
-  API_TOKENS: `tests:${TOKEN}`,
-  RULES_DIR: rulesDir,
-  ID_HASH_KEY: 'lc:lifecycle-hash-key-0123456789abcdef',
-});
+// The compiled entry point, as production runs it (a reload's sandbox worker loads compiled
+// JavaScript, not TypeScript through tsx, which took a loaded CI machine past 2 s), but without
+// the node flags `npm start` passes, so the warning about them shows.
+const server = await startServerProcess(
+  {
+    API_TOKENS: `tests:${TOKEN}`,
+    RULES_DIR: rulesDir,
+    ID_HASH_KEY: 'lc:lifecycle-hash-key-0123456789abcdef',
+  },
+  productionEntry().slice(COMMAND_LINE_FLAGS.length),
+);
 t.teardown(() => server.child.kill('SIGKILL'));
 const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 const decide = (i: number) =>
@@ -37,7 +44,7 @@ t.test('the embedded defaults are announced loudly and listed by /readyz', async
   t.match(out, /EMBEDDED DEFAULTS IN USE/);
   t.match(out, /MaxMind TEST databases/);
   t.match(out, /offline SIMULATOR/);
-  // Started as `node --import tsx src/server.ts`, without the flags `npm start` passes.
+  // Started as `node dist/server.js`, without the flags `npm start` passes.
   t.match(out, /"missing_node_flags":\["--min-semi-space-size=16"\]/);
   t.same((await ready()).embedded_defaults.sort(), ['didit-simulator', 'maxmind-test-databases', 'memory-store']);
   t.equal((await fetch(`${server.base}/metrics`)).status, 404, 'no metrics on the public port');
