@@ -62,6 +62,9 @@ export function ipv6Bytes(text: string): number[] | undefined {
     let end = i;
     while (end < text.length && text.charCodeAt(end) !== 58 && text.charCodeAt(end) !== 46) end++;
     if (end < text.length && text.charCodeAt(end) === 46) {
+      // ipaddr.js reads exactly `::a.b.c.d` as IPv4-mapped (`::ffff:a.b.c.d`), not as the
+      // IPv4-compatible address it spells: left to it, so the lists and clients read it as before.
+      if (gap === 0 && groups.length === 0) return undefined;
       // The dotted IPv4 tail: the last 32 bits.
       const tail = dottedTail(text, i);
       if (!tail) return undefined;

@@ -44,7 +44,7 @@ t.test('the embedded defaults are announced loudly and listed by /readyz', async
   t.match(out, /EMBEDDED DEFAULTS IN USE/);
   t.match(out, /MaxMind TEST databases/);
   t.match(out, /offline SIMULATOR/);
-  // Started as `node dist/server.js`, without the flags `npm start` passes.
+  // Started as compiled (dist/test-<hash>/server.js), without the flags `npm start` passes.
   t.match(out, /"missing_node_flags":\["--min-semi-space-size=16"\]/);
   t.same((await ready()).embedded_defaults.sort(), ['didit-simulator', 'maxmind-test-databases', 'memory-store']);
   t.equal((await fetch(`${server.base}/metrics`)).status, 404, 'no metrics on the public port');

@@ -138,6 +138,17 @@ t.test('a client IPv6 address: every field equal to the ipaddr.js reference', as
   t.same(parseClientIp('2001:DB8:0:0:1:0:0:1'), reference('2001:db8::1:0:0:1'));
   t.equal(parseClientIp('2001:db8:0:0:1:0:0:1').address, '2001:db8::1:0:0:1', 'the first of equal runs');
   t.equal(parseClientIp('2001:db8:1:2:3::').prefix, '2001:db8:1:2::/64', 'the /64 pseudonyms are made of');
+  // ipaddr.js reads `::` + a dotted quad as IPv4-mapped, not as the IPv4-compatible address it spells.
+  for (const text of [
+    '::1.2.3.4',
+    '::0.1.2.3',
+    '::0.0.1.0',
+    '::0.255.255.255',
+    '::0.0.0.1',
+    '::0.0.0.0',
+    '::FFFF:1.2.3.4',
+  ])
+    t.same(parseClientIp(text), reference(text), `${text}: as ipaddr.js reads it`);
 });
 
 t.test('what the fast parser accepts, ipaddr.js accepts as the same address; junk is left to it', async (t) => {
@@ -173,6 +184,17 @@ t.test('what the fast parser accepts, ipaddr.js accepts as the same address; jun
   ])
     t.equal(ipv6Bytes(junk), undefined, `refused: ${JSON.stringify(junk)}`);
   t.ok(accepted > 0, `${accepted} random strings accepted, each as ipaddr.js reads it`);
+});
+
+t.test('list entries spelled `::` + a dotted quad stay the IPv4 ranges ipaddr.js makes of them', async (t) => {
+  const { table } = buildRangeTable(['::1.2.3.0/120', '::9.9.9.9']);
+  for (const [address, inside] of [
+    ['1.2.3.4', true],
+    ['1.2.3.255', true],
+    ['1.2.4.0', false],
+    ['9.9.9.9', true],
+  ] as const)
+    t.equal(table.has(ipaddr.parse(address).toByteArray()), inside, `${address} ${inside ? 'inside' : 'outside'}`);
 });
 
 t.test('IPv6 ranges of the address lists: membership equal to ipaddr.js', async (t) => {
