@@ -1,6 +1,6 @@
 import ipaddr from 'ipaddr.js';
-import { bigintOf, dottedQuad, uint32 } from './ip.js';
-import { ipv6Bytes } from './ipv6-text.js';
+import { bigintOf, uint32 } from './ip.js';
+import { dottedQuad, ipv4Mapped, ipv6Bytes } from './ip-text.js';
 
 /**
  * A sorted, merged table of address ranges with binary search: O(log n) per lookup, for IPv4
@@ -73,11 +73,7 @@ export function buildRangeTable(entries: Iterable<string>): ParsedRanges {
         ? ipv6Bytes(slash === -1 ? entry : entry.slice(0, slash))
         : undefined;
     const bits6 = slash === -1 ? 128 : Number(entry.slice(slash + 1));
-    if (
-      bytes6 &&
-      bits6 <= 128 &&
-      !(bytes6[10] === 0xff && bytes6[11] === 0xff && bytes6.slice(0, 10).every((b) => b === 0))
-    ) {
+    if (bytes6 && bits6 <= 128 && !ipv4Mapped(bytes6)) {
       const hostBits = BigInt(128 - bits6);
       const first = (bigintOf(bytes6) >> hostBits) << hostBits;
       v6.push([first, first + (1n << hostBits) - 1n]);

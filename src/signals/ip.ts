@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Pseudonymiser } from '../store/pseudonymise.js';
-import { ipv6Bytes, ipv6Text } from './ipv6-text.js';
+import { dottedQuad, ipv4Mapped, ipv6Bytes, ipv6Text } from './ip-text.js';
 
 export interface ClientIp {
   /** Canonical text: dotted quad, or compressed lowercase IPv6 (RFC 5952 style). */
@@ -56,44 +56,36 @@ function prefixOf(bytes: readonly number[], keepBytes: number): string {
   return ipaddr.fromByteArray(kept).toString();
 }
 
-/**
- * IPv4 ranges that ipaddr.js does not call unicast, taken from its own table (so `private` means the
- * same on both paths), as sorted [first, last] pairs of unsigned 32-bit values.
- */
-const IPV4_NOT_UNICAST: ReadonlyArray<readonly [number, number]> = (() => {
-  const special = (
-    ipaddr.IPv4.prototype as unknown as {
-      SpecialRanges: Record<string, Array<[ipaddr.IPv4, number]> | [ipaddr.IPv4, number]>;
-    }
-  ).SpecialRanges;
-  const ranges: Array<[number, number]> = [];
-  for (const entry of Object.values(special)) {
-    const list = Array.isArray(entry[0]) ? (entry as Array<[ipaddr.IPv4, number]>) : [entry as [ipaddr.IPv4, number]];
-    for (const [address, bits] of list) {
-      const first = uint32(address.octets);
-      ranges.push([first, first + 2 ** (32 - bits) - 1]);
-    }
-  }
-  return ranges.sort((a, b) => a[0] - b[0]);
-})();
+type SpecialRange = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
-/** The same for IPv6, as sorted [first, last] pairs of 128-bit values. */
-const IPV6_NOT_UNICAST: ReadonlyArray<readonly [bigint, bigint]> = (() => {
-  const special = (
-    ipaddr.IPv6.prototype as unknown as {
-      SpecialRanges: Record<string, Array<[ipaddr.IPv6, number]> | [ipaddr.IPv6, number]>;
-    }
-  ).SpecialRanges;
-  const ranges: Array<[bigint, bigint]> = [];
+/**
+ * The ranges ipaddr.js does not call unicast, taken from its own table (so `private` means the same
+ * on every path), as sorted [first, last] pairs of the addresses as numbers.
+ */
+function notUnicast<K extends number | bigint>(
+  prototype: object,
+  range: (bytes: number[], bits: number) => [K, K],
+): ReadonlyArray<readonly [K, K]> {
+  const special = (prototype as { SpecialRanges: Record<string, SpecialRange[] | SpecialRange> }).SpecialRanges;
+  const ranges: Array<[K, K]> = [];
   for (const entry of Object.values(special)) {
-    const list = Array.isArray(entry[0]) ? (entry as Array<[ipaddr.IPv6, number]>) : [entry as [ipaddr.IPv6, number]];
-    for (const [address, bits] of list) {
-      const first = bigintOf(address.toByteArray());
-      ranges.push([first, first + (1n << BigInt(128 - bits)) - 1n]);
-    }
+    const list = Array.isArray(entry[0]) ? (entry as SpecialRange[]) : [entry as SpecialRange];
+    for (const [address, bits] of list) ranges.push(range(address.toByteArray(), bits));
   }
   return ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-})();
+}
+
+/** IPv4's, as unsigned 32-bit values. */
+const IPV4_NOT_UNICAST = notUnicast(ipaddr.IPv4.prototype, (bytes, bits) => {
+  const first = uint32(bytes);
+  return [first, first + 2 ** (32 - bits) - 1];
+});
+
+/** IPv6's, as 128-bit values. */
+const IPV6_NOT_UNICAST = notUnicast(ipaddr.IPv6.prototype, (bytes, bits) => {
+  const first = bigintOf(bytes);
+  return [first, first + (1n << BigInt(128 - bits)) - 1n];
+});
 
 /** Those ranges by the first byte they cover: an address is compared with the few that can hold it. */
 const IPV6_NOT_UNICAST_BY_FIRST_BYTE: ReadonlyArray<ReadonlyArray<readonly [bigint, bigint]>> = (() => {
@@ -119,25 +111,6 @@ export function bigintOf(bytes: readonly number[]): bigint {
   return value;
 }
 
-/** `a.b.c.d` with no leading zeros and every part ≤ 255, else undefined (the general path decides). */
-export function dottedQuad(text: string): number[] | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  const octets: number[] = [];
-  for (const part of parts) {
-    if (part.length === 0 || part.length > 3 || (part.length > 1 && part.charCodeAt(0) === 48)) return undefined;
-    let value = 0;
-    for (let i = 0; i < part.length; i++) {
-      const digit = part.charCodeAt(i) - 48;
-      if (digit < 0 || digit > 9) return undefined;
-      value = value * 10 + digit;
-    }
-    if (value > 255) return undefined;
-    octets.push(value);
-  }
-  return octets;
-}
-
 function ipv4(octets: number[], address: string, embeddedIn?: Ipv4Embedding): ClientIp {
   const key = uint32(octets);
   let isPrivate = false;
@@ -156,7 +129,7 @@ function ipv4(octets: number[], address: string, embeddedIn?: Ipv4Embedding): Cl
 
 function ipv6(bytes: number[]): ClientIp {
   // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 client itself, as ipaddr.process has it.
-  if (bytes[10] === 0xff && bytes[11] === 0xff && bytes.slice(0, 10).every((b) => b === 0)) {
+  if (ipv4Mapped(bytes)) {
     const octets = bytes.slice(12, 16);
     return ipv4(octets, octets.join('.'));
   }

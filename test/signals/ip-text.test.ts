@@ -4,7 +4,7 @@ import ipaddr from 'ipaddr.js';
 import t from 'tap';
 import { bigintOf, embeddedIpv4, parseClientIp, type ClientIp } from '../../src/signals/ip.js';
 import { buildRangeTable } from '../../src/signals/ip-ranges.js';
-import { ipv6Bytes, ipv6Text } from '../../src/signals/ipv6-text.js';
+import { ipv6Bytes, ipv6Text } from '../../src/signals/ip-text.js';
 
 // The decide path and the address lists parse IPv6 without ipaddr.js's objects; ipaddr.js stays the
 // oracle. Every pseudonym of an IPv6 network is an HMAC of the /64's text, so that text must not
