@@ -1,4 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { coalesceClientWrites } from './turn-writes.js';
 
 /**
  * ioredis tuned for a login path: no offline queue (a command during an outage fails at once
@@ -8,7 +9,8 @@ import { Redis, Cluster, type RedisOptions } from 'ioredis';
  * Pipeline per batch (a copy of every defined script's method on it) whose objects outlive a young
  * collection. At a paced 1,000 decides/s it tripled what each scavenge kept (1.7 MB against 0.5 MB)
  * and doubled its pause (2.8 against 1.3 ms): p99 13 against 4.8 ms; at saturation it cost 4 µs a
- * decide more (`test/bench/README.md`).
+ * decide more (`test/bench/README.md`). What it was for, one write for a turn's commands, is done at
+ * the socket instead (`turn-writes.ts`, applied by `createRedisClient`), with no object per batch.
  */
 export function loginPathOptions(commandTimeoutMs = 100): RedisOptions {
   return {
@@ -34,6 +36,12 @@ function hostPorts(list: string): Array<{ host: string; port: number }> {
  * `redis+sentinel://host:port,host:port/master-name` (ioredis follows failovers to the new master).
  */
 export function createRedisClient(url: string, commandTimeoutMs = 100): Redis | Cluster {
+  const client = connectClient(url, commandTimeoutMs);
+  coalesceClientWrites(client);
+  return client;
+}
+
+function connectClient(url: string, commandTimeoutMs: number): Redis | Cluster {
   const options = loginPathOptions(commandTimeoutMs);
   if (url.startsWith('redis+sentinel://')) {
     const [list, name] = url.slice('redis+sentinel://'.length).split('/');
