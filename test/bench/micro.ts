@@ -5,6 +5,8 @@ import { loadSignalSources } from '../../src/data-io/load-sources.js';
 import { localIpVelocity } from '../../src/signals/ip-velocity.js';
 import { createEnricher } from '../../src/signals/enrich.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
+import { createMemoryDecisionRecords, MEMORY_RECORDS_MAX } from '../../src/store/decision-records-memory.js';
+import { encodeRecord } from '../../src/store/decision-records.js';
 import { createPseudonymiser } from '../../src/store/pseudonymise.js';
 import { evaluate } from '../../src/engine/evaluate.js';
 import type { CompiledRuleset } from '../../src/engine/ruleset.js';
@@ -78,6 +80,7 @@ export async function microBenchmarks(): Promise<Record<string, number>> {
     evaluate_shipped_rules: time(shipped.ruleset),
     evaluate_30_rules: time(many.ruleset),
     enrich_without_store: await enrichment(),
+    memory_record_put_at_cap: await recordAtCap(),
   };
 }
 
@@ -104,5 +107,30 @@ async function enrichment(iterations = 50_000): Promise<number> {
   for (let i = 0; i < 5000; i++) await enrich(request, 0);
   const started = process.hrtime.bigint();
   for (let i = 0; i < iterations; i++) await enrich(request, 0);
+  return Math.round(Number(process.hrtime.bigint() - started) / iterations / 10) / 100;
+}
+
+/** One decision record into the embedded store at its cap (each put evicts the oldest), µs per record. */
+async function recordAtCap(iterations = 100_000): Promise<number> {
+  const records = createMemoryDecisionRecords({ ttlMs: 86_400_000 });
+  const encoded = (i: number) =>
+    encodeRecord({
+      id: `d${i}`,
+      at: i,
+      user: 'u',
+      device: 'd',
+      action: 'SKIP',
+      score: 0,
+      rules: [],
+      shadow: [],
+      ruleset: 'h',
+      degraded: [],
+      purpose: 'login',
+      signals: SIGNALS,
+    });
+  const made = Array.from({ length: MEMORY_RECORDS_MAX + iterations }, (_, i) => encoded(i));
+  for (let i = 0; i < MEMORY_RECORDS_MAX; i++) await records.putMany([made[i]!], i);
+  const started = process.hrtime.bigint();
+  for (let i = MEMORY_RECORDS_MAX; i < made.length; i++) await records.putMany([made[i]!], i);
   return Math.round(Number(process.hrtime.bigint() - started) / iterations / 10) / 100;
 }

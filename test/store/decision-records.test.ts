@@ -43,6 +43,41 @@ t.test('memory: the number of records is capped, oldest dropped first', async (t
 });
 
 t.test(
+  'memory: eviction keeps the newest records under both caps, against a model, through any order of puts',
+  async (t) => {
+    // The store finds its oldest record with one long-lived iterator (not a fresh scan per eviction):
+    // re-puts move a record to the end, byte-heavy records evict several, and the order must still be
+    // exactly first in, first out.
+    let seed = 20261127;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    for (const caps of [{ maxRecords: 7 }, { maxBytes: 4000 }, { maxRecords: 12, maxBytes: 3000 }]) {
+      const records = createMemoryDecisionRecords({ ttlMs: TTL, ...caps });
+      const model: Array<{ id: string; bytes: number }> = [];
+      const maxRecords = caps.maxRecords ?? Number.POSITIVE_INFINITY;
+      const maxBytes = caps.maxBytes ?? Number.POSITIVE_INFINITY;
+      let mismatches = 0;
+      for (let step = 0; step < 1500; step++) {
+        const again = model.length > 0 && random() < 0.3;
+        const id = again ? model[Math.floor(random() * model.length)]!.id : `r${step}`;
+        const record = stepUpRecord(id, `s${step}`, step, { signals: { pad: 'x'.repeat(Math.floor(random() * 900)) } });
+        await records.put(record, step);
+        const at = model.findIndex((m) => m.id === id);
+        if (at >= 0) model.splice(at, 1);
+        model.push({ id, bytes: encodeRecord(record).json.length });
+        const total = () => model.reduce((sum, m) => sum + m.bytes, 0);
+        while (model.length > maxRecords || (total() > maxBytes && model.length > 1)) model.shift();
+        const kept = (await records.list(0, step)).map((d) => d.record.id);
+        if (JSON.stringify(kept) !== JSON.stringify(model.map((m) => m.id))) mismatches += 1;
+      }
+      t.equal(mismatches, 0, `${JSON.stringify(caps)}: the kept records match the model after each of 1,500 puts`);
+    }
+  },
+);
+
+t.test(
   'memory: the bytes kept are capped too, whatever the records carry (outside review: ~10 KB each with the largest attributes)',
   async (t) => {
     const records = createMemoryDecisionRecords({ ttlMs: TTL, maxBytes: 50_000 });
