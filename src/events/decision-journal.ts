@@ -89,8 +89,42 @@ export function createDecisionJournal(deps: JournalDeps) {
     const rules = decision.reasons.map((r) => r.rule);
     const shadow = decision.shadow.map((s) => ({ rule: s.rule, action: s.action }));
     const signals = facts.signalsJson ?? JSON.stringify(enriched.signals);
-    // The fields the record and the line share, built once; each adds its own around them.
-    const shared = {
+    const stepUp = facts.stepUp
+      ? { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs }
+      : undefined;
+    // Object literals, not spreads, in the record's field order: its JSON is JSON.stringify(record).
+    const record: DecisionRecord = stepUp
+      ? {
+          id: facts.decisionId,
+          at,
+          user: enriched.user,
+          device: enriched.device,
+          action: decision.action,
+          score: decision.score,
+          rules,
+          shadow,
+          ruleset: decision.ruleset,
+          degraded: decision.degraded,
+          purpose: facts.purpose,
+          stepUp,
+          signals: enriched.signals,
+        }
+      : {
+          id: facts.decisionId,
+          at,
+          user: enriched.user,
+          device: enriched.device,
+          action: decision.action,
+          score: decision.score,
+          rules,
+          shadow,
+          ruleset: decision.ruleset,
+          degraded: decision.degraded,
+          purpose: facts.purpose,
+          signals: enriched.signals,
+        };
+    // The members the record and the line share (user … degraded), serialised once for both.
+    const shared = JSON.stringify({
       user: enriched.user,
       device: enriched.device,
       action: decision.action,
@@ -99,28 +133,14 @@ export function createDecisionJournal(deps: JournalDeps) {
       shadow,
       ruleset: decision.ruleset,
       degraded: decision.degraded,
-    };
-    const stored = {
-      id: facts.decisionId,
-      at,
-      ...shared,
-      purpose: facts.purpose,
-      ...(facts.stepUp
-        ? {
-            stepUp: { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs },
-          }
-        : {}),
-    };
-    const record: DecisionRecord = { ...stored, signals: enriched.signals };
-    const json = `${JSON.stringify(stored).slice(0, -1)},"signals":${signals}}`;
-    if (!withLine) return { record: { record, json } };
-    const members = JSON.stringify({
-      decision_id: facts.decisionId,
-      ...shared,
-      verification: facts.verification,
-      duration_ms: Math.round(facts.seconds * 1e6) / 1e3,
     }).slice(1, -1);
+    const id = JSON.stringify(facts.decisionId);
+    const step = stepUp ? `,"stepUp":${JSON.stringify(stepUp)}` : '';
+    const json = `{"id":${id},"at":${JSON.stringify(at)},${shared},"purpose":${JSON.stringify(facts.purpose)}${step},"signals":${signals}}`;
+    if (!withLine) return { record: { record, json } };
+    const duration = Math.round(facts.seconds * 1e6) / 1e3;
     const bypass = decision.bypass ? `,"bypass":${JSON.stringify(decision.bypass)}` : '';
+    const members = `"decision_id":${id},${shared},"verification":${JSON.stringify(facts.verification)},"duration_ms":${JSON.stringify(duration)}`;
     return {
       line: deps.lines.line(wallTime, facts.reqId, `${members},"signals":${signals}${bypass},"msg":"decision"`),
       record: { record, json },
