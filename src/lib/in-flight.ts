@@ -35,11 +35,17 @@ export interface InFlight {
   release(request: FastifyRequest): void;
 }
 
+/** Where an admitted request keeps its release and its body timer: properties, not WeakMaps (whose entries every young collection must trace). */
+const SLOT = Symbol('risk.inFlightSlot');
+interface Slot {
+  readonly release: () => void;
+  readonly stalled: NodeJS.Timeout;
+}
+type WithSlot = FastifyRequest & { [SLOT]?: Slot };
+
 export function limitInFlight(app: FastifyInstance, options: InFlightOptions): InFlight {
   if (!(options.max >= 1)) throw new Error('in-flight limit must be at least 1');
   let current = 0;
-  const releases = new WeakMap<FastifyRequest, () => void>();
-  const bodyTimers = new WeakMap<FastifyRequest, NodeJS.Timeout>();
   app.addHook('onRequest', (request, reply, done) => {
     if (!options.applies(request)) return done();
     if (current >= options.max) {
@@ -47,24 +53,24 @@ export function limitInFlight(app: FastifyInstance, options: InFlightOptions): I
       return;
     }
     current += 1;
-    // 'close' follows 'finish' on an answered response and fires alone on an aborted one: one
-    // release per admission either way (a guard, as both events are listened to).
+    // 'close' follows 'finish' on an answered response (kept alive or not) and fires alone on an
+    // aborted one: one listener, one release per admission (a guard, as `release()` and the body
+    // deadline may come first).
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
       current -= 1;
     };
-    reply.raw.once('finish', release);
-    reply.raw.once('close', release);
-    releases.set(request, release);
+    reply.raw.on('close', release);
     const stalled = setTimeout(release, options.bodyDeadlineMs ?? 1000);
     stalled.unref();
-    bodyTimers.set(request, stalled);
+    (request as WithSlot)[SLOT] = { release, stalled };
     done();
   });
   app.addHook('preHandler', (request, _reply, done) => {
-    clearTimeout(bodyTimers.get(request));
+    const slot = (request as WithSlot)[SLOT];
+    if (slot) clearTimeout(slot.stalled);
     done();
   });
   return {
@@ -72,7 +78,7 @@ export function limitInFlight(app: FastifyInstance, options: InFlightOptions): I
       return current;
     },
     release(request) {
-      releases.get(request)?.();
+      (request as WithSlot)[SLOT]?.release();
     },
   };
 }
