@@ -35,6 +35,9 @@ const cpuSeconds = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
 };
+/** The kernel's share of that CPU (stime), to tell the reply's socket work from JavaScript's. */
+const systemSeconds = (pid: number) =>
+  Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[12]) / CLOCK_TICKS;
 
 const redis = mode === 'redis' ? await startRedis() : undefined;
 if (redis?.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
@@ -110,6 +113,7 @@ if (process.env.PROBE_ALLOC) process.kill(serverPid, 'SIGUSR2');
 redis?.cli('CONFIG', 'SET', 'slowlog-log-slower-than', '1000');
 redis?.cli('SLOWLOG', 'RESET');
 const before = cpuSeconds(serverPid);
+const systemBefore = systemSeconds(serverPid);
 if (process.env.PROBE_RATE) {
   const rate = Number(process.env.PROBE_RATE);
   const answers: [number, number, number][] = [];
@@ -147,13 +151,14 @@ const r = await autocannon({
   requests: requests(pools[1]!),
 });
 const cpu = cpuSeconds(serverPid) - before;
+const system = systemSeconds(serverPid) - systemBefore;
 if (perf) {
   perf.kill('SIGINT');
   await new Promise((resolve) => perf.once('exit', resolve));
 }
 const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${serverPid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 process.stdout.write(
-  `${mode}: RSS ${Math.round(rss)} MB, ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request, non2xx ${r.non2xx}\n`,
+  `${mode}: RSS ${Math.round(rss)} MB, ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request (${Math.round((system * 1e6) / r.requests.total)} of it in the kernel), non2xx ${r.non2xx}\n`,
 );
 child.kill('SIGINT');
 await new Promise((resolve) => child.once('exit', resolve));
