@@ -66,6 +66,15 @@ const PLACEMENT = GROUPS.flatMap((group, index) =>
 
 const PURPOSE_CLASS = PLACEMENT.find((place) => place.name === 'request.purpose_class')!;
 
+/** The BigInts of small counts, made once: most int signals are counts, and each BigInt is a heap object. */
+const SMALL_BIGINTS = Array.from({ length: 1024 }, (_, i) => BigInt(i));
+
+/** CEL's int for a signal's number: truncated as BigInt(Math.trunc(n)), and throwing where it throws (NaN, ±Infinity). */
+function celInt(value: number): bigint {
+  const n = Math.trunc(value);
+  return n >= 0 && n < SMALL_BIGINTS.length ? SMALL_BIGINTS[n]! : BigInt(n);
+}
+
 /**
  * Flat signals → the CEL activation: one instance per group, ints as BigInt as CEL expects. Fields
  * are assigned in the schema's order, so instances of one group share a few hidden classes and the
@@ -83,7 +92,7 @@ export function toCelContext(signals: Signals, purposeClass?: string): CelContex
   for (const place of PLACEMENT) {
     const value = flat[place.name];
     if (value === undefined) continue;
-    instances[place.group]![place.field] = place.int ? BigInt(Math.trunc(value as number)) : value;
+    instances[place.group]![place.field] = place.int ? celInt(value as number) : value;
   }
   // The ruleset's class of `request.purpose`, over any supplied one (evaluate.ts: SignalView).
   if (purposeClass !== undefined) instances[PURPOSE_CLASS.group]![PURPOSE_CLASS.field] = purposeClass;
