@@ -245,7 +245,13 @@ export async function createService(config: Config, options: ServiceOptions): Pr
   ageTimer.unref();
   stops.push(() => clearInterval(ageTimer));
 
-  const store = instrumentStore(options.store ?? openMemoryStore(config), (up) => metrics.storeUp.set(up ? 1 : 0));
+  // The gauge is written when the store's state changes, not on each of a decide's store calls.
+  let storeUp = true;
+  const store = instrumentStore(options.store ?? openMemoryStore(config), (up) => {
+    if (up === storeUp) return;
+    storeUp = up;
+    metrics.storeUp.set(up ? 1 : 0);
+  });
   metrics.storeUp.set(1);
   const timer = stageTimer(metrics);
   // Shared through Redis when there is one (synced each second), else exact in this process.
