@@ -1,4 +1,4 @@
-import { hash } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest, RouteOptions, onRequestHookHandler } from 'fastify';
 import { RiskError } from '../errors.js';
 
@@ -72,19 +72,35 @@ export function parseApiTokens(text: string): ApiToken[] {
   return tokens;
 }
 
-// One-shot hashing to a hex string: a Hash object per request cost ~5 times as much, a Buffer
-// digest ~4 times (each is a new ArrayBuffer from native code, which young collections then sweep).
-const digest = (value: string): string => hash('sha256', value, 'hex');
-
 /**
- * Whether two digests are equal, looking at every character whatever the first difference: the
- * compare sees only SHA-256 digests, of equal length, so even a leak of where they differ would say
- * nothing about a token; the loop keeps it uninformative anyway.
+ * Compares a presented token with every configured one by `crypto.timingSafeEqual` over buffers of
+ * one fixed width: the string's length, then its UTF-8, zero-padded (a configured token holds no NUL:
+ * environment variables cannot, so padding never completes one). Equal buffers mean equal strings; a
+ * presented value longer than the widest token is cut, and its length then tells it apart. The time
+ * depends on the presented value's length only, never on which token it is near, and nothing is
+ * allocated per request: hashing both sides first, as before, was ~1.7 µs of a decide's profile.
+ * Returns the index of the token it equals, or -1.
  */
-export function sameDigest(a: string, b: string): boolean {
-  let difference = a.length ^ b.length;
-  for (let i = 0; i < a.length; i++) difference |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return difference === 0;
+export function tokenMatcher(tokens: readonly string[]): (presented: string) => number {
+  const width = 4 + Math.max(0, ...tokens.map((token) => Buffer.byteLength(token)));
+  const encode = (value: string, into: Buffer) => {
+    into.fill(0);
+    into.writeUInt32BE(Math.min(value.length, 0xffff_ffff), 0);
+    into.write(value, 4, 'utf8');
+  };
+  const known = tokens.map((token) => {
+    const buffer = Buffer.alloc(width);
+    encode(token, buffer);
+    return buffer;
+  });
+  const presentedBuffer = Buffer.alloc(width);
+  return (presented) => {
+    encode(presented, presentedBuffer);
+    let index = -1;
+    // Every entry is compared (no early exit), so the time does not tell which entry matched.
+    for (let i = 0; i < known.length; i++) if (timingSafeEqual(known[i]!, presentedBuffer)) index = i;
+    return presented === '' ? -1 : index;
+  };
 }
 
 /** Which routes are public and which scope each of the others needs, as the routes declared it. */
@@ -105,23 +121,20 @@ export function accessOf(route: Pick<RouteOptions, 'method' | 'url' | 'config'>)
 /**
  * Bearer tokens, attached to every route that is not declared public, decided from the matched route
  * (its config), never from the URL: the router decodes `%76` and strips `http://host` before it
- * matches, so any check on the raw URL can be spelled around. Both sides are hashed first so the
- * constant-time compare sees equal lengths whatever the caller sends.
+ * matches, so any check on the raw URL can be spelled around. Tokens are compared in constant time
+ * (`tokenMatcher`).
  */
 export function registerCallerAuth(app: FastifyInstance, tokens: readonly ApiToken[]): void {
-  const known = tokens.map((t) => ({ name: t.name, scopes: t.scopes ?? SCOPES, digest: digest(t.token) }));
+  const known = tokens.map((t) => ({ name: t.name, scopes: t.scopes ?? SCOPES }));
+  const matchToken = tokenMatcher(tokens.map((t) => t.token));
   app.decorateRequest('caller', '');
   const table: Array<{ method: string; url: string; access: RouteAccess }> = [];
   app.decorate('routeAccess', table);
 
   const identify = (header: string | undefined) => {
     const match = typeof header === 'string' ? /^Bearer +(\S+) *$/i.exec(header) : null;
-    const presented = match ? match[1]! : '';
-    const presentedDigest = digest(presented);
-    let caller: (typeof known)[number] | undefined;
-    // Every entry is compared (no early exit), so the time does not tell which entry matched.
-    for (const entry of known) if (sameDigest(entry.digest, presentedDigest) && presented !== '') caller = entry;
-    return caller;
+    const index = matchToken(match ? match[1]! : '');
+    return index >= 0 ? known[index] : undefined;
   };
   const guard = (scope: Scope): onRequestHookHandler =>
     async function authenticate(request, reply) {
