@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 /**
@@ -42,6 +43,26 @@ interface Slot {
   readonly stalled: NodeJS.Timeout;
 }
 type WithSlot = FastifyRequest & { [SLOT]?: Slot };
+/** The releases of a connection's admitted requests: one 'close' listener per socket, however many are pipelined. */
+const SOCKET_SLOTS = Symbol('risk.inFlightSocket');
+type WithSlots = Socket & { [SOCKET_SLOTS]?: Set<() => void> };
+
+/**
+ * A pipelined request's response waits behind the one before it on its connection and has no socket
+ * yet: if the connection drops first, that response never emits 'close', and its handler has
+ * already cleared the body deadline. The socket's own 'close' releases whatever it still holds.
+ */
+function slotsOf(socket: WithSlots): Set<() => void> {
+  let slots = socket[SOCKET_SLOTS];
+  if (!slots) {
+    const held = new Set<() => void>();
+    socket[SOCKET_SLOTS] = slots = held;
+    socket.once('close', () => {
+      for (const release of held) release();
+    });
+  }
+  return slots;
+}
 
 export function limitInFlight(app: FastifyInstance, options: InFlightOptions): InFlight {
   if (!(options.max >= 1)) throw new Error('in-flight limit must be at least 1');
@@ -57,11 +78,14 @@ export function limitInFlight(app: FastifyInstance, options: InFlightOptions): I
     // aborted one: one listener, one release per admission (a guard, as `release()` and the body
     // deadline may come first).
     let released = false;
+    const slots = slotsOf(request.raw.socket);
     const release = () => {
       if (released) return;
       released = true;
       current -= 1;
+      slots.delete(release);
     };
+    slots.add(release);
     reply.raw.on('close', release);
     const stalled = setTimeout(release, options.bodyDeadlineMs ?? 1000);
     stalled.unref();

@@ -171,3 +171,24 @@ t.test('a request that delivered its body keeps its slot however long its handle
   for (const open of h.gates) open();
   t.equal((await slow).status, 200);
 });
+
+t.test('pipelined decides give their slots back when the connection drops, whatever was answered', async (t) => {
+  const one = 'POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}';
+  for (const pipelined of [2, 3, 8])
+    for (const answeredBeforeDrop of [0, 1, pipelined - 1]) {
+      const { port, gates, limit, waitFor } = await harness(t, 16, 60_000);
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(one.repeat(pipelined));
+      const name = `${pipelined} pipelined, ${answeredBeforeDrop} answered before the drop`;
+      // fastify reads the whole pipeline: every decide is admitted and its handler waits on a gate.
+      t.ok(await waitFor(() => gates.length === pipelined), `${name}: all admitted`);
+      for (const open of gates.splice(0, answeredBeforeDrop)) open();
+      await new Promise((r) => setTimeout(r, 50));
+      socket.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      for (const open of gates.splice(0)) open();
+      // A minute-long body deadline: only the connection's close can have given the slots back.
+      t.ok(await waitFor(() => limit.current === 0), `${name}: every slot given back (${limit.current} held)`);
+    }
+});
