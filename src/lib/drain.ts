@@ -20,8 +20,10 @@ export interface Drain {
  */
 export function createDrain(app: FastifyInstance): Drain {
   let draining = false;
-  app.addHook('onSend', async (_request, reply) => {
+  // A callback-style hook: an async one costs a promise and a microtask turn on every reply.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (draining) void reply.header('connection', 'close');
+    done(null, payload);
   });
   const open = (server: Server) =>
     new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)));
