@@ -69,6 +69,12 @@ interface Entry {
 }
 
 /**
+ * A member's value as JSON: `null` where JSON.stringify gives nothing (undefined), so a line or record
+ * assembled from parts stays valid JSON even if a field the types require is missing.
+ */
+const jsonValue = (value: unknown): string => JSON.stringify(value) ?? 'null';
+
+/**
  * The decision journal: each decide's log line (what `rules replay` reads) and its decision record
  * (what rule effectiveness joins), made off the request path. The decide hands over references;
  * every `flushMs`, or at `maxBatch` decides, the journal serialises each decision's signals once for
@@ -134,13 +140,13 @@ export function createDecisionJournal(deps: JournalDeps) {
       ruleset: decision.ruleset,
       degraded: decision.degraded,
     }).slice(1, -1);
-    const id = JSON.stringify(facts.decisionId);
+    const id = jsonValue(facts.decisionId);
     const step = stepUp ? `,"stepUp":${JSON.stringify(stepUp)}` : '';
-    const json = `{"id":${id},"at":${JSON.stringify(at)},${shared},"purpose":${JSON.stringify(facts.purpose)}${step},"signals":${signals}}`;
+    const json = `{"id":${id},"at":${JSON.stringify(at)},${shared},"purpose":${jsonValue(facts.purpose)}${step},"signals":${signals}}`;
     if (!withLine) return { record: { record, json } };
     const duration = Math.round(facts.seconds * 1e6) / 1e3;
     const bypass = decision.bypass ? `,"bypass":${JSON.stringify(decision.bypass)}` : '';
-    const members = `"decision_id":${id},${shared},"verification":${JSON.stringify(facts.verification)},"duration_ms":${JSON.stringify(duration)}`;
+    const members = `"decision_id":${id},${shared},"verification":${jsonValue(facts.verification)},"duration_ms":${JSON.stringify(duration)}`;
     return {
       line: deps.lines.line(wallTime, facts.reqId, `${members},"signals":${signals}${bypass},"msg":"decision"`),
       record: { record, json },

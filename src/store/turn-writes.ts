@@ -14,6 +14,8 @@ type CoalescedSocket = Socket & { [COALESCED]?: true };
  * answers it in one write. A command waits at most for the rest of its turn's callbacks, which had
  * to run before its answer could be read anyway; nothing waits for a timer, and a turn with no
  * write schedules nothing. Unlike ioredis's auto-pipelining, no object is built per batch.
+ * The one write that never leaves is one made after the loop's last turn (in a process 'exit'
+ * handler): nothing here writes to Redis then, and shutdown awaits `quit()`, whose `end()` uncorks.
  */
 export function coalesceTurnWrites(socket: Socket): void {
   const target = socket as CoalescedSocket;

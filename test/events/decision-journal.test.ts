@@ -244,3 +244,14 @@ t.test('a failing or hung store is counted, bounded, and never loses a line', as
   t.same(hung.failed, [2], 'past the writes in flight, a batch is dropped and counted, not queued');
   t.equal(hung.out.lines().length, 3, 'every line written');
 });
+
+t.test('a line and a record stay valid JSON when a required string is missing at run time', async (t) => {
+  const { records, batches } = recordsSpy();
+  const { journal, out } = journalWith(records);
+  journal.add(facts(9, { purpose: undefined, verification: undefined, decisionId: undefined } as never));
+  await journal.settled();
+  const [line] = out.lines();
+  t.doesNotThrow(() => JSON.parse(line!), 'the line parses');
+  t.doesNotThrow(() => JSON.parse(batches[0]![0]!.json), 'the record JSON parses');
+  t.equal(JSON.parse(batches[0]![0]!.json).purpose, null);
+});
