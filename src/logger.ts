@@ -48,7 +48,7 @@ export function decisionLines(logger: Logger) {
   return {
     enabled: () => logger.isLevelEnabled('info'),
     line: (time: number, reqId: string, members: string) =>
-      `{"level":${level},"time":"${new Date(time).toISOString()}"${bindings},"reqId":${JSON.stringify(reqId)},${members}}\n`,
+      `{"level":${level},"time":"${new Date(time).toISOString()}"${bindings},"reqId":${JSON.stringify(reqId) ?? 'null'},${members}}\n`,
     write: (chunk: string) => stream.write(chunk),
   };
 }

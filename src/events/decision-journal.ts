@@ -94,7 +94,7 @@ export function createDecisionJournal(deps: JournalDeps) {
     const { decision, enriched } = facts;
     const rules = decision.reasons.map((r) => r.rule);
     const shadow = decision.shadow.map((s) => ({ rule: s.rule, action: s.action }));
-    const signals = facts.signalsJson ?? JSON.stringify(enriched.signals);
+    const signals = facts.signalsJson || jsonValue(enriched.signals);
     const stepUp = facts.stepUp
       ? { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs }
       : undefined;

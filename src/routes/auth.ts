@@ -30,7 +30,7 @@ export interface ApiToken {
   readonly scopes?: readonly Scope[];
 }
 
-const ENTRY = /^([A-Za-z0-9_-]{1,64}):([^,:\s]{16,})(?::([^,\s]*))?$/;
+const ENTRY = /^([A-Za-z0-9_-]{1,64}):([^,:\s\p{Cc}]{16,})(?::([^,\s]*))?$/u;
 
 /**
  * `name:token` (every scope, so configs from before scopes keep working) or `name:token:decide+users`.
@@ -43,7 +43,7 @@ export function checkApiTokens(text: string): { tokens: ApiToken[]; problems: st
     const match = ENTRY.exec(raw.trim());
     if (!match) {
       problems.push(
-        `entry ${index + 1}: expected name:token or name:token:scope+scope, a token of at least 16 characters without ":", "," or spaces`,
+        `entry ${index + 1}: expected name:token or name:token:scope+scope, a token of at least 16 characters without ":", ",", spaces or control characters`,
       );
       return;
     }
@@ -74,18 +74,18 @@ export function parseApiTokens(text: string): ApiToken[] {
 
 /**
  * Compares a presented token with every configured one by `crypto.timingSafeEqual` over buffers of
- * one fixed width: the string's length, then its UTF-8, zero-padded (a configured token holds no NUL:
- * environment variables cannot, so padding never completes one). Equal buffers mean equal strings; a
- * presented value longer than the widest token is cut, and its length then tells it apart. The time
- * depends on the presented value's length only, never on which token it is near, and nothing is
- * allocated per request: hashing both sides first, as before, was ~1.7 µs of a decide's profile.
- * Returns the index of the token it equals, or -1.
+ * one fixed width: the UTF-8 length, then the UTF-8, zero-padded. A value whose UTF-8 fits is written
+ * whole, so equal buffers mean equal bytes; one that does not fit is longer than every token, and its
+ * length field tells it apart (the string's own length would not: a cut multi-byte character and a
+ * token ending in NULs could pad to the same bytes). The time depends on the presented value's length
+ * only, never on which token it is near, and nothing is allocated per request: hashing both sides
+ * first, as before, was ~1.7 µs of a decide's profile. Returns the index of the token it equals, or -1.
  */
 export function tokenMatcher(tokens: readonly string[]): (presented: string) => number {
   const width = 4 + Math.max(0, ...tokens.map((token) => Buffer.byteLength(token)));
   const encode = (value: string, into: Buffer) => {
     into.fill(0);
-    into.writeUInt32BE(Math.min(value.length, 0xffff_ffff), 0);
+    into.writeUInt32BE(Math.min(Buffer.byteLength(value), 0xffff_ffff), 0);
     into.write(value, 4, 'utf8');
   };
   const known = tokens.map((token) => {

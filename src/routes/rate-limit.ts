@@ -138,7 +138,8 @@ export function callerLimitHook(perMinute: number, onLimited?: () => void) {
     if (window.current > perMinute) {
       onLimited?.();
       reply.header('retry-after', String(Math.max(1, Math.ceil(window.ttl / 1000))));
-      return done(new RiskError('RISK_ERR_RATE_LIMITED', 'caller rate limit exceeded'));
+      done(new RiskError('RISK_ERR_RATE_LIMITED', 'caller rate limit exceeded'));
+      return;
     }
     done();
   };

@@ -248,10 +248,19 @@ t.test('a failing or hung store is counted, bounded, and never loses a line', as
 t.test('a line and a record stay valid JSON when a required string is missing at run time', async (t) => {
   const { records, batches } = recordsSpy();
   const { journal, out } = journalWith(records);
-  journal.add(facts(9, { purpose: undefined, verification: undefined, decisionId: undefined } as never));
+  const missing = [
+    { purpose: undefined, verification: undefined, decisionId: undefined },
+    { reqId: undefined },
+    { signalsJson: '' },
+    { signalsJson: undefined, enriched: { ...facts(9).enriched, signals: undefined } },
+  ];
+  for (const over of missing) journal.add(facts(9, over as never));
   await journal.settled();
-  const [line] = out.lines();
-  t.doesNotThrow(() => JSON.parse(line!), 'the line parses');
-  t.doesNotThrow(() => JSON.parse(batches[0]![0]!.json), 'the record JSON parses');
+  const lines = out.lines();
+  t.equal(lines.length, missing.length);
+  lines.forEach((line, i) => {
+    t.doesNotThrow(() => JSON.parse(line), `line ${i} parses`);
+    t.doesNotThrow(() => JSON.parse(batches[0]![i]!.json), `record ${i} parses`);
+  });
   t.equal(JSON.parse(batches[0]![0]!.json).purpose, null);
 });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { tokenMatcher } from '../../src/routes/auth.js';
+import { checkApiTokens, tokenMatcher } from '../../src/routes/auth.js';
 
 const TOKENS = ['a-token-of-at-least-sixteen-characters', 'second-token-0123456789', 'ünïcödé-tökén-€-0123456789'];
 
@@ -7,7 +7,7 @@ t.test(
   'a presented token matches only the token it equals: every position, character, prefix and extension',
   async (t) => {
     const match = tokenMatcher(TOKENS);
-    TOKENS.forEach((token, index) => t.equal(match(token), index, `token ${index} matches itself`));
+    for (const [index, token] of TOKENS.entries()) t.equal(match(token), index, `token ${index} matches itself`);
     const replacements = ['0', 'a', 'Z', '-', '\u0000', '\u00ff', '€', '😀', '\ud800'];
     let tried = 0;
     let accepted = 0;
@@ -49,4 +49,27 @@ t.test('a duplicate spelling never matches two tokens: the index is of the one i
   t.equal(match('aaaaaaaaaaaaaaaa'), 0);
   t.equal(match('aaaaaaaaaaaaaaaab'), 1);
   t.equal(match('aaaaaaaaaaaaaaa'), 2);
+});
+
+t.test('a value cut at the width never matches: multi-byte characters against a token ending in NULs', async (t) => {
+  // Only a programmatic token list can hold NULs (environment variables cannot, and API_TOKENS refuses
+  // control characters): the length field is the UTF-8 length, so a cut character is told apart.
+  const prefix = 'abcdefghijklmnop';
+  for (const [token, presented] of [
+    [`${prefix}\u0000`, `${prefix}é`],
+    [`${prefix}\u0000\u0000`, `${prefix}😀`],
+    [`${prefix}\u0000\u0000\u0000`, `${prefix}😀x`],
+    [`${prefix}\u0000`, `${prefix}€`],
+  ] as const)
+    t.equal(tokenMatcher([token])(presented), -1, `${JSON.stringify(presented)} against ${JSON.stringify(token)}`);
+});
+
+t.test('API_TOKENS refuses control characters in a token', async (t) => {
+  for (const c of ['\u0000', '\u0001', '\u001f', '\u007f'])
+    t.equal(
+      checkApiTokens(`svc:abcdefghijklmnop${c}qrs`).tokens.length,
+      0,
+      `U+${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+    );
+  t.equal(checkApiTokens('svc:abcdefghijklmnop-qrs').tokens.length, 1, 'a plain token is taken');
 });
