@@ -1,4 +1,5 @@
 import type { Rung, StepUpRung } from '../engine/ladder.js';
+import type { Mutable } from '../lib/mutable.js';
 import type { DecisionRecord, DecisionRecords, EncodedRecord } from '../store/decision-records.js';
 
 /** What a decide hands over: references to what it already built, nothing copied or serialised. */
@@ -98,37 +99,23 @@ export function createDecisionJournal(deps: JournalDeps) {
     const stepUp = facts.stepUp
       ? { session: facts.stepUp.sessionId, method: facts.stepUp.method, expiresAt: at + deps.pendingTtlMs }
       : undefined;
-    // Object literals, not spreads, in the record's field order: its JSON is JSON.stringify(record).
-    const record: DecisionRecord = stepUp
-      ? {
-          id: facts.decisionId,
-          at,
-          user: enriched.user,
-          device: enriched.device,
-          action: decision.action,
-          score: decision.score,
-          rules,
-          shadow,
-          ruleset: decision.ruleset,
-          degraded: decision.degraded,
-          purpose: facts.purpose,
-          stepUp,
-          signals: enriched.signals,
-        }
-      : {
-          id: facts.decisionId,
-          at,
-          user: enriched.user,
-          device: enriched.device,
-          action: decision.action,
-          score: decision.score,
-          rules,
-          shadow,
-          ruleset: decision.ruleset,
-          degraded: decision.degraded,
-          purpose: facts.purpose,
-          signals: enriched.signals,
-        };
+    // Built in the record's field order, without spreads: its JSON is JSON.stringify(record).
+    const built: Omit<DecisionRecord, 'stepUp' | 'signals'> & Partial<Mutable<DecisionRecord>> = {
+      id: facts.decisionId,
+      at,
+      user: enriched.user,
+      device: enriched.device,
+      action: decision.action,
+      score: decision.score,
+      rules,
+      shadow,
+      ruleset: decision.ruleset,
+      degraded: decision.degraded,
+      purpose: facts.purpose,
+    };
+    if (stepUp) built.stepUp = stepUp;
+    built.signals = enriched.signals;
+    const record = built as DecisionRecord;
     // The members the record and the line share (user … degraded), serialised once for both.
     const shared = JSON.stringify({
       user: enriched.user,
