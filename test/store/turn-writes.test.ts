@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Socket } from 'node:net';
 import { Cluster, type Redis } from 'ioredis';
 import { createRedisClient, waitForReady } from '../../src/store/redis-client.js';
@@ -30,6 +30,16 @@ function countWrites(socket: Socket): { readonly calls: number; reset(): void } 
   };
 }
 
+/** A Redis of the test's own and a ready client made as production makes it. */
+async function readyClient(t: Test) {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = createRedisClient(redis.url, 1000) as Redis;
+  t.teardown(() => client.disconnect());
+  await waitForReady(client, 5000);
+  return { redis, client };
+}
+
 /** Settles with the work, or fails the test if a corked write was never sent (its answer never comes). */
 function answered<T>(work: Promise<T>, what: string, ms = 2000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -42,11 +52,7 @@ function answered<T>(work: Promise<T>, what: string, ms = 2000): Promise<T> {
 }
 
 t.test('the commands of one turn leave in one write, whatever their number, answered in order', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = createRedisClient(redis.url, 1000) as Redis;
-  t.teardown(() => client.disconnect());
-  await waitForReady(client, 5000);
+  const { client } = await readyClient(t);
   t.ok(writesCoalesced(client.stream as Socket), 'the client socket is coalesced');
   const writes = countWrites(client.stream as Socket);
   for (const n of [1, 2, 16, 256, 2048]) {
@@ -64,11 +70,7 @@ t.test('the commands of one turn leave in one write, whatever their number, answ
 });
 
 t.test('a command sent from any phase of the loop is written in its turn', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = createRedisClient(redis.url, 1000) as Redis;
-  t.teardown(() => client.disconnect());
-  await waitForReady(client, 5000);
+  const { client } = await readyClient(t);
   const from = {
     timer: () => new Promise<string>((resolve) => setTimeout(() => resolve(client.echo('timer')), 1)),
     immediate: () => new Promise<string>((resolve) => setImmediate(() => resolve(client.echo('immediate')))),
@@ -99,11 +101,7 @@ t.test('a command sent from any phase of the loop is written in its turn', async
 });
 
 t.test('a reconnect writes through a new socket, coalesced as the first', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = createRedisClient(redis.url, 1000) as Redis;
-  t.teardown(() => client.disconnect());
-  await waitForReady(client, 5000);
+  const { redis, client } = await readyClient(t);
   const first = client.stream as Socket;
   redis.cli('CLIENT', 'KILL', 'TYPE', 'normal');
   const deadline = Date.now() + 5000;
