@@ -7,6 +7,7 @@ import { createEnricher } from '../../src/signals/enrich.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import { createMemoryDecisionRecords, MEMORY_RECORDS_MAX } from '../../src/store/decision-records-memory.js';
 import { encodeRecord } from '../../src/store/decision-records.js';
+import { stepUpRecord } from '../helpers/decision-record.js';
 import { createPseudonymiser } from '../../src/store/pseudonymise.js';
 import { evaluate } from '../../src/engine/evaluate.js';
 import type { CompiledRuleset } from '../../src/engine/ruleset.js';
@@ -114,20 +115,7 @@ async function enrichment(iterations = 50_000): Promise<number> {
 async function recordAtCap(iterations = 100_000): Promise<number> {
   const records = createMemoryDecisionRecords({ ttlMs: 86_400_000 });
   const encoded = (i: number) =>
-    encodeRecord({
-      id: `d${i}`,
-      at: i,
-      user: 'u',
-      device: 'd',
-      action: 'SKIP',
-      score: 0,
-      rules: [],
-      shadow: [],
-      ruleset: 'h',
-      degraded: [],
-      purpose: 'login',
-      signals: SIGNALS,
-    });
+    encodeRecord(stepUpRecord(`d${i}`, '', i, { action: 'SKIP', stepUp: undefined, signals: SIGNALS }));
   const made = Array.from({ length: MEMORY_RECORDS_MAX + iterations }, (_, i) => encoded(i));
   for (let i = 0; i < MEMORY_RECORDS_MAX; i++) await records.putMany([made[i]!], i);
   const started = process.hrtime.bigint();
