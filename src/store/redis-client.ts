@@ -1,10 +1,11 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { enforceClientDeadlines } from './command-deadline.js';
 import { coalesceClientWrites } from './turn-writes.js';
 
 /**
  * ioredis tuned for a login path: no offline queue (a command during an outage fails at once
- * instead of waiting 12-22 s), at most one retry, a ~100 ms command deadline, reconnects capped
- * near 1 s. Measured by the reliability bar: first failure in ~1 ms, recovery in ~0.3 s.
+ * instead of waiting 12-22 s), at most one retry, reconnects capped near 1 s. The ~100 ms command
+ * deadline is not an option here: `createRedisClient` enforces it (`command-deadline.ts`). Measured by the reliability bar: first failure in ~1 ms, recovery in ~0.3 s.
  * Auto-pipelining stays off: it batches the commands of one loop turn into one write, but builds a
  * Pipeline per batch (a copy of every defined script's method on it) whose objects outlive a young
  * collection. At a paced 1,000 decides/s it tripled what each scavenge kept (1.7 MB against 0.5 MB)
@@ -12,11 +13,10 @@ import { coalesceClientWrites } from './turn-writes.js';
  * decide more (`test/bench/README.md`). What it was for, one write for a turn's commands, is done at
  * the socket instead (`turn-writes.ts`, applied by `createRedisClient`), with no object per batch.
  */
-export function loginPathOptions(commandTimeoutMs = 100): RedisOptions {
+export function loginPathOptions(): RedisOptions {
   return {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    commandTimeout: commandTimeoutMs,
     connectTimeout: 500,
     retryStrategy: (times: number) => Math.min(times * 100, 1000),
     enableAutoPipelining: false,
@@ -34,15 +34,17 @@ function hostPorts(list: string): Array<{ host: string; port: number }> {
 /**
  * Builds a client from REDIS_URL: `redis://`, `rediss://`, `redis+cluster://host:port,host:port`, or
  * `redis+sentinel://host:port,host:port/master-name` (ioredis follows failovers to the new master).
+ * A command unanswered after `commandTimeoutMs` fails with "Command timed out".
  */
 export function createRedisClient(url: string, commandTimeoutMs = 100): Redis | Cluster {
-  const client = connectClient(url, commandTimeoutMs);
+  const client = connectClient(url);
+  enforceClientDeadlines(client, commandTimeoutMs);
   coalesceClientWrites(client);
   return client;
 }
 
-function connectClient(url: string, commandTimeoutMs: number): Redis | Cluster {
-  const options = loginPathOptions(commandTimeoutMs);
+function connectClient(url: string): Redis | Cluster {
+  const options = loginPathOptions();
   if (url.startsWith('redis+sentinel://')) {
     const [list, name] = url.slice('redis+sentinel://'.length).split('/');
     if (!list || !name) throw new Error('redis+sentinel:// needs host:port[,host:port]/master-name');

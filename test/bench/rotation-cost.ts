@@ -3,8 +3,8 @@
  * service on one key and by one in a rotation (every decide also runs the migration script, which
  * finds nothing left to move after the first). Run: npx tsx test/bench/rotation-cost.ts
  */
-import { Redis } from 'ioredis';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import type { Redis } from 'ioredis';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, startTestService } from '../helpers/service.js';
@@ -15,7 +15,7 @@ const KEY = 'n2:new-rotation-hash-key-fedcba9876543210';
 const USERS = 200;
 const ROUNDS = 5;
 async function service(env: Record<string, string>, prefix: string) {
-  const redis = new Redis(server.url, loginPathOptions(500));
+  const redis = createRedisClient(server.url, 500) as Redis;
   await new Promise((r) => redis.once('ready', r));
   const s = await startTestService(
     { ID_HASH_KEY: KEY, ...env },

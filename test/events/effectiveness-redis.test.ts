@@ -4,7 +4,7 @@ import t from 'tap';
 import { main } from '../../src/cli.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createEffectiveness } from '../../src/events/effectiveness.js';
 import { startDiditStack } from '../helpers/didit.js';
 import { startRedis } from '../helpers/redis.js';
@@ -14,7 +14,7 @@ import { candidateRules, runScenario, scenarioRules } from './effectiveness-scen
 const own = process.env.REDIS_URL ? undefined : await startRedis();
 const url = process.env.REDIS_URL ?? own!.url;
 const prefix = `test-${randomBytes(4).toString('hex')}:`;
-const redis = new Redis(url, { ...loginPathOptions(2000) });
+const redis = createRedisClient(url, 2000) as Redis;
 await new Promise((r) => redis.once('ready', r));
 const clock = testClock();
 const rulesDir = scenarioRules();
@@ -116,7 +116,7 @@ t.test('redis: outcomes, labels, the report and the labelled replay match the ha
 t.test('redis: replicas sweeping at once abandon a lapsed step-up exactly once', async (t) => {
   const counted: string[] = [];
   const replica = (n: number) => {
-    const connection = new Redis(url, { ...loginPathOptions(2000) });
+    const connection = createRedisClient(url, 2000) as Redis;
     const records = createRedisDecisionRecords({ redis: connection, keyPrefix: `${prefix}race:`, ttlMs: 86_400_000 });
     const effect = createEffectiveness({
       records,

@@ -1,8 +1,8 @@
 import type { AddressInfo } from 'node:net';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import t from 'tap';
 import { createSimulator, simulatorCredentials } from '../../src/didit/simulator.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
 import { startTestService, TEST_TOKEN } from '../helpers/service.js';
@@ -18,7 +18,7 @@ const CANARY = {
 };
 
 const server = await startRedis();
-const redis = new Redis(server.url, loginPathOptions(500));
+const redis = createRedisClient(server.url, 500) as Redis;
 await new Promise((r) => redis.once('ready', r));
 const credentials = simulatorCredentials();
 const simulator = createSimulator({ ...credentials, publicBaseUrl: 'http://127.0.0.1:1', retryDelaysMs: [10, 20] });

@@ -3,9 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import t from 'tap';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { compileFromTexts, readRuleDir } from '../../src/rules-io/load.js';
 import { startRedis } from '../helpers/redis.js';
@@ -72,7 +72,7 @@ async function phase(name: string, url: string, auth: string, seconds: number, s
 t.test('T11/T12: Redis killed, restarted and paused under load', async (t) => {
   const commandTimeoutMs = 100;
   const server = await startRedis();
-  const redis = new Redis(server.url, loginPathOptions(commandTimeoutMs));
+  const redis = createRedisClient(server.url, commandTimeoutMs) as Redis;
   redis.on('error', () => undefined);
   await new Promise((r) => redis.once('ready', r));
   const service = await startTestService(

@@ -5,10 +5,11 @@
  * rotation still teaches trust when its verdict arrives after it.
  */
 import type { AddressInfo } from 'node:net';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import t from 'tap';
 import { createSimulator, simulatorCredentials } from '../../src/didit/simulator.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { enforceClientDeadlines } from '../../src/store/command-deadline.js';
+import { createRedisClient, loginPathOptions } from '../../src/store/redis-client.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import type { Store } from '../../src/store/store.js';
@@ -32,8 +33,11 @@ t.teardown(() => cluster.stop());
 async function client(topology: 'redis' | 'cluster'): Promise<Redis | Cluster> {
   const redis =
     topology === 'redis'
-      ? new Redis(server.url, loginPathOptions(500))
-      : new Cluster(cluster.nodes, { redisOptions: loginPathOptions(500), enableOfflineQueue: false });
+      ? (createRedisClient(server.url, 500) as Redis)
+      : enforceClientDeadlines(
+          new Cluster(cluster.nodes, { redisOptions: loginPathOptions(), enableOfflineQueue: false }),
+          500,
+        );
   redis.on('error', () => undefined);
   if (redis.status !== 'ready') await new Promise((r) => redis.once('ready', r));
   return redis;

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import t from 'tap';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
 import { startTestService } from '../helpers/service.js';
@@ -9,7 +9,7 @@ const server = await startRedis();
 t.teardown(() => server.stop());
 
 async function redisService() {
-  const redis = new Redis(server.url, loginPathOptions(100));
+  const redis = createRedisClient(server.url, 100) as Redis;
   redis.on('error', () => undefined);
   await new Promise((r) => redis.once('ready', r));
   return startTestService(
@@ -91,7 +91,7 @@ t.test(
 t.test(
   'a decide is one script on Redis: the per-user limit rides in it, a refused decide records nothing',
   async (t) => {
-    const redis = new Redis(server.url, loginPathOptions(100));
+    const redis = createRedisClient(server.url, 100) as Redis;
     redis.on('error', () => undefined);
     await new Promise((r) => redis.once('ready', r));
     const service = await startTestService(

@@ -6,9 +6,9 @@ import {
   isAbsentUserAgent,
   MAX_UA_LENGTH,
 } from '../../src/signals/user-agent.js';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Test } from 'tap';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import type { Store } from '../../src/store/store.js';
 import { startDiditStack } from '../helpers/didit.js';
@@ -276,7 +276,7 @@ t.test('a device verified with a browser never skips when the agent disappears (
 
 t.test('the same on Redis, whose grant keeps an empty agent as "|"', async (t) => {
   const server = await startRedis();
-  const redis = new Redis(server.url, loginPathOptions(100));
+  const redis = createRedisClient(server.url, 100) as Redis;
   redis.on('error', () => undefined);
   t.teardown(async () => {
     redis.disconnect();

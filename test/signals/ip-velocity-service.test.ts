@@ -1,6 +1,6 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import t from 'tap';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { until } from '../helpers/poll.js';
 import { startRedis } from '../helpers/redis.js';
@@ -9,7 +9,7 @@ import { startTestService, injectDecide } from '../helpers/service.js';
 t.test('a failed per-address sync is counted in risk_degraded_total, and decides still answer', async (t) => {
   const server = await startRedis();
   t.teardown(() => server.stop());
-  const redis = new Redis(server.url, loginPathOptions(100));
+  const redis = createRedisClient(server.url, 100) as Redis;
   redis.on('error', () => undefined);
   if (redis.status !== 'ready') await new Promise((r) => redis.once('ready', r));
   const service = await startTestService({}, { store: createRedisStore({ redis, keyPrefix: 'vs:' }), redis });

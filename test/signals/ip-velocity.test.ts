@@ -2,7 +2,8 @@ import { Cluster, Redis } from 'ioredis';
 import t, { type Test } from 'tap';
 import { localIpVelocity } from '../../src/signals/ip-velocity.js';
 import { sharedIpVelocity } from '../../src/store/ip-velocity-sync.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { enforceClientDeadlines } from '../../src/store/command-deadline.js';
+import { createRedisClient, loginPathOptions } from '../../src/store/redis-client.js';
 import { until } from '../helpers/poll.js';
 import { startRedis, startRedisCluster } from '../helpers/redis.js';
 
@@ -39,7 +40,7 @@ const ready = (client: Redis | Cluster) =>
 async function redisOnTheLoginPath(t: Test) {
   const server = await startRedis();
   t.teardown(() => server.stop());
-  const redis = new Redis(server.url, loginPathOptions(200));
+  const redis = createRedisClient(server.url, 200) as Redis;
   redis.on('error', () => undefined);
   await ready(redis);
   t.teardown(() => redis.disconnect());
@@ -58,7 +59,7 @@ t.test('shared: replicas see each other within one sync, with no Redis call per 
   const server = await startRedis();
   t.teardown(() => server.stop());
   let now = T0;
-  const clients = [new Redis(server.url, loginPathOptions(500)), new Redis(server.url, loginPathOptions(500))];
+  const clients = [createRedisClient(server.url, 500) as Redis, createRedisClient(server.url, 500) as Redis];
   await Promise.all(clients.map(ready));
   t.teardown(() => {
     for (const c of clients) c.disconnect();
@@ -264,7 +265,10 @@ t.test('shared: close stops a sync under way without a sync error', async (t) =>
 t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
   const cluster = await startRedisCluster();
   t.teardown(() => cluster.stop());
-  const client = new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true });
+  const client = enforceClientDeadlines(
+    new Cluster(cluster.nodes, { redisOptions: loginPathOptions(), enableOfflineQueue: true }),
+    1000,
+  );
   let crossSlot = 0;
   client.on('error', (error: Error) => {
     if (/CROSSSLOT/.test(error.message)) crossSlot += 1;
@@ -290,7 +294,7 @@ t.test('shared on a Redis Cluster: every sync stays in one slot', async (t) => {
 t.test('shared: a large sync goes out in small scripts, so decides interleave with it', async (t) => {
   const server = await startRedis();
   t.teardown(() => server.stop());
-  const redis = new Redis(server.url, loginPathOptions(500));
+  const redis = createRedisClient(server.url, 500) as Redis;
   await ready(redis);
   t.teardown(() => redis.disconnect());
   const velocity = sharedIpVelocity({ redis, keyPrefix: 'chunk:', syncMs: 60_000 });

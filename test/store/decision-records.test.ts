@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import t from 'tap';
 import { createMemoryDecisionRecords } from '../../src/store/decision-records-memory.js';
 import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
 import { encodeRecord, shardOf } from '../../src/store/decision-records.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { startRedis } from '../helpers/redis.js';
 import { decisionRecordsContract } from './decision-records-contract.js';
 import { stepUpRecord } from '../helpers/decision-record.js';
@@ -13,7 +13,7 @@ const TTL = 90 * 86_400_000;
 const own = process.env.REDIS_URL ? undefined : await startRedis();
 const url = process.env.REDIS_URL ?? own!.url;
 const prefix = `test-${randomBytes(4).toString('hex')}:`;
-const redis = new Redis(url, { ...loginPathOptions(1000) });
+const redis = createRedisClient(url, 1000) as Redis;
 await new Promise((r) => redis.once('ready', r));
 t.teardown(async () => {
   const keys = await redis.keys(`${prefix}*`);

@@ -1,5 +1,6 @@
 import { Cluster } from 'ioredis';
 import t from 'tap';
+import { enforceClientDeadlines } from '../../src/store/command-deadline.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisOutbox } from '../../src/store/outbox-redis.js';
 import type { OutboxEntry } from '../../src/store/outbox-contract.js';
@@ -11,8 +12,11 @@ t.teardown(() => cluster.stop());
 t.test(
   'on a 3-master Cluster every outbox command stays in one slot: append, lease, claim, read, ack, stats',
   async (t) => {
-    const clients = [0, 1].map(
-      () => new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true }),
+    const clients = [0, 1].map(() =>
+      enforceClientDeadlines(
+        new Cluster(cluster.nodes, { redisOptions: loginPathOptions(), enableOfflineQueue: true }),
+        1000,
+      ),
     );
     t.teardown(() => {
       for (const c of clients) c.disconnect();

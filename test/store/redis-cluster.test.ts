@@ -1,5 +1,6 @@
 import { Cluster } from 'ioredis';
 import t from 'tap';
+import { enforceClientDeadlines } from '../../src/store/command-deadline.js';
 import { loginPathOptions } from '../../src/store/redis-client.js';
 import { createRedisDecisionRecords } from '../../src/store/decision-records-redis.js';
 import { encodeRecord } from '../../src/store/decision-records.js';
@@ -14,7 +15,10 @@ t.teardown(() => cluster.stop());
 
 let crossSlot = 0;
 async function makeStore() {
-  const client = new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true });
+  const client = enforceClientDeadlines(
+    new Cluster(cluster.nodes, { redisOptions: loginPathOptions(), enableOfflineQueue: true }),
+    1000,
+  );
   client.on('error', (error: Error) => {
     if (/CROSSSLOT/.test(error.message)) crossSlot += 1;
   });
@@ -43,7 +47,10 @@ t.test('cluster: 0 CROSSSLOT errors across the whole suite', async (t) => {
 });
 
 // The decision records write a batch as one script per shard with a variable number of keys.
-const recordsClient = new Cluster(cluster.nodes, { redisOptions: loginPathOptions(1000), enableOfflineQueue: true });
+const recordsClient = enforceClientDeadlines(
+  new Cluster(cluster.nodes, { redisOptions: loginPathOptions(), enableOfflineQueue: true }),
+  1000,
+);
 await new Promise((r) => recordsClient.once('ready', r));
 t.teardown(() => recordsClient.disconnect());
 const RECORDS_TTL = 90 * 86_400_000;

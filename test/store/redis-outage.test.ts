@@ -1,7 +1,7 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import t from 'tap';
 import { signWebhook } from '../../src/didit/signature.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { startRedis } from '../helpers/redis.js';
 import { CHROME_WINDOWS, startTestService, injectDecide } from '../helpers/service.js';
@@ -10,7 +10,7 @@ import { trustDirectly } from '../helpers/trust.js';
 
 const COMMAND_TIMEOUT_MS = 100;
 const server = await startRedis();
-const redis = new Redis(server.url, loginPathOptions(COMMAND_TIMEOUT_MS));
+const redis = createRedisClient(server.url, COMMAND_TIMEOUT_MS) as Redis;
 await new Promise((r) => redis.once('ready', r));
 redis.on('error', () => undefined);
 const secret = 'outage-test-webhook-secret-0123456789';

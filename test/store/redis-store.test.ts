@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import t from 'tap';
 import { createRedisStore } from '../../src/store/redis-store.js';
-import { loginPathOptions } from '../../src/store/redis-client.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
 import { startRedis } from '../helpers/redis.js';
 import { storeContract } from './contract.js';
 
@@ -19,7 +19,7 @@ t.teardown(async () => {
 });
 
 async function makeStore() {
-  const redis = new Redis(url, { ...loginPathOptions(500) });
+  const redis = createRedisClient(url, 500) as Redis;
   await new Promise((r) => redis.once('ready', r));
   return createRedisStore({ redis, keyPrefix: prefix });
 }

@@ -1,0 +1,108 @@
+import { Cluster, type Command, type Redis } from 'ioredis';
+
+/** The error a command gets when its deadline passes unanswered (ioredis's own `commandTimeout` wording). */
+export const COMMAND_TIMED_OUT = 'Command timed out';
+
+const DEADLINES = Symbol('risk.commandDeadlines');
+
+interface Deadlines {
+  readonly timeoutMs: number;
+  /** Commands in the queue: unanswered ones, and answered ones not yet dropped. */
+  readonly queued: () => number;
+}
+
+type WithDeadlines = Redis & { [DEADLINES]?: Deadlines };
+
+/**
+ * Every command sent on `client` that is still unanswered `timeoutMs` after it was sent fails with
+ * "Command timed out", as ioredis's `commandTimeout` option does, but with one timer for the
+ * connection instead of one per command.
+ *
+ * Why not the option: it arms a timer for each command and, on the answer, clears it and deletes the
+ * property that held it. On Node 20 (V8 11.3) that pattern keeps a deprecated map in the feedback of
+ * `setTimeout` and of ioredis's `sendCommand`, so TurboFan aborts every optimisation of both ("Maps
+ * became deprecated during optimization") and tries again, for as long as the process runs: about
+ * 1 s of compile in a 35 s bench probe, on the server's own core (`test/bench/README.md`).
+ *
+ * How: a queue of the commands in the order they were sent, with their deadlines. Commands leave it
+ * once answered (checked at each send and at the timer), so it holds about as many as Redis has not
+ * yet answered. The one timer fires at the oldest unanswered command's deadline, fails every command
+ * whose deadline has passed, and is armed again for the next. It is unreferenced: the connection keeps
+ * the process alive while a command waits, and a closed connection fails its commands itself.
+ */
+export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void {
+  const target = client as WithDeadlines;
+  if (target[DEADLINES] !== undefined) return;
+  const commands: Array<Command | undefined> = [];
+  const deadlines: number[] = [];
+  let head = 0;
+  let timer: NodeJS.Timeout | undefined;
+  target[DEADLINES] = { timeoutMs, queued: () => commands.length - head };
+
+  const shift = () => {
+    commands[head] = undefined;
+    head += 1;
+    if (head === commands.length) {
+      commands.length = 0;
+      deadlines.length = 0;
+      head = 0;
+    } else if (head >= 1024 && head * 2 >= commands.length) {
+      commands.splice(0, head);
+      deadlines.splice(0, head);
+      head = 0;
+    }
+  };
+  const dropAnswered = () => {
+    while (head < commands.length && commands[head]!.isSettled) shift();
+  };
+  const arm = (now: number) => {
+    if (timer !== undefined || head === commands.length) return;
+    timer = setTimeout(expire, Math.max(1, Math.ceil(deadlines[head]! - now)));
+    timer.unref();
+  };
+  const expire = () => {
+    timer = undefined;
+    const now = performance.now();
+    while (head < commands.length) {
+      const command = commands[head]!;
+      if (!command.isSettled) {
+        if (deadlines[head]! > now) break;
+        command.reject(new Error(COMMAND_TIMED_OUT));
+      }
+      shift();
+    }
+    arm(now);
+  };
+
+  const send = client.sendCommand;
+  client.sendCommand = function sendWithDeadline(this: Redis, command: Command, stream?: unknown) {
+    const reply = send.call(this, command, stream as never);
+    // Refused at once (closed, or not writable with the offline queue off): nothing to wait for.
+    if (!command.isSettled) {
+      dropAnswered();
+      const now = performance.now();
+      commands.push(command);
+      deadlines.push(now + timeoutMs);
+      arm(now);
+    }
+    return reply;
+  } as Redis['sendCommand'];
+}
+
+/** The deadline `enforceCommandDeadlines` gave this connection and its queue, if any (for tests and diagnostics). */
+export function commandDeadlinesOf(client: Redis): Deadlines | undefined {
+  return (client as WithDeadlines)[DEADLINES];
+}
+
+/**
+ * Every connection of the client gets the deadline: a single server's or a Sentinel-resolved
+ * master's (one connection object across reconnects and failovers), and every Cluster node's as the
+ * cluster discovers it.
+ */
+export function enforceClientDeadlines<T extends Redis | Cluster>(client: T, timeoutMs: number): T {
+  if (client instanceof Cluster) {
+    for (const node of client.nodes()) enforceCommandDeadlines(node, timeoutMs);
+    client.on('+node', (node: Redis) => enforceCommandDeadlines(node, timeoutMs));
+  } else enforceCommandDeadlines(client as Redis, timeoutMs);
+  return client;
+}
