@@ -18,11 +18,11 @@ type WithDeadlines = Redis & { [DEADLINES]?: Deadlines };
  * "Command timed out", as ioredis's `commandTimeout` option does, but with one timer for the
  * connection instead of one per command.
  *
- * Why not the option: it arms a timer for each command and, on the answer, clears it and deletes the
- * property that held it. On Node 20 (V8 11.3) that pattern keeps a deprecated map in the feedback of
- * `setTimeout` and of ioredis's `sendCommand`, so TurboFan aborts every optimisation of both ("Maps
- * became deprecated during optimization") and tries again, for as long as the process runs: about
- * 1 s of compile in a 35 s bench probe, on the server's own core (`test/bench/README.md`).
+ * Why not the option: it arms a timer for each command, clears it on the answer and deletes the
+ * property that held it. On Node 20 (V8 11.3), with it on, TurboFan aborted every optimisation of
+ * `setTimeout` and of ioredis's `sendCommand` ("Maps became deprecated during optimization") and
+ * tried again for as long as the process ran: about 1 s of compile in a 35 s bench probe, on the
+ * server's own core; with it off, none (`--trace-opt`; `test/bench/README.md`).
  *
  * How: a queue of the commands in the order they were sent, with their deadlines. Commands leave it
  * once answered (checked at each send and at the timer), so it holds about as many as Redis has not
