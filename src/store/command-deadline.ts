@@ -24,9 +24,11 @@ type WithDeadlines = Redis & { [DEADLINES]?: Deadlines };
  * tried again for as long as the process ran: about 1 s of compile in a 35 s bench probe, on the
  * server's own core; with it off, none (`--trace-opt`; `test/bench/README.md`).
  *
- * How: a queue of the commands in the order they were sent, with their deadlines. Commands leave it
- * once answered (checked at each send and at the timer), so it holds about as many as Redis has not
- * yet answered. The one timer fires at the oldest unanswered command's deadline, fails every command
+ * How: a queue of the commands in the order they were sent, with their deadlines and promises.
+ * Commands leave it once answered (checked at each send and at the timer), so it holds about as many
+ * as Redis has not yet answered. So does one whose promise was renewed: a Cluster transaction or
+ * pipeline retried after TRYAGAIN or CLUSTERDOWN renews its commands' promises and sends them again,
+ * a new wait with a new deadline, as ioredis's option gave it. The one timer fires at the oldest unanswered command's deadline, fails every command
  * whose deadline has passed, and is armed again for the next. It is unreferenced: the connection keeps
  * the process alive while a command waits, and a closed connection fails its commands itself.
  */
@@ -35,25 +37,29 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
   if (target[DEADLINES] !== undefined) return;
   const commands: Array<Command | undefined> = [];
   const deadlines: number[] = [];
+  const promises: Array<Promise<unknown> | undefined> = [];
   let head = 0;
   let timer: NodeJS.Timeout | undefined;
   target[DEADLINES] = { timeoutMs, queued: () => commands.length - head };
 
   const shift = () => {
     commands[head] = undefined;
+    promises[head] = undefined;
     head += 1;
     if (head === commands.length) {
       commands.length = 0;
+      promises.length = 0;
       deadlines.length = 0;
       head = 0;
     } else if (head >= 1024 && head * 2 >= commands.length) {
       commands.splice(0, head);
+      promises.splice(0, head);
       deadlines.splice(0, head);
       head = 0;
     }
   };
   const dropAnswered = () => {
-    while (head < commands.length && commands[head]!.isSettled) shift();
+    while (head < commands.length && (commands[head]!.isSettled || commands[head]!.promise !== promises[head])) shift();
   };
   const arm = (now: number) => {
     if (timer !== undefined || head === commands.length) return;
@@ -65,7 +71,7 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
     const now = performance.now();
     while (head < commands.length) {
       const command = commands[head]!;
-      if (!command.isSettled) {
+      if (!command.isSettled && command.promise === promises[head]) {
         if (deadlines[head]! > now) break;
         command.reject(new Error(COMMAND_TIMED_OUT));
       }
@@ -82,6 +88,7 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
       dropAnswered();
       const now = performance.now();
       commands.push(command);
+      promises.push(command.promise);
       deadlines.push(now + timeoutMs);
       arm(now);
     }
