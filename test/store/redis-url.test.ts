@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Cluster, Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
+import { commandDeadlinesOf } from '../../src/store/command-deadline.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 
 t.test('REDIS_URL accepts plain, TLS, Cluster and Sentinel URLs and nothing else', async (t) => {
@@ -29,7 +30,8 @@ t.test('the client kind follows the URL, with the login-path settings', async (t
   ]);
   t.equal(sentinel.options.name, 'mymaster');
   t.equal(sentinel.options.enableOfflineQueue, false);
-  t.equal(sentinel.options.commandTimeout, 100);
+  t.equal(commandDeadlinesOf(sentinel)?.timeoutMs, 100, 'the login-path command deadline');
+  t.equal(sentinel.options.commandTimeout, undefined, "ioredis's per-command timer is off");
   sentinel.disconnect();
   const cluster = createRedisClient('redis+cluster://127.0.0.1:1,127.0.0.1:2');
   t.ok(cluster instanceof Cluster);
