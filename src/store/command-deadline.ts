@@ -58,8 +58,10 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
       head = 0;
     }
   };
+  /** Still waiting on the send that queued it: unanswered, and its promise not renewed by a retry. */
+  const waiting = (i: number) => !commands[i]!.isSettled && commands[i]!.promise === promises[i];
   const dropAnswered = () => {
-    while (head < commands.length && (commands[head]!.isSettled || commands[head]!.promise !== promises[head])) shift();
+    while (head < commands.length && !waiting(head)) shift();
   };
   const arm = (now: number) => {
     if (timer !== undefined || head === commands.length) return;
@@ -70,10 +72,9 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
     timer = undefined;
     const now = performance.now();
     while (head < commands.length) {
-      const command = commands[head]!;
-      if (!command.isSettled && command.promise === promises[head]) {
+      if (waiting(head)) {
         if (deadlines[head]! > now) break;
-        command.reject(new Error(COMMAND_TIMED_OUT));
+        commands[head]!.reject(new Error(COMMAND_TIMED_OUT));
       }
       shift();
     }
