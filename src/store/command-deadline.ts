@@ -1,4 +1,5 @@
-import { Cluster, type Command, type Redis } from 'ioredis';
+import type { Cluster, Command, Redis } from 'ioredis';
+import { onEveryNode } from './client-nodes.js';
 
 /** The error a command gets when its deadline passes unanswered (ioredis's own `commandTimeout` wording). */
 export const COMMAND_TIMED_OUT = 'Command timed out';
@@ -102,15 +103,8 @@ export function commandDeadlinesOf(client: Redis): Deadlines | undefined {
   return (client as WithDeadlines)[DEADLINES];
 }
 
-/**
- * Every connection of the client gets the deadline: a single server's or a Sentinel-resolved
- * master's (one connection object across reconnects and failovers), and every Cluster node's as the
- * cluster discovers it.
- */
+/** Every connection of the client gets the deadline (`onEveryNode`: Sentinel's master, each Cluster node). */
 export function enforceClientDeadlines<T extends Redis | Cluster>(client: T, timeoutMs: number): T {
-  if (client instanceof Cluster) {
-    for (const node of client.nodes()) enforceCommandDeadlines(node, timeoutMs);
-    client.on('+node', (node: Redis) => enforceCommandDeadlines(node, timeoutMs));
-  } else enforceCommandDeadlines(client as Redis, timeoutMs);
+  onEveryNode(client, (node) => enforceCommandDeadlines(node, timeoutMs));
   return client;
 }

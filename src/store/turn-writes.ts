@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
-import { Cluster, type Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { onEveryNode } from './client-nodes.js';
 
 const COALESCED = Symbol('risk.turnWrites');
 
@@ -47,14 +48,11 @@ export function writesCoalesced(socket: Socket | undefined): boolean {
  * socket), a Sentinel-resolved master's, and every Cluster node's as the cluster discovers it.
  */
 export function coalesceClientWrites(client: Redis | Cluster): void {
-  if (client instanceof Cluster) {
-    for (const node of client.nodes()) coalesceClientWrites(node);
-    client.on('+node', (node: Redis) => coalesceClientWrites(node));
-    return;
-  }
-  const apply = () => {
-    if (client.stream) coalesceTurnWrites(client.stream as Socket);
-  };
-  apply();
-  client.on('connect', apply);
+  onEveryNode(client, (node) => {
+    const apply = () => {
+      if (node.stream) coalesceTurnWrites(node.stream as Socket);
+    };
+    apply();
+    node.on('connect', apply);
+  });
 }
