@@ -6,6 +6,9 @@ export const COMMAND_TIMED_OUT = 'Command timed out';
 
 const DEADLINES = Symbol('risk.commandDeadlines');
 
+/** The longest delay Node's timers take (2^31 - 1 ms, about 24.8 days). */
+const TIMEOUT_MAX = 2 ** 31 - 1;
+
 interface Deadlines {
   readonly timeoutMs: number;
   /** Commands in the queue: unanswered ones, and answered ones not yet dropped. */
@@ -66,7 +69,8 @@ export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void 
   };
   const arm = (now: number) => {
     if (timer !== undefined || head === commands.length) return;
-    timer = setTimeout(expire, Math.max(1, Math.ceil(deadlines[head]! - now)));
+    // Node turns a delay past TIMEOUT_MAX into 1 ms (and warns): a huge setting would wake it every ms.
+    timer = setTimeout(expire, Math.min(TIMEOUT_MAX, Math.max(1, Math.ceil(deadlines[head]! - now))));
     timer.unref();
   };
   const expire = () => {

@@ -233,3 +233,21 @@ t.test('every Cluster node gets the deadline, and a hung node’s commands fail 
     client.disconnect();
   }
 });
+
+t.test(
+  'a deadline past what a timer can hold (a huge setting) neither fails early nor overflows the timer',
+  async (t) => {
+    const { redis, client } = await readyClient(t, 1e12);
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    t.teardown(() => process.off('warning', onWarning));
+    redis.pause();
+    const r = settlement(client.echo('patient'), performance.now());
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    redis.resume();
+    const settled = await r;
+    t.equal(settled.value, 'patient', `answered once Redis resumed (${settled.ms.toFixed(1)} ms), not timed out`);
+    t.notOk(warnings.includes('TimeoutOverflowWarning'), 'no timer overflow');
+  },
+);
