@@ -1,6 +1,7 @@
 /**
  * One server under the bench's load, for profiling: `tsx test/bench/probe.ts <mode> [seconds]`
- * (mode: bare | memory | redis), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
+ * (mode: bare | bare-lua | memory | redis; bare-lua is the bare route plus the one Lua round trip a decide
+ * makes, the floor Redis sets), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
  * records a perf profile of the measured window (the cpu-clock event: a VM may count no cycles;
  * add `--perf-basic-prof` to NODE_ARGS for JavaScript names). Prints requests/s and the server's CPU µs per request.
  * PROBE_RATE=<req/s> measures at that paced rate instead of saturation and prints the slowest answers
@@ -9,6 +10,7 @@
  * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines). PROBE_WARM=<seconds>
  * runs that long at saturation before the window, PROBE_IDLE=<seconds> then waits that long.
  * PROBE_NO_FLAGS=1 starts the server without `npm start`'s node flags (src/node-flags.ts).
+ * PROBE_PERF_STAT=<file> counts the window's context switches, task clock and system calls with `perf stat`.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -39,7 +41,7 @@ const cpuSeconds = (pid: number) => {
 const systemSeconds = (pid: number) =>
   Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[12]) / CLOCK_TICKS;
 
-const redis = mode === 'redis' ? await startRedis() : undefined;
+const redis = mode === 'redis' || mode === 'bare-lua' ? await startRedis() : undefined;
 if (redis?.pid) spawnSync('taskset', ['-p', '-c', '1', String(redis.pid)], { stdio: 'ignore' });
 const pools = [trafficMix(0), trafficMix(1)];
 const env: Record<string, string> = {
@@ -48,11 +50,11 @@ const env: Record<string, string> = {
   LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
   TOR_LIST_MAX_AGE_HOURS: '0',
   BENCH_SEED_USERS: String(2 * USERS_PER_ROUND),
-  BENCH_MODE: mode === 'bare' ? 'bare' : 'decide',
+  BENCH_MODE: mode === 'bare' || mode === 'bare-lua' ? mode : 'decide',
   ...(redis ? { REDIS_URL: redis.url } : {}),
   ...(process.env.PROBE_ALLOC ? { BENCH_ALLOC_PROFILE: process.env.PROBE_ALLOC } : {}),
 };
-if (mode === 'bare') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
+if (mode === 'bare' || mode === 'bare-lua') env.BENCH_CANNED_REPLY = JSON.stringify({ pad: 'x'.repeat(1400) });
 const nodeArgs = (process.env.NODE_ARGS ?? '').split(' ').filter(Boolean);
 // The server starts as `npm start` starts it; PROBE_NO_FLAGS=1 leaves its node flags out (to measure what they change).
 const flags = process.env.PROBE_NO_FLAGS ? [] : COMMAND_LINE_FLAGS;
@@ -106,7 +108,31 @@ const perf = process.env.PROBE_PERF
       },
     )
   : undefined;
-if (perf) await new Promise((resolve) => setTimeout(resolve, 500));
+/** What the window's requests cost in wake-ups and system calls (tracepoints; a VM without cycle counters has them). */
+const PERF_STAT_EVENTS = [
+  'context-switches',
+  'task-clock',
+  ...['epoll_wait', 'epoll_pwait', 'read', 'readv', 'write', 'writev', 'futex', 'getpid', 'clock_gettime'].map(
+    (call) => `syscalls:sys_enter_${call}`,
+  ),
+];
+const perfStat = process.env.PROBE_PERF_STAT
+  ? spawn(
+      'perf',
+      ['stat', '-e', PERF_STAT_EVENTS.join(','), '-o', process.env.PROBE_PERF_STAT, '-p', String(serverPid)],
+      {
+        stdio: 'ignore',
+      },
+    )
+  : undefined;
+if (perf || perfStat) await new Promise((resolve) => setTimeout(resolve, 500));
+const stopPerf = async () => {
+  for (const p of [perf, perfStat]) {
+    if (!p) continue;
+    p.kill('SIGINT');
+    await new Promise((resolve) => p.once('exit', resolve));
+  }
+};
 // PROBE_ALLOC=<file> (passed on as BENCH_ALLOC_PROFILE): allocation sampling of the measured window.
 if (process.env.PROBE_ALLOC) process.kill(serverPid, 'SIGUSR2');
 // Redis's slow log of the measured window only, and of every command over 1 ms (the default is 10 ms).
@@ -133,10 +159,7 @@ if (process.env.PROBE_RATE) {
     process.stdout.write(`  ${text.match(/^risk_shed_total\{.*$/gm)?.join(', ') ?? 'no sheds counted'}\n`);
   }
   if (redis) process.stdout.write(slowLogSummary(redis.cli('--json', 'SLOWLOG', 'GET', '20'), startedAt));
-  if (perf) {
-    perf.kill('SIGINT');
-    await new Promise((resolve) => perf.once('exit', resolve));
-  }
+  await stopPerf();
   for (const [due, ms, status] of answers.sort((a, b) => b[1] - a[1]).slice(0, 40))
     process.stdout.write(`  due ${due.toFixed(1)} ms: ${ms.toFixed(2)} ms (${status})\n`);
   child.kill('SIGINT');
@@ -152,10 +175,7 @@ const r = await autocannon({
 });
 const cpu = cpuSeconds(serverPid) - before;
 const system = systemSeconds(serverPid) - systemBefore;
-if (perf) {
-  perf.kill('SIGINT');
-  await new Promise((resolve) => perf.once('exit', resolve));
-}
+await stopPerf();
 const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${serverPid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 process.stdout.write(
   `${mode}: RSS ${Math.round(rss)} MB, ${Math.round(r.requests.average)} req/s, ${Math.round((cpu * 1e6) / r.requests.total)} µs CPU/request (${Math.round((system * 1e6) / r.requests.total)} of it in the kernel), non2xx ${r.non2xx}\n`,
