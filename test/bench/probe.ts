@@ -1,7 +1,7 @@
 /**
  * One server under the bench's load, for profiling: `tsx test/bench/probe.ts <mode> [seconds]`
- * (mode: bare | bare-lua | memory | redis; bare-lua is the bare route plus the one Lua round trip a decide
- * makes, the floor Redis sets), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
+ * (mode: bare | bare-lua | memory | redis; bare-lua is the bare route plus a decide's one Lua round trip,
+ * the store's script through production's client: the floor Redis sets), NODE_ARGS adds node flags (`--cpu-prof`), PROBE_PERF=<file>
  * records a perf profile of the measured window (the cpu-clock event: a VM may count no cycles;
  * add `--perf-basic-prof` to NODE_ARGS for JavaScript names). Prints requests/s and the server's CPU µs per request.
  * PROBE_RATE=<req/s> measures at that paced rate instead of saturation and prints the slowest answers
@@ -10,7 +10,8 @@
  * PROBE_STDOUT=<file> keeps the server's stdout (its log, and `--trace-gc` lines). PROBE_WARM=<seconds>
  * runs that long at saturation before the window, PROBE_IDLE=<seconds> then waits that long.
  * PROBE_NO_FLAGS=1 starts the server without `npm start`'s node flags (src/node-flags.ts).
- * PROBE_PERF_STAT=<file> counts the window's context switches, task clock and system calls with `perf stat`.
+ * PROBE_PERF_STAT=<file> counts the window's context switches, task clock and system calls with `perf stat`
+ * (from half a second before the window to its end, the paced mode's metrics and slow-log reads included).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
@@ -120,17 +121,19 @@ const perfStat = process.env.PROBE_PERF_STAT
   ? spawn(
       'perf',
       ['stat', '-e', PERF_STAT_EVENTS.join(','), '-o', process.env.PROBE_PERF_STAT, '-p', String(serverPid)],
-      {
-        stdio: 'ignore',
-      },
+      { stdio: ['ignore', 'ignore', 'inherit'] },
     )
   : undefined;
+// A perf that cannot start (not installed, an event this kernel lacks) says so and the window runs without it.
+for (const p of [perf, perfStat]) p?.on('error', (error) => process.stderr.write(`perf: ${error.message}\n`));
 if (perf || perfStat) await new Promise((resolve) => setTimeout(resolve, 500));
 const stopPerf = async () => {
   for (const p of [perf, perfStat]) {
-    if (!p) continue;
+    // One that already exited (or never started) has nothing to write and no 'exit' left to wait for.
+    if (!p || p.pid === undefined || p.exitCode !== null || p.signalCode !== null) continue;
+    const exited = new Promise((resolve) => p.once('exit', resolve));
     p.kill('SIGINT');
-    await new Promise((resolve) => p.once('exit', resolve));
+    await exited;
   }
 };
 // PROBE_ALLOC=<file> (passed on as BENCH_ALLOC_PROFILE): allocation sampling of the measured window.

@@ -7,19 +7,23 @@ import { writeFileSync } from 'node:fs';
  * selects the Redis store). Prints "ready <port>" when listening.
  */
 import Fastify from 'fastify';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createService } from '../../src/compose.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import { OBSERVE } from '../../src/store/redis-scripts.js';
+import { CAPS, DEFAULT_RETENTION } from '../../src/store/store.js';
 import { parseClientIp } from '../../src/signals/ip.js';
 import { createMetricsApp } from '../../src/routes/metrics-listener.js';
 import maxmind, { type AsnResponse, type CityResponse } from 'maxmind';
 import { USERS_PER_ROUND, seedIdentity } from './traffic.js';
 
 const mode = process.env.BENCH_MODE ?? 'decide';
+/** What a decide passes the store's script by default: 30 days of history, RATE_LIMIT_USER_PER_MIN. */
+const HISTORY_MS = DEFAULT_RETENTION.historyMs;
+const USER_PER_MINUTE = 120;
 const port = Number(process.env.PORT ?? 0);
 
 /** A reply of the same size as a typical decide reply, so (a) serialises as much JSON as (b). */
@@ -27,17 +31,21 @@ const CANNED = JSON.parse(process.env.BENCH_CANNED_REPLY ?? '{}') as object;
 
 if (mode === 'bare' || mode === 'bare-lua') {
   const app = Fastify({ logger: false });
+  // bare-lua is a decide's floor on Redis: production's client (its one write a turn and command
+  // deadline, as the decide's store gets) running the store's own script with the store's key and
+  // argument layout, the per-user limit included; every key is the user's, as in a decide.
   let redis: Redis | undefined;
   if (mode === 'bare-lua') {
-    redis = new Redis(process.env.REDIS_URL!, { enableOfflineQueue: true });
-    redis.defineCommand('observe', { numberOfKeys: 8, lua: OBSERVE });
+    redis = createRedisClient(process.env.REDIS_URL!, 500) as Redis;
+    redis.defineCommand('observe', { numberOfKeys: 9, lua: OBSERVE });
   }
   let n = 0;
   app.post('/v1/decide', async (request) => {
     const body = request.body as { user_id: string; device_id: string };
     if (redis) {
       const tag = `bench:{u:${body.user_id}}`;
-      n += 1;
+      const now = Date.now();
+      n = (n + 1) % 1e9;
       await (redis as unknown as { observe(...a: unknown[]): Promise<unknown> }).observe(
         `${tag}:seen`,
         `${tag}:dtrust`,
@@ -47,18 +55,20 @@ if (mode === 'bare' || mode === 'bare-lua') {
         `${tag}:decides`,
         `${tag}:nets`,
         `${tag}:declines`,
-        Date.now(),
+        `${tag}:limit`,
+        now,
         body.device_id,
         'ip:x',
         'pfx:x',
         'asn:1',
         'cc:SE',
         'pfx:x',
-        3600000,
-        50,
-        `${n}`,
-        200,
+        HISTORY_MS,
+        CAPS.devices,
+        `${now}:bench:${n}`,
+        CAPS.recentEvents,
         '1',
+        USER_PER_MINUTE,
       );
     }
     return CANNED;
