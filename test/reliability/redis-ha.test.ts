@@ -268,6 +268,9 @@ t.test('T29: AOF everysec: grants acknowledged more than 1 s before a kill -9 su
   await redis.restart();
   await Promise.all(granters);
   t.ok((await until(async () => (await readyz(server)).status === 200, 10_000)) >= 0, 'ready again after the restart');
+  // The service being ready says nothing of this test's own connection, which reconnects on its own
+  // backoff and refuses commands until it has (no offline queue on the login path).
+  await waitForReady(client, 10_000);
 
   const old = acked.filter((a) => a.at < killedAt - 1000);
   const recent = acked.filter((a) => a.at >= killedAt - 1000 && a.at <= killedAt);
