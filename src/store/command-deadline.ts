@@ -32,9 +32,10 @@ type WithDeadlines = Redis & { [DEADLINES]?: Deadlines };
  * Commands leave it once answered (checked at each send and at the timer), so it holds about as many
  * as Redis has not yet answered. So does one whose promise was renewed: a Cluster transaction or
  * pipeline retried after TRYAGAIN or CLUSTERDOWN renews its commands' promises and sends them again,
- * a new wait with a new deadline, as ioredis's option gave it. The one timer fires at the oldest unanswered command's deadline, fails every command
- * whose deadline has passed, and is armed again for the next. It is unreferenced: the connection keeps
- * the process alive while a command waits, and a closed connection fails its commands itself.
+ * a new wait with a new deadline, as ioredis's option gave it. The one timer fires at the oldest
+ * unanswered command's deadline, fails every command whose deadline has passed, and is armed again
+ * for the next. It is unreferenced: the connection keeps the process alive while a command waits,
+ * and a closed connection fails its commands itself.
  */
 export function enforceCommandDeadlines(client: Redis, timeoutMs: number): void {
   const target = client as WithDeadlines;

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
  */
 import Fastify from 'fastify';
 import type { Redis } from 'ioredis';
-import { loadConfig } from '../../src/config.js';
+import { envSchema, loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createService } from '../../src/compose.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
@@ -23,7 +23,7 @@ import { USERS_PER_ROUND, seedIdentity } from './traffic.js';
 const mode = process.env.BENCH_MODE ?? 'decide';
 /** What a decide passes the store's script by default: 30 days of history, RATE_LIMIT_USER_PER_MIN. */
 const HISTORY_MS = DEFAULT_RETENTION.historyMs;
-const USER_PER_MINUTE = 120;
+const USER_PER_MINUTE = envSchema.shape.RATE_LIMIT_USER_PER_MIN.parse(undefined);
 const port = Number(process.env.PORT ?? 0);
 
 /** A reply of the same size as a typical decide reply, so (a) serialises as much JSON as (b). */
